@@ -1,0 +1,87 @@
+"""Error kinds that cross the wire between server, Tentacle and admin client.
+
+A gRPC status code says how bad; the kind says what happened, so the receiving side can raise
+the same typed error the sender meant. Listening transports carry it in trailing metadata,
+polling transports in the Response frame.
+
+    kind                 status code            meaning
+    not_found            NOT_FOUND              the named thing does not exist
+    conflict             ALREADY_EXISTS         it exists already / state forbids it
+    invalid_argument     INVALID_ARGUMENT       the request is malformed; nothing was done
+    permission_denied    PERMISSION_DENIED      the caller may not do this
+    unauthenticated      UNAUTHENTICATED        no or bad API key / certificate
+    not_delivered        UNAVAILABLE            the request never reached the agent: safe to retry
+    unreachable          UNAVAILABLE            the agent could not be reached (refused, timed out)
+    untrusted            UNAVAILABLE            the peer presented a certificate we do not trust
+    internal             INTERNAL               a bug: the message says where
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import cast
+
+import grpc
+
+ERROR_KIND_METADATA = "cuttle-error-kind"
+
+KIND_TO_CODE: dict[str, grpc.StatusCode] = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "conflict": grpc.StatusCode.ALREADY_EXISTS,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "not_delivered": grpc.StatusCode.UNAVAILABLE,
+    "unreachable": grpc.StatusCode.UNAVAILABLE,
+    "untrusted": grpc.StatusCode.UNAVAILABLE,
+    "cancelled": grpc.StatusCode.CANCELLED,
+    "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+
+_CODE_TO_DEFAULT_KIND: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.ALREADY_EXISTS: "conflict",
+    grpc.StatusCode.FAILED_PRECONDITION: "conflict",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+    grpc.StatusCode.OUT_OF_RANGE: "invalid_argument",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "invalid_argument",
+    grpc.StatusCode.PERMISSION_DENIED: "permission_denied",
+    grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
+    grpc.StatusCode.UNAVAILABLE: "unreachable",
+    grpc.StatusCode.CANCELLED: "cancelled",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline_exceeded",
+}
+
+
+def code_for_kind(kind: str) -> grpc.StatusCode:
+    """The gRPC status code that carries an error kind."""
+    return KIND_TO_CODE.get(kind, grpc.StatusCode.INTERNAL)
+
+
+def kind_for_code(code: grpc.StatusCode, metadata_kind: str | None = None) -> str:
+    """The error kind for a received status, preferring the sender's explicit kind."""
+    if metadata_kind and metadata_kind in KIND_TO_CODE:
+        return metadata_kind
+    return _CODE_TO_DEFAULT_KIND.get(code, "internal")
+
+
+def code_from_number(number: int) -> grpc.StatusCode:
+    """Map a numeric status code (as carried in polling frames) back to the enum."""
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def kind_from_rpc_error(error: grpc.aio.AioRpcError) -> str:
+    """The error kind of a failed call, from its trailing metadata or its status code."""
+    kind: str | None = None
+    trailing = error.trailing_metadata()
+    if trailing:
+        # The stubs type metadata loosely; at runtime it is a sequence of (key, value) pairs.
+        pairs = cast("Iterable[tuple[str, str | bytes]]", trailing)
+        for key, value in pairs:
+            if key == ERROR_KIND_METADATA:
+                kind = value if isinstance(value, str) else value.decode()
+    return kind_for_code(error.code(), kind)
