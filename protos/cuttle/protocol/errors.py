@@ -74,14 +74,19 @@ def code_from_number(number: int) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def explicit_kind(error: grpc.aio.AioRpcError) -> str | None:
+    """The error kind the sender put in trailing metadata, if it did."""
+    trailing = error.trailing_metadata()
+    if not trailing:
+        return None
+    # The stubs type metadata loosely; at runtime it is a sequence of (key, value) pairs.
+    pairs = cast("Iterable[tuple[str, str | bytes]]", trailing)
+    for key, value in pairs:
+        if key == ERROR_KIND_METADATA:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
 def kind_from_rpc_error(error: grpc.aio.AioRpcError) -> str:
     """The error kind of a failed call, from its trailing metadata or its status code."""
-    kind: str | None = None
-    trailing = error.trailing_metadata()
-    if trailing:
-        # The stubs type metadata loosely; at runtime it is a sequence of (key, value) pairs.
-        pairs = cast("Iterable[tuple[str, str | bytes]]", trailing)
-        for key, value in pairs:
-            if key == ERROR_KIND_METADATA:
-                kind = value if isinstance(value, str) else value.decode()
-    return kind_for_code(error.code(), kind)
+    return kind_for_code(error.code(), explicit_kind(error))

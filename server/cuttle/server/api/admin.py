@@ -1,0 +1,267 @@
+"""The admin service: thin handlers that validate, call the engine or store, and build replies."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from importlib import metadata
+from typing import Any
+
+import grpc
+import structlog
+from sqlalchemy.orm import Session
+
+from cuttle.protocol import pki
+from cuttle.protocol.v1 import admin_pb2 as apb
+from cuttle.protocol.v1 import admin_pb2_grpc
+from cuttle.server.api import convert
+from cuttle.server.domain.scripts import RemoteVariable
+from cuttle.server.engine.health import HealthChecker
+from cuttle.server.engine.notifications import TaskSignals
+from cuttle.server.engine.script_tasks import ScriptSpec, ScriptTasks
+from cuttle.server.engine.transactions import Transactions
+from cuttle.server.errors import InvalidArgument
+from cuttle.server.store import artifacts as artifact_store
+from cuttle.server.store import machines as machine_store
+from cuttle.server.store import task_log, tasks
+from cuttle.server.store.records import MachineRecord, StoredLine
+
+log = structlog.get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+LOG_BATCH = 1000
+# Followers re-read the store at least this often even without a local signal, so a task
+# written by another server node still shows progress.
+FOLLOW_POLL_SECONDS = 1.0
+
+
+def server_version() -> str:
+    """The installed cuttle-server version."""
+    try:
+        return metadata.version("cuttle-server")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """Implements AdminService over the engine and store."""
+
+    def __init__(
+        self,
+        *,
+        tx: Transactions,
+        identity: pki.Identity,
+        polling_port: Callable[[], int],
+        machines_changed: Callable[[], Awaitable[None]],
+        connected: Callable[[str], bool | None],
+        health: HealthChecker,
+        scripts: ScriptTasks,
+        signals: TaskSignals,
+    ) -> None:
+        self._tx = tx
+        self._identity = identity
+        self._polling_port = polling_port
+        self._machines_changed = machines_changed
+        self._connected = connected
+        self._health = health
+        self._scripts = scripts
+        self._signals = signals
+
+    def _machine(self, record: MachineRecord) -> apb.Machine:
+        return convert.machine(record, self._connected(record.name))
+
+    async def GetServerInfo(
+        self, request: apb.GetServerInfoRequest, context: Context
+    ) -> apb.ServerInfo:  # noqa: N802
+        """Version, thumbprint and polling port of this server."""
+        return apb.ServerInfo(
+            version=server_version(),
+            thumbprint=self._identity.thumbprint,
+            polling_port=self._polling_port(),
+            certificate_pem=self._identity.certificate_pem.decode(),
+        )
+
+    async def RegisterMachine(
+        self, request: apb.RegisterMachineRequest, context: Context
+    ) -> apb.Machine:  # noqa: N802
+        """Register (or with force, re-register) a Tentacle and trust its certificate at once."""
+        if not request.name.strip():
+            raise InvalidArgument("machine name is empty")
+        if not request.environments:
+            raise InvalidArgument("a machine needs at least one environment")
+        style = convert.STYLE_NAMES.get(request.comms_style)
+        if style is None:
+            raise InvalidArgument("comms_style must be listening or polling")
+        if style == "listening" and not request.endpoint:
+            raise InvalidArgument("a listening machine needs an endpoint (host:port)")
+        try:
+            thumbprint = pki.check_peer_certificate(request.certificate_pem.encode())
+        except pki.CertificateError as exc:
+            raise InvalidArgument(f"certificate refused: {exc}") from exc
+        record = await self._tx.run(
+            lambda s: machine_store.add(
+                s,
+                name=request.name.strip(),
+                comms_style=style,
+                endpoint=request.endpoint or None,
+                thumbprint=thumbprint,
+                certificate_pem=request.certificate_pem,
+                environments=list(request.environments),
+                roles=list(request.roles),
+                replace=request.force,
+            )
+        )
+        await self._machines_changed()
+        log.info("machine_registered", machine=record.name, style=style, thumbprint=thumbprint)
+        return self._machine(record)
+
+    async def ListMachines(
+        self, request: apb.ListMachinesRequest, context: Context
+    ) -> apb.ListMachinesResponse:  # noqa: N802
+        """Machines filtered by environment, role and name, paged."""
+        page = await self._tx.run(
+            lambda s: machine_store.list_machines(
+                s,
+                environments=list(request.environments),
+                roles=list(request.roles),
+                names=list(request.names),
+                page_size=request.page_size or 100,
+                page_token=request.page_token or None,
+            )
+        )
+        return apb.ListMachinesResponse(
+            machines=[self._machine(m) for m in page.items],
+            next_page_token=page.next_page_token or "",
+        )
+
+    async def RemoveMachine(
+        self, request: apb.RemoveMachineRequest, context: Context
+    ) -> apb.RemoveMachineResponse:  # noqa: N802
+        """Forget a machine: its certificate stops working and its streams end at once."""
+        record = await self._tx.run(lambda s: machine_store.remove(s, request.name))
+        await self._machines_changed()
+        log.info("machine_removed", machine=record.name, thumbprint=record.thumbprint)
+        return apb.RemoveMachineResponse()
+
+    async def CheckHealth(
+        self, request: apb.CheckHealthRequest, context: Context
+    ) -> apb.CheckHealthResponse:  # noqa: N802
+        """Check machines now and return what was recorded."""
+        records = await self._health.check(list(request.names))
+        return apb.CheckHealthResponse(machines=[self._machine(m) for m in records])
+
+    async def RunScript(
+        self, request: apb.RunScriptRequest, context: Context
+    ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
+        """Start a script task and stream its events until it ends."""
+        syntax = {1: "bash", 2: "python", 3: "sh", 4: "pwsh"}.get(request.syntax)
+        if syntax is None:
+            raise InvalidArgument("choose a script syntax (bash, python, sh, pwsh)")
+        if request.timeout_seconds < 0:
+            raise InvalidArgument("timeout must not be negative")
+        task = await self._scripts.submit(
+            ScriptSpec(
+                syntax=syntax,
+                body=request.body,
+                environments=tuple(request.environments),
+                roles=tuple(request.roles),
+                machines=tuple(request.machines),
+                timeout_seconds=request.timeout_seconds,
+                variables=tuple(
+                    RemoteVariable(v.name, v.value, v.sensitive) for v in request.variables
+                ),
+                files=tuple((f.name, f.content) for f in request.files),
+            )
+        )
+        async for event in self._follow(task.id, 0, follow=True):
+            yield event
+
+    async def WatchTask(
+        self, request: apb.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
+        """Replay a task's log from a position and, unless told not to, follow it to the end."""
+        async for event in self._follow(
+            request.task_id, request.after_position, follow=not request.no_follow
+        ):
+            yield event
+
+    async def _follow(
+        self, task_id: str, after: int, *, follow: bool
+    ) -> AsyncIterator[apb.TaskEvent]:
+        record = await self._tx.run(lambda s: tasks.get(s, task_id))
+        yield apb.TaskEvent(task_id=task_id, started=convert.task(record))
+        reported: dict[str, str] = {}
+        while True:
+            lines = await self._tx.run(partial(_read_lines, task_id, after))
+            if lines:
+                after = lines[-1].position
+                yield apb.TaskEvent(
+                    task_id=task_id,
+                    lines=apb.TaskLogBatch(lines=[convert.log_line(line) for line in lines]),
+                )
+                if len(lines) == LOG_BATCH:
+                    continue
+            record = await self._tx.run(lambda s: tasks.get(s, task_id))
+            for target in record.targets:
+                if (
+                    target.finished_ms is not None
+                    and reported.get(target.machine_name) != target.state
+                ):
+                    reported[target.machine_name] = target.state
+                    # Lines stored before the target finished are all before this point.
+                    more = await self._tx.run(partial(_read_lines, task_id, after))
+                    if more:
+                        reported.pop(target.machine_name, None)
+                        break
+                    yield apb.TaskEvent(task_id=task_id, target_finished=convert.target(target))
+            else:
+                if record.state in ("success", "failed", "cancelled"):
+                    yield apb.TaskEvent(task_id=task_id, finished=convert.task(record))
+                    return
+                if not follow:
+                    return
+                await self._signals.wait(task_id, FOLLOW_POLL_SECONDS)
+
+    async def GetTask(self, request: apb.GetTaskRequest, context: Context) -> apb.Task:  # noqa: N802
+        """One task and its targets."""
+        return convert.task(await self._tx.run(lambda s: tasks.get(s, request.task_id)))
+
+    async def ListTasks(
+        self, request: apb.ListTasksRequest, context: Context
+    ) -> apb.ListTasksResponse:  # noqa: N802
+        """Tasks, newest first, paged."""
+        page = await self._tx.run(
+            lambda s: tasks.list_tasks(
+                s, page_size=request.page_size or 50, page_token=request.page_token or None
+            )
+        )
+        return apb.ListTasksResponse(
+            tasks=[convert.task(t) for t in page.items],
+            next_page_token=page.next_page_token or "",
+        )
+
+    async def CancelTask(self, request: apb.CancelTaskRequest, context: Context) -> apb.Task:  # noqa: N802
+        """Cancel a task; running scripts are killed on their machines."""
+        record = await self._scripts.cancel(
+            request.task_id, request.reason or "cancelled by a user"
+        )
+        return convert.task(record)
+
+    async def DownloadArtifact(
+        self, request: apb.DownloadArtifactRequest, context: Context
+    ) -> AsyncIterator[apb.ArtifactChunk]:  # noqa: N802
+        """An artifact's content as stored on the server."""
+        content = await self._tx.run(
+            lambda s: artifact_store.get_content(s, request.task_id, request.machine, request.name)
+        )
+        digest = hashlib.sha256(content).hexdigest()
+        chunk = 1024 * 1024
+        for offset in range(0, max(len(content), 1), chunk):
+            yield apb.ArtifactChunk(
+                data=content[offset : offset + chunk], total_size=len(content), sha256=digest
+            )
+
+
+def _read_lines(task_id: str, after: int, session: Session) -> list[StoredLine]:
+    return task_log.read_lines(session, task_id, after_position=after, limit=LOG_BATCH)

@@ -1,0 +1,110 @@
+"""The one place the admin API turns records into protobuf messages."""
+
+from __future__ import annotations
+
+from cuttle.protocol.v1 import admin_pb2 as apb
+from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.store.records import (
+    CommsStyle,
+    MachineRecord,
+    StoredLine,
+    TaskRecord,
+    TaskTargetRecord,
+)
+
+_HEALTH = {
+    "unknown": apb.HEALTH_STATUS_UNKNOWN,
+    "healthy": apb.HEALTH_STATUS_HEALTHY,
+    "unavailable": apb.HEALTH_STATUS_UNAVAILABLE,
+}
+_STYLE = {"listening": apb.COMMS_STYLE_LISTENING, "polling": apb.COMMS_STYLE_POLLING}
+_TASK_STATE = {
+    "queued": apb.TASK_STATE_QUEUED,
+    "running": apb.TASK_STATE_RUNNING,
+    "success": apb.TASK_STATE_SUCCESS,
+    "failed": apb.TASK_STATE_FAILED,
+    "cancelled": apb.TASK_STATE_CANCELLED,
+}
+_SCRIPT_STATE = {
+    "pending": tpb.SCRIPT_STATE_PENDING,
+    "running": tpb.SCRIPT_STATE_RUNNING,
+    "complete": tpb.SCRIPT_STATE_COMPLETE,
+    "cancelled": tpb.SCRIPT_STATE_CANCELLED,
+    "timed_out": tpb.SCRIPT_STATE_TIMED_OUT,
+    "result_unknown": tpb.SCRIPT_STATE_RESULT_UNKNOWN,
+    "failed_to_start": tpb.SCRIPT_STATE_FAILED_TO_START,
+    "not_delivered": tpb.SCRIPT_STATE_FAILED_TO_START,
+}
+
+STYLE_NAMES: dict[int, CommsStyle] = {
+    apb.COMMS_STYLE_LISTENING: "listening",
+    apb.COMMS_STYLE_POLLING: "polling",
+}
+
+
+def machine(record: MachineRecord, connected: bool | None = None) -> apb.Machine:
+    """A machine as the admin API shows it."""
+    return apb.Machine(
+        name=record.name,
+        environments=list(record.environments),
+        roles=list(record.roles),
+        comms_style=_STYLE[record.comms_style],
+        endpoint=record.endpoint or "",
+        thumbprint=record.thumbprint,
+        health=_HEALTH[record.health],
+        health_message=record.health_message,
+        tentacle_version=record.tentacle_version,
+        os=record.os,
+        free_disk_bytes=record.free_disk_bytes or 0,
+        last_health_check_unix_ms=record.last_health_check_ms or 0,
+        registered_unix_ms=record.registered_ms,
+        connected=bool(connected),
+    )
+
+
+def target(record: TaskTargetRecord) -> apb.TargetResult:
+    """One machine's result in a task."""
+    message = record.message
+    if record.state == "not_delivered" and not message:
+        message = "not delivered"
+    return apb.TargetResult(
+        machine=record.machine_name,
+        state=_SCRIPT_STATE[record.state],
+        exit_code=record.exit_code if record.exit_code is not None else -1,
+        message=message,
+        output_variables=[
+            tpb.Variable(name=v.name, value=v.value, sensitive=v.sensitive)
+            for v in record.output_variables
+        ],
+        artifacts=[
+            tpb.Artifact(name=a.name, path=a.path, size=a.size, sha256=a.sha256)
+            for a in record.artifacts
+        ],
+    )
+
+
+def task(record: TaskRecord) -> apb.Task:
+    """A task and its targets."""
+    return apb.Task(
+        id=record.id,
+        description=record.description,
+        state=_TASK_STATE[record.state],
+        created_unix_ms=record.created_ms,
+        finished_unix_ms=record.finished_ms or 0,
+        targets=[target(t) for t in record.targets],
+    )
+
+
+def log_line(line: StoredLine) -> apb.TaskLogLine:
+    """A stored log line."""
+    return apb.TaskLogLine(
+        position=line.position,
+        machine=line.machine_name,
+        line=tpb.LogLine(
+            sequence=line.sequence,
+            time_unix_ms=line.time_ms,
+            source=line.source,  # type: ignore[arg-type]
+            level=line.level,  # type: ignore[arg-type]
+            text=line.text,
+        ),
+    )

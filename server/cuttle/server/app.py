@@ -1,0 +1,194 @@
+"""A server node: store, engine, comms and the two gRPC endpoints, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cuttle.protocol import channel, pki
+from cuttle.protocol.pinning import PinnedPeers
+from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, polling_pb2
+from cuttle.server.api.admin import AdminService
+from cuttle.server.api.auth import AdminInterceptor
+from cuttle.server.comms.polling import HubSettings, PollingHub
+from cuttle.server.comms.registry import Connections, MachineEndpoint
+from cuttle.server.engine.health import HealthChecker
+from cuttle.server.engine.notifications import TaskSignals
+from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
+from cuttle.server.engine.transactions import Transactions
+from cuttle.server.settings import ServerSettings
+from cuttle.server.store import database
+from cuttle.server.store import machines as machine_store
+
+log = structlog.get_logger(__name__)
+
+KEY_FILE = "server-key.pem"
+CERTIFICATE_FILE = "server-certificate.pem"
+PORTS_FILE = "ports.json"
+
+
+def load_identity(home: Path) -> pki.Identity:
+    """The server's identity, made by `cuttle-server init`."""
+    return pki.load_identity(home / KEY_FILE, home / CERTIFICATE_FILE)
+
+
+class ServerNode:
+    """Owns everything one `cuttle-server run` process does."""
+
+    def __init__(self, home: Path, settings: ServerSettings) -> None:
+        self.home = home
+        self.settings = settings
+        self.identity = load_identity(home)
+        self._engine = database.create_engine_for(settings.database_url)
+        self.tx = Transactions(database.session_maker(self._engine))
+        self.polling_peers = PinnedPeers(self.identity)
+        self.connections = Connections(
+            self.identity,
+            PollingHub(
+                HubSettings(
+                    pickup_timeout=settings.pickup_timeout_seconds,
+                    heartbeat_interval=settings.heartbeat_interval_seconds,
+                    heartbeat_timeout=settings.heartbeat_timeout_seconds,
+                ),
+                self._resolve_polling,
+            ),
+            self.polling_peers,
+            settings.connect_timeout_seconds,
+        )
+        self.signals = TaskSignals()
+        self.health = HealthChecker(self.tx, self.connections, settings.connect_timeout_seconds)
+        self.scripts = ScriptTasks(
+            self.tx,
+            self.connections,
+            self.signals,
+            ScriptTaskSettings(agent_lost_after=settings.agent_lost_after_seconds),
+        )
+        self._admin: grpc.aio.Server | None = None
+        self._polling: grpc.aio.Server | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self.ports: dict[str, int] = {}
+
+    def _resolve_polling(self, thumbprint: str) -> str | None:
+        return self.connections.resolve_polling(thumbprint)
+
+    async def refresh_machines(self) -> None:
+        """Reload the machine list into comms (trust, transports)."""
+        machines = await self.tx.run(lambda s: machine_store.all_machines(s))
+        await self.connections.refresh(
+            MachineEndpoint(
+                m.name, m.comms_style, m.endpoint or "", m.thumbprint, m.certificate_pem
+            )
+            for m in machines
+        )
+
+    async def start(self) -> None:
+        """Migrate, open both endpoints, resume unfinished work."""
+        await asyncio.to_thread(database.migrate, self._engine)
+        await self.refresh_machines()
+        host = self.settings.listen_host
+
+        polling = grpc.aio.server(
+            interceptors=[self.polling_peers.interceptor()], options=channel.server_options()
+        )
+        hub = self.connections.hub
+
+        async def poll(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await hub.serve(requests, context)
+
+        polling.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "cuttle.protocol.v1.PollingService",
+                    {
+                        "Poll": grpc.stream_stream_rpc_method_handler(
+                            poll,
+                            request_deserializer=polling_pb2.TentacleFrame.FromString,
+                            response_serializer=polling_pb2.ServerFrame.SerializeToString,
+                        )
+                    },
+                )
+            ]
+        )
+        self.ports["polling"] = polling.add_secure_port(
+            f"{host}:{self.settings.polling_port}", self.polling_peers.credentials()
+        )
+
+        admin = grpc.aio.server(
+            interceptors=[AdminInterceptor(self.tx)], options=channel.server_options()
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(
+                tx=self.tx,
+                identity=self.identity,
+                polling_port=lambda: self.ports.get("polling", 0),
+                machines_changed=self.refresh_machines,
+                connected=self.connections.connected,
+                health=self.health,
+                scripts=self.scripts,
+                signals=self.signals,
+            ),
+            admin,
+        )
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, admin)
+        reflection.enable_server_reflection(
+            (
+                admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+                reflection.SERVICE_NAME,
+                "grpc.health.v1.Health",
+            ),
+            admin,
+        )
+        # The admin port needs no client certificate: callers prove themselves with API keys.
+        credentials = grpc.ssl_server_credentials(
+            [(self.identity.key_pem, self.identity.certificate_pem)]
+        )
+        self.ports["admin"] = admin.add_secure_port(
+            f"{host}:{self.settings.admin_port}", credentials
+        )
+        await polling.start()
+        await admin.start()
+        self._polling, self._admin = polling, admin
+        resumed = await self.scripts.resume()
+        self._loops.append(
+            asyncio.create_task(
+                self.health.run_forever(self.settings.health_check_interval_seconds)
+            )
+        )
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        _write_ports(self.home, self.ports)
+        log.info(
+            "server_started",
+            thumbprint=self.identity.thumbprint,
+            resumed_tasks=resumed,
+            **self.ports,
+        )
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop accepting, stop the engine (scripts keep running on agents), close everything."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.scripts.stop()
+        for server in (self._admin, self._polling):
+            if server is not None:
+                await server.stop(grace)
+        await self.connections.close()
+        self.tx.close()
+        self._engine.dispose()
+        log.info("server_stopped")
+
+
+def _write_ports(home: Path, ports: dict[str, int]) -> None:
+    tmp = home / (PORTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(ports))
+    os.replace(tmp, home / PORTS_FILE)

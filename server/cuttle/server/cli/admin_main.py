@@ -1,0 +1,462 @@
+"""`cuttle`: the admin client (machines, scripts, tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from cuttle.protocol.v1 import admin_pb2 as apb
+from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.cli.connection import AdminConnection, describe, parse_server
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
+HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable"}
+STYLE = {1: "listening", 2: "polling"}
+TASK_STATE = {1: "queued", 2: "running", 3: "success", 4: "failed", 5: "cancelled"}
+SCRIPT_STATE = {
+    1: "pending",
+    2: "running",
+    3: "complete",
+    4: "cancelled",
+    5: "timed out",
+    6: "result unknown",
+    7: "failed to start",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="CUTTLE_SERVER",
+    default="https://127.0.0.1:8443",
+    show_default=True,
+    help="Admin API address (env CUTTLE_SERVER).",
+)
+@click.option(
+    "--api-key", envvar="CUTTLE_API_KEY", default="", help="API key (env CUTTLE_API_KEY)."
+)
+@click.option(
+    "--server-thumbprint",
+    envvar="CUTTLE_SERVER_THUMBPRINT",
+    default="",
+    help="Pinned server thumbprint (env CUTTLE_SERVER_THUMBPRINT).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(
+    ctx: click.Context, server: str, api_key: str, server_thumbprint: str, debug: bool
+) -> None:
+    """Drive a Cuttle server.
+
+    \b
+      cuttle machine list
+      cuttle script run --environment Dev --role web --syntax bash -- 'echo hello from $(hostname)'
+      cuttle task log <task-id>
+    """
+    ctx.obj = {
+        "server": server,
+        "api_key": api_key,
+        "thumbprint": server_thumbprint,
+        "debug": debug,
+    }
+
+
+def _run(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]) -> T:
+    address = parse_server(ctx.obj["server"], ctx.obj["thumbprint"], ctx.obj["api_key"])
+
+    async def go() -> T:
+        conn = AdminConnection(address)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as exc:
+        if ctx.obj["debug"]:
+            raise
+        raise click.ClickException(describe(exc)) from None
+
+
+def _ms(value: int) -> str:
+    if not value:
+        return "-"
+    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _json(message: Any) -> dict[str, Any]:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+output_option = click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+@main.group()
+def machine() -> None:
+    """Deployment targets (registered Tentacles)."""
+
+
+def _machines_table(machines: list[apb.Machine]) -> Table:
+    table = Table("Name", "Environments", "Roles", "Style", "Health", "Version", "Message")
+    for m in machines:
+        table.add_row(
+            m.name,
+            ", ".join(m.environments),
+            ", ".join(m.roles),
+            STYLE.get(m.comms_style, "?"),
+            HEALTH.get(m.health, "?"),
+            m.tentacle_version or "-",
+            m.health_message,
+        )
+    return table
+
+
+@machine.command("list")
+@click.option("--environment", "environments", multiple=True)
+@click.option("--role", "roles", multiple=True)
+@output_option
+@click.pass_context
+def machine_list(
+    ctx: click.Context, environments: tuple[str, ...], roles: tuple[str, ...], output: str
+) -> None:
+    """List machines: name, environments, roles, style, health, version."""
+
+    async def work(conn: AdminConnection) -> list[apb.Machine]:
+        machines: list[apb.Machine] = []
+        token = ""
+        while True:
+            page = await conn.stub.ListMachines(
+                apb.ListMachinesRequest(
+                    environments=environments, roles=roles, page_token=token, page_size=500
+                ),
+                metadata=conn.metadata,
+                timeout=60,
+            )
+            machines.extend(page.machines)
+            token = page.next_page_token
+            if not token:
+                return machines
+
+    machines = _run(ctx, work)
+    if output == "json":
+        click.echo(json.dumps([_json(m) for m in machines], indent=2))
+    else:
+        console.print(_machines_table(machines))
+
+
+@machine.command("health-check")
+@click.option("--name", "names", multiple=True, help="Only these machines (default: all).")
+@output_option
+@click.pass_context
+def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str) -> None:
+    """Check machines now; exits 1 when any is unavailable."""
+
+    async def work(conn: AdminConnection) -> apb.CheckHealthResponse:
+        return await conn.stub.CheckHealth(
+            apb.CheckHealthRequest(names=names), metadata=conn.metadata, timeout=120
+        )
+
+    result = _run(ctx, work)
+    if output == "json":
+        click.echo(json.dumps([_json(m) for m in result.machines], indent=2))
+    else:
+        console.print(_machines_table(list(result.machines)))
+    if any(m.health != apb.HEALTH_STATUS_HEALTHY for m in result.machines):
+        sys.exit(1)
+
+
+@machine.command("remove")
+@click.argument("name")
+@click.pass_context
+def machine_remove(ctx: click.Context, name: str) -> None:
+    """Remove a machine; its certificate is refused from now on."""
+
+    async def work(conn: AdminConnection) -> None:
+        await conn.stub.RemoveMachine(
+            apb.RemoveMachineRequest(name=name), metadata=conn.metadata, timeout=60
+        )
+
+    _run(ctx, work)
+    click.echo(f"Removed {name}")
+
+
+@main.group()
+def script() -> None:
+    """Run ad-hoc scripts on machines."""
+
+
+@script.command("run")
+@click.option("--environment", "environments", multiple=True, help="Machines in this environment.")
+@click.option("--role", "roles", multiple=True, help="Machines with this role (target tag).")
+@click.option("--machine", "machines", multiple=True, help="This machine by name.")
+@click.option("--syntax", type=click.Choice(list(SYNTAX)), default="bash", show_default=True)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Read the script from a file.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Seconds before the script is killed (0: none).",
+)
+@click.option(
+    "--variable",
+    "variables",
+    multiple=True,
+    help="NAME=VALUE made available to get_octopusvariable.",
+)
+@click.option(
+    "--sensitive-variable",
+    "sensitive",
+    multiple=True,
+    help="NAME=ENV_VAR: a sensitive variable whose value is read from an environment variable "
+    "(never from the command line).",
+)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.argument("body", nargs=-1)
+@click.pass_context
+def script_run(
+    ctx: click.Context,
+    environments: tuple[str, ...],
+    roles: tuple[str, ...],
+    machines: tuple[str, ...],
+    syntax: str,
+    file: Path | None,
+    timeout: float,
+    variables: tuple[str, ...],
+    sensitive: tuple[str, ...],
+    output: str,
+    body: tuple[str, ...],
+) -> None:
+    """Run a script on every matching machine in parallel and stream each machine's output.
+
+    Exit status: 0 when every machine succeeded, 1 when any failed (they are named).
+    """
+    if file is not None and body:
+        raise click.UsageError("give the script either as --file or as arguments, not both")
+    text = file.read_text() if file is not None else " ".join(body)
+    if not text.strip():
+        raise click.UsageError("no script given: pass it after -- or with --file")
+    request_vars = []
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--variable {item!r}: expected NAME=VALUE")
+        request_vars.append(tpb.Variable(name=name, value=value))
+    for item in sensitive:
+        name, sep, env_name = item.partition("=")
+        if not sep or env_name not in os.environ:
+            raise click.UsageError(
+                f"--sensitive-variable {item!r}: expected NAME=ENV_VAR with ENV_VAR set"
+            )
+        request_vars.append(tpb.Variable(name=name, value=os.environ[env_name], sensitive=True))
+    request = apb.RunScriptRequest(
+        environments=environments,
+        roles=roles,
+        machines=machines,
+        syntax=SYNTAX[syntax],  # type: ignore[arg-type]
+        body=text,
+        timeout_seconds=timeout,
+        variables=request_vars,
+    )
+
+    async def work(conn: AdminConnection) -> apb.Task | None:
+        final: apb.Task | None = None
+        async for event in conn.stub.RunScript(request, metadata=conn.metadata):
+            final = _show_event(event, output) or final
+        return final
+
+    final = _run(ctx, work)
+    sys.exit(_exit_status(final))
+
+
+def _show_event(event: apb.TaskEvent, output: str) -> apb.Task | None:
+    kind = event.WhichOneof("kind")
+    if output == "json":
+        click.echo(json.dumps(_json(event)))
+    elif kind == "started":
+        err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
+    elif kind == "lines":
+        out = sys.stdout.buffer
+        for line in event.lines.lines:
+            out.write(f"{line.machine}: ".encode() + line.line.text + b"\n")
+        out.flush()
+    elif kind == "target_finished":
+        t = event.target_finished
+        state = SCRIPT_STATE.get(t.state, "?")
+        detail = f" exit code {t.exit_code}" if t.state == tpb.SCRIPT_STATE_COMPLETE else ""
+        message = f" - {t.message}" if t.message else ""
+        err_console.print(f"[bold]{t.machine}[/bold]: {state}{detail}{message}", highlight=False)
+        for v in t.output_variables:
+            err_console.print(f"  output {v.name} = {v.value}", highlight=False)
+        for a in t.artifacts:
+            err_console.print(f"  artifact {a.name} ({a.size} bytes)", highlight=False)
+    if kind == "finished":
+        if output != "json":
+            err_console.print(f"Task {event.task_id} {TASK_STATE.get(event.finished.state, '?')}")
+        return event.finished
+    return None
+
+
+def _exit_status(task: apb.Task | None) -> int:
+    if task is None:
+        return 1
+    failed = [
+        t.machine
+        for t in task.targets
+        if not (t.state == tpb.SCRIPT_STATE_COMPLETE and t.exit_code == 0)
+    ]
+    if failed:
+        err_console.print(f"Failed on: {', '.join(failed)}", highlight=False)
+        return 1
+    return 0 if task.state == apb.TASK_STATE_SUCCESS else 1
+
+
+@main.group()
+def task() -> None:
+    """Server tasks (script runs) and their logs."""
+
+
+@task.command("list")
+@output_option
+@click.pass_context
+def task_list(ctx: click.Context, output: str) -> None:
+    """Recent tasks, newest first."""
+
+    async def work(conn: AdminConnection) -> apb.ListTasksResponse:
+        return await conn.stub.ListTasks(
+            apb.ListTasksRequest(page_size=50), metadata=conn.metadata, timeout=60
+        )
+
+    result = _run(ctx, work)
+    if output == "json":
+        click.echo(json.dumps([_json(t) for t in result.tasks], indent=2))
+        return
+    table = Table("Id", "State", "Created", "Finished", "Description")
+    for t in result.tasks:
+        table.add_row(
+            t.id,
+            TASK_STATE.get(t.state, "?"),
+            _ms(t.created_unix_ms),
+            _ms(t.finished_unix_ms),
+            t.description,
+        )
+    console.print(table)
+
+
+@task.command("show")
+@click.argument("task_id")
+@output_option
+@click.pass_context
+def task_show(ctx: click.Context, task_id: str, output: str) -> None:
+    """A task and each machine's result."""
+
+    async def work(conn: AdminConnection) -> apb.Task:
+        return await conn.stub.GetTask(
+            apb.GetTaskRequest(task_id=task_id), metadata=conn.metadata, timeout=60
+        )
+
+    t = _run(ctx, work)
+    if output == "json":
+        click.echo(json.dumps(_json(t), indent=2))
+        return
+    console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
+    table = Table("Machine", "State", "Exit", "Message")
+    for target in t.targets:
+        table.add_row(
+            target.machine,
+            SCRIPT_STATE.get(target.state, "?"),
+            str(target.exit_code),
+            target.message,
+        )
+    console.print(table)
+
+
+@task.command("log")
+@click.argument("task_id")
+@click.option("--follow/--no-follow", default=False, help="Keep following a running task.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> None:
+    """Print a task's full log (each line prefixed by its machine)."""
+
+    async def work(conn: AdminConnection) -> apb.Task | None:
+        final: apb.Task | None = None
+        async for event in conn.stub.WatchTask(
+            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow), metadata=conn.metadata
+        ):
+            final = _show_event(event, output) or final
+        return final
+
+    _run(ctx, work)
+
+
+@task.command("cancel")
+@click.argument("task_id")
+@click.option("--reason", default="", help="Why (recorded with the task).")
+@click.pass_context
+def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
+    """Cancel a task; its scripts are killed on every machine."""
+
+    async def work(conn: AdminConnection) -> apb.Task:
+        return await conn.stub.CancelTask(
+            apb.CancelTaskRequest(task_id=task_id, reason=reason),
+            metadata=conn.metadata,
+            timeout=60,
+        )
+
+    t = _run(ctx, work)
+    click.echo(f"Task {t.id}: {TASK_STATE.get(t.state, '?')}")
+
+
+@main.group()
+def artifact() -> None:
+    """Files scripts published with new_octopusartifact."""
+
+
+@artifact.command("download")
+@click.argument("task_id")
+@click.argument("machine_name")
+@click.argument("name")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.pass_context
+def artifact_download(
+    ctx: click.Context, task_id: str, machine_name: str, name: str, out: Path
+) -> None:
+    """Save an artifact to a file."""
+
+    async def work(conn: AdminConnection) -> bytes:
+        parts = []
+        async for chunk in conn.stub.DownloadArtifact(
+            apb.DownloadArtifactRequest(task_id=task_id, machine=machine_name, name=name),
+            metadata=conn.metadata,
+        ):
+            parts.append(chunk.data)
+        return b"".join(parts)
+
+    out.write_bytes(_run(ctx, work))
+    click.echo(f"Saved {out}")

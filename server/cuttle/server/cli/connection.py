@@ -1,0 +1,78 @@
+"""How the admin client reaches a server: pinned TLS, API key, typed errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import click
+import grpc
+
+from cuttle.protocol import channel, pki
+from cuttle.protocol.errors import kind_from_rpc_error
+from cuttle.protocol.v1 import admin_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where the admin API is, and how to know it is really ours."""
+
+    host: str
+    port: int
+    thumbprint: str
+    api_key: str
+
+    @property
+    def target(self) -> str:
+        """host:port for gRPC."""
+        return f"{self.host}:{self.port}"
+
+
+def parse_server(url: str, thumbprint: str, api_key: str) -> ServerAddress:
+    """Validate the connection options; a clear error says which one is wrong."""
+    parsed = urlparse(url if "://" in url else f"https://{url}")
+    if not parsed.hostname:
+        raise click.UsageError(f"--server {url!r}: expected https://host:port")
+    if not thumbprint:
+        raise click.UsageError("--server-thumbprint (or CUTTLE_SERVER_THUMBPRINT) is required")
+    if not api_key:
+        raise click.UsageError("--api-key (or CUTTLE_API_KEY) is required")
+    try:
+        thumbprint = pki.normalize_thumbprint(thumbprint)
+    except pki.CertificateError as exc:
+        raise click.UsageError(f"--server-thumbprint: {exc}") from exc
+    return ServerAddress(parsed.hostname, parsed.port or 8443, thumbprint, api_key)
+
+
+class AdminConnection:
+    """An open, pinned channel to the admin API."""
+
+    def __init__(self, address: ServerAddress) -> None:
+        self.address = address
+        try:
+            pem = pki.fetch_peer_certificate(address.host, address.port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot reach {address.target}: {exc}") from exc
+        actual = pki.thumbprint_of_pem(pem)
+        if actual != address.thumbprint:
+            raise click.ClickException(
+                f"{address.target} presented certificate {actual}, not {address.thumbprint}: "
+                "refusing to talk to it"
+            )
+        self.channel = grpc.aio.secure_channel(
+            address.target,
+            grpc.ssl_channel_credentials(root_certificates=pem),
+            options=channel.client_options(pki.SERVER_NAME),
+        )
+        self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.metadata = (("x-api-key", address.api_key),)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close(None)
+
+
+def describe(error: grpc.aio.AioRpcError) -> str:
+    """A one-line explanation of a failed admin call."""
+    kind = kind_from_rpc_error(error)
+    return f"{error.details()} [{kind}]"

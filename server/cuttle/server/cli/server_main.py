@@ -1,0 +1,135 @@
+"""`cuttle-server`: initialise a server home and run a server node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import click
+
+from cuttle.protocol import pki
+from cuttle.protocol.logconfig import configure_logging
+from cuttle.server.app import CERTIFICATE_FILE, KEY_FILE, ServerNode, load_identity
+from cuttle.server.errors import ServerError
+from cuttle.server.settings import ServerSettings, load_settings
+from cuttle.server.store import api_keys, database
+
+DEFAULT_HOME = "/var/lib/cuttle"
+home_option = click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: os.environ.get("CUTTLE_HOME", DEFAULT_HOME),
+    show_default=DEFAULT_HOME,
+    help="The server's data folder (env CUTTLE_HOME).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The Cuttle server.
+
+    \b
+      cuttle-server init --home /var/lib/cuttle   # prints the first admin API key once
+      cuttle-server run --home /var/lib/cuttle    # admin API :8443, polling :10943
+    """
+
+
+@main.command()
+@home_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def init(home: Path, output: str) -> None:
+    """Create the data folder, database, server certificate and the first admin API key."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    if (home / KEY_FILE).exists():
+        raise click.ClickException(f"{home} is already initialised (found {KEY_FILE})")
+    identity = pki.generate_identity("Cuttle Server", pki.SERVER_NAME)
+    pki.save_identity(identity, home / KEY_FILE, home / CERTIFICATE_FILE)
+    settings = _settings(home)
+    engine = database.create_engine_for(settings.database_url)
+    database.migrate(engine)
+    with database.session_maker(engine).begin() as session:
+        _record, plaintext = api_keys.create(session, "initial admin", ["admin"])
+    engine.dispose()
+    if output == "json":
+        click.echo(json.dumps({"thumbprint": identity.thumbprint, "api_key": plaintext}))
+    else:
+        click.echo(f"Server initialised in {home}")
+        click.echo(f"Thumbprint: {identity.thumbprint}")
+        click.echo(f"Admin API key (shown once, keep it safe): {plaintext}")
+
+
+@main.command()
+@home_option
+@click.option("--admin-port", type=click.IntRange(0, 65535), help="Admin API port (0: any).")
+@click.option("--polling-port", type=click.IntRange(0, 65535), help="Polling port (0: any).")
+@click.option("--listen-host", help="Address to listen on (default 0.0.0.0).")
+@click.option("--database-url", help="SQLAlchemy URL (default: SQLite in the home).")
+@click.option("--log-level", help="debug, info, warning, error.")
+def run(
+    home: Path,
+    admin_port: int | None,
+    polling_port: int | None,
+    listen_host: str | None,
+    database_url: str | None,
+    log_level: str | None,
+) -> None:
+    """Run a server node until SIGTERM/SIGINT."""
+    settings = _settings(home).with_overrides(
+        admin_port=admin_port,
+        polling_port=polling_port,
+        listen_host=listen_host,
+        database_url=database_url,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level)
+    if not (home / KEY_FILE).exists():
+        raise click.ClickException(f"{home} is not initialised: run `cuttle-server init` first")
+
+    async def serve() -> None:
+        node = ServerNode(home, settings)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await node.start()
+        try:
+            await stopping.wait()
+        finally:
+            await node.stop()
+
+    asyncio.run(serve())
+
+
+@main.command("show-thumbprint")
+@home_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def show_thumbprint(home: Path, output: str) -> None:
+    """Print the server certificate's thumbprint (give it to Tentacles)."""
+    try:
+        thumbprint = load_identity(home).thumbprint
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the server certificate: {exc}") from exc
+    click.echo(json.dumps({"thumbprint": thumbprint}) if output == "json" else thumbprint)
+
+
+@main.command()
+@home_option
+@click.option("--database-url", help="SQLAlchemy URL (default: SQLite in the home).")
+def migrate(home: Path, database_url: str | None) -> None:
+    """Upgrade the database schema to this version."""
+    settings = _settings(home).with_overrides(database_url=database_url)
+    engine = database.create_engine_for(settings.database_url)
+    database.migrate(engine)
+    click.echo(f"Database at revision {database.current_revision(engine)}")
+    engine.dispose()
+
+
+def _settings(home: Path) -> ServerSettings:
+    try:
+        return load_settings(home)
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,77 @@
+"""The one place the server's comms turn protobuf into domain values and back."""
+
+from __future__ import annotations
+
+from cuttle.protocol.v1 import tentacle_pb2 as pb
+from cuttle.server.domain import scripts
+
+SYNTAXES = {
+    "bash": pb.SCRIPT_SYNTAX_BASH,
+    "python": pb.SCRIPT_SYNTAX_PYTHON,
+    "sh": pb.SCRIPT_SYNTAX_SH,
+    "pwsh": pb.SCRIPT_SYNTAX_PWSH,
+}
+
+STATE_NAMES = {
+    pb.SCRIPT_STATE_PENDING: "pending",
+    pb.SCRIPT_STATE_RUNNING: "running",
+    pb.SCRIPT_STATE_COMPLETE: "complete",
+    pb.SCRIPT_STATE_CANCELLED: "cancelled",
+    pb.SCRIPT_STATE_TIMED_OUT: "timed_out",
+    pb.SCRIPT_STATE_RESULT_UNKNOWN: "result_unknown",
+    pb.SCRIPT_STATE_FAILED_TO_START: "failed_to_start",
+}
+
+
+def start_request(request: scripts.ScriptRequest) -> pb.StartScriptRequest:
+    """The wire form of a script start."""
+    return pb.StartScriptRequest(
+        ticket=request.ticket,
+        body=request.body,
+        syntax=SYNTAXES[request.syntax],
+        files=[pb.ScriptFile(name=f.name, content=f.content) for f in request.files],
+        isolation=pb.ISOLATION_FULL if request.full_isolation else pb.ISOLATION_NONE,
+        mutex_name=request.mutex_name,
+        isolation_timeout_seconds=request.isolation_timeout_seconds,
+        timeout_seconds=request.timeout_seconds,
+        variables=[
+            pb.Variable(name=v.name, value=v.value, sensitive=v.sensitive)
+            for v in request.variables
+        ],
+    )
+
+
+def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:
+    """The domain form of a ticket's status."""
+    return scripts.ScriptStatus(
+        ticket=status.ticket,
+        state=STATE_NAMES.get(status.state, "result_unknown"),
+        exit_code=status.exit_code,
+        lines=tuple(
+            scripts.RemoteLine(
+                line.sequence, line.time_unix_ms, int(line.source), int(line.level), line.text
+            )
+            for line in status.lines
+        ),
+        last_sequence=status.last_sequence,
+        more_lines=status.more_lines,
+        output_variables=tuple(
+            scripts.RemoteVariable(v.name, v.value, v.sensitive) for v in status.output_variables
+        ),
+        artifacts=tuple(
+            scripts.RemoteArtifact(a.name, a.path, a.size, a.sha256) for a in status.artifacts
+        ),
+        failure_message=status.failure_message,
+        state_reason=status.state_reason,
+    )
+
+
+def agent_info(info: pb.TentacleInfo) -> scripts.AgentInfo:
+    """The domain form of GetInfo's answer."""
+    return scripts.AgentInfo(
+        version=info.version,
+        os=info.os,
+        hostname=info.hostname,
+        free_disk_bytes=info.free_disk_bytes,
+        thumbprint=info.thumbprint,
+    )

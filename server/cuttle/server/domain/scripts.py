@@ -1,0 +1,99 @@
+"""What the server knows of a script on an agent, independent of any transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FINISHED_STATES = frozenset(
+    {"complete", "cancelled", "timed_out", "result_unknown", "failed_to_start"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteLine:
+    """A journal line from an agent; text is raw bytes."""
+
+    sequence: int
+    time_unix_ms: int
+    source: int
+    level: int
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteVariable:
+    """An input or output variable."""
+
+    name: str
+    value: str
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteArtifact:
+    """A file a script published, still on the agent."""
+
+    name: str
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptStatus:
+    """A ticket's state and a batch of its journal."""
+
+    ticket: str
+    state: str
+    exit_code: int
+    lines: tuple[RemoteLine, ...]
+    last_sequence: int
+    more_lines: bool
+    output_variables: tuple[RemoteVariable, ...]
+    artifacts: tuple[RemoteArtifact, ...]
+    failure_message: str
+    state_reason: str
+
+    @property
+    def finished(self) -> bool:
+        """Whether the script will not change state again."""
+        return self.state in FINISHED_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the script ran to completion with exit code 0."""
+        return self.state == "complete" and self.exit_code == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptFile:
+    """A file sent with a script."""
+
+    name: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRequest:
+    """What to run under a ticket."""
+
+    ticket: str
+    body: str
+    syntax: str
+    files: tuple[ScriptFile, ...] = ()
+    variables: tuple[RemoteVariable, ...] = ()
+    timeout_seconds: float = 0.0
+    full_isolation: bool = False
+    mutex_name: str = ""
+    isolation_timeout_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What an agent says about itself."""
+
+    version: str
+    os: str
+    hostname: str
+    free_disk_bytes: int
+    thumbprint: str

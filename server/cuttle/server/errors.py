@@ -1,0 +1,92 @@
+"""The server's errors; each carries the wire kind of cuttle.protocol.errors.
+
+ServerError (internal)
+├── NotFound (not_found)
+├── Conflict (conflict)
+├── InvalidArgument (invalid_argument)
+├── PermissionDenied (permission_denied)
+├── Unauthenticated (unauthenticated)
+└── AgentError                      talking to a Tentacle went wrong
+    ├── NotDelivered (not_delivered)  never reached the agent: safe_to_retry is True
+    ├── Unreachable (unreachable)     refused, timed out, stream lost; `reason` says which
+    ├── Untrusted (untrusted)         the agent's certificate is not the pinned one
+    └── AgentRejected (agent's kind)  the agent answered with an error
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Root of the server's errors."""
+
+    kind = "internal"
+
+
+class NotFound(ServerError):
+    """The named thing does not exist."""
+
+    kind = "not_found"
+
+
+class Conflict(ServerError):
+    """It exists already, or its state forbids the change."""
+
+    kind = "conflict"
+
+
+class InvalidArgument(ServerError):
+    """The request is malformed; nothing was changed."""
+
+    kind = "invalid_argument"
+
+
+class PermissionDenied(ServerError):
+    """The caller may not do this."""
+
+    kind = "permission_denied"
+
+
+class Unauthenticated(ServerError):
+    """No valid API key or certificate."""
+
+    kind = "unauthenticated"
+
+
+class AgentError(ServerError):
+    """A request to a Tentacle failed."""
+
+    kind = "unreachable"
+    safe_to_retry = False
+
+
+class NotDelivered(AgentError):
+    """The request was never picked up by the agent; sending it again is safe."""
+
+    kind = "not_delivered"
+    safe_to_retry = True
+
+
+class Unreachable(AgentError):
+    """The agent could not be reached or the connection was lost mid-request."""
+
+    kind = "unreachable"
+
+    def __init__(self, machine: str, reason: str, detail: str = "") -> None:
+        self.machine = machine
+        self.reason = reason
+        super().__init__(f"{machine} is unreachable: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class Untrusted(Unreachable):
+    """The agent presented a certificate other than the pinned one (or refused ours)."""
+
+    kind = "untrusted"
+
+
+class AgentRejected(AgentError):
+    """The agent answered with an error of its own."""
+
+    def __init__(self, machine: str, kind: str, message: str) -> None:
+        self.kind = kind
+        self.machine = machine
+        super().__init__(f"{machine}: {message}")

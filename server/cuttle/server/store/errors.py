@@ -1,0 +1,30 @@
+"""Errors raised by the store; callers translate them once, at the API edge.
+
+StoreError            root: anything the store refuses or cannot find
+├── NotFound          the named row does not exist
+├── Conflict          the row exists already, or its state forbids the change
+└── InvalidArgument   the value can never be stored (malformed thumbprint, unknown state)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Root of the store's errors."""
+
+
+class NotFound(StoreError):
+    """The named row does not exist."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} was not found")
+        self.kind = kind
+        self.key = key
+
+
+class Conflict(StoreError):
+    """The row exists already, or its current state forbids the change."""
+
+
+class InvalidArgument(StoreError):
+    """A value that can never be stored; nothing was written."""

@@ -1,0 +1,201 @@
+"""SQLAlchemy tables of the server; the migrations in migrations/versions must match them.
+
+Timestamps are integer unix milliseconds (UTC) so SQLite and PostgreSQL store the same values;
+ids are uuid4 hex strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cuttle.server.store.records import COMMS_STYLES, HEALTHS, SCRIPT_STATES, TASK_STATES
+
+# Named constraints: SQLite batch migrations rebuild tables and can only drop or alter a
+# constraint that has a name, and both dialects then agree on what it is called.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LENGTH = 200
+ID_LENGTH = 32
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata and its naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {int: BigInteger}
+
+
+class Machine(Base):
+    """A deployment target (a Tentacle), trusted by its certificate thumbprint."""
+
+    __tablename__ = "machines"
+    __table_args__ = (
+        CheckConstraint(_one_of("comms_style", COMMS_STYLES), name="comms_style"),
+        CheckConstraint(_one_of("health", HEALTHS), name="health"),
+        # Names are unique regardless of case: "Web-1" and "web-1" would confuse every person.
+        Index("ix_machines_name_key", "name_key", unique=True),
+        # Every incoming Tentacle connection is looked up by its certificate thumbprint.
+        Index("ix_machines_thumbprint", "thumbprint", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    comms_style: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str | None] = mapped_column(String(300))
+    thumbprint: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    environments: Mapped[list[str]] = mapped_column(JSON)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    health: Mapped[str] = mapped_column(String(16))
+    health_message: Mapped[str] = mapped_column(Text)
+    tentacle_version: Mapped[str] = mapped_column(String(64))
+    os: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    free_disk_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    last_health_check_ms: Mapped[int | None] = mapped_column(BigInteger)
+    registered_ms: Mapped[int] = mapped_column(BigInteger)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the secret is kept, never the secret."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("ix_api_keys_key_hash", "key_hash", unique=True),
+        # Verification finds candidates by the displayed prefix, then compares hashes.
+        Index("ix_api_keys_prefix", "prefix"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(Boolean)
+
+
+class Task(Base):
+    """A unit of server work; log_count allocates the positions of its log lines."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("kind IN ('script')", name="kind"),
+        CheckConstraint(_one_of("state", TASK_STATES), name="state"),
+        # Listing is newest first; resumption looks for unfinished ones.
+        Index("ix_tasks_created_ms_id", "created_ms", "id"),
+        Index("ix_tasks_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    started_ms: Mapped[int | None] = mapped_column(BigInteger)
+    finished_ms: Mapped[int | None] = mapped_column(BigInteger)
+    owner_node: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean)
+    cancel_reason: Mapped[str] = mapped_column(Text)
+    log_count: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskTarget(Base):
+    """One machine's part of a task; last_sequence is how far its journal is stored."""
+
+    __tablename__ = "task_targets"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", SCRIPT_STATES), name="state"),
+        # The Tentacle knows a script only by its ticket; re-attaching after a restart looks
+        # it up.
+        Index("ix_task_targets_ticket", "ticket", unique=True),
+    )
+
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Not a foreign key to machines: the history outlives a removed machine.
+    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    ticket: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    message: Mapped[str] = mapped_column(Text)
+    output_variables: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    finished_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TaskLogLine(Base):
+    """A stored log line; (task, machine, sequence) is unique so a replay cannot duplicate it."""
+
+    __tablename__ = "task_log"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["task_id", "machine_name"],
+            ["task_targets.task_id", "task_targets.machine_name"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("task_id", "machine_name", "sequence"),
+    )
+
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    time_ms: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[int] = mapped_column(SmallInteger)
+    level: Mapped[int] = mapped_column(SmallInteger)
+    # Bytes, not text: script output need not be valid UTF-8 and must come back unchanged.
+    text: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ArtifactBlob(Base):
+    """An artifact downloaded from a Tentacle, kept in the database for now."""
+
+    __tablename__ = "artifact_blobs"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["task_id", "machine_name"],
+            ["task_targets.task_id", "task_targets.machine_name"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)

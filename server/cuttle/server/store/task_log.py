@@ -1,0 +1,178 @@
+"""Task log lines: every line a Tentacle journaled is stored exactly once, in a stable order.
+
+This is the hot path (a busy deployment streams thousands of lines a second), so it uses
+prebuilt Core statements and one executemany per batch instead of the ORM.
+
+Exactly once: a Tentacle numbers the lines of a script (its journal sequence) and streams them in
+order; task_targets.last_sequence says how far we have stored. A batch is filtered against it and
+last_sequence is advanced in the same transaction as the insert, so a batch replayed after a
+crash or a reconnect stores nothing twice, and (task_id, machine_name, sequence) is unique in the
+table as a last line of defence.
+
+Order: positions number all of a task's lines 1, 2, 3, ... across its machines. They are
+allocated from tasks.log_count under that row's lock, held until commit, so a writer that got
+lower positions has always committed before one with higher positions can: a reader following
+the log with after_position never skips a line that commits later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from cuttle.server.store.errors import InvalidArgument, NotFound
+from cuttle.server.store.models import Base
+from cuttle.server.store.records import LogLineRecord, StoredLine
+
+MAX_READ = 10_000
+
+_tasks: Table = Base.metadata.tables["tasks"]
+_targets: Table = Base.metadata.tables["task_targets"]
+_log: Table = Base.metadata.tables["task_log"]
+
+# Lock order is the task row, then the target row (see tasks.py). FOR UPDATE OF tasks makes
+# concurrent writers of one task take turns on PostgreSQL; SQLite's BEGIN IMMEDIATE already has.
+_LOCK_AND_READ = (
+    select(_tasks.c.log_count, _targets.c.last_sequence)
+    .select_from(_tasks.join(_targets, _targets.c.task_id == _tasks.c.id))
+    .where(
+        _tasks.c.id == bindparam("p_task_id"),
+        _targets.c.machine_name == bindparam("p_machine_name"),
+    )
+    .with_for_update(of=_tasks)
+)
+_INSERT = insert(_log)
+_SET_LOG_COUNT = (
+    update(_tasks)
+    .where(_tasks.c.id == bindparam("p_task_id"))
+    .values(log_count=bindparam("p_log_count"))
+)
+_SET_LAST_SEQUENCE = (
+    update(_targets)
+    .where(
+        _targets.c.task_id == bindparam("p_task_id"),
+        _targets.c.machine_name == bindparam("p_machine_name"),
+    )
+    .values(last_sequence=bindparam("p_last_sequence"))
+)
+_READ_COLUMNS = (
+    _log.c.task_id,
+    _log.c.position,
+    _log.c.machine_name,
+    _log.c.sequence,
+    _log.c.time_ms,
+    _log.c.source,
+    _log.c.level,
+    _log.c.text,
+)
+_READ = (
+    select(*_READ_COLUMNS)
+    .where(_log.c.task_id == bindparam("p_task_id"), _log.c.position > bindparam("p_after"))
+    .order_by(_log.c.position)
+    .limit(bindparam("p_limit"))
+)
+_READ_MACHINE = (
+    select(*_READ_COLUMNS)
+    .where(
+        _log.c.task_id == bindparam("p_task_id"),
+        _log.c.machine_name == bindparam("p_machine_name"),
+        _log.c.position > bindparam("p_after"),
+    )
+    .order_by(_log.c.position)
+    .limit(bindparam("p_limit"))
+)
+
+
+def _connection(conn: Connection | Session) -> Connection:
+    # A caller holding a Session shares its transaction: the session's connection is the one.
+    return conn.connection() if isinstance(conn, Session) else conn
+
+
+def append_lines(
+    conn: Connection | Session,
+    task_id: str,
+    machine_name: str,
+    lines: Sequence[LogLineRecord],
+) -> list[StoredLine]:
+    """Store the lines not stored yet for this task and machine; return those stored now."""
+    connection = _connection(conn)
+    key = {"p_task_id": task_id, "p_machine_name": machine_name}
+    current = connection.execute(_LOCK_AND_READ, key).one_or_none()
+    if current is None:
+        raise NotFound("task target", f"{task_id}/{machine_name}")
+    log_count, last_sequence = int(current[0]), int(current[1])
+
+    fresh: dict[int, LogLineRecord] = {}
+    for line in lines:
+        # Already stored, or a repeat within this batch: the first copy is the one we keep.
+        if line.sequence > last_sequence and line.sequence not in fresh:
+            fresh[line.sequence] = line
+    if not fresh:
+        return []
+
+    stored = [
+        StoredLine(
+            task_id=task_id,
+            position=log_count + index,
+            machine_name=machine_name,
+            sequence=line.sequence,
+            time_ms=line.time_ms,
+            source=line.source,
+            level=line.level,
+            text=bytes(line.text),
+        )
+        for index, line in enumerate((fresh[s] for s in sorted(fresh)), start=1)
+    ]
+    rows: list[dict[str, Any]] = [
+        {
+            "task_id": task_id,
+            "position": line.position,
+            "machine_name": machine_name,
+            "sequence": line.sequence,
+            "time_ms": line.time_ms,
+            "source": line.source,
+            "level": line.level,
+            "text": line.text,
+        }
+        for line in stored
+    ]
+    connection.execute(_INSERT, rows)
+    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": stored[-1].position})
+    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": stored[-1].sequence})
+    return stored
+
+
+def read_lines(
+    conn: Connection | Session,
+    task_id: str,
+    *,
+    after_position: int = 0,
+    limit: int = 1000,
+    machine_name: str | None = None,
+) -> list[StoredLine]:
+    """Return up to limit of a task's lines after after_position, in position order."""
+    if not 1 <= limit <= MAX_READ:
+        raise InvalidArgument(f"limit {limit} is not between 1 and {MAX_READ}")
+    params: dict[str, Any] = {"p_task_id": task_id, "p_after": after_position, "p_limit": limit}
+    if machine_name is None:
+        result = _connection(conn).execute(_READ, params)
+    else:
+        result = _connection(conn).execute(
+            _READ_MACHINE, {**params, "p_machine_name": machine_name}
+        )
+    return [
+        StoredLine(
+            task_id=row.task_id,
+            position=row.position,
+            machine_name=row.machine_name,
+            sequence=row.sequence,
+            time_ms=row.time_ms,
+            source=row.source,
+            level=row.level,
+            text=bytes(row.text),
+        )
+        for row in result
+    ]

@@ -1,0 +1,388 @@
+"""The `tentacle` command: create, configure, register and run an agent instance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+import grpc
+
+from cuttle.protocol import channel, pki
+from cuttle.protocol.errors import kind_from_rpc_error
+from cuttle.protocol.logconfig import configure_logging
+from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc
+from cuttle.tentacle.config import (
+    PORTS_FILE,
+    ConfigError,
+    InstanceHome,
+    ServerLink,
+    TentacleConfig,
+)
+
+DEFAULT_HOME = "/etc/cuttle/tentacle"
+home_option = click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: os.environ.get("CUTTLE_TENTACLE_HOME", DEFAULT_HOME),
+    show_default=DEFAULT_HOME,
+    help="The instance's home folder (env CUTTLE_TENTACLE_HOME).",
+)
+
+
+class CliError(click.ClickException):
+    """A user-facing failure: printed without a traceback, exit status 1."""
+
+
+def _home(path: Path) -> InstanceHome:
+    return InstanceHome(path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """The Cuttle Tentacle agent: runs scripts for a Cuttle server.
+
+    \b
+    Listening (the server dials in):
+      tentacle create-instance --home /opt/tentacle
+      tentacle configure --home /opt/tentacle --port 10933 --trust <server-thumbprint>
+      tentacle register-with --home /opt/tentacle --server https://cuttle:8443 \\
+          --server-thumbprint <T> --api-key <K> --name web-01 --environment Dev --role web
+      tentacle run --home /opt/tentacle
+    Polling (the Tentacle dials out): add --comms-style polling to register-with.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command("create-instance")
+@home_option
+def create_instance(home: Path) -> None:
+    """Create an instance home with a new certificate (kept if it already exists)."""
+    identity = _home(home).create()
+    click.echo(f"Instance created in {home}")
+    click.echo(f"Thumbprint: {identity.thumbprint}")
+
+
+@main.command("new-certificate")
+@home_option
+def new_certificate(home: Path) -> None:
+    """Replace the instance's certificate; re-register it with the server afterwards."""
+    instance = _home(home)
+    if not instance.exists():
+        raise CliError(f"{home} has no instance: run `tentacle create-instance` first")
+    identity = instance.new_certificate()
+    click.echo(f"New thumbprint: {identity.thumbprint}")
+
+
+@main.command("show-thumbprint")
+@home_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def show_thumbprint(home: Path, output: str) -> None:
+    """Print this Tentacle's certificate thumbprint."""
+    try:
+        thumbprint = _home(home).identity().thumbprint
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(json.dumps({"thumbprint": thumbprint}) if output == "json" else thumbprint)
+
+
+@main.command()
+@home_option
+@click.option("--port", type=click.IntRange(0, 65535), help="Listening port (0: any free port).")
+@click.option("--listen-host", help="Address to listen on (default 0.0.0.0).")
+@click.option("--trust", "trust", multiple=True, help="Trust a server thumbprint.")
+@click.option(
+    "--trust-certificate",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    multiple=True,
+    help="Trust a server by its certificate file (PEM).",
+)
+@click.option("--remove-trust", multiple=True, help="Stop trusting a server thumbprint.")
+@click.option("--polling-connections", type=click.IntRange(1, 64), help="Polling streams to open.")
+@click.option(
+    "--heartbeat-interval", type=click.FloatRange(min=0.05), help="Polling heartbeat seconds."
+)
+@click.option(
+    "--heartbeat-timeout", type=click.FloatRange(min=0.1), help="Polling silence limit seconds."
+)
+@click.option(
+    "--reconnect-max-delay", type=click.FloatRange(min=0.05), help="Reconnect backoff cap."
+)
+def configure(
+    home: Path,
+    port: int | None,
+    listen_host: str | None,
+    trust: tuple[str, ...],
+    trust_certificate: tuple[Path, ...],
+    remove_trust: tuple[str, ...],
+    polling_connections: int | None,
+    heartbeat_interval: float | None,
+    heartbeat_timeout: float | None,
+    reconnect_max_delay: float | None,
+) -> None:
+    """Change the instance's settings; a running Tentacle applies trust changes at once."""
+    instance = _home(home)
+    config = _load(instance)
+    try:
+        for thumbprint in trust:
+            config.trust(thumbprint)
+        for path in trust_certificate:
+            pem = path.read_bytes()
+            config.trust(pki.check_peer_certificate(pem), pem.decode())
+        for thumbprint in remove_trust:
+            if not config.remove_trust(thumbprint):
+                click.echo(f"note: {thumbprint} was not trusted", err=True)
+    except pki.CertificateError as exc:
+        raise CliError(str(exc)) from exc
+    if port is not None:
+        config.port = port
+    if listen_host is not None:
+        config.listen_host = listen_host
+    if polling_connections is not None:
+        config.polling_connections = polling_connections
+    if heartbeat_interval is not None:
+        config.heartbeat_interval_seconds = heartbeat_interval
+    if heartbeat_timeout is not None:
+        config.heartbeat_timeout_seconds = heartbeat_timeout
+    if reconnect_max_delay is not None:
+        config.reconnect_max_delay_seconds = reconnect_max_delay
+    instance.save(config)
+    click.echo("Configuration saved")
+
+
+@main.command("update-trust")
+@home_option
+@click.option("--old", "old", required=True, help="Thumbprint to stop trusting.")
+@click.option("--new", "new", required=True, help="Thumbprint to trust instead.")
+def update_trust(home: Path, old: str, new: str) -> None:
+    """Replace a trusted server thumbprint (after the server's certificate was rotated)."""
+    instance = _home(home)
+    config = _load(instance)
+    try:
+        new_thumbprint = pki.normalize_thumbprint(new)
+        pem = ""
+        if config.server is not None:
+            host, port = _split_address(config.server.admin_address)
+            fetched = pki.fetch_peer_certificate(host, port)
+            if pki.thumbprint_of_pem(fetched) == new_thumbprint:
+                pem = fetched.decode()
+        if not config.remove_trust(old):
+            raise CliError(f"{old} is not a trusted thumbprint")
+        config.trust(new_thumbprint, pem)
+    except (pki.CertificateError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    instance.save(config)
+    click.echo(f"Now trusting {new_thumbprint} instead of {pki.normalize_thumbprint(old)}")
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    parsed = urlparse(address if "://" in address else f"https://{address}")
+    if not parsed.hostname:
+        raise CliError(f"cannot read a host from {address!r}")
+    return parsed.hostname, parsed.port or 8443
+
+
+def _admin_stub(
+    address: str, server_pem: bytes
+) -> tuple[grpc.aio.Channel, admin_pb2_grpc.AdminServiceAsyncStub]:
+    host, port = _split_address(address)
+    credentials = grpc.ssl_channel_credentials(root_certificates=server_pem)
+    chan = grpc.aio.secure_channel(
+        f"{host}:{port}", credentials, options=channel.client_options(pki.SERVER_NAME)
+    )
+    return chan, admin_pb2_grpc.AdminServiceStub(chan)
+
+
+def _pinned_server_certificate(address: str, thumbprint: str) -> bytes:
+    host, port = _split_address(address)
+    expected = pki.normalize_thumbprint(thumbprint)
+    try:
+        pem = pki.fetch_peer_certificate(host, port)
+    except OSError as exc:
+        raise CliError(f"cannot reach the server at {host}:{port}: {exc}") from exc
+    actual = pki.thumbprint_of_pem(pem)
+    if actual != expected:
+        raise CliError(
+            f"the server at {host}:{port} presented certificate {actual}, not the expected "
+            f"{expected}: refusing to trust it"
+        )
+    return pem
+
+
+@main.command("register-with")
+@home_option
+@click.option("--server", "server", required=True, help="Admin address, e.g. https://host:8443.")
+@click.option("--server-thumbprint", required=True, help="The server's certificate thumbprint.")
+@click.option("--api-key", envvar="CUTTLE_API_KEY", required=True, help="Env CUTTLE_API_KEY.")
+@click.option("--name", required=True, help="Machine name on the server.")
+@click.option("--environment", "environments", multiple=True, required=True)
+@click.option("--role", "roles", multiple=True)
+@click.option("--comms-style", type=click.Choice(["listening", "polling"]), default="listening")
+@click.option("--polling-address", help="host:port of the server's polling endpoint.")
+@click.option(
+    "--public-hostname", help="Name the server dials for a listening Tentacle (default: FQDN)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing machine of the same name.")
+def register_with(
+    home: Path,
+    server: str,
+    server_thumbprint: str,
+    api_key: str,
+    name: str,
+    environments: tuple[str, ...],
+    roles: tuple[str, ...],
+    comms_style: str,
+    polling_address: str | None,
+    public_hostname: str | None,
+    force: bool,
+) -> None:
+    """Register this Tentacle with a server and trust that server."""
+    instance = _home(home)
+    config = _load(instance)
+    identity = _identity(instance)
+    server_pem = _pinned_server_certificate(server, server_thumbprint)
+    endpoint = ""
+    if comms_style == "listening":
+        port = config.port
+        ports_file = home / PORTS_FILE
+        if port == 0 and ports_file.exists():
+            port = int(json.loads(ports_file.read_text()).get("listening", 0))
+        if port == 0:
+            raise CliError("the listening port is 0 (any free port): start `tentacle run` first")
+        endpoint = f"{public_hostname or socket.getfqdn()}:{port}"
+    request = admin_pb2.RegisterMachineRequest(
+        name=name,
+        environments=list(environments),
+        roles=list(roles),
+        comms_style=admin_pb2.COMMS_STYLE_POLLING
+        if comms_style == "polling"
+        else admin_pb2.COMMS_STYLE_LISTENING,
+        endpoint=endpoint,
+        certificate_pem=identity.certificate_pem.decode(),
+        force=force,
+    )
+
+    async def call() -> tuple[admin_pb2.Machine, admin_pb2.ServerInfo]:
+        chan, stub = _admin_stub(server, server_pem)
+        async with chan:
+            metadata = (("x-api-key", api_key),)
+            machine = await stub.RegisterMachine(request, metadata=metadata, timeout=30)
+            info = await stub.GetServerInfo(
+                admin_pb2.GetServerInfoRequest(), metadata=metadata, timeout=30
+            )
+            return machine, info
+
+    try:
+        machine, info = asyncio.run(call())
+    except grpc.aio.AioRpcError as exc:
+        raise CliError(
+            f"registration refused ({kind_from_rpc_error(exc)}): {exc.details()}"
+        ) from exc
+    if comms_style == "polling" and not polling_address:
+        polling_address = f"{_split_address(server)[0]}:{info.polling_port}"
+    config.trust(server_thumbprint, server_pem.decode())
+    config.comms_style = comms_style
+    config.server = ServerLink(
+        admin_address=server, machine_name=machine.name, polling_address=polling_address or ""
+    )
+    instance.save(config)
+    click.echo(f"Registered {machine.name} ({comms_style}) with {server}")
+
+
+@main.command("deregister-from")
+@home_option
+@click.option("--api-key", envvar="CUTTLE_API_KEY", required=True, help="Env CUTTLE_API_KEY.")
+def deregister_from(home: Path, api_key: str) -> None:
+    """Remove this machine from the server it registered with, and stop trusting it."""
+    instance = _home(home)
+    config = _load(instance)
+    if config.server is None:
+        raise CliError("this Tentacle is not registered with a server")
+    link = config.server
+    pem = config.trusted_certificates_pem()
+
+    async def call() -> None:
+        chan, stub = _admin_stub(link.admin_address, pem)
+        async with chan:
+            await stub.RemoveMachine(
+                admin_pb2.RemoveMachineRequest(name=link.machine_name),
+                metadata=(("x-api-key", api_key),),
+                timeout=30,
+            )
+
+    try:
+        asyncio.run(call())
+    except grpc.aio.AioRpcError as exc:
+        raise CliError(f"deregistration failed: {exc.details()}") from exc
+    config.server = None
+    instance.save(config)
+    click.echo(f"Deregistered {link.machine_name} from {link.admin_address}")
+
+
+@main.command()
+@home_option
+@click.option("--log-level", default="info", show_default=True)
+def run(home: Path, log_level: str) -> None:
+    """Run the agent in the foreground until SIGTERM/SIGINT."""
+    from cuttle.tentacle.app import run_agent
+
+    configure_logging(log_level)
+    instance = _home(home)
+    _load(instance)
+    asyncio.run(run_agent(home))
+
+
+@main.group()
+def service() -> None:
+    """Install the agent as a systemd service."""
+
+
+@service.command("install")
+@home_option
+@click.option(
+    "--unit-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+)
+@click.option("--unit-name", default="cuttle-tentacle", show_default=True)
+def service_install(home: Path, unit_dir: Path, unit_name: str) -> None:
+    """Write a systemd unit running this instance; enable it with systemctl."""
+    executable = shutil.which("tentacle") or sys.argv[0]
+    unit = unit_dir / f"{unit_name}.service"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    unit.write_text(
+        "[Unit]\n"
+        "Description=Cuttle Tentacle agent\n"
+        "After=network-online.target\nWants=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart={executable} run --home {home.resolve()}\n"
+        "Restart=always\nRestartSec=5\n"
+        # Scripts may start services of their own: kill only the agent on stop, not the tree.
+        "KillMode=process\n"
+        "Environment=CUTTLE_LOG_FORMAT=json\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
+
+
+def _load(instance: InstanceHome) -> TentacleConfig:
+    try:
+        return instance.load()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _identity(instance: InstanceHome) -> pki.Identity:
+    try:
+        return instance.identity()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc

@@ -1,0 +1,155 @@
+"""A ticket's on-disk layout and its persisted state record.
+
+``home/tickets/<ticket>/`` holds::
+
+    state.json    state, pid + start time, exit code, reason, output variables, artifacts
+    secrets.json  values of sensitive output variables (0600; state.json never holds them)
+    journal       the log (see journal.py)
+    workspace/    the script's working directory
+
+Every file is written atomically (temp file, fsync, rename, fsync of the directory) so a crash
+leaves either the old or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cuttle.tentacle.execution.model import Artifact, ScriptState, Variable
+
+__all__ = ["TicketPaths", "TicketRecord", "atomic_write", "load_record", "save_record"]
+
+
+@dataclass(frozen=True)
+class TicketPaths:
+    """Where one ticket's files live."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, home: Path, ticket: str) -> TicketPaths:
+        """Paths for ``ticket`` under a manager home."""
+        return cls(home / "tickets" / ticket)
+
+    @property
+    def state(self) -> Path:
+        """The JSON state record."""
+        return self.root / "state.json"
+
+    @property
+    def secrets(self) -> Path:
+        """The owner-only file of sensitive output values."""
+        return self.root / "secrets.json"
+
+    @property
+    def journal(self) -> Path:
+        """The log journal."""
+        return self.root / "journal"
+
+    @property
+    def workspace(self) -> Path:
+        """The script's working directory."""
+        return self.root / "workspace"
+
+
+@dataclass
+class TicketRecord:
+    """The persisted, mutable state of one ticket."""
+
+    ticket: str
+    state: ScriptState
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    pid: int | None = None
+    pid_start_time: int | None = None
+    cgroup: str | None = None
+    exit_code: int = -1
+    state_reason: str = ""
+    failure_message: str = ""
+    # Keyed by lower-cased name: Octopus variable names are case-insensitive; last write wins.
+    output_variables: dict[str, Variable] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    def set_output(self, variable: Variable) -> None:
+        """Record an output variable; the last write wins and keeps its casing."""
+        key = variable.name.lower()
+        self.output_variables.pop(key, None)
+        self.output_variables[key] = variable
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_record(paths: TicketPaths, record: TicketRecord) -> None:
+    """Persist the record; sensitive values go to the owner-only secrets file only."""
+    secrets = {v.name: v.value for v in record.output_variables.values() if v.sensitive}
+    if secrets or paths.secrets.exists():
+        atomic_write(paths.secrets, json.dumps(secrets).encode(), 0o600)
+    doc: dict[str, Any] = {
+        "ticket": record.ticket,
+        "state": record.state.value,
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "pid": record.pid,
+        "pid_start_time": record.pid_start_time,
+        "cgroup": record.cgroup,
+        "exit_code": record.exit_code,
+        "state_reason": record.state_reason,
+        "failure_message": record.failure_message,
+        "output_variables": [
+            {"name": v.name, "value": "" if v.sensitive else v.value, "sensitive": v.sensitive}
+            for v in record.output_variables.values()
+        ],
+        "artifacts": [
+            {"name": a.name, "path": a.path, "size": a.size, "sha256": a.sha256}
+            for a in record.artifacts
+        ],
+    }
+    atomic_write(paths.state, json.dumps(doc).encode(), 0o600)
+
+
+def load_record(paths: TicketPaths) -> TicketRecord:
+    """Read a persisted record back, with sensitive values restored from the secrets file."""
+    doc = json.loads(paths.state.read_bytes())
+    secrets: dict[str, str] = {}
+    if paths.secrets.exists():
+        secrets = json.loads(paths.secrets.read_bytes())
+    record = TicketRecord(
+        ticket=doc["ticket"],
+        state=ScriptState(doc["state"]),
+        created_at=doc["created_at"],
+        finished_at=doc["finished_at"],
+        pid=doc["pid"],
+        pid_start_time=doc["pid_start_time"],
+        cgroup=doc["cgroup"],
+        exit_code=doc["exit_code"],
+        state_reason=doc["state_reason"],
+        failure_message=doc["failure_message"],
+        artifacts=[Artifact(**a) for a in doc["artifacts"]],
+    )
+    for v in doc["output_variables"]:
+        value = secrets.get(v["name"], "") if v["sensitive"] else v["value"]
+        record.set_output(Variable(v["name"], value, v["sensitive"]))
+    return record

@@ -1,0 +1,91 @@
+"""The one place protobuf messages become execution objects and back (Tentacle side)."""
+
+from __future__ import annotations
+
+from cuttle.protocol.v1 import tentacle_pb2 as pb
+from cuttle.tentacle.errors import BadRequest
+from cuttle.tentacle.execution import model
+
+_SYNTAX = {
+    pb.SCRIPT_SYNTAX_BASH: model.Syntax.BASH,
+    pb.SCRIPT_SYNTAX_PYTHON: model.Syntax.PYTHON,
+    pb.SCRIPT_SYNTAX_SH: model.Syntax.SH,
+}
+
+_STATE = {
+    model.ScriptState.PENDING: pb.SCRIPT_STATE_PENDING,
+    model.ScriptState.RUNNING: pb.SCRIPT_STATE_RUNNING,
+    model.ScriptState.COMPLETE: pb.SCRIPT_STATE_COMPLETE,
+    model.ScriptState.CANCELLED: pb.SCRIPT_STATE_CANCELLED,
+    model.ScriptState.TIMED_OUT: pb.SCRIPT_STATE_TIMED_OUT,
+    model.ScriptState.RESULT_UNKNOWN: pb.SCRIPT_STATE_RESULT_UNKNOWN,
+    model.ScriptState.FAILED_TO_START: pb.SCRIPT_STATE_FAILED_TO_START,
+}
+
+_SOURCE = {
+    model.LogSource.STDOUT: pb.LOG_SOURCE_STDOUT,
+    model.LogSource.STDERR: pb.LOG_SOURCE_STDERR,
+    model.LogSource.TENTACLE: pb.LOG_SOURCE_TENTACLE,
+}
+
+_LEVEL = {
+    model.LogLevel.INFO: pb.LOG_LEVEL_INFO,
+    model.LogLevel.VERBOSE: pb.LOG_LEVEL_VERBOSE,
+    model.LogLevel.HIGHLIGHT: pb.LOG_LEVEL_HIGHLIGHT,
+    model.LogLevel.WARNING: pb.LOG_LEVEL_WARNING,
+    model.LogLevel.ERROR: pb.LOG_LEVEL_ERROR,
+}
+
+
+def start_command(
+    request: pb.StartScriptRequest, files: tuple[model.ScriptFile, ...]
+) -> model.StartCommand:
+    """Build the execution command from a StartScript request (files already resolved)."""
+    syntax = _SYNTAX.get(request.syntax)
+    if syntax is None:
+        raise BadRequest(f"unsupported script syntax {request.syntax}")
+    if request.timeout_seconds < 0 or request.isolation_timeout_seconds < 0:
+        raise BadRequest("timeouts must not be negative")
+    return model.StartCommand(
+        ticket=request.ticket,
+        body=request.body,
+        syntax=syntax,
+        files=files,
+        variables=tuple(model.Variable(v.name, v.value, v.sensitive) for v in request.variables),
+        arguments=tuple(request.arguments),
+        full_isolation=request.isolation == pb.ISOLATION_FULL,
+        mutex_name=request.mutex_name or "default",
+        isolation_timeout=request.isolation_timeout_seconds or None,
+        timeout=request.timeout_seconds or None,
+    )
+
+
+def script_status(snapshot: model.ScriptSnapshot) -> pb.ScriptStatus:
+    """Build the wire status of a ticket; sensitive output values never leave masked."""
+    return pb.ScriptStatus(
+        ticket=snapshot.ticket,
+        state=_STATE[snapshot.state],
+        exit_code=snapshot.exit_code,
+        lines=[
+            pb.LogLine(
+                sequence=line.sequence,
+                time_unix_ms=line.time_unix_ms,
+                source=_SOURCE[line.source],
+                level=_LEVEL[line.level],
+                text=line.text,
+            )
+            for line in snapshot.lines
+        ],
+        last_sequence=snapshot.last_sequence,
+        more_lines=snapshot.more_lines,
+        output_variables=[
+            pb.Variable(name=v.name, value=v.value, sensitive=v.sensitive)
+            for v in snapshot.output_variables
+        ],
+        artifacts=[
+            pb.Artifact(name=a.name, path=a.path, size=a.size, sha256=a.sha256)
+            for a in snapshot.artifacts
+        ],
+        failure_message=snapshot.failure_message,
+        state_reason=snapshot.state_reason,
+    )

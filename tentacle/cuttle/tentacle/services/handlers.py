@@ -1,0 +1,157 @@
+"""The Tentacle's request handlers, shared by the listening server and the polling client."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from google.protobuf.message import Message
+
+from cuttle.protocol.v1 import tentacle_pb2 as pb
+from cuttle.tentacle.errors import BadRequest, TentacleError
+from cuttle.tentacle.execution import model
+from cuttle.tentacle.execution.errors import ExecutionError, InvalidScript, UnknownTicket
+from cuttle.tentacle.execution.manager import ScriptManager
+from cuttle.tentacle.files.transfer import UploadStore, read_chunk
+from cuttle.tentacle.services import convert
+
+# Chunks larger than this are refused: they would not fit the gRPC message limit with headroom.
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def tentacle_version() -> str:
+    """The installed cuttle-tentacle version."""
+    try:
+        return metadata.version("cuttle-tentacle")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class TentacleHandlers:
+    """One async method per TentacleService RPC, taking and returning protobuf messages."""
+
+    def __init__(
+        self,
+        manager: ScriptManager,
+        uploads: UploadStore,
+        *,
+        thumbprint: str,
+        comms_style: str,
+        disk_path: str,
+    ) -> None:
+        self._manager = manager
+        self._uploads = uploads
+        self._thumbprint = thumbprint
+        self._comms_style = comms_style
+        self._disk_path = disk_path
+
+    async def get_info(self, request: pb.GetInfoRequest) -> pb.TentacleInfo:
+        """Describe this agent for health checks."""
+        usage = shutil.disk_usage(self._disk_path)
+        return pb.TentacleInfo(
+            version=tentacle_version(),
+            os=f"{platform.system()} {platform.release()} ({platform.machine()})",
+            hostname=socket.gethostname(),
+            free_disk_bytes=usage.free,
+            thumbprint=self._thumbprint,
+            comms_style=self._comms_style,
+            python_version=sys.version.split()[0],
+        )
+
+    async def start_script(self, request: pb.StartScriptRequest) -> pb.ScriptStatus:
+        """Start (or find the already started) script of a ticket."""
+        files: list[model.ScriptFile] = []
+        for file in request.files:
+            content = self._uploads.read(file.transfer_id) if file.transfer_id else file.content
+            files.append(model.ScriptFile(file.name, content))
+        snapshot = await self._manager.start(convert.start_command(request, tuple(files)))
+        return convert.script_status(snapshot)
+
+    async def get_status(self, request: pb.ScriptTicketRequest) -> pb.ScriptStatus:
+        """State and journal lines after a sequence."""
+        snapshot = await self._manager.status(
+            request.ticket, request.after_sequence, request.max_lines
+        )
+        return convert.script_status(snapshot)
+
+    async def watch_script(self, request: pb.ScriptTicketRequest) -> AsyncIterator[pb.ScriptStatus]:
+        """Stream new lines as they are journaled, then the final state."""
+        async for snapshot in self._manager.watch(request.ticket, request.after_sequence):
+            yield convert.script_status(snapshot)
+
+    async def cancel_script(self, request: pb.CancelScriptRequest) -> pb.ScriptStatus:
+        """Kill the ticket's process tree and confirm."""
+        reason = request.reason or "cancelled by the server"
+        return convert.script_status(await self._manager.cancel(request.ticket, reason))
+
+    async def complete_script(self, request: pb.ScriptTicketRequest) -> pb.ScriptStatus:
+        """Forget a finished ticket and delete its workspace."""
+        return convert.script_status(await self._manager.complete(request.ticket))
+
+    async def upload_chunk(self, request: pb.UploadChunkRequest) -> pb.UploadChunkResult:
+        """Receive one chunk of an upload."""
+        if len(request.data) > MAX_CHUNK_BYTES:
+            raise BadRequest(f"chunk of {len(request.data)} bytes exceeds {MAX_CHUNK_BYTES}")
+        received = self._uploads.write_chunk(request.transfer_id, request.offset, request.data)
+        return pb.UploadChunkResult(received=received)
+
+    async def commit_upload(self, request: pb.CommitUploadRequest) -> pb.CommitUploadResult:
+        """Verify and keep a finished upload."""
+        digest = self._uploads.commit(request.transfer_id, request.size, request.sha256)
+        return pb.CommitUploadResult(size=request.size, sha256=digest)
+
+    async def download_chunk(self, request: pb.DownloadChunkRequest) -> pb.DownloadChunkResult:
+        """Send one chunk of a file in a ticket's workspace (artifacts)."""
+        length = min(request.length or 1024 * 1024, MAX_CHUNK_BYTES)
+        path = self._manager.workspace_file(request.ticket, request.path)
+        data, total, digest = read_chunk(path, request.offset, length)
+        return pb.DownloadChunkResult(
+            data=data,
+            offset=request.offset,
+            total_size=total,
+            eof=request.offset + len(data) >= total,
+            sha256=digest,
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A TentacleService method as both transports see it."""
+
+    name: str
+    request_type: type[Message]
+    streaming: bool
+    bind: Callable[[TentacleHandlers], Callable[[Any], Any]]
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("GetInfo", pb.GetInfoRequest, False, lambda h: h.get_info),
+        Method("StartScript", pb.StartScriptRequest, False, lambda h: h.start_script),
+        Method("GetStatus", pb.ScriptTicketRequest, False, lambda h: h.get_status),
+        Method("WatchScript", pb.ScriptTicketRequest, True, lambda h: h.watch_script),
+        Method("CancelScript", pb.CancelScriptRequest, False, lambda h: h.cancel_script),
+        Method("CompleteScript", pb.ScriptTicketRequest, False, lambda h: h.complete_script),
+        Method("UploadChunk", pb.UploadChunkRequest, False, lambda h: h.upload_chunk),
+        Method("CommitUpload", pb.CommitUploadRequest, False, lambda h: h.commit_upload),
+        Method("DownloadChunk", pb.DownloadChunkRequest, False, lambda h: h.download_chunk),
+    )
+}
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """The wire error kind and message for an exception raised by a handler."""
+    if isinstance(exc, TentacleError):
+        return exc.kind, str(exc)
+    if isinstance(exc, UnknownTicket):
+        return "not_found", str(exc)
+    if isinstance(exc, InvalidScript | ExecutionError):
+        return "invalid_argument", str(exc)
+    return "internal", f"{type(exc).__name__}: {exc}"

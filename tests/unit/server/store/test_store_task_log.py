@@ -1,0 +1,186 @@
+"""Task log: every journaled line stored exactly once, in dense positions, bytes unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cuttle.server.store import task_log, tasks
+from cuttle.server.store.errors import InvalidArgument, NotFound
+from cuttle.server.store.records import LogLineRecord, StoredLine, TaskRecord
+
+MACHINES = ("Web-1", "Web-2", "Web-3", "Web-4")
+
+
+def lines(sequences: Iterable[int], prefix: bytes = b"line") -> list[LogLineRecord]:
+    return [
+        LogLineRecord(sequence=s, time_ms=1_000 + s, source=1, level=1, text=prefix + b" %d" % s)
+        for s in sequences
+    ]
+
+
+@pytest.fixture
+def task(sessions: sessionmaker[Session]) -> TaskRecord:
+    with sessions.begin() as session:
+        return tasks.create_script_task(
+            session,
+            description="log test",
+            spec={"syntax": "bash", "body": "yes | head"},
+            machine_names=MACHINES,
+        )
+
+
+def read_all(engine: Engine, task_id: str, machine_name: str | None = None) -> list[StoredLine]:
+    result: list[StoredLine] = []
+    with engine.connect() as connection:
+        while True:
+            after = result[-1].position if result else 0
+            batch = task_log.read_lines(
+                connection, task_id, after_position=after, limit=1000, machine_name=machine_name
+            )
+            if not batch:
+                return result
+            result.extend(batch)
+
+
+def assert_exactly_once(stored: list[StoredLine], expected: dict[str, range]) -> None:
+    assert [line.position for line in stored] == list(range(1, len(stored) + 1))
+    for machine, sequences in expected.items():
+        mine = [line.sequence for line in stored if line.machine_name == machine]
+        assert mine == list(sequences), machine
+
+
+def test_append_then_read(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection:
+        stored = task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 4)))
+    assert [(s.position, s.sequence, s.text) for s in stored] == [
+        (1, 1, b"line 1"),
+        (2, 2, b"line 2"),
+        (3, 3, b"line 3"),
+    ]
+    assert read_all(engine, task.id) == stored
+
+
+def test_appending_the_same_batch_twice_stores_it_once(
+    engine: Engine, sessions: sessionmaker[Session], task: TaskRecord
+) -> None:
+    batch = lines(range(1, 101))
+    with engine.begin() as connection:
+        first = task_log.append_lines(connection, task.id, "Web-1", batch)
+    with engine.begin() as connection:
+        second = task_log.append_lines(connection, task.id, "Web-1", batch)
+    assert len(first) == 100
+    assert second == []
+    assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 101)})
+    with sessions.begin() as session:
+        assert tasks.get_target(session, task.id, "Web-1").last_sequence == 100
+        assert tasks.get(session, task.id).log_count == 100
+
+
+def test_overlapping_batches_store_only_what_is_new(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection:
+        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 51)))
+        task_log.append_lines(connection, task.id, "Web-2", lines(range(1, 11)))
+    with engine.begin() as connection:
+        # A replay after a reconnect: 41-50 again, then 51-80; out of order and repeated too.
+        replay = lines(range(80, 40, -1)) + lines([60, 60])
+        stored = task_log.append_lines(connection, task.id, "Web-1", replay)
+    assert [s.sequence for s in stored] == list(range(51, 81))
+    assert [s.position for s in stored] == list(range(61, 91))
+    assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 81), "Web-2": range(1, 11)})
+
+
+def test_a_rolled_back_append_leaves_no_trace(
+    engine: Engine, sessions: sessionmaker[Session], task: TaskRecord
+) -> None:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 11)))
+        transaction.rollback()
+    with sessions.begin() as session:
+        # The caller's session transaction is the one the lines join.
+        stored = task_log.append_lines(session, task.id, "Web-1", lines(range(1, 11)))
+        assert tasks.get_target(session, task.id, "Web-1").last_sequence == 10
+    assert [s.position for s in stored] == list(range(1, 11))
+    assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 11)})
+
+
+def test_bytes_that_are_not_utf8_round_trip(engine: Engine, task: TaskRecord) -> None:
+    texts = [
+        b"\xff\xfe\x00binary",
+        b"caf\xe9",
+        "café ✓".encode(),
+        b"",
+        b"\x00" * 3,
+        b"\x80" * 10_000,
+    ]
+    batch = [
+        LogLineRecord(sequence=n, time_ms=0, source=2, level=5, text=t)
+        for n, t in enumerate(texts, 1)
+    ]
+    with engine.begin() as connection:
+        task_log.append_lines(connection, task.id, "Web-1", batch)
+    stored = read_all(engine, task.id)
+    assert [s.text for s in stored] == texts
+    assert {(s.source, s.level) for s in stored} == {(2, 5)}
+
+
+def test_ten_thousand_lines_in_batches(engine: Engine, task: TaskRecord) -> None:
+    for start in range(1, 10_001, 100):
+        with engine.begin() as connection:
+            stored = task_log.append_lines(
+                connection, task.id, "Web-1", lines(range(start, start + 100))
+            )
+        assert len(stored) == 100
+    stored_lines = read_all(engine, task.id)
+    assert len(stored_lines) == 10_000
+    assert_exactly_once(stored_lines, {"Web-1": range(1, 10_001)})
+
+
+def test_concurrent_writers_of_one_task_get_dense_positions(
+    engine: Engine, task: TaskRecord
+) -> None:
+    def stream(machine: str) -> None:
+        # Each batch is sent twice, the way a retry after a lost reply would.
+        for start in range(1, 201, 20):
+            for _ in range(2):
+                with engine.begin() as connection:
+                    task_log.append_lines(
+                        connection, task.id, machine, lines(range(start, start + 20))
+                    )
+
+    with ThreadPoolExecutor(max_workers=len(MACHINES)) as pool:
+        for future in [pool.submit(stream, machine) for machine in MACHINES]:
+            future.result(timeout=60)
+    stored = read_all(engine, task.id)
+    assert len(stored) == 200 * len(MACHINES)
+    assert_exactly_once(stored, {machine: range(1, 201) for machine in MACHINES})
+
+
+def test_read_one_machine_and_with_limits(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection:
+        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 6)))
+        task_log.append_lines(connection, task.id, "Web-2", lines(range(1, 6)))
+        task_log.append_lines(connection, task.id, "Web-1", lines(range(6, 9)))
+    web2 = read_all(engine, task.id, machine_name="Web-2")
+    assert [(s.position, s.sequence) for s in web2] == [(n + 5, n) for n in range(1, 6)]
+    with engine.connect() as connection:
+        page = task_log.read_lines(connection, task.id, after_position=3, limit=2)
+        with pytest.raises(InvalidArgument):
+            task_log.read_lines(connection, task.id, limit=0)
+    assert [s.position for s in page] == [4, 5]
+
+
+def test_unknown_target_is_not_found(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection, pytest.raises(NotFound, match="Web-9"):
+        task_log.append_lines(connection, task.id, "Web-9", lines([1]))
+
+
+def test_empty_batch_stores_nothing(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection:
+        assert task_log.append_lines(connection, task.id, "Web-1", []) == []
+    assert read_all(engine, task.id) == []

@@ -1,0 +1,217 @@
+"""Tasks: creation with targets, listing, guarded state changes, claims, cancellation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from cuttle.server.store import tasks
+from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
+from cuttle.server.store.records import ArtifactRef, JsonValue, OutputVariable, TaskRecord
+
+SPEC: dict[str, JsonValue] = {
+    "syntax": "bash",
+    "body": "echo hello",
+    "machines": ["Web-1", "Web-2"],
+    "timeout_s": 600,
+    "variables": {"Greeting": "hello"},
+}
+
+
+def new_task(
+    session: Session, created_ms: int = 1_000, machines: tuple[str, ...] = ("Web-1", "Web-2")
+) -> TaskRecord:
+    return tasks.create_script_task(
+        session,
+        description="Run a script",
+        spec=SPEC,
+        machine_names=machines,
+        created_ms=created_ms,
+    )
+
+
+def test_create_queues_the_task_with_a_pending_target_per_machine(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        created = new_task(session)
+    with sessions.begin() as session:
+        fetched = tasks.get(session, created.id)
+    assert fetched == created
+    assert fetched.state == "queued"
+    assert fetched.kind == "script"
+    assert fetched.spec == SPEC
+    assert fetched.log_count == 0
+    assert [t.machine_name for t in fetched.targets] == ["Web-1", "Web-2"]
+    assert all(t.state == "pending" and t.last_sequence == 0 for t in fetched.targets)
+    assert len({t.ticket for t in fetched.targets}) == 2
+
+
+def test_create_refuses_no_or_repeated_machines(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        with pytest.raises(InvalidArgument):
+            new_task(session, machines=())
+        with pytest.raises(InvalidArgument, match="twice"):
+            new_task(session, machines=("Web-1", "web-1"))
+
+
+def test_unknown_task_is_not_found(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session, pytest.raises(NotFound, match="task 'missing'"):
+        tasks.get(session, "missing")
+
+
+def test_list_is_newest_first_and_pages(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        # Two per millisecond: the id must break the tie without skipping or repeating.
+        created = [new_task(session, created_ms=1_000 + n // 2) for n in range(7)]
+    expected = [t.id for t in sorted(created, key=lambda t: (t.created_ms, t.id), reverse=True)]
+    seen: list[str] = []
+    token: str | None = None
+    with sessions.begin() as session:
+        while True:
+            page = tasks.list_tasks(session, page_size=3, page_token=token)
+            seen.extend(t.id for t in page.items)
+            token = page.next_page_token
+            if token is None:
+                break
+    assert seen == expected
+
+
+def test_list_by_state(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        queued = new_task(session)
+        running = new_task(session)
+        tasks.set_state(session, running.id, "running", at_ms=5)
+    with sessions.begin() as session:
+        page = tasks.list_tasks(session, states=["running"])
+    assert [t.id for t in page.items] == [running.id]
+    assert queued.id != running.id
+
+
+def test_bad_page_token_is_invalid(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session, pytest.raises(InvalidArgument, match="page token"):
+        tasks.list_tasks(session, page_token="garbage")
+
+
+def test_state_changes_are_guarded(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+    with sessions.begin() as session:
+        running = tasks.set_state(session, task.id, "running", expected=["queued"], at_ms=10)
+        # Resuming: running again keeps the first start.
+        resumed = tasks.set_state(session, task.id, "running", expected=["running"], at_ms=20)
+        done = tasks.set_state(session, task.id, "success", at_ms=30)
+    assert (running.state, running.started_ms) == ("running", 10)
+    assert resumed.started_ms == 10
+    assert (done.state, done.finished_ms) == ("success", 30)
+    with sessions.begin() as session, pytest.raises(Conflict, match="is success"):
+        tasks.set_state(session, task.id, "failed")
+    with sessions.begin() as session, pytest.raises(NotFound):
+        tasks.set_state(session, "missing", "failed")
+
+
+def test_claim_next_queued_takes_the_oldest_once(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        newer = new_task(session, created_ms=2_000)
+        older = new_task(session, created_ms=1_000)
+    with sessions.begin() as session:
+        first = tasks.claim_next_queued(session, "node-a", at_ms=50)
+        second = tasks.claim_next_queued(session, "node-b", at_ms=60)
+        third = tasks.claim_next_queued(session, "node-a", at_ms=70)
+    assert first is not None
+    assert second is not None
+    assert (first.id, first.owner_node, first.state, first.started_ms) == (
+        older.id,
+        "node-a",
+        "running",
+        50,
+    )
+    assert (second.id, second.owner_node) == (newer.id, "node-b")
+    assert third is None
+
+
+def test_claim_for_resumption_checks_the_previous_owner(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        new_task(session)
+        claimed = tasks.claim_next_queued(session, "node-a")
+    assert claimed is not None
+    with sessions.begin() as session:
+        unfinished = tasks.unfinished_tasks(session, owner_node="node-a")
+        taken = tasks.claim(session, claimed.id, "node-b", previous_owner="node-a")
+    assert [t.id for t in unfinished] == [claimed.id]
+    assert taken.owner_node == "node-b"
+    # node-c read the owner before node-b took it: its claim must lose.
+    with sessions.begin() as session, pytest.raises(Conflict, match="node-b"):
+        tasks.claim(session, claimed.id, "node-c", previous_owner="node-a")
+
+
+def test_unfinished_tasks_are_queued_and_running(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        queued = new_task(session, created_ms=1)
+        running = new_task(session, created_ms=2)
+        finished = new_task(session, created_ms=3)
+        tasks.set_state(session, running.id, "running")
+        tasks.set_state(session, finished.id, "running")
+        tasks.set_state(session, finished.id, "failed")
+    with sessions.begin() as session:
+        assert [t.id for t in tasks.unfinished_tasks(session)] == [queued.id, running.id]
+
+
+def test_cancel_queued_task_cancels_it_at_once(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+    with sessions.begin() as session:
+        cancelled = tasks.request_cancel(session, task.id, "user: alice", at_ms=99)
+    assert (cancelled.state, cancelled.finished_ms) == ("cancelled", 99)
+    assert cancelled.cancel_requested
+    assert cancelled.cancel_reason == "user: alice"
+
+
+def test_cancel_running_task_flags_it_and_keeps_the_first_reason(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+        tasks.set_state(session, task.id, "running")
+    with sessions.begin() as session:
+        tasks.request_cancel(session, task.id, "user: alice")
+        flagged = tasks.request_cancel(session, task.id, "shutdown")
+    assert (flagged.state, flagged.cancel_requested) == ("running", True)
+    assert flagged.cancel_reason == "user: alice"
+    with sessions.begin() as session:
+        tasks.set_state(session, task.id, "cancelled")
+        after = tasks.request_cancel(session, task.id, "again")
+    assert after.state == "cancelled"
+
+
+def test_target_results_and_ticket_lookup(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+    ticket = task.targets[0].ticket
+    with sessions.begin() as session:
+        tasks.update_target(session, task.id, "Web-1", state="running")
+        done = tasks.update_target(
+            session,
+            task.id,
+            "Web-1",
+            state="complete",
+            exit_code=0,
+            message="",
+            output_variables=[
+                OutputVariable("Healthy", "True", sensitive=False),
+                OutputVariable("Password", "********", sensitive=True),
+            ],
+            artifacts=[ArtifactRef("report.txt", "artifacts/report.txt", 12, "ab" * 32)],
+            at_ms=77,
+        )
+    with sessions.begin() as session:
+        by_ticket = tasks.get_target_by_ticket(session, ticket)
+        with pytest.raises(NotFound, match="ticket 'nope'"):
+            tasks.get_target_by_ticket(session, "nope")
+        # A late "running" must not reopen a finished script.
+        with pytest.raises(Conflict, match="complete"):
+            tasks.update_target(session, task.id, "Web-1", state="running")
+    assert by_ticket == done
+    assert (done.state, done.exit_code, done.finished_ms) == ("complete", 0, 77)
+    assert done.output_variables[1] == OutputVariable("Password", "********", True)
+    assert done.artifacts[0].path == "artifacts/report.txt"
