@@ -1,0 +1,28 @@
+"""Fixtures for integration tests: a real server and real Tentacles per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness.cluster import Cluster, running_cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A cluster torn down after the test, with its logs printed when the test failed."""
+    with running_cluster(tmp_path) as c:
+        yield c
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(c.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test item so fixtures can see whether it failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
