@@ -1,4 +1,4 @@
-"""Scripts on listening and polling Tentacles: output, variables, masking, artifacts, exit status."""
+"""Scripts on listening and polling Tentacles: output, variables, masking, artifacts, status."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_script_runs_on_every_matching_machine_and_names_the_failures(cluster: C
     cluster.add_tentacle("web-02", "polling", roles=("web",))
     cluster.add_tentacle("db-01", "polling", roles=("db",))
 
-    body = 'echo "on $(get_octopusvariable Octopus.Machine.Name)"; [ "$(get_octopusvariable Octopus.Machine.Name)" != web-02 ]'
+    body = (
+        'name="$(get_octopusvariable Octopus.Machine.Name)"; echo "on $name"; [ "$name" != web-02 ]'
+    )
     run = server.cli("script", "run", "--environment", "Dev", "--role", "web", "--", body)
     assert run.returncode == 1
     assert "web-01: on web-01" in run.stdout
@@ -96,7 +98,10 @@ def test_script_runs_on_every_matching_machine_and_names_the_failures(cluster: C
         server.cli("script", "run", "--role", "db", "--output", "json", "--", "echo fine").stdout
     )
     finished = [e for e in events if "finished" in e]
-    assert finished and finished[-1]["finished"]["state"] == "TASK_STATE_SUCCESS"
+    assert finished
+    last = finished[-1]["finished"]
+    assert isinstance(last, dict)
+    assert last["state"] == "TASK_STATE_SUCCESS"
 
 
 def test_sensitive_input_variable_is_masked_and_not_on_the_command_line(cluster: Cluster) -> None:

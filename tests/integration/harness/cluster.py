@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,15 +88,11 @@ class Process:
             return
         if self.popen.poll() is None:
             _signal_group(self.popen, signal.SIGTERM)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         _signal_group(self.popen, signal.SIGKILL)
-        try:
+        with suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
     def tail(self, lines: int = 60) -> str:
         """The end of its log, for failure reports."""
@@ -106,10 +102,8 @@ class Process:
 
 
 def _signal_group(popen: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(popen.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -202,9 +196,10 @@ class Server:
             "the server's gRPC health",
         )
 
-    def _died(self) -> None:
+    def _died(self) -> bool:
         if self.process is not None and not self.process.alive():
             raise AssertionError(f"cuttle-server exited:\n{self.process.tail()}")
+        return False
 
     @property
     def url(self) -> str:
@@ -367,9 +362,10 @@ class Tentacle:
 
         wait_for(connected, timeout, f"{self.name} to connect", interval=0.2)
 
-    def _died(self) -> None:
+    def _died(self) -> bool:
         if self.process is not None and not self.process.alive():
             raise AssertionError(f"tentacle {self.name} exited:\n{self.process.tail()}")
+        return False
 
 
 @dataclass
