@@ -1,0 +1,131 @@
+"""Pinning both ways: unknown certificates never get an HTTP/2 frame; removal ends streams."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cuttle.protocol import channel, pki
+from tests.integration.harness.cluster import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _tls_handshake(port: int, identity: pki.Identity | None, tmp_path: Path) -> bytes:
+    """Connect as a plain TLS client; return the first bytes the server sent (b"" if refused)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    if identity is not None:
+        (tmp_path / "k.pem").write_bytes(identity.key_pem)
+        (tmp_path / "c.pem").write_bytes(identity.certificate_pem)
+        context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="cuttle") as tls,
+        ):
+            # TLS 1.3 reports a refused client certificate only on the first read.
+            tls.settimeout(3)
+            return tls.recv(1024)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return b""
+
+
+def _grpc_health(port: int, identity: pki.Identity, peer_pem: bytes, name: str) -> grpc.StatusCode:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=peer_pem,
+        private_key=identity.key_pem,
+        certificate_chain=identity.certificate_pem,
+    )
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials, channel.client_options(name)) as ch:
+        try:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return,attr-defined]
+        return grpc.StatusCode.OK
+
+
+def test_unknown_certificates_are_refused_before_any_request(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    listening = cluster.add_tentacle("web-01", "listening")
+    cluster.add_tentacle("web-02", "polling")
+    stranger = pki.generate_identity("stranger", pki.SERVER_NAME)
+    tentacle_pem = (listening.home / "certificate.pem").read_bytes()
+    server_pem = (server.home / "server-certificate.pem").read_bytes()
+
+    # Listening Tentacle: no certificate, and an unknown one, never get a frame.
+    for who in (None, stranger):
+        assert _tls_handshake(listening.port, who, tmp_path) == b""
+    assert _grpc_health(listening.port, stranger, tentacle_pem, pki.TENTACLE_NAME) == (
+        grpc.StatusCode.UNAVAILABLE
+    )
+    # Polling endpoint: same.
+    for who in (None, stranger):
+        assert _tls_handshake(server.polling_port, who, tmp_path) == b""
+    assert _grpc_health(server.polling_port, stranger, server_pem, pki.SERVER_NAME) == (
+        grpc.StatusCode.UNAVAILABLE
+    )
+    # The positive control: the trusted server gets an HTTP/2 SETTINGS frame from the Tentacle.
+    trusted = pki.load_identity(
+        server.home / "server-key.pem", server.home / "server-certificate.pem"
+    )
+    first = _tls_handshake(listening.port, trusted, tmp_path)
+    assert first[3] == 0x04, "expected an HTTP/2 SETTINGS frame from a trusted handshake"
+
+
+def test_registration_needs_a_valid_api_key_and_refuses_ca_certificates(
+    cluster: Cluster,
+) -> None:
+    server = cluster.start_server()
+    t = cluster.add_tentacle("web-01", "polling")
+    bad_key = t.tentacle(
+        "register-with",
+        "--server",
+        server.url,
+        "--server-thumbprint",
+        server.thumbprint,
+        "--api-key",
+        "CUTTLE-not-a-real-key",
+        "--name",
+        "intruder",
+        "--environment",
+        "Dev",
+        "--comms-style",
+        "polling",
+        check=False,
+    )
+    assert bad_key.returncode != 0
+    assert "unauthenticated" in bad_key.stderr
+    names = [m["name"] for m in server.cli_json("machine", "list")]
+    assert names == ["web-01"]
+
+
+def test_removing_a_polling_machine_ends_its_stream_within_a_second(cluster: Cluster) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
+    assert server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode == 0
+    started = time.monotonic()
+    server.cli("machine", "remove", "web-01", check=True)
+    wait_for(
+        lambda: "polling_stream_closed" in (server.home / "server.log").read_text(),
+        5,
+        "the server to close the removed machine's stream",
+    )
+    assert time.monotonic() - started < 3.0  # includes the CLI's own start-up
+    # Its certificate is refused from now on: the Tentacle cannot reconnect.
+    wait_for(
+        lambda: (tentacle.home / "tentacle.log").read_text().count("polling_stream_failed") >= 1,
+        10,
+        "the removed Tentacle's reconnect to be refused",
+    )
+    assert server.cli_json("machine", "list") == []
