@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.harness.cluster import BIN, Cluster, Server, Tentacle, wait_for
+from tests.integration.harness.cluster import BIN, Cluster, Tentacle, wait_for
+from tests.integration.harness.tasks import (
+    finished_task,
+    log_lines,
+    newest_task_id,
+    processes_with,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def _events(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-def _log_lines(server: Server, task_id: str) -> list[str]:
-    """Every script output line in the task's log so far (without following)."""
-    out = server.cli("task", "log", task_id, "--output", "json", timeout=30)
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = []
-    for event in _events(out.stdout):
-        for line in event.get("lines", {}).get("lines", []):
-            lines.append(base64.b64decode(line["line"]["text"]).decode(errors="replace"))
-    return lines
-
-
-def _task_id(server: Server) -> str | None:
-    tasks = server.cli_json("task", "list")
-    return tasks[0]["id"] if tasks else None
-
-
-def _finished(server: Server, task_id: str) -> dict[str, Any] | None:
-    task: dict[str, Any] = server.cli_json("task", "show", task_id)
-    return None if task["state"] in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else task
 
 
 def _ticket(tentacle: Tentacle) -> str | None:
@@ -55,25 +33,6 @@ def _session(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return int(stat.rsplit(")", 1)[1].split()[3])
-
-
-def _processes_with(marker: bytes) -> list[tuple[int, str]]:
-    """(pid, cmdline) of every live process whose environment holds marker (NAME=VALUE)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            status = Path(f"/proc/{entry}/status").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue  # gone while scanning, or not ours
-        if "State:\tZ" in status:
-            continue  # a zombie has exited; it only awaits its parent
-        if marker in environ.split(b"\0"):
-            found.append((int(entry), cmdline.replace(b"\0", b" ").decode(errors="replace")))
-    return found
 
 
 @pytest.mark.parametrize("style", ["listening", "polling"])
@@ -100,9 +59,11 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
             start_new_session=True,
         )
     try:
-        task_id = wait_for(lambda: _task_id(server), 20, "the task to be listed", interval=0.2)
+        task_id = wait_for(
+            lambda: newest_task_id(server), 20, "the task to be listed", interval=0.2
+        )
         wait_for(
-            lambda: "started" in _log_lines(server, task_id),
+            lambda: "started" in log_lines(server, task_id),
             20,
             "'started' in the task log",
             interval=0.2,
@@ -110,10 +71,10 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
         ticket = wait_for(lambda: _ticket(tentacle), 10, "the ticket on the Tentacle")
         ticket_marker = f"CUTTLE_TICKET={ticket}".encode()
         # The exported mark is in the environ of the children: the sleep and the setsid one.
-        marked = {pid for pid, _ in _processes_with(mark.encode())}
+        marked = {pid for pid, _ in processes_with(mark.encode())}
         assert len(marked) >= 2, marked
         # The ticket is in every script process's environ: the script's bash as well.
-        ticketed = {pid for pid, _ in _processes_with(ticket_marker)}
+        ticketed = {pid for pid, _ in processes_with(ticket_marker)}
         assert ticketed > marked, (ticketed, marked)
         # One of them really left the script's session.
         assert len({_session(pid) for pid in ticketed}) >= 2, ticketed
@@ -124,7 +85,7 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
         code = run.wait(30)
         assert code != 0, out_path.read_text()
         task = wait_for(
-            lambda: _finished(server, task_id),
+            lambda: finished_task(server, task_id),
             20,
             "the task to finish",
             interval=0.2,
@@ -134,16 +95,16 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
         assert target["state"] == "SCRIPT_STATE_CANCELLED", target
 
         wait_for(
-            lambda: not _processes_with(ticket_marker) and not _processes_with(mark.encode()),
+            lambda: not processes_with(ticket_marker) and not processes_with(mark.encode()),
             10,
             "no process of the cancelled script to remain",
             interval=0.1,
         )
-        assert "started" in _log_lines(server, task_id)
+        assert "started" in log_lines(server, task_id)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait(10)
-        for pid, _ in _processes_with(mark.encode()):
+        for pid, _ in processes_with(mark.encode()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
