@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
-import time
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cuttle.protocol import channel, pki
-from tests.integration.harness.cluster import Cluster, wait_for
+from tests.integration.harness.cluster import Cluster, Server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +115,17 @@ def test_removing_a_polling_machine_ends_its_stream_within_a_second(cluster: Clu
     server = cluster.start_server()
     tentacle = cluster.add_tentacle("web-01", "polling")
     assert server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode == 0
-    started = time.monotonic()
     server.cli("machine", "remove", "web-01", check=True)
     wait_for(
         lambda: "polling_stream_closed" in (server.home / "server.log").read_text(),
         5,
         "the server to close the removed machine's stream",
     )
-    assert time.monotonic() - started < 3.0  # includes the CLI's own start-up
+    # Measured by the server's own clock: the CLI's start-up is not part of the promise and
+    # is slow on a loaded machine.
+    removed = _event_time(server, "machine_removed")
+    closed = _event_time(server, "polling_stream_closed")
+    assert 0 <= closed - removed < 1.0, (removed, closed)
     # Its certificate is refused from now on: the Tentacle cannot reconnect.
     wait_for(
         lambda: (tentacle.home / "tentacle.log").read_text().count("polling_stream_failed") >= 1,
@@ -129,3 +133,15 @@ def test_removing_a_polling_machine_ends_its_stream_within_a_second(cluster: Clu
         "the removed Tentacle's reconnect to be refused",
     )
     assert server.cli_json("machine", "list") == []
+
+
+def _event_time(server: Server, name: str) -> float:
+    """When the server logged an event first, in seconds since the epoch."""
+    for line in (server.home / "server.log").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == name:
+            return datetime.fromisoformat(event["timestamp"]).timestamp()
+    raise AssertionError(f"the server never logged {name}")

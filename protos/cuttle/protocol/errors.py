@@ -18,10 +18,11 @@ polling transports in the Response frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 ERROR_KIND_METADATA = "cuttle-error-kind"
 
@@ -46,6 +47,8 @@ _CODE_TO_DEFAULT_KIND: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
     grpc.StatusCode.OUT_OF_RANGE: "invalid_argument",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "invalid_argument",
+    # A method the peer does not have (an older version): not understood, nothing was done.
+    grpc.StatusCode.UNIMPLEMENTED: "invalid_argument",
     grpc.StatusCode.PERMISSION_DENIED: "permission_denied",
     grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
     grpc.StatusCode.UNAVAILABLE: "unreachable",
@@ -90,3 +93,32 @@ def explicit_kind(error: grpc.aio.AioRpcError) -> str | None:
 def kind_from_rpc_error(error: grpc.aio.AioRpcError) -> str:
     """The error kind of a failed call, from its trailing metadata or its status code."""
     return kind_for_code(error.code(), explicit_kind(error))
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so its handler can refuse it clearly."""
+
+    def __init__(self, detail: str) -> None:
+        self.message = f"malformed request: {detail}"
+
+
+def lenient_deserializer(
+    deserialize: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer: bytes that do not parse give a MalformedRequest.
+
+    grpc.aio answers a deserializer's exception with UNKNOWN and logs a traceback; a peer
+    sending garbage deserves INVALID_ARGUMENT saying so, and the handler can only send that
+    if it is called.
+    """
+    if deserialize is None:  # a handler that takes raw bytes has nothing to parse
+        return None
+    parse_strictly = deserialize
+
+    def parse(data: bytes) -> Any:
+        try:
+            return parse_strictly(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc))
+
+    return parse

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import grpc
 import structlog
@@ -16,10 +15,10 @@ from grpc_reflection.v1alpha import reflection
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.pinning import PinnedPeers
-from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, polling_pb2
+from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
-from cuttle.server.comms.polling import HubSettings, PollingHub
+from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
 from cuttle.server.comms.registry import Connections, MachineEndpoint
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
@@ -96,28 +95,7 @@ class ServerNode:
         await self.refresh_machines()
         host = self.settings.listen_host
 
-        polling = grpc.aio.server(
-            interceptors=[self.polling_peers.interceptor()], options=channel.server_options()
-        )
-        hub = self.connections.hub
-
-        async def poll(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            await hub.serve(requests, context)
-
-        polling.add_generic_rpc_handlers(
-            [
-                grpc.method_handlers_generic_handler(
-                    "cuttle.protocol.v1.PollingService",
-                    {
-                        "Poll": grpc.stream_stream_rpc_method_handler(
-                            poll,
-                            request_deserializer=polling_pb2.TentacleFrame.FromString,
-                            response_serializer=polling_pb2.ServerFrame.SerializeToString,
-                        )
-                    },
-                )
-            ]
-        )
+        polling = polling_server(self.connections.hub, self.polling_peers)
         self.ports["polling"] = polling.add_secure_port(
             f"{host}:{self.settings.polling_port}", self.polling_peers.credentials()
         )

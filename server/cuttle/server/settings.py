@@ -24,7 +24,7 @@ class ServerSettings:
     polling_port: int = 10943
     pickup_timeout_seconds: float = 120.0
     heartbeat_interval_seconds: float = 10.0
-    heartbeat_timeout_seconds: float = 30.0
+    heartbeat_timeout_seconds: float = 20.0  # + interval <= 30 s to notice a black hole
     health_check_interval_seconds: float = 300.0
     connect_timeout_seconds: float = 10.0
     agent_lost_after_seconds: float = 600.0

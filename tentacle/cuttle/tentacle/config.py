@@ -55,7 +55,7 @@ class TentacleConfig:
     server: ServerLink | None = None
     polling_connections: int = 1
     heartbeat_interval_seconds: float = 10.0
-    heartbeat_timeout_seconds: float = 30.0
+    heartbeat_timeout_seconds: float = 20.0  # + interval <= 30 s to notice a black hole
     reconnect_max_delay_seconds: float = 30.0
     config_reload_interval_seconds: float = 1.0
     workspace_retention_seconds: float = 86_400.0

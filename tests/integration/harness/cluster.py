@@ -169,7 +169,7 @@ class Server:
             "--home",
             str(self.home),
             "--listen-host",
-            "127.0.0.1",
+            self.host,
             "--admin-port",
             str(self.admin_port),
             "--polling-port",
@@ -186,7 +186,7 @@ class Server:
         wait_for(
             lambda: (
                 _healthy(
-                    f"127.0.0.1:{self.admin_port}",
+                    f"{self.host}:{self.admin_port}",
                     grpc.ssl_channel_credentials(root_certificates=pem),
                     pki.SERVER_NAME,
                 )
@@ -202,9 +202,14 @@ class Server:
         return False
 
     @property
+    def host(self) -> str:
+        """The address both endpoints bind: the listen_host setting, else 127.0.0.1."""
+        return str(self.settings.get("listen_host", "127.0.0.1"))
+
+    @property
     def url(self) -> str:
         """The admin address."""
-        return f"https://127.0.0.1:{self.admin_port}"
+        return f"https://{self.host}:{self.admin_port}"
 
     def cli_env(self) -> dict[str, str]:
         """Environment for the `cuttle` admin client."""
@@ -250,11 +255,16 @@ class Tentacle:
     procs: list[Process]
     process: Process | None = None
     port: int = 0
+    # The address it listens on and registers with, and a prefix for every `tentacle` command
+    # (`ip netns exec NS` runs it inside a network namespace; exec keeps the pid, so the
+    # process-group teardown still applies).
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     def tentacle(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `tentacle ARGS --home HOME`."""
         result = subprocess.run(
-            [str(BIN / "tentacle"), *args, "--home", str(self.home)],
+            [*self.prefix, str(BIN / "tentacle"), *args, "--home", str(self.home)],
             capture_output=True,
             text=True,
             env=_env(),
@@ -272,7 +282,7 @@ class Tentacle:
             "--port",
             "0",
             "--listen-host",
-            "127.0.0.1",
+            self.host,
             "--trust-certificate",
             str(self.server.home / "server-certificate.pem"),
             "--heartbeat-interval",
@@ -295,7 +305,7 @@ class Tentacle:
             "--comms-style",
             self.style,
             "--public-hostname",
-            "127.0.0.1",
+            self.host,
         ]
         for env in environments:
             register += ["--environment", env]
@@ -320,7 +330,7 @@ class Tentacle:
             self.tentacle("configure", "--port", str(self.port))
         self.process = Process(
             f"tentacle {self.name}",
-            [str(BIN / "tentacle"), "run", "--home", str(self.home)],
+            [*self.prefix, str(BIN / "tentacle"), "run", "--home", str(self.home)],
             self.home / "tentacle.log",
             _env(),
         )
@@ -343,7 +353,7 @@ class Tentacle:
             )
             wait_for(
                 lambda: (
-                    _healthy(f"127.0.0.1:{self.port}", credentials, pki.TENTACLE_NAME)
+                    _healthy(f"{self.host}:{self.port}", credentials, pki.TENTACLE_NAME)
                     or self._died()
                 ),
                 30,
@@ -393,9 +403,14 @@ class Cluster:
         style: str,
         environments: tuple[str, ...] = ("Dev",),
         roles: tuple[str, ...] = ("web",),
+        *,
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
     ) -> Tentacle:
         """Create, register and start a Tentacle of the given comms style."""
-        tentacle = Tentacle(name, self.root / name, style, self.server, self.procs)
+        tentacle = Tentacle(
+            name, self.root / name, style, self.server, self.procs, host=host, prefix=list(prefix)
+        )
         tentacle.create(environments, roles)
         self.tentacles[name] = tentacle
         return tentacle

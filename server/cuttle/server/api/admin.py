@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from importlib import metadata
+from pathlib import PurePosixPath
 from typing import Any
 
 import grpc
@@ -158,8 +160,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         syntax = {1: "bash", 2: "python", 3: "sh", 4: "pwsh"}.get(request.syntax)
         if syntax is None:
             raise InvalidArgument("choose a script syntax (bash, python, sh, pwsh)")
-        if request.timeout_seconds < 0:
-            raise InvalidArgument("timeout must not be negative")
+        if not math.isfinite(request.timeout_seconds) or request.timeout_seconds < 0:
+            # NaN would pass `< 0` and reach the agent's timers.
+            raise InvalidArgument(
+                f"timeout must be a finite, non-negative number, not {request.timeout_seconds}"
+            )
+        for file in request.files:
+            _check_file_name(file.name, syntax)
         task = await self._scripts.submit(
             ScriptSpec(
                 syntax=syntax,
@@ -261,6 +268,27 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             yield apb.ArtifactChunk(
                 data=content[offset : offset + chunk], total_size=len(content), sha256=digest
             )
+
+
+def _check_file_name(name: str, syntax: str) -> None:
+    """Refuse a script file name no agent would write (the agent's own rule, checked early)."""
+    path = PurePosixPath(name)
+    body = "script.py" if syntax == "python" else "script.sh"
+    if (
+        not name
+        or "\0" in name
+        or "\\" in name
+        or path.is_absolute()
+        or not path.parts
+        or ".." in path.parts
+        or path.parts[0] == ".cuttle"
+        or path.as_posix() == body
+    ):
+        # Accepted, the task would be stored and then refused by every agent it reaches.
+        raise InvalidArgument(
+            f"script file name {name!r} must be a relative path inside the workspace, "
+            f"without '..', not under .cuttle/ and not {body}"
+        )
 
 
 def _read_lines(task_id: str, after: int, session: Session) -> list[StoredLine]:

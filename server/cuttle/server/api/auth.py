@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import structlog
 
-from cuttle.protocol.errors import ERROR_KIND_METADATA, code_for_kind
+from cuttle.protocol.errors import (
+    ERROR_KIND_METADATA,
+    MalformedRequest,
+    code_for_kind,
+    lenient_deserializer,
+)
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import ServerError
 from cuttle.server.store import api_keys
@@ -129,44 +134,46 @@ def _refusal(
         await _abort(context, kind, message)
         yield None  # pragma: no cover - abort raised
 
+    # The refusal must not depend on the request parsing: it is never looked at.
+    deserialize = lenient_deserializer(h.request_deserializer)
     if h.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            stream, h.request_deserializer, h.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(unary, h.request_deserializer, h.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(stream, deserialize, h.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(unary, deserialize, h.response_serializer)
 
 
 def _with_error_mapping(
     handler: grpc.RpcMethodHandler[Any, Any],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     h = cast(Any, handler)
+    # Garbage request bytes reach the handler as a MalformedRequest: INVALID_ARGUMENT, not UNKNOWN.
+    deserialize = lenient_deserializer(h.request_deserializer)
     if h.unary_unary is not None:
         inner = h.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, MalformedRequest):
+                await _abort(context, "invalid_argument", request.message)
             try:
                 return await inner(request, context)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
                 await _fail(context, exc)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary, h.request_deserializer, h.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary, deserialize, h.response_serializer)
     if h.unary_stream is not None:
         inner_stream = h.unary_stream
 
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
+            if isinstance(request, MalformedRequest):
+                await _abort(context, "invalid_argument", request.message)
             try:
                 async for item in inner_stream(request, context):
                     yield item
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
                 await _fail(context, exc)
 
-        return grpc.unary_stream_rpc_method_handler(
-            stream, h.request_deserializer, h.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(stream, deserialize, h.response_serializer)
     return handler
 
 

@@ -23,6 +23,9 @@ M = TypeVar("M", bound=Message)
 
 # DESIGN §7: files move in chunks of at least 256 KiB; 1 MiB keeps per-message cost negligible.
 CHUNK_BYTES = 1024 * 1024
+# Script files up to this size travel inside StartScript; larger ones are uploaded in chunks
+# first, so the start message stays small whatever the files weigh (never near the limit).
+INLINE_FILE_BYTES = 256 * 1024
 
 
 class Transport(Protocol):
@@ -65,9 +68,14 @@ class TentacleClient:
         return convert.agent_info(info)
 
     async def start_script(self, request: ScriptRequest) -> ScriptStatus:
-        """Start a script; idempotent per ticket."""
+        """Start a script, its large files uploaded first; idempotent per ticket."""
+        transfers = {
+            file.name: await self.upload(file.content)
+            for file in request.files
+            if len(file.content) > INLINE_FILE_BYTES
+        }
         status = await self._call(
-            "StartScript", convert.start_request(request), pb.ScriptStatus, None
+            "StartScript", convert.start_request(request, transfers), pb.ScriptStatus, None
         )
         return convert.script_status(status)
 

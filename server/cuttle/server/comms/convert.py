@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.server.domain import scripts
 
@@ -23,13 +26,16 @@ STATE_NAMES = {
 }
 
 
-def start_request(request: scripts.ScriptRequest) -> pb.StartScriptRequest:
-    """The wire form of a script start."""
+def start_request(
+    request: scripts.ScriptRequest, transfers: Mapping[str, str] | None = None
+) -> pb.StartScriptRequest:
+    """The wire form of a script start; files named in `transfers` were uploaded under that id."""
+    transfers = transfers or {}
     return pb.StartScriptRequest(
         ticket=request.ticket,
         body=request.body,
         syntax=SYNTAXES[request.syntax],
-        files=[pb.ScriptFile(name=f.name, content=f.content) for f in request.files],
+        files=[_script_file(f, transfers.get(f.name, "")) for f in request.files],
         isolation=pb.ISOLATION_FULL if request.full_isolation else pb.ISOLATION_NONE,
         mutex_name=request.mutex_name,
         isolation_timeout_seconds=request.isolation_timeout_seconds,
@@ -39,6 +45,16 @@ def start_request(request: scripts.ScriptRequest) -> pb.StartScriptRequest:
             for v in request.variables
         ],
     )
+
+
+def _script_file(file: scripts.ScriptFile, transfer_id: str) -> pb.ScriptFile:
+    if transfer_id:
+        return pb.ScriptFile(
+            name=file.name,
+            transfer_id=transfer_id,
+            sha256=hashlib.sha256(file.content).hexdigest(),
+        )
+    return pb.ScriptFile(name=file.name, content=file.content)
 
 
 def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:

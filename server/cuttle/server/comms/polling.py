@@ -21,14 +21,17 @@ from typing import Any
 import grpc
 import structlog
 
-from cuttle.protocol.pinning import peer_thumbprint
+from cuttle.protocol import channel
+from cuttle.protocol.pinning import PinnedPeers, peer_thumbprint
 from cuttle.protocol.v1 import polling_pb2 as pb
 from cuttle.server.comms.errors_wire import from_frame
-from cuttle.server.errors import NotDelivered, Unreachable
+from cuttle.server.errors import AgentRejected, NotDelivered, Unreachable
 
 log = structlog.get_logger(__name__)
 
 _END = object()
+# Room for a Request frame's own fields around its payload (id varint, method name, tags).
+_FRAME_OVERHEAD = 64
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class HubSettings:
 
     pickup_timeout: float = 120.0
     heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 30.0
+    # Silence is noticed on the first tick past the timeout: interval + timeout <= 30 s.
+    heartbeat_timeout: float = 20.0
 
 
 @dataclass(eq=False)
@@ -91,6 +95,15 @@ class PollingHub:
         answer_timeout: float | None = None,
     ) -> AsyncIterator[bytes]:
         """Queue a request for a machine and yield the payloads it answers with."""
+        if len(payload) + len(method) + _FRAME_OVERHEAD > channel.MAX_MESSAGE_BYTES:
+            # Written to a stream, it would fail the stream itself and every request on it;
+            # refused here it is the same typed error a listening channel gives.
+            raise AgentRejected(
+                machine,
+                "invalid_argument",
+                f"{method} request of {len(payload)} bytes exceeds the "
+                f"{channel.MAX_MESSAGE_BYTES}-byte message limit",
+            )
         pending = _Pending(method, payload, streaming)
         self._queue(machine).put_nowait(pending)
         try:
@@ -210,7 +223,10 @@ class PollingHub:
                     )
                     return
                 nonce += 1
-                await stream.outbox.put(pb.ServerFrame(heartbeat=pb.Heartbeat(nonce=nonce)))
+                # Never wait for room: a dead peer is exactly what leaves the outbox full
+                # (nothing drains it), and waiting would stop the silence check above.
+                with contextlib.suppress(asyncio.QueueFull):
+                    stream.outbox.put_nowait(pb.ServerFrame(heartbeat=pb.Heartbeat(nonce=nonce)))
 
         tasks = [
             asyncio.create_task(read()),
@@ -283,3 +299,32 @@ class PollingTransport:
 
     async def close(self) -> None:
         """Nothing to release: streams belong to the agent."""
+
+
+def polling_server(hub: PollingHub, peers: PinnedPeers) -> grpc.aio.Server:
+    """A gRPC server whose PollingService/Poll streams are served by the hub, pinned peers only.
+
+    The caller binds it with `add_secure_port(address, peers.credentials())` and starts it.
+    """
+    server = grpc.aio.server(interceptors=[peers.interceptor()], options=channel.server_options())
+
+    async def poll(
+        requests: AsyncIterator[pb.TentacleFrame], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await hub.serve(requests, context)
+
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "cuttle.protocol.v1.PollingService",
+                {
+                    "Poll": grpc.stream_stream_rpc_method_handler(
+                        poll,
+                        request_deserializer=pb.TentacleFrame.FromString,
+                        response_serializer=pb.ServerFrame.SerializeToString,
+                    )
+                },
+            )
+        ]
+    )
+    return server

@@ -27,7 +27,13 @@ from cuttle.server.domain.scripts import RemoteVariable, ScriptFile, ScriptReque
 from cuttle.server.engine.masking import ValueMasker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import AgentError, InvalidArgument, NotDelivered, NotFound
+from cuttle.server.errors import (
+    AgentError,
+    AgentRejected,
+    InvalidArgument,
+    NotDelivered,
+    NotFound,
+)
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import task_log, tasks
@@ -43,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 SYNTAXES = ("bash", "python", "sh", "pwsh")
 MASK = "********"
+# Agent errors that say the request itself is wrong (not that the agent is away or busy).
+PERMANENT_REJECTIONS = frozenset({"invalid_argument"})
 QUEUED: tuple[Literal["queued"]] = ("queued",)
 
 
@@ -256,6 +264,7 @@ class ScriptTasks:
         backoff = Backoff(initial=0.2, maximum=self._settings.reconnect_max_delay)
         lost_since: float | None = None
         cancel_sent = False
+        started = False
         while True:
             try:
                 client = self._connections.client(machine)
@@ -263,6 +272,7 @@ class ScriptTasks:
                     await client.cancel_script(target.ticket, running.reason or "cancelled")
                     cancel_sent = True
                 status = await client.start_script(request)
+                started = True
                 watcher = asyncio.create_task(
                     self._follow(task.id, machine, client, target.ticket, after, masker)
                 )
@@ -278,10 +288,26 @@ class ScriptTasks:
                 status, after = watcher.result()
                 await self._conclude(task.id, machine, client, status, masker)
                 return
-            except NotDelivered as exc:
-                await self._finish_target(task.id, machine, "not_delivered", -1, str(exc))
-                return
             except (AgentError, NotFound) as exc:
+                if (
+                    isinstance(exc, NotDelivered)
+                    and not started
+                    and target.state
+                    in (
+                        "pending",
+                        "not_delivered",
+                    )
+                ):
+                    # The agent never had it: safe for a person (or a deployment) to retry.
+                    await self._finish_target(task.id, machine, "not_delivered", -1, str(exc))
+                    return
+                if isinstance(exc, AgentRejected) and exc.kind in PERMANENT_REJECTIONS:
+                    # Asking again cannot help: the agent refuses the same request every time.
+                    state = "result_unknown" if started else "failed_to_start"
+                    await self._finish_target(
+                        task.id, machine, state, -1, f"the agent refused the request: {exc}"
+                    )
+                    return
                 now = time.monotonic()
                 lost_since = lost_since or now
                 stored = await self._tx.run(lambda s: tasks.get_target(s, task.id, machine))

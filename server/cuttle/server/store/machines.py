@@ -118,43 +118,45 @@ def add(
             f"a machine named {same_name.name!r} is already registered"
             " (register with replace to give it a new certificate)"
         )
-    if same_name is not None:
-        row = same_name
-        row.name = name
-        row.comms_style = style
-        row.endpoint = endpoint
-        row.thumbprint = thumbprint
-        row.certificate_pem = certificate_pem
-        row.environments = list(environments)
-        row.roles = list(roles)
-        # A new certificate may be a new Tentacle: what we knew about the old one is stale.
-        row.health = "unknown"
-        row.health_message = ""
-    else:
-        row = Machine(
-            id=uuid.uuid4().hex,
-            name=name,
-            name_key=key,
-            comms_style=style,
-            endpoint=endpoint,
-            thumbprint=thumbprint,
-            certificate_pem=certificate_pem,
-            environments=list(environments),
-            roles=list(roles),
-            health="unknown",
-            health_message="",
-            tentacle_version="",
-            os="",
-            free_disk_bytes=None,
-            last_health_check_ms=None,
-            registered_ms=now_ms() if registered_ms is None else registered_ms,
-            enabled=True,
-        )
-        session.add(row)
     try:
         # A savepoint, so that losing a race to another registration leaves the caller's
         # transaction usable (PostgreSQL aborts the whole transaction on an error otherwise).
+        # The changes are made inside it: begin_nested() flushes what is pending first, and a
+        # change flushed before the SAVEPOINT would not be undone by it.
         with session.begin_nested():
+            if same_name is not None:
+                row = same_name
+                row.name = name
+                row.comms_style = style
+                row.endpoint = endpoint
+                row.thumbprint = thumbprint
+                row.certificate_pem = certificate_pem
+                row.environments = list(environments)
+                row.roles = list(roles)
+                # A new certificate may be a new Tentacle: what we knew about the old one is stale.
+                row.health = "unknown"
+                row.health_message = ""
+            else:
+                row = Machine(
+                    id=uuid.uuid4().hex,
+                    name=name,
+                    name_key=key,
+                    comms_style=style,
+                    endpoint=endpoint,
+                    thumbprint=thumbprint,
+                    certificate_pem=certificate_pem,
+                    environments=list(environments),
+                    roles=list(roles),
+                    health="unknown",
+                    health_message="",
+                    tentacle_version="",
+                    os="",
+                    free_disk_bytes=None,
+                    last_health_check_ms=None,
+                    registered_ms=now_ms() if registered_ms is None else registered_ms,
+                    enabled=True,
+                )
+                session.add(row)
             session.flush()
     except IntegrityError as error:
         raise Conflict(

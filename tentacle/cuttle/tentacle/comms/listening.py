@@ -11,8 +11,14 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cuttle.protocol import channel
-from cuttle.protocol.errors import ERROR_KIND_METADATA, code_for_kind
+from cuttle.protocol.errors import (
+    ERROR_KIND_METADATA,
+    MalformedRequest,
+    code_for_kind,
+    lenient_deserializer,
+)
 from cuttle.protocol.pinning import PinnedPeers
+from cuttle.tentacle.errors import BadRequest
 from cuttle.tentacle.services.handlers import METHODS, Method, TentacleHandlers, describe_error
 
 log = structlog.get_logger(__name__)
@@ -30,13 +36,15 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
 
 def _rpc_handler(method: Method, handlers: TentacleHandlers) -> grpc.RpcMethodHandler[Any, Any]:
     call = method.bind(handlers)
-    deserialize = method.request_type.FromString
+    deserialize = lenient_deserializer(method.request_type.FromString)
     if method.streaming:
 
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
+                if isinstance(request, MalformedRequest):
+                    raise BadRequest(request.message)
                 async for item in call(request):
                     yield item
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
@@ -48,6 +56,8 @@ def _rpc_handler(method: Method, handlers: TentacleHandlers) -> grpc.RpcMethodHa
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if isinstance(request, MalformedRequest):
+                raise BadRequest(request.message)
             return await call(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
             await _fail(context, exc)

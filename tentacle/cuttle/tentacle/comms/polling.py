@@ -10,6 +10,7 @@ capped, jittered backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from cuttle.tentacle.services.handlers import (
 log = structlog.get_logger(__name__)
 
 POLL_METHOD = "/cuttle.protocol.v1.PollingService/Poll"
+# Room for a Response frame's own fields around its payload (id varint, flags, tags).
+_FRAME_OVERHEAD = 64
 # Bounded so a fast producer (a 100,000-line watch) waits for the network instead of eating RAM.
 OUTBOX_FRAMES = 64
 
@@ -50,9 +53,17 @@ class PollingSettings:
 
     connections: int = 1
     heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 30.0
+    # Silence is noticed on the first tick past the timeout: interval + timeout <= 30 s, the
+    # bound the issue sets for a black-holed server.
+    heartbeat_timeout: float = 20.0
     reconnect_initial_delay: float = 0.5
     reconnect_max_delay: float = 30.0
+
+
+def silence_limit(heartbeat_timeout: float, server_heartbeat_interval: float) -> float:
+    """How long a stream may hear nothing from the server before it is given up."""
+    # Never before two of the server's beats went missing, whatever our own timeout says.
+    return max(heartbeat_timeout, 2 * server_heartbeat_interval)
 
 
 class _StreamLost(Exception):
@@ -161,7 +172,11 @@ class PollingClient:
                         call.cancel()
                         return
                     nonce += 1
-                    await outbox.put(pb.TentacleFrame(heartbeat=pb.Heartbeat(nonce=nonce)))
+                    # Never wait for room: a dead peer is exactly what leaves the outbox full
+                    # (nothing drains it), and waiting would stop the silence check above. A
+                    # live peer that is merely slow hears the frames already queued.
+                    with contextlib.suppress(asyncio.QueueFull):
+                        outbox.put_nowait(pb.TentacleFrame(heartbeat=pb.Heartbeat(nonce=nonce)))
 
             beat = asyncio.create_task(heartbeats())
             try:
@@ -179,9 +194,9 @@ class PollingClient:
                             running.cancel()
                     elif kind == "welcome":
                         backoff.reset()
-                        timeout = max(
+                        timeout = silence_limit(
                             self._settings.heartbeat_timeout,
-                            3 * frame.welcome.heartbeat_interval_seconds,
+                            frame.welcome.heartbeat_interval_seconds,
                         )
                         self.connected.set()
                         log.info(
@@ -218,23 +233,14 @@ class PollingClient:
             call = method.bind(self._handlers)
             if method.streaming:
                 async for item in call(message):
-                    await outbox.put(
-                        pb.TentacleFrame(
-                            response=pb.Response(
-                                request_id=rid, payload=item.SerializeToString(), end=False
-                            )
-                        )
-                    )
+                    frame = _answer(rid, request.method, item.SerializeToString(), False)
+                    await outbox.put(frame)
+                    if frame.response.error_kind:
+                        return
                 await outbox.put(pb.TentacleFrame(response=pb.Response(request_id=rid, end=True)))
             else:
                 reply = await call(message)
-                await outbox.put(
-                    pb.TentacleFrame(
-                        response=pb.Response(
-                            request_id=rid, payload=reply.SerializeToString(), end=True
-                        )
-                    )
-                )
+                await outbox.put(_answer(rid, request.method, reply.SerializeToString(), True))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure goes back as a typed error
@@ -251,6 +257,19 @@ def _forget(
         inflight.pop(request_id, None)
 
     return done
+
+
+def _answer(request_id: int, method: str, payload: bytes, end: bool) -> pb.TentacleFrame:
+    if len(payload) + _FRAME_OVERHEAD > channel.MAX_MESSAGE_BYTES:
+        # Sent, it would fail this stream and every request on it; as an error it fails only
+        # this request, as a listening Tentacle's oversize reply does.
+        return _error(
+            request_id,
+            "invalid_argument",
+            f"the {method} answer of {len(payload)} bytes exceeds the "
+            f"{channel.MAX_MESSAGE_BYTES}-byte message limit",
+        )
+    return pb.TentacleFrame(response=pb.Response(request_id=request_id, payload=payload, end=end))
 
 
 def _error(request_id: int, kind: str, message: str) -> pb.TentacleFrame:

@@ -285,6 +285,12 @@ class ScriptManager:
         return snapshot
 
     async def _forget(self, run: TicketRun) -> None:
+        task = run.task
+        if task is not None and not task.done():
+            # A terminal state is readable a moment before the run has persisted it: deleting
+            # under that write would leave the directory, and a state.json that a restarted
+            # Tentacle would load again, behind.
+            await asyncio.wait({task})
         run.deleted = True
         self._runs.pop(run.ticket, None)
         async with run.changed:

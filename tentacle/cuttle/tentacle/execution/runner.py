@@ -314,7 +314,8 @@ class TicketRun:
                 if message is not None:
                     note = self._apply(message)
                     if note is not None:
-                        batch.append((stamp, LogSource.TENTACLE, LogLevel.WARNING, note))
+                        note_level, note_text = note
+                        batch.append((stamp, LogSource.TENTACLE, note_level, note_text))
                     continue
                 level = self._stdout_level
             else:
@@ -326,8 +327,8 @@ class TicketRun:
         if self._dirty:
             await self.persist()
 
-    def _apply(self, message: servicemessages.ServiceMessage) -> bytes | None:
-        """Act on a service message; return a warning line when it had to be ignored."""
+    def _apply(self, message: servicemessages.ServiceMessage) -> tuple[LogLevel, bytes] | None:
+        """Act on a service message; return a note (level, line) when it had to be ignored."""
         name = message.name
         lowered = name.lower()
         if name in _STDOUT_LEVELS:
@@ -337,7 +338,7 @@ class TicketRun:
         elif lowered == "setvariable":
             var_name = message.get("name")
             if not var_name:
-                return b"Ignored a setVariable service message without a name"
+                return LogLevel.WARNING, b"Ignored a setVariable service message without a name"
             sensitive = message.get("sensitive").strip().lower() == "true"
             value = message.get("value")
             if sensitive:
@@ -347,12 +348,16 @@ class TicketRun:
         elif lowered == "createartifact":
             path = message.get("path")
             if not path:
-                return b"Ignored a createArtifact service message without a path"
+                return LogLevel.WARNING, b"Ignored a createArtifact service message without a path"
             self._artifact_requests.append((path, message.get("name")))
         elif lowered in _FAILURE_MESSAGES:
             self.record.failure_message = self.masker.mask_text(message.get("message"))
             self._dirty = True
-        # Unknown names are ignored, as Octopus does: a newer script must not break an older agent.
+        else:
+            # Ignored, as Octopus does: a newer script must not break an older agent. Said
+            # quietly (verbose), so that what the script printed is never silently lost.
+            note = f"Ignored the service message '{name}', which this Tentacle does not know"
+            return LogLevel.VERBOSE, note.encode()
         return None
 
     async def _collect_artifacts(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.tentacle.errors import BadRequest
 from cuttle.tentacle.execution import model
@@ -44,8 +46,13 @@ def start_command(
     syntax = _SYNTAX.get(request.syntax)
     if syntax is None:
         raise BadRequest(f"unsupported script syntax {request.syntax}")
-    if request.timeout_seconds < 0 or request.isolation_timeout_seconds < 0:
-        raise BadRequest("timeouts must not be negative")
+    for name, value in (
+        ("timeout_seconds", request.timeout_seconds),
+        ("isolation_timeout_seconds", request.isolation_timeout_seconds),
+    ):
+        # NaN passes a `< 0` check and, handed to asyncio as a timeout, corrupts its timers.
+        if not math.isfinite(value) or value < 0:
+            raise BadRequest(f"{name} must be a finite, non-negative number, not {value}")
     return model.StartCommand(
         ticket=request.ticket,
         body=request.body,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import socket
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.tentacle.errors import BadRequest, TentacleError
@@ -66,11 +67,19 @@ class TentacleHandlers:
 
     async def start_script(self, request: pb.StartScriptRequest) -> pb.ScriptStatus:
         """Start (or find the already started) script of a ticket."""
-        files: list[model.ScriptFile] = []
-        for file in request.files:
-            content = self._uploads.read(file.transfer_id) if file.transfer_id else file.content
-            files.append(model.ScriptFile(file.name, content))
-        snapshot = await self._manager.start(convert.start_command(request, tuple(files)))
+        try:
+            files: list[model.ScriptFile] = []
+            for file in request.files:
+                content = self._uploads.read(file.transfer_id) if file.transfer_id else file.content
+                files.append(model.ScriptFile(file.name, content))
+            snapshot = await self._manager.start(convert.start_command(request, tuple(files)))
+        finally:
+            # The workspace holds its own copy now (or the start failed and the server sends
+            # the file again with a new transfer id): an upload is used once, never kept.
+            for file in request.files:
+                if file.transfer_id:
+                    with contextlib.suppress(BadRequest):
+                        self._uploads.discard(file.transfer_id)
         return convert.script_status(snapshot)
 
     async def get_status(self, request: pb.ScriptTicketRequest) -> pb.ScriptStatus:
@@ -154,4 +163,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
         return "not_found", str(exc)
     if isinstance(exc, InvalidScript | ExecutionError):
         return "invalid_argument", str(exc)
+    if isinstance(exc, DecodeError):
+        # A polling request whose payload does not parse: the sender's fault, not ours.
+        return "invalid_argument", f"malformed request: {exc}"
     return "internal", f"{type(exc).__name__}: {exc}"
