@@ -6,7 +6,8 @@ polling transports in the Response frame.
 
     kind                 status code            meaning
     not_found            NOT_FOUND              the named thing does not exist
-    conflict             ALREADY_EXISTS         it exists already / state forbids it
+    conflict             ALREADY_EXISTS         it exists already
+    failed_precondition  FAILED_PRECONDITION    its state forbids it (in use, stale revision)
     invalid_argument     INVALID_ARGUMENT       the request is malformed; nothing was done
     permission_denied    PERMISSION_DENIED      the caller may not do this
     unauthenticated      UNAUTHENTICATED        no or bad API key / certificate
@@ -29,6 +30,7 @@ ERROR_KIND_METADATA = "cuttle-error-kind"
 KIND_TO_CODE: dict[str, grpc.StatusCode] = {
     "not_found": grpc.StatusCode.NOT_FOUND,
     "conflict": grpc.StatusCode.ALREADY_EXISTS,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
     "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
@@ -43,7 +45,7 @@ KIND_TO_CODE: dict[str, grpc.StatusCode] = {
 _CODE_TO_DEFAULT_KIND: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.ALREADY_EXISTS: "conflict",
-    grpc.StatusCode.FAILED_PRECONDITION: "conflict",
+    grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
     grpc.StatusCode.OUT_OF_RANGE: "invalid_argument",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "invalid_argument",

@@ -12,20 +12,28 @@ import structlog
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.orm import Session
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.pinning import PinnedPeers
-from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc
+from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, model_pb2, model_pb2_grpc
+from cuttle.server.api.access_service import AccessService
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
+from cuttle.server.api.model_service import ModelService
+from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
 from cuttle.server.comms.registry import Connections, MachineEndpoint
+from cuttle.server.encryption import KEY_FILE as ENCRYPTION_KEY_FILE
+from cuttle.server.encryption import Encryptor, KeyFileError, create_key_file
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
 from cuttle.server.engine.transactions import Transactions
+from cuttle.server.model.repository import ModelRepository
 from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
+from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 
 log = structlog.get_logger(__name__)
@@ -92,6 +100,7 @@ class ServerNode:
     async def start(self) -> None:
         """Migrate, open both endpoints, resume unfinished work."""
         await asyncio.to_thread(database.migrate, self._engine)
+        encryptor = await self.tx.run(lambda s: prepare_model(s, self.home))
         await self.refresh_machines()
         host = self.settings.listen_host
 
@@ -116,11 +125,23 @@ class ServerNode:
             ),
             admin,
         )
+        model_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.tx, encryptor), admin)
+        model_pb2_grpc.add_AccessServiceServicer_to_server(AccessService(self.tx), admin)
+        model_pb2_grpc.add_ReleaseServiceServicer_to_server(
+            ReleaseService(self.tx, encryptor), admin
+        )
+        model_pb2_grpc.add_RunbookServiceServicer_to_server(
+            RunbookService(self.tx, encryptor), admin
+        )
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, admin)
         reflection.enable_server_reflection(
             (
                 admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["ReleaseService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["RunbookService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),
@@ -164,6 +185,24 @@ class ServerNode:
         self.tx.close()
         self._engine.dispose()
         log.info("server_stopped")
+
+
+def prepare_model(session: Session, home: Path) -> Encryptor:
+    """Load the encryption key and make sure the default space and its documents exist."""
+    if not (home / ENCRYPTION_KEY_FILE).exists():
+        # A home made before sensitive values existed gets its key now; once anything is
+        # stored, a missing key is an error (a new one could not decrypt the old values).
+        if doc_store.has_documents(session):
+            raise KeyFileError(
+                f"{home / ENCRYPTION_KEY_FILE} is missing but the database holds documents: "
+                "restore the key file from your backup"
+            )
+        create_key_file(home)
+        log.warning("encryption_key_created", path=str(home / ENCRYPTION_KEY_FILE))
+    encryptor = Encryptor.from_home(home)
+    space, _ = doc_store.ensure_space(session)
+    ModelRepository(session, space, encryptor, "system").ensure_defaults()
+    return encryptor
 
 
 def _write_ports(home: Path, ports: dict[str, int]) -> None:

@@ -3,6 +3,7 @@
 ServerError (internal)
 ├── NotFound (not_found)
 ├── Conflict (conflict)
+├── FailedPrecondition (failed_precondition)
 ├── InvalidArgument (invalid_argument)
 ├── PermissionDenied (permission_denied)
 ├── Unauthenticated (unauthenticated)
@@ -32,6 +33,12 @@ class Conflict(ServerError):
     """It exists already, or its state forbids the change."""
 
     kind = "conflict"
+
+
+class FailedPrecondition(ServerError):
+    """Its current state forbids the change: in use by something, or changed since read."""
+
+    kind = "failed_precondition"
 
 
 class InvalidArgument(ServerError):
@@ -90,3 +97,15 @@ class AgentRejected(AgentError):
         self.kind = kind
         self.machine = machine
         super().__init__(f"{machine}: {message}")
+
+
+class ValidationFailed(InvalidArgument):
+    """Several fields are wrong; each violation is (field path, message). Nothing was changed."""
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        self.violations = violations
+        shown = "; ".join(
+            f"{field}: {message}" if field else message for field, message in violations[:5]
+        )
+        more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
+        super().__init__(f"{shown}{more}")

@@ -1,9 +1,12 @@
 """Admin API edge: API-key authentication, permission checks, and typed error mapping.
 
-Every call (except standard health checking and reflection) must carry `x-api-key`. The key's
-permissions decide what it may call: `admin` may do everything; `machine:register` only lets a
-new Tentacle register itself. Server and store errors become gRPC statuses here, once, with the
-error kind in trailing metadata so the client can raise the same typed error.
+Every call (except standard health checking and reflection) must carry `x-api-key`. The key
+becomes a Principal (api/access.py), available to the handler for the call. The fleet calls of
+AdminService need full rights (`admin`, or a team's unrestricted administer role);
+`machine:register` only lets a new Tentacle register itself. ModelService handlers authorize
+each call against what it touches. Server and store errors become gRPC statuses here, once,
+with the error kind in trailing metadata so the client can raise the same typed error, and
+validation failures carry google.rpc.BadRequest field violations.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from cuttle.protocol.errors import (
     ERROR_KIND_METADATA,
@@ -21,11 +26,12 @@ from cuttle.protocol.errors import (
     code_for_kind,
     lenient_deserializer,
 )
+from cuttle.server.api import access
+from cuttle.server.api.access import Principal
 from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import ServerError
+from cuttle.server.errors import ServerError, ValidationFailed
 from cuttle.server.store import api_keys
 from cuttle.server.store import errors as store_errors
-from cuttle.server.store.records import ApiKeyRecord
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +42,13 @@ else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Handlers of these services check each call themselves (scoped roles).
+SELF_AUTHORIZING_PREFIXES = (
+    "/cuttle.protocol.v1.ModelService/",
+    "/cuttle.protocol.v1.AccessService/",
+    "/cuttle.protocol.v1.ReleaseService/",
+    "/cuttle.protocol.v1.RunbookService/",
+)
 REGISTER_METHODS = frozenset(
     {
         "/cuttle.protocol.v1.AdminService/RegisterMachine",
@@ -48,6 +61,7 @@ KEY_CACHE_SECONDS = 5.0
 _STORE_KINDS: dict[type[Exception], str] = {
     store_errors.NotFound: "not_found",
     store_errors.Conflict: "conflict",
+    store_errors.FailedPrecondition: "failed_precondition",
     store_errors.InvalidArgument: "invalid_argument",
 }
 
@@ -62,12 +76,15 @@ def error_kind(exc: BaseException) -> tuple[str, str]:
     return "internal", f"internal error ({type(exc).__name__}); see the server log"
 
 
-def allowed(key: ApiKeyRecord, method: str) -> bool:
-    """Whether a key's permissions allow calling a method."""
-    permissions = set(key.permissions)
-    if "admin" in permissions:
+def allowed(principal: Principal, method: str) -> bool:
+    """Whether a caller may call a method at all (self-authorizing services decide later)."""
+    if method.startswith(SELF_AUTHORIZING_PREFIXES):
         return True
-    return method in REGISTER_METHODS and "machine:register" in permissions
+    if principal.is_system_admin:
+        return True
+    if method in REGISTER_METHODS and "machine:register" in principal.system_permissions:
+        return True
+    return any(g.role == "administer" and g.unrestricted for g in principal.grants)
 
 
 class AdminInterceptor(_ServerInterceptor):
@@ -75,19 +92,24 @@ class AdminInterceptor(_ServerInterceptor):
 
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
-        self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._cache: dict[str, tuple[float, Principal]] = {}
 
-    async def _verify(self, plaintext: str) -> ApiKeyRecord | None:
+    async def _verify(self, plaintext: str) -> Principal | None:
         cached = self._cache.get(plaintext)
         now = time.monotonic()
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        record = await self._tx.run(lambda s: api_keys.verify(s, plaintext))
-        if record is not None:
+
+        def lookup(session: Any) -> Principal | None:
+            record = api_keys.verify(session, plaintext)
+            return None if record is None else access.principal_for(session, record)
+
+        principal = await self._tx.run(lookup)
+        if principal is not None:
             if len(self._cache) > 1000:
                 self._cache.clear()
-            self._cache[plaintext] = (now, record)
-        return record
+            self._cache[plaintext] = (now, principal)
+        return principal
 
     async def intercept_service(
         self,
@@ -102,17 +124,21 @@ class AdminInterceptor(_ServerInterceptor):
             return handler
         metadata = dict(cast(Any, details.invocation_metadata) or ())
         key = metadata.get("x-api-key", "")
-        record = await self._verify(key) if key else None
-        if record is None:
+        try:
+            principal = await self._verify(key) if key else None
+        except ServerError as exc:
+            return _refusal(handler, exc.kind, str(exc))
+        if principal is None:
             message = "missing API key (x-api-key)" if not key else "invalid or revoked API key"
             return _refusal(handler, "unauthenticated", message)
-        if not allowed(record, method):
+        if not allowed(principal, method):
             return _refusal(
                 handler,
                 "permission_denied",
-                f"API key {record.name!r} may not call {method.rsplit('/', 1)[-1]}",
+                f"{principal.name!r} may not call {method.rsplit('/', 1)[-1]}: it needs "
+                "full administrator rights",
             )
-        return _with_error_mapping(handler)
+        return _with_error_mapping(handler, principal)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], kind: str, message: str) -> None:
@@ -142,7 +168,7 @@ def _refusal(
 
 
 def _with_error_mapping(
-    handler: grpc.RpcMethodHandler[Any, Any],
+    handler: grpc.RpcMethodHandler[Any, Any], principal: Principal
 ) -> grpc.RpcMethodHandler[Any, Any]:
     h = cast(Any, handler)
     # Garbage request bytes reach the handler as a MalformedRequest: INVALID_ARGUMENT, not UNKNOWN.
@@ -153,6 +179,7 @@ def _with_error_mapping(
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, MalformedRequest):
                 await _abort(context, "invalid_argument", request.message)
+            access.CURRENT.set(principal)
             try:
                 return await inner(request, context)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
@@ -167,6 +194,7 @@ def _with_error_mapping(
         ) -> AsyncIterator[Any]:
             if isinstance(request, MalformedRequest):
                 await _abort(context, "invalid_argument", request.message)
+            access.CURRENT.set(principal)
             try:
                 async for item in inner_stream(request, context):
                     yield item
@@ -183,4 +211,26 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
     kind, message = error_kind(exc)
     if kind == "internal":
         log.error("request_failed", exc_info=exc)
+    if isinstance(exc, ValidationFailed):
+        await _abort_with_violations(context, exc, message)
     await _abort(context, kind, message)
+
+
+async def _abort_with_violations(
+    context: grpc.aio.ServicerContext[Any, Any], exc: ValidationFailed, message: str
+) -> None:
+    # The standard rich error model: clients in any language find every field path and
+    # message in google.rpc.BadRequest, not only the first one in the status text.
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+            for field, text in exc.violations
+        ]
+    )
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message)
+    status.details.add().Pack(detail)
+    rich = rpc_status.to_status(status)
+    context.set_trailing_metadata(
+        (*rich.trailing_metadata, (ERROR_KIND_METADATA, "invalid_argument"))
+    )
+    await context.abort(rich.code, rich.details)

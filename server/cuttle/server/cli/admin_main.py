@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-import grpc
-from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
-from cuttle.server.cli.connection import AdminConnection, describe, parse_server
-
-T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
+from cuttle.server.cli.connection import AdminConnection
+from cuttle.server.cli.context import (
+    console,
+    err_console,
+    format_ms,
+    output_option,
+    run_call,
+    to_json,
+)
+from cuttle.server.cli.model_commands import register as register_model_commands
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
 HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable"}
@@ -77,41 +75,6 @@ def main(
     }
 
 
-def _run(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]) -> T:
-    address = parse_server(ctx.obj["server"], ctx.obj["thumbprint"], ctx.obj["api_key"])
-
-    async def go() -> T:
-        conn = AdminConnection(address)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(go())
-    except grpc.aio.AioRpcError as exc:
-        if ctx.obj["debug"]:
-            raise
-        raise click.ClickException(describe(exc)) from None
-
-
-def _ms(value: int) -> str:
-    if not value:
-        return "-"
-    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _json(message: Any) -> dict[str, Any]:
-    return MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-output_option = click.option(
-    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-
-
 @main.group()
 def machine() -> None:
     """Deployment targets (registered Tentacles)."""
@@ -158,9 +121,9 @@ def machine_list(
             if not token:
                 return machines
 
-    machines = _run(ctx, work)
+    machines = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps([_json(m) for m in machines], indent=2))
+        click.echo(json.dumps([to_json(m) for m in machines], indent=2))
     else:
         console.print(_machines_table(machines))
 
@@ -177,9 +140,9 @@ def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str
             apb.CheckHealthRequest(names=names), metadata=conn.metadata, timeout=120
         )
 
-    result = _run(ctx, work)
+    result = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps([_json(m) for m in result.machines], indent=2))
+        click.echo(json.dumps([to_json(m) for m in result.machines], indent=2))
     else:
         console.print(_machines_table(list(result.machines)))
     if any(m.health != apb.HEALTH_STATUS_HEALTHY for m in result.machines):
@@ -197,7 +160,7 @@ def machine_remove(ctx: click.Context, name: str) -> None:
             apb.RemoveMachineRequest(name=name), metadata=conn.metadata, timeout=60
         )
 
-    _run(ctx, work)
+    run_call(ctx, work)
     click.echo(f"Removed {name}")
 
 
@@ -290,14 +253,14 @@ def script_run(
             final = _show_event(event, output) or final
         return final
 
-    final = _run(ctx, work)
+    final = run_call(ctx, work)
     sys.exit(_exit_status(final))
 
 
 def _show_event(event: apb.TaskEvent, output: str) -> apb.Task | None:
     kind = event.WhichOneof("kind")
     if output == "json":
-        click.echo(json.dumps(_json(event)))
+        click.echo(json.dumps(to_json(event)))
     elif kind == "started":
         err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
     elif kind == "lines":
@@ -352,17 +315,17 @@ def task_list(ctx: click.Context, output: str) -> None:
             apb.ListTasksRequest(page_size=50), metadata=conn.metadata, timeout=60
         )
 
-    result = _run(ctx, work)
+    result = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps([_json(t) for t in result.tasks], indent=2))
+        click.echo(json.dumps([to_json(t) for t in result.tasks], indent=2))
         return
     table = Table("Id", "State", "Created", "Finished", "Description")
     for t in result.tasks:
         table.add_row(
             t.id,
             TASK_STATE.get(t.state, "?"),
-            _ms(t.created_unix_ms),
-            _ms(t.finished_unix_ms),
+            format_ms(t.created_unix_ms),
+            format_ms(t.finished_unix_ms),
             t.description,
         )
     console.print(table)
@@ -380,9 +343,9 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
             apb.GetTaskRequest(task_id=task_id), metadata=conn.metadata, timeout=60
         )
 
-    t = _run(ctx, work)
+    t = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps(_json(t), indent=2))
+        click.echo(json.dumps(to_json(t), indent=2))
         return
     console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
     table = Table("Machine", "State", "Exit", "Message")
@@ -412,7 +375,7 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> Non
             final = _show_event(event, output) or final
         return final
 
-    _run(ctx, work)
+    run_call(ctx, work)
 
 
 @task.command("cancel")
@@ -429,7 +392,7 @@ def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
             timeout=60,
         )
 
-    t = _run(ctx, work)
+    t = run_call(ctx, work)
     click.echo(f"Task {t.id}: {TASK_STATE.get(t.state, '?')}")
 
 
@@ -458,5 +421,8 @@ def artifact_download(
             parts.append(chunk.data)
         return b"".join(parts)
 
-    out.write_bytes(_run(ctx, work))
+    out.write_bytes(run_call(ctx, work))
     click.echo(f"Saved {out}")
+
+
+register_model_commands(main)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import click
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.errors import kind_from_rpc_error
-from cuttle.protocol.v1 import admin_pb2_grpc
+from cuttle.protocol.v1 import admin_pb2_grpc, model_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class AdminConnection:
             options=channel.client_options(pki.SERVER_NAME),
         )
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.model = model_pb2_grpc.ModelServiceStub(self.channel)
+        self.access = model_pb2_grpc.AccessServiceStub(self.channel)
+        self.releases = model_pb2_grpc.ReleaseServiceStub(self.channel)
+        self.runbooks = model_pb2_grpc.RunbookServiceStub(self.channel)
         self.metadata = (("x-api-key", address.api_key),)
 
     async def close(self) -> None:
@@ -73,6 +79,32 @@ class AdminConnection:
 
 
 def describe(error: grpc.aio.AioRpcError) -> str:
-    """A one-line explanation of a failed admin call."""
+    """An explanation of a failed admin call, one line per field problem when there are any."""
     kind = kind_from_rpc_error(error)
+    violations = field_violations(error)
+    if violations:
+        lines = "\n".join(
+            f"  {field}: {message}" if field else f"  {message}" for field, message in violations
+        )
+        return f"the server refused the request [{kind}]:\n{lines}"
     return f"{error.details()} [{kind}]"
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """The (field, message) pairs of a google.rpc.BadRequest in the error's details."""
+    metadata: Any = error.trailing_metadata() or ()
+    for key, value in metadata:
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        found: list[tuple[str, str]] = []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                found.extend((v.field, v.description) for v in bad.field_violations)
+        return found
+    return []
+
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"

@@ -12,7 +12,14 @@ import click
 
 from cuttle.protocol import pki
 from cuttle.protocol.logconfig import configure_logging
-from cuttle.server.app import CERTIFICATE_FILE, KEY_FILE, ServerNode, load_identity
+from cuttle.server.app import (
+    CERTIFICATE_FILE,
+    KEY_FILE,
+    ServerNode,
+    load_identity,
+    prepare_model,
+)
+from cuttle.server.encryption import create_key_file
 from cuttle.server.errors import ServerError
 from cuttle.server.settings import ServerSettings, load_settings
 from cuttle.server.store import api_keys, database
@@ -51,7 +58,9 @@ def init(home: Path, output: str) -> None:
     settings = _settings(home)
     engine = database.create_engine_for(settings.database_url)
     database.migrate(engine)
+    create_key_file(home)
     with database.session_maker(engine).begin() as session:
+        prepare_model(session, home)
         _record, plaintext = api_keys.create(session, "initial admin", ["admin"])
     engine.dispose()
     if output == "json":
@@ -101,7 +110,11 @@ def run(
         finally:
             await node.stop()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except ServerError as exc:
+        # Refusals at start (a key file others can read, a missing key): say why, no traceback.
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("show-thumbprint")

@@ -42,11 +42,17 @@ def _record(row: ApiKey) -> ApiKeyRecord:
         permissions=tuple(row.permissions),
         created_ms=row.created_ms,
         revoked=row.revoked,
+        user_id=row.user_id,
     )
 
 
 def create(
-    session: Session, name: str, permissions: Sequence[str], *, created_ms: int | None = None
+    session: Session,
+    name: str,
+    permissions: Sequence[str],
+    *,
+    created_ms: int | None = None,
+    user_id: str | None = None,
 ) -> tuple[ApiKeyRecord, str]:
     """Create a key; return its record and the plaintext key, which is never available again."""
     if not name.strip() or len(name) > NAME_LENGTH:
@@ -62,6 +68,7 @@ def create(
         permissions=list(permissions),
         created_ms=now_ms() if created_ms is None else created_ms,
         revoked=False,
+        user_id=user_id,
     )
     session.add(row)
     session.flush()
@@ -87,9 +94,12 @@ def verify(session: Session, plaintext: str) -> ApiKeyRecord | None:
     return _record(match)
 
 
-def list_keys(session: Session) -> list[ApiKeyRecord]:
-    """Return every key, revoked ones included, oldest first."""
-    rows = session.scalars(select(ApiKey).order_by(ApiKey.created_ms, ApiKey.id)).all()
+def list_keys(session: Session, user_id: str | None = None) -> list[ApiKeyRecord]:
+    """Return every key (or one user's), revoked ones included, oldest first."""
+    query = select(ApiKey).order_by(ApiKey.created_ms, ApiKey.id)
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
+    rows = session.scalars(query).all()
     return [_record(row) for row in rows]
 
 

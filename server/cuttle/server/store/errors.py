@@ -2,7 +2,8 @@
 
 StoreError            root: anything the store refuses or cannot find
 ├── NotFound          the named row does not exist
-├── Conflict          the row exists already, or its state forbids the change
+├── Conflict          the row exists already
+├── FailedPrecondition its state forbids the change (still referenced, stale revision)
 └── InvalidArgument   the value can never be stored (malformed thumbprint, unknown state)
 """
 
@@ -24,6 +25,10 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The row exists already, or its current state forbids the change."""
+
+
+class FailedPrecondition(StoreError):
+    """The row's state forbids the change: still referenced, or changed since it was read."""
 
 
 class InvalidArgument(StoreError):

@@ -103,6 +103,11 @@ class ApiKey(Base):
     permissions: Mapped[list[str]] = mapped_column(JSON)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     revoked: Mapped[bool] = mapped_column(Boolean)
+    # The user the key acts as (their teams' roles apply); None for the keys made by
+    # `cuttle-server init`, whose permissions column says what they may do.
+    user_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE")
+    )
 
 
 class Task(Base):
@@ -199,3 +204,159 @@ class ArtifactBlob(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class Space(Base):
+    """A partition of the model: every document, release and event belongs to one space."""
+
+    __tablename__ = "spaces"
+    __table_args__ = (Index("ix_spaces_name_key", "name_key", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Document(Base):
+    """One document of the model (environment, lifecycle, project...), its body as JSON.
+
+    Like Octopus, the body is a JSON document validated by its schema in cuttle.server.model;
+    the columns are what is looked up, ordered or constrained. References to other documents
+    are ids in the body and rows in document_references.
+    """
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        # Names are unique per kind in a space, regardless of case.
+        Index("ix_documents_space_id_kind_name_key", "space_id", "kind", "name_key", unique=True),
+        # Listing a kind in its order (environments) or by name.
+        Index("ix_documents_space_id_kind_sort_order", "space_id", "kind", "sort_order"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("spaces.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    sort_order: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Optimistic concurrency: an update names the revision it read.
+    revision: Mapped[int] = mapped_column(Integer)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class DocumentReference(Base):
+    """Document from_id refers to to_id at path; a referenced document cannot be deleted."""
+
+    __tablename__ = "document_references"
+    __table_args__ = (Index("ix_document_references_to_id", "to_id"),)
+
+    from_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    to_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="RESTRICT")
+    )
+
+
+class Release(Base):
+    """An immutable snapshot of a project's process and variables under a version."""
+
+    __tablename__ = "releases"
+    __table_args__ = (
+        Index("ix_releases_project_id_version_key", "project_id", "version_key", unique=True),
+        # Listing a project's releases newest first, paged.
+        Index("ix_releases_project_id_created_ms_id", "project_id", "created_ms", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("spaces.id", ondelete="CASCADE")
+    )
+    # Deleting a project deletes its releases, as in Octopus.
+    project_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    notes: Mapped[str] = mapped_column(Text)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    variables_snapshot_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunbookSnapshot(Base):
+    """A frozen copy of a runbook's process and the project's variables; one is published."""
+
+    __tablename__ = "runbook_snapshots"
+    __table_args__ = (
+        Index(
+            "ix_runbook_snapshots_project_id_runbook_key_created_ms",
+            "project_id",
+            "runbook_key",
+            "created_ms",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    runbook: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    runbook_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published: Mapped[bool] = mapped_column(Boolean)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+
+
+class Deployment(Base):
+    """A release deployed (or being deployed) to an environment, optionally for a tenant."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", TASK_STATES), name="state"),
+        Index("ix_deployments_release_id_created_ms", "release_id", "created_ms"),
+        Index("ix_deployments_environment_id", "environment_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    release_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("releases.id", ondelete="CASCADE")
+    )
+    # History outlives what it names: no foreign keys to environments and tenants.
+    environment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    tenant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    finished_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    """The audit trail: who changed what, when, with before/after (sensitive values elided)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_space_id_occurred_ms_id", "space_id", "occurred_ms", "id"),
+        Index("ix_events_document_id", "document_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    occurred_ms: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    category: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    document_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    document_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -91,6 +91,8 @@ class ApiKeyRecord:
     permissions: tuple[str, ...]
     created_ms: int
     revoked: bool
+    # The user the key acts as; None for system keys (see permissions).
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
 from cuttle.server.store.models import NAME_LENGTH, Task, TaskTarget
+from cuttle.server.store.paging import check_page_size, newest_first, next_token
 from cuttle.server.store.records import (
     FINISHED_SCRIPT_STATES,
     FINISHED_TASK_STATES,
@@ -177,32 +178,16 @@ def list_tasks(
     page_token: str | None = None,
 ) -> Page[TaskRecord]:
     """List tasks newest first, optionally only those in states."""
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page size {page_size} is not between 1 and {MAX_PAGE_SIZE}")
+    check_page_size(page_size, MAX_PAGE_SIZE)
     query = select(Task)
     if states:
         query = query.where(Task.state.in_(sorted(states)))
-    if page_token:
-        # The token is "<created_ms>:<id>" of the last task of the previous page; ids break
-        # ties between tasks created in the same millisecond.
-        created_text, _, last_id = page_token.partition(":")
-        try:
-            created = int(created_text)
-        except ValueError:
-            raise InvalidArgument(
-                f"page token {page_token!r} is not one this server gave"
-            ) from None
-        query = query.where(
-            or_(Task.created_ms < created, and_(Task.created_ms == created, Task.id < last_id))
-        )
-    rows = session.scalars(
-        query.order_by(Task.created_ms.desc(), Task.id.desc()).limit(page_size + 1)
-    ).all()
+    query = newest_first(query, Task.created_ms, Task.id, page_token, page_size)
+    rows = session.scalars(query).all()
     items = tuple(_records(session, rows[:page_size]))
-    next_token = (
-        f"{items[-1].created_ms}:{items[-1].id}" if len(rows) > page_size and items else None
-    )
-    return Page(items=items, next_page_token=next_token)
+    more = len(rows) > page_size
+    token = next_token(items[-1].created_ms, items[-1].id, more) if items else None
+    return Page(items=items, next_page_token=token)
 
 
 def set_state(

@@ -67,3 +67,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 def sessions(engine: Engine) -> sessionmaker[Session]:
     """Session factory for the migrated database; tests use `with sessions.begin() as s:`."""
     return session_maker(engine)
+
+
+@pytest.fixture
+def engine_dialect(engine: Engine) -> str:
+    """The dialect under test, for the few assertions that differ."""
+    return engine.dialect.name

@@ -1,0 +1,139 @@
+"""Who is calling and what they may do: API keys, users, teams and their scoped roles.
+
+A key made by `cuttle-server init` carries the system permission `admin` (everything) or
+`machine:register` (a Tentacle registering itself). Any other key belongs to a user, and the
+user's teams grant roles, each limited to projects and environments (empty: all). A refusal
+names the missing role and where it was needed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from cuttle.server.errors import PermissionDenied, Unauthenticated
+from cuttle.server.model import documents as d
+from cuttle.server.store import documents as doc_store
+from cuttle.server.store.records import ApiKeyRecord
+
+# What each role also allows: administer covers edit, edit and deploy and approve cover view.
+IMPLIED: dict[str, frozenset[str]] = {
+    "view": frozenset({"view"}),
+    "deploy": frozenset({"deploy", "view"}),
+    "approve": frozenset({"approve", "view"}),
+    "edit": frozenset({"edit", "view"}),
+    "administer": frozenset({"administer", "edit", "deploy", "approve", "view"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A role held through a team, limited to project and environment ids (empty: all)."""
+
+    team: str
+    role: str
+    projects: frozenset[str]
+    environments: frozenset[str]
+
+    def covers(self, role: str, project: str | None, environment: str | None) -> bool:
+        """Whether this grant gives role for the project and environment (None: not asked)."""
+        if role not in IMPLIED[self.role]:
+            return False
+        if project is not None and self.projects and project not in self.projects:
+            return False
+        return not (
+            environment is not None and self.environments and environment not in self.environments
+        )
+
+    @property
+    def unrestricted(self) -> bool:
+        """Whether the grant applies to every project and environment."""
+        return not self.projects and not self.environments
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a name for the audit trail and what it may do."""
+
+    name: str
+    system_permissions: frozenset[str]
+    grants: tuple[Grant, ...]
+
+    @property
+    def is_system_admin(self) -> bool:
+        """A key made with full rights by `cuttle-server init` (or an API key with them)."""
+        return "admin" in self.system_permissions
+
+    def can(self, role: str, *, project: str | None = None, environment: str | None = None) -> bool:
+        """Whether the caller holds role for this project and environment (ids)."""
+        if self.is_system_admin:
+            return True
+        return any(g.covers(role, project, environment) for g in self.grants)
+
+    def can_anywhere(self, role: str) -> bool:
+        """Whether the caller holds role for at least some project or environment."""
+        return self.is_system_admin or any(role in IMPLIED[g.role] for g in self.grants)
+
+    def require(
+        self,
+        role: str,
+        *,
+        project: tuple[str, str] | None = None,
+        environment: tuple[str, str] | None = None,
+        action: str = "",
+    ) -> None:
+        """Raise PermissionDenied naming the missing role and where; project/env are (id, name)."""
+        if self.can(
+            role,
+            project=project[0] if project else None,
+            environment=environment[0] if environment else None,
+        ):
+            return
+        where = []
+        if project is not None:
+            where.append(f"project {project[1]!r}")
+        if environment is not None:
+            where.append(f"environment {environment[1]!r}")
+        scope = f" for {' in '.join(where)}" if where else " (unrestricted)"
+        doing = f" to {action}" if action else ""
+        raise PermissionDenied(f"{self.name!r} needs the {role} role{scope}{doing}")
+
+
+def principal_for(session: Session, key: ApiKeyRecord) -> Principal:
+    """The principal an API key acts as: its system permissions, or its user's team grants."""
+    if key.user_id is None:
+        return Principal(key.name, frozenset(key.permissions), ())
+    try:
+        user = doc_store.get(session, key.user_id)
+    except Exception:  # noqa: BLE001 - a key whose user vanished acts as nobody
+        raise Unauthenticated("the API key's user no longer exists") from None
+    grants = tuple(_grants_of(session, user.space_id, user.id))
+    return Principal(user.name, frozenset(key.permissions), grants)
+
+
+def _grants_of(session: Session, space_id: str, user_id: str) -> Iterable[Grant]:
+    for team in doc_store.all_of_kind(session, space_id, "team"):
+        spec = d.Team.model_validate(team.body)
+        if user_id not in spec.members:
+            continue
+        for grant in spec.grants:
+            yield Grant(
+                team=team.name,
+                role=grant.role,
+                projects=frozenset(grant.projects),
+                environments=frozenset(grant.environments),
+            )
+
+
+CURRENT: contextvars.ContextVar[Principal] = contextvars.ContextVar("cuttle_principal")
+
+
+def current() -> Principal:
+    """The principal of the call being handled (set by the admin interceptor)."""
+    try:
+        return CURRENT.get()
+    except LookupError:
+        raise Unauthenticated("no authenticated caller") from None

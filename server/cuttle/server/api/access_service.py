@@ -1,0 +1,113 @@
+"""AccessService: API keys for users (and system keys), secrets shown once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from sqlalchemy.orm import Session
+
+from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.protocol.v1 import model_pb2_grpc
+from cuttle.server.api import access
+from cuttle.server.engine.transactions import Transactions
+from cuttle.server.errors import InvalidArgument, NotFound, PermissionDenied
+from cuttle.server.store import api_keys
+from cuttle.server.store import documents as doc_store
+from cuttle.server.store.records import ApiKeyRecord
+
+Context = grpc.aio.ServicerContext[Any, Any]
+SYSTEM_PERMISSIONS = frozenset({"admin", "machine:register"})
+
+
+def _key(record: ApiKeyRecord, user: str) -> mpb.ApiKey:
+    return mpb.ApiKey(
+        id=record.id,
+        name=record.name,
+        prefix=record.prefix,
+        user=user,
+        created_unix_ms=record.created_ms,
+        revoked=record.revoked,
+        permissions=list(record.permissions),
+    )
+
+
+class AccessService(model_pb2_grpc.AccessServiceServicer):
+    """Creates, lists and revokes API keys; administering keys needs the administer role."""
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    async def CreateApiKey(
+        self, request: mpb.CreateApiKeyRequest, context: Context
+    ) -> mpb.CreateApiKeyResponse:  # noqa: N802
+        """A new key for a user (or a system key); the secret is in the reply, once."""
+        who = access.current()
+        unknown = set(request.permissions) - SYSTEM_PERMISSIONS
+        if unknown:
+            raise InvalidArgument(
+                f"unknown permission(s) {', '.join(sorted(unknown))}; system permissions are "
+                f"{', '.join(sorted(SYSTEM_PERMISSIONS))} (users get roles through teams)"
+            )
+        if not request.user and not request.permissions:
+            raise InvalidArgument("give the user the key acts as, or system permissions")
+
+        def work(session: Session) -> mpb.CreateApiKeyResponse:
+            user_id = None
+            if request.user:
+                space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+                user = doc_store.find(session, space.id, "user", request.user)
+                if user is None:
+                    raise NotFound(f"user {request.user!r} was not found")
+                user_id = user.id
+                if user.name != who.name:
+                    who.require("administer", action=f"create API keys for {user.name!r}")
+            if request.permissions and not who.is_system_admin:
+                raise PermissionDenied(
+                    "only a system administrator key may create keys with system permissions"
+                )
+            record, secret = api_keys.create(
+                session,
+                request.name or "api key",
+                list(request.permissions),
+                user_id=user_id,
+            )
+            return mpb.CreateApiKeyResponse(key=_key(record, request.user), secret=secret)
+
+        return await self._tx.run(work)
+
+    async def ListApiKeys(
+        self, request: mpb.ListApiKeysRequest, context: Context
+    ) -> mpb.ListApiKeysResponse:  # noqa: N802
+        """Keys (never their secrets), optionally of one user."""
+        who = access.current()
+
+        def work(session: Session) -> mpb.ListApiKeysResponse:
+            space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+            user_id = None
+            if request.user:
+                user = doc_store.find(session, space.id, "user", request.user)
+                if user is None:
+                    raise NotFound(f"user {request.user!r} was not found")
+                user_id = user.id
+            if request.user != who.name:
+                who.require("administer", action="list other users' API keys")
+            records = api_keys.list_keys(session, user_id)
+            names = doc_store.names_by_id(session, {r.user_id for r in records if r.user_id})
+            return mpb.ListApiKeysResponse(
+                keys=[
+                    _key(r, names.get(r.user_id, ("", ""))[1] if r.user_id else "") for r in records
+                ]
+            )
+
+        return await self._tx.run(work)
+
+    async def RevokeApiKey(self, request: mpb.RevokeApiKeyRequest, context: Context) -> mpb.ApiKey:  # noqa: N802
+        """Revoke a key; it stops working within the server's key cache time (5 s)."""
+        who = access.current()
+        who.require("administer", action="revoke API keys")
+
+        def work(session: Session) -> mpb.ApiKey:
+            return _key(api_keys.revoke(session, request.id), "")
+
+        return await self._tx.run(work)

@@ -1,0 +1,57 @@
+"""What every `cuttle` command shares: connecting, running a call, printing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+
+from cuttle.server.cli.connection import AdminConnection, describe, parse_server
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def run_call(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]) -> T:
+    """Connect, run work on the connection, and turn a failed call into a clean CLI error."""
+    address = parse_server(ctx.obj["server"], ctx.obj["thumbprint"], ctx.obj["api_key"])
+
+    async def go() -> T:
+        conn = AdminConnection(address)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as exc:
+        if ctx.obj["debug"]:
+            raise
+        raise click.ClickException(describe(exc)) from None
+
+
+def format_ms(value: int) -> str:
+    """Unix milliseconds as a UTC time for tables."""
+    if not value:
+        return "-"
+    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    """A protobuf message as a JSON-ready dict with proto field names."""
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+output_option = click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)

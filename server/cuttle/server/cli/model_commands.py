@@ -1,0 +1,654 @@
+"""`cuttle apply/export/events` and one command group per kind of the deployment model.
+
+Exit codes scripts can rely on: 0 done (or nothing to do), 1 the server refused or failed,
+2 bad usage, 3 `apply --dry-run --exit-code` found changes, 4 the files have problems (nothing
+was sent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from rich.table import Table
+
+from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.connection import AdminConnection, field_violations
+from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
+from cuttle.server.cli.process_commands import process
+from cuttle.server.cli.release_commands import release, runbook
+from cuttle.server.model import documents as d
+from cuttle.server.model import files
+from cuttle.server.model.kinds import KINDS, Kind, kind
+
+EXIT_CHANGES = 3
+EXIT_FILE_PROBLEMS = 4
+
+space_option = click.option("--space", default="", help="Space (default: the default space).")
+
+
+def register(main: click.Group) -> None:
+    """Add the model's commands to the `cuttle` group."""
+    main.add_command(apply)
+    main.add_command(export)
+    main.add_command(events)
+    for document_kind in KINDS:
+        main.add_command(_kind_group(document_kind))
+    main.add_command(variable)
+    main.add_command(api_key)
+    main.add_command(release)
+    main.add_command(process)
+    main.add_command(runbook)
+
+
+# -- apply / export --------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "-f",
+    "--file",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A YAML file or a folder of them (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option(
+    "--exit-code", is_flag=True, help="With --dry-run: exit 3 when something would change."
+)
+@space_option
+@output_option
+@click.pass_context
+def apply(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    dry_run: bool,
+    exit_code: bool,
+    space: str,
+    output: str,
+) -> None:
+    """Make the server match YAML files: create or update what they declare, all or nothing.
+
+    \b
+      cuttle apply -f cuttle.yaml
+      cuttle apply -f deploy/ --dry-run
+    Sensitive values never go in a file: write `value_from_env: NAME` and set NAME when
+    applying, or leave the value out to keep the one the server has.
+    """
+    loaded = files.load(paths)
+    if loaded.problems:
+        for problem in loaded.problems:
+            click.echo(str(problem), err=True)
+        err_console.print(f"{len(loaded.problems)} problem(s); nothing was applied.")
+        ctx.exit(EXIT_FILE_PROBLEMS)
+    request = mpb.ApplyRequest(
+        space=space,
+        dry_run=dry_run,
+        documents=[
+            mpb.DocumentSpec(
+                kind=doc.kind.name, spec_json=doc.spec.model_dump_json(), origin=doc.origin
+            )
+            for doc in loaded.documents
+        ],
+    )
+
+    async def work(conn: AdminConnection) -> mpb.ApplyResponse:
+        try:
+            response: mpb.ApplyResponse = await conn.model.Apply(request, metadata=conn.metadata)
+        except grpc.aio.AioRpcError as exc:
+            violations = field_violations(exc)
+            if not violations:
+                raise
+            for field, message in violations:
+                located = loaded.locate(field)
+                where = str(located).rstrip(": ") if located else field
+                click.echo(f"{where}: {message}", err=True)
+            err_console.print(f"{len(violations)} problem(s); nothing was applied.")
+            ctx.exit(EXIT_FILE_PROBLEMS)
+        return response
+
+    response = run_call(ctx, work)
+    changed = [c for c in response.changes if c.action != "unchanged"]
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "applied": response.applied,
+                    "changes": [
+                        {
+                            "action": c.action,
+                            "kind": c.kind,
+                            "name": c.name,
+                            "changed_paths": list(c.changed_paths),
+                        }
+                        for c in response.changes
+                    ],
+                }
+            )
+        )
+    else:
+        verb = (
+            {"create": "create", "update": "update"}
+            if dry_run
+            else {
+                "create": "created",
+                "update": "updated",
+            }
+        )
+        for change in changed:
+            label = change.kind.replace("_", " ")
+            console.print(f"{verb[change.action]} {label} {change.name}", highlight=False)
+            for path in change.changed_paths:
+                console.print(f"    ~ {path}", highlight=False)
+        unchanged = len(response.changes) - len(changed)
+        summary = "would change" if dry_run else "changed"
+        console.print(f"{len(changed)} {summary}, {unchanged} unchanged", highlight=False)
+    if dry_run and exit_code and changed:
+        ctx.exit(EXIT_CHANGES)
+
+
+@click.command()
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
+@click.option("-o", "--output-file", type=click.Path(path_type=Path), help="Write here.")
+@space_option
+@click.pass_context
+def export(
+    ctx: click.Context, kinds: tuple[str, ...], output_file: Path | None, space: str
+) -> None:
+    """Write the server's model as YAML that `cuttle apply` takes back unchanged.
+
+    \b
+      cuttle export -o cuttle.yaml
+      cuttle export --kind projects
+    """
+    for name in kinds:
+        _kind_or_usage(name)
+
+    async def work(conn: AdminConnection) -> mpb.ExportResponse:
+        response: mpb.ExportResponse = await conn.model.Export(
+            mpb.ExportRequest(space=space, kinds=list(kinds)), metadata=conn.metadata
+        )
+        return response
+
+    response = run_call(ctx, work)
+    text = files.dump(
+        (kind(doc.kind), kind(doc.kind).model.model_validate_json(doc.spec_json))
+        for doc in response.documents
+    )
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        output_file.write_text(text)
+        err_console.print(f"wrote {len(response.documents)} document(s) to {output_file}")
+
+
+@click.command()
+@click.option("--kind", default="", help="Only changes to this kind.")
+@click.option("--name", default="", help="Only changes to the document with this name.")
+@click.option("--actor", default="", help="Only changes by this user or key.")
+@click.option("--category", default="", help="created, modified or deleted.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@space_option
+@output_option
+@click.pass_context
+def events(
+    ctx: click.Context,
+    kind: str,
+    name: str,
+    actor: str,
+    category: str,
+    limit: int,
+    space: str,
+    output: str,
+) -> None:
+    """The audit trail: who changed what and when, newest first.
+
+    \b
+      cuttle events --kind project --name Web
+    """
+
+    async def work(conn: AdminConnection) -> mpb.ListEventsResponse:
+        response: mpb.ListEventsResponse = await conn.model.ListEvents(
+            mpb.ListEventsRequest(
+                space=space,
+                kind=kind,
+                document_name=name,
+                actor=actor,
+                category=category,
+                page_size=limit,
+            ),
+            metadata=conn.metadata,
+        )
+        return response
+
+    response = run_call(ctx, work)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "occurred_unix_ms": e.occurred_unix_ms,
+                        "actor": e.actor,
+                        "category": e.category,
+                        "kind": e.kind,
+                        "name": e.document_name,
+                        "message": e.message,
+                        "details": json.loads(e.details_json or "{}"),
+                    }
+                    for e in response.events
+                ]
+            )
+        )
+        return
+    table = Table("When", "Who", "What", "Changed")
+    for e in response.events:
+        changed = json.loads(e.details_json or "{}").get("changed", [])
+        table.add_row(format_ms(e.occurred_unix_ms), e.actor, e.message, ", ".join(changed))
+    console.print(table)
+
+
+# -- one group per kind ----------------------------------------------------------------------
+
+
+def _kind_or_usage(name: str) -> Kind:
+    try:
+        return kind(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _kind_group(document_kind: Kind) -> click.Group:
+    label = document_kind.label
+    group = click.Group(
+        document_kind.name.replace("_", "-"),
+        help=f"{document_kind.plural.replace('_', ' ').capitalize()}: list, show, create, delete.",
+    )
+
+    @group.command("list")
+    @click.option("--name-contains", default="", help="Only names containing this.")
+    @space_option
+    @output_option
+    @click.pass_context
+    def list_command(ctx: click.Context, name_contains: str, space: str, output: str) -> None:
+        async def work(conn: AdminConnection) -> list[mpb.Document]:
+            found: list[mpb.Document] = []
+            token = ""
+            while True:
+                page: mpb.ListDocumentsResponse = await conn.model.ListDocuments(
+                    mpb.ListDocumentsRequest(
+                        space=space,
+                        kind=document_kind.name,
+                        name_contains=name_contains,
+                        page_size=500,
+                        page_token=token,
+                    ),
+                    metadata=conn.metadata,
+                )
+                found.extend(page.documents)
+                token = page.next_page_token
+                if not token:
+                    return found
+
+        documents = run_call(ctx, work)
+        if output == "json":
+            click.echo(json.dumps([json.loads(doc.spec_json) for doc in documents]))
+            return
+        table = Table("Name", "Description", "Updated")
+        for doc in documents:
+            spec = json.loads(doc.spec_json)
+            table.add_row(doc.name, spec.get("description", ""), format_ms(doc.updated_unix_ms))
+        console.print(table)
+
+    @group.command("show")
+    @click.argument("name")
+    @space_option
+    @click.option("--output", type=click.Choice(["yaml", "json"]), default="yaml")
+    @click.pass_context
+    def show_command(ctx: click.Context, name: str, space: str, output: str) -> None:
+        doc = run_call(ctx, lambda conn: _get(conn, space, document_kind, name))
+        if output == "json":
+            click.echo(doc.spec_json)
+        else:
+            spec = document_kind.model.model_validate_json(doc.spec_json)
+            click.echo(files.dump([(document_kind, spec)]), nl=False)
+
+    @group.command("delete")
+    @click.argument("name")
+    @space_option
+    @click.pass_context
+    def delete_command(ctx: click.Context, name: str, space: str) -> None:
+        async def work(conn: AdminConnection) -> None:
+            await conn.model.DeleteDocument(
+                mpb.DeleteDocumentRequest(space=space, kind=document_kind.name, name=name),
+                metadata=conn.metadata,
+            )
+
+        run_call(ctx, work)
+        err_console.print(f"deleted {label} {name}", highlight=False)
+
+    @group.command("create")
+    @click.argument("name")
+    @click.option("--description", default="")
+    @click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="FIELD=JSON",
+        help="Set a field; the value is JSON, or text when it is not JSON (repeatable).",
+    )
+    @click.option(
+        "-f",
+        "--file",
+        "spec_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Take the rest of the document from a YAML or JSON file.",
+    )
+    @space_option
+    @click.pass_context
+    def create_command(
+        ctx: click.Context,
+        name: str,
+        description: str,
+        settings: tuple[str, ...],
+        spec_file: Path | None,
+        space: str,
+    ) -> None:
+        data: dict[str, Any] = _read_spec_file(spec_file) if spec_file else {}
+        data["name"] = name
+        if description:
+            data["description"] = description
+        for setting in settings:
+            field, sep, raw = setting.partition("=")
+            if not sep or not field:
+                raise click.UsageError(f"--set {setting!r}: expected FIELD=VALUE")
+            try:
+                data[field] = json.loads(raw)
+            except ValueError:
+                data[field] = raw
+
+        async def work(conn: AdminConnection) -> mpb.Document:
+            created: mpb.Document = await conn.model.CreateDocument(
+                mpb.CreateDocumentRequest(
+                    space=space, kind=document_kind.name, spec_json=json.dumps(data)
+                ),
+                metadata=conn.metadata,
+            )
+            return created
+
+        run_call(ctx, work)
+        err_console.print(f"created {label} {name}", highlight=False)
+
+    create_command.help = (
+        f"Create a {label}.\n\n\b\n  cuttle {group.name} create NAME "
+        "[--set field=value] [-f spec.yaml]"
+    )
+    if document_kind.name == "environment":
+        group.add_command(_environment_reorder)
+    return group
+
+
+@click.command("reorder")
+@click.argument("names", nargs=-1, required=True)
+@space_option
+@click.pass_context
+def _environment_reorder(ctx: click.Context, names: tuple[str, ...], space: str) -> None:
+    """Put environments in this order (the others keep their places).
+
+    \b
+      cuttle environment reorder Dev Test Production
+    """
+
+    async def work(conn: AdminConnection) -> None:
+        documents = [
+            mpb.DocumentSpec(
+                kind="environment",
+                spec_json=(await _get(conn, space, kind("environment"), n)).spec_json,
+            )
+            for n in names
+        ]
+        await conn.model.Apply(
+            mpb.ApplyRequest(space=space, documents=documents), metadata=conn.metadata
+        )
+
+    run_call(ctx, work)
+
+
+async def _get(conn: AdminConnection, space: str, document_kind: Kind, name: str) -> mpb.Document:
+    doc: mpb.Document = await conn.model.GetDocument(
+        mpb.GetDocumentRequest(space=space, kind=document_kind.name, name=name),
+        metadata=conn.metadata,
+    )
+    return doc
+
+
+def _read_spec_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise click.UsageError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.UsageError(f"{path}: expected a mapping of fields")
+    return data
+
+
+# -- variables -------------------------------------------------------------------------------
+
+
+@click.group()
+def variable() -> None:
+    """A project's variables."""
+
+
+@variable.command("set")
+@click.argument("name")
+@click.argument("value", required=False)
+@click.option("--project", required=True)
+@click.option("--environment", "environments", multiple=True, help="Scope (repeatable).")
+@click.option("--role", "roles", multiple=True, help="Scope: target tag (repeatable).")
+@click.option("--machine", "machines", multiple=True, help="Scope (repeatable).")
+@click.option("--step", "actions", multiple=True, help="Scope: step or action (repeatable).")
+@click.option("--channel", "channels", multiple=True, help="Scope (repeatable).")
+@click.option("--tenant", "tenants", multiple=True, help="Scope (repeatable).")
+@click.option(
+    "--sensitive",
+    is_flag=True,
+    help="Encrypt it and never show it; the value is read from stdin or --value-from-env, "
+    "never from the command line.",
+)
+@click.option("--value-from-env", default="", help="Read the value from this env variable.")
+@space_option
+@click.pass_context
+def variable_set(
+    ctx: click.Context,
+    name: str,
+    value: str | None,
+    project: str,
+    environments: tuple[str, ...],
+    roles: tuple[str, ...],
+    machines: tuple[str, ...],
+    actions: tuple[str, ...],
+    channels: tuple[str, ...],
+    tenants: tuple[str, ...],
+    sensitive: bool,
+    value_from_env: str,
+    space: str,
+) -> None:
+    """Set the value of a variable for a scope (replacing the value with the same scope).
+
+    \b
+      cuttle variable set Greeting hello --project Web --environment Dev
+      printf %s "$PASSWORD" | cuttle variable set DbPassword --sensitive --project Web
+    """
+    if value_from_env:
+        if value is not None:
+            raise click.UsageError("give VALUE or --value-from-env, not both")
+        if value_from_env not in os.environ:
+            raise click.UsageError(f"environment variable {value_from_env} is not set")
+        value = os.environ[value_from_env]
+    elif sensitive:
+        if value is not None:
+            # Command lines are visible to every user of the machine (ps, /proc, history).
+            raise click.UsageError(
+                "a sensitive value is never taken from the command line: pipe it to stdin "
+                "or use --value-from-env"
+            )
+        value = sys.stdin.read()
+    if value is None:
+        raise click.UsageError("missing VALUE")
+    scope = d.Scope(
+        environments=list(environments),
+        roles=list(roles),
+        machines=list(machines),
+        actions=list(actions),
+        channels=list(channels),
+        tenants=list(tenants),
+    )
+    new = d.Variable(name=name, value=value, sensitive=sensitive, scope=scope)
+    project_kind = kind("project")
+
+    async def work(conn: AdminConnection) -> None:
+        current = await _get(conn, space, project_kind, project)
+        spec = d.Project.model_validate_json(current.spec_json)
+        kept = [
+            v
+            for v in spec.variables
+            if not (v.name.casefold() == name.casefold() and v.scope == scope)
+        ]
+        updated = spec.model_copy(update={"variables": [*kept, new]})
+        await conn.model.UpdateDocument(
+            mpb.UpdateDocumentRequest(
+                space=space,
+                kind="project",
+                name=project,
+                spec_json=updated.model_dump_json(),
+                expected_revision=current.revision,
+            ),
+            metadata=conn.metadata,
+        )
+
+    run_call(ctx, work)
+    shown = "(sensitive)" if sensitive else repr(value)
+    err_console.print(f"set {name} = {shown} in project {project}", highlight=False)
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+@click.group("api-key")
+def api_key() -> None:
+    """API keys: a user's key acts with the roles of the user's teams."""
+
+
+@api_key.command("create")
+@click.option("--user", default="", help="The user the key acts as.")
+@click.option("--name", default="", help="What the key is for.")
+@click.option(
+    "--permission",
+    "permissions",
+    multiple=True,
+    type=click.Choice(["admin", "machine:register"]),
+    help="A system permission instead of a user (e.g. machine:register for install scripts).",
+)
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def api_key_create(
+    ctx: click.Context,
+    user: str,
+    name: str,
+    permissions: tuple[str, ...],
+    space: str,
+    output: str,
+) -> None:
+    """Create a key; its secret is printed once, to stdout only.
+
+    \b
+      cuttle api-key create --user alice --name laptop
+      cuttle api-key create --permission machine:register --name tentacle-installs
+    """
+
+    async def work(conn: AdminConnection) -> mpb.CreateApiKeyResponse:
+        created: mpb.CreateApiKeyResponse = await conn.access.CreateApiKey(
+            mpb.CreateApiKeyRequest(
+                space=space, user=user, name=name, permissions=list(permissions)
+            ),
+            metadata=conn.metadata,
+        )
+        return created
+
+    created = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps({"id": created.key.id, "api_key": created.secret}))
+    else:
+        err_console.print(f"API key {created.key.id} (shown once, keep it safe):")
+        click.echo(created.secret)
+
+
+@api_key.command("list")
+@click.option("--user", default="", help="Only this user's keys.")
+@space_option
+@output_option
+@click.pass_context
+def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None:
+    """Keys with their prefixes (never their secrets)."""
+
+    async def work(conn: AdminConnection) -> mpb.ListApiKeysResponse:
+        keys: mpb.ListApiKeysResponse = await conn.access.ListApiKeys(
+            mpb.ListApiKeysRequest(space=space, user=user), metadata=conn.metadata
+        )
+        return keys
+
+    keys = run_call(ctx, work).keys
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "prefix": k.prefix,
+                        "user": k.user,
+                        "permissions": list(k.permissions),
+                        "created_unix_ms": k.created_unix_ms,
+                        "revoked": k.revoked,
+                    }
+                    for k in keys
+                ]
+            )
+        )
+        return
+    table = Table("Id", "Name", "Prefix", "User", "Permissions", "Created", "Revoked")
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.name,
+            k.prefix,
+            k.user or "-",
+            ", ".join(k.permissions) or "-",
+            format_ms(k.created_unix_ms),
+            "yes" if k.revoked else "",
+        )
+    console.print(table)
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def api_key_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key (effective within seconds)."""
+
+    async def work(conn: AdminConnection) -> None:
+        await conn.access.RevokeApiKey(mpb.RevokeApiKeyRequest(id=key_id), metadata=conn.metadata)
+
+    run_call(ctx, work)
+    err_console.print(f"revoked {key_id}")

@@ -1,0 +1,317 @@
+"""`cuttle release ...`: create releases, list them, see where they may go next."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.connection import AdminConnection
+from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
+
+space_option = click.option("--space", default="", help="Space (default: the default space).")
+project_option = click.option("--project", required=True, help="The project.")
+release_option = click.option("--release", "version", required=True, help="The release version.")
+
+
+@click.group()
+def release() -> None:
+    """Releases: immutable snapshots of a project's process and variables under a version."""
+
+
+def _release_json(r: mpb.Release) -> dict[str, object]:
+    data: dict[str, object] = {
+        "project": r.project,
+        "version": r.version,
+        "channel": r.channel,
+        "notes": r.notes,
+        "created_unix_ms": r.created_unix_ms,
+        "created_by": r.created_by,
+        "variables_snapshot_unix_ms": r.variables_snapshot_unix_ms,
+    }
+    if r.snapshot_json:
+        data["snapshot"] = json.loads(r.snapshot_json)
+    return data
+
+
+@release.command("create")
+@project_option
+@click.option("--version", default="", help="Default: next from the project's version template.")
+@click.option("--channel", default="", help="Default: the project's default channel.")
+@click.option("--notes", default="", help="Release notes.")
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def release_create(
+    ctx: click.Context,
+    project: str,
+    version: str,
+    channel: str,
+    notes: str,
+    space: str,
+    output: str,
+) -> None:
+    """Create a release; a version outside the channel's rules is refused.
+
+    \b
+      cuttle release create --project Web --version 1.4.0
+      cuttle release create --project Web --version 1.4.1-hotfix.1 --channel Hotfix
+    """
+
+    async def work(conn: AdminConnection) -> mpb.Release:
+        created: mpb.Release = await conn.releases.CreateRelease(
+            mpb.CreateReleaseRequest(
+                space=space, project=project, version=version, channel=channel, notes=notes
+            ),
+            metadata=conn.metadata,
+        )
+        return created
+
+    created = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps(_release_json(created)))
+    else:
+        console.print(
+            f"created release {created.version} of {project} in channel {created.channel}",
+            highlight=False,
+        )
+
+
+@release.command("list")
+@project_option
+@click.option("--channel", default="")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@space_option
+@output_option
+@click.pass_context
+def release_list(
+    ctx: click.Context, project: str, channel: str, limit: int, space: str, output: str
+) -> None:
+    """A project's releases, newest first."""
+
+    async def work(conn: AdminConnection) -> list[mpb.Release]:
+        found: list[mpb.Release] = []
+        token = ""
+        while len(found) < limit:
+            page: mpb.ListReleasesResponse = await conn.releases.ListReleases(
+                mpb.ListReleasesRequest(
+                    space=space,
+                    project=project,
+                    channel=channel,
+                    page_size=min(500, limit - len(found)),
+                    page_token=token,
+                ),
+                metadata=conn.metadata,
+            )
+            found.extend(page.releases)
+            token = page.next_page_token
+            if not token:
+                break
+        return found
+
+    releases = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps([_release_json(r) for r in releases]))
+        return
+    table = Table("Version", "Channel", "Created", "By", "Notes")
+    for r in releases:
+        table.add_row(r.version, r.channel, format_ms(r.created_unix_ms), r.created_by, r.notes)
+    console.print(table)
+
+
+@release.command("show")
+@project_option
+@release_option
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def release_show(ctx: click.Context, project: str, version: str, space: str, output: str) -> None:
+    """A release and its snapshot (sensitive values are never shown)."""
+
+    async def work(conn: AdminConnection) -> mpb.Release:
+        found: mpb.Release = await conn.releases.GetRelease(
+            mpb.GetReleaseRequest(space=space, project=project, version=version),
+            metadata=conn.metadata,
+        )
+        return found
+
+    found = run_call(ctx, work)
+    data = _release_json(found)
+    if output == "json":
+        click.echo(json.dumps(data))
+        return
+    console.print(f"Release {found.version} of {project} ({found.channel})", highlight=False)
+    console.print_json(json.dumps(data.get("snapshot", {})))
+
+
+@release.command("progression")
+@project_option
+@release_option
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def release_progression(
+    ctx: click.Context, project: str, version: str, space: str, output: str
+) -> None:
+    """Which phases are complete and which environments the release may go to next."""
+
+    async def work(conn: AdminConnection) -> mpb.Progression:
+        found: mpb.Progression = await conn.releases.GetProgression(
+            mpb.GetReleaseRequest(space=space, project=project, version=version),
+            metadata=conn.metadata,
+        )
+        return found
+
+    p = run_call(ctx, work)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "lifecycle": p.lifecycle,
+                    "phases": [
+                        {
+                            "name": ph.name,
+                            "environments": list(ph.environments),
+                            "deployed_environments": list(ph.deployed_environments),
+                            "required": ph.required,
+                            "optional": ph.optional,
+                            "complete": ph.complete,
+                            "open": ph.open,
+                        }
+                        for ph in p.phases
+                    ],
+                    "allowed_environments": list(p.allowed_environments),
+                    "next_environments": list(p.next_environments),
+                    "automatic_environments": list(p.automatic_environments),
+                    "reasons": dict(p.reasons),
+                }
+            )
+        )
+        return
+    table = Table("Phase", "Environments", "Deployed", "Needs", "State")
+    for ph in p.phases:
+        state = "complete" if ph.complete else "open" if ph.open else "closed"
+        if ph.optional:
+            state += " (optional)"
+        table.add_row(
+            ph.name,
+            ", ".join(ph.environments),
+            ", ".join(ph.deployed_environments) or "-",
+            str(ph.required),
+            state,
+        )
+    console.print(f"Lifecycle {p.lifecycle}", highlight=False)
+    console.print(table)
+    console.print(f"May deploy to: {', '.join(p.allowed_environments) or 'nothing yet'}")
+
+
+@release.command("update-variables")
+@project_option
+@release_option
+@space_option
+@click.pass_context
+def release_update_variables(ctx: click.Context, project: str, version: str, space: str) -> None:
+    """Re-take the release's variable snapshot from the project as it is now (audited)."""
+
+    async def work(conn: AdminConnection) -> None:
+        await conn.releases.UpdateReleaseVariables(
+            mpb.GetReleaseRequest(space=space, project=project, version=version),
+            metadata=conn.metadata,
+        )
+
+    run_call(ctx, work)
+    err_console.print(f"updated the variable snapshot of {project} {version}")
+
+
+@release.command("delete")
+@project_option
+@release_option
+@space_option
+@click.pass_context
+def release_delete(ctx: click.Context, project: str, version: str, space: str) -> None:
+    """Delete a release and its deployment history."""
+
+    async def work(conn: AdminConnection) -> None:
+        await conn.releases.DeleteRelease(
+            mpb.GetReleaseRequest(space=space, project=project, version=version),
+            metadata=conn.metadata,
+        )
+
+    run_call(ctx, work)
+    err_console.print(f"deleted release {version} of {project}")
+
+
+@click.group()
+def runbook() -> None:
+    """Runbooks: operations processes of a project; the published snapshot is what runs."""
+
+
+@runbook.command("publish")
+@project_option
+@click.option("--runbook", "name", required=True, help="The runbook.")
+@click.option("--snapshot-name", default="", help="Default: Snapshot N.")
+@space_option
+@click.pass_context
+def runbook_publish(
+    ctx: click.Context, project: str, name: str, snapshot_name: str, space: str
+) -> None:
+    """Freeze a runbook (process and the project's variables) and publish it.
+
+    \b
+      cuttle runbook publish --project Web --runbook "Restart web"
+    """
+
+    async def work(conn: AdminConnection) -> mpb.RunbookSnapshot:
+        published: mpb.RunbookSnapshot = await conn.runbooks.PublishRunbook(
+            mpb.PublishRunbookRequest(
+                space=space, project=project, runbook=name, name=snapshot_name
+            ),
+            metadata=conn.metadata,
+        )
+        return published
+
+    published = run_call(ctx, work)
+    console.print(f"published {published.name} of runbook {published.runbook}", highlight=False)
+
+
+@runbook.command("snapshots")
+@project_option
+@click.option("--runbook", "name", required=True, help="The runbook.")
+@space_option
+@output_option
+@click.pass_context
+def runbook_snapshots(ctx: click.Context, project: str, name: str, space: str, output: str) -> None:
+    """A runbook's snapshots, newest first; one is published."""
+
+    async def work(conn: AdminConnection) -> mpb.ListRunbookSnapshotsResponse:
+        found: mpb.ListRunbookSnapshotsResponse = await conn.runbooks.ListRunbookSnapshots(
+            mpb.ListRunbookSnapshotsRequest(space=space, project=project, runbook=name),
+            metadata=conn.metadata,
+        )
+        return found
+
+    snapshots = run_call(ctx, work).snapshots
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "runbook": s.runbook,
+                        "published": s.published,
+                        "created_unix_ms": s.created_unix_ms,
+                        "created_by": s.created_by,
+                    }
+                    for s in snapshots
+                ]
+            )
+        )
+        return
+    table = Table("Snapshot", "Published", "Created", "By")
+    for s in snapshots:
+        table.add_row(
+            s.name, "yes" if s.published else "", format_ms(s.created_unix_ms), s.created_by
+        )
+    console.print(table)

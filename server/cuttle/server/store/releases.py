@@ -1,0 +1,214 @@
+"""Releases (immutable snapshots under a version) and the deployments made of them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer
+
+from cuttle.server.store.errors import Conflict, NotFound
+from cuttle.server.store.models import Deployment, Release
+from cuttle.server.store.paging import check_page_size, newest_first, next_token
+from cuttle.server.store.records import Page, now_ms
+
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """A stored release; the snapshot holds ids and ciphertexts, as documents do."""
+
+    id: str
+    space_id: str
+    project_id: str
+    channel: str
+    version: str
+    notes: str
+    snapshot: dict[str, Any]
+    created_ms: int
+    created_by: str
+    variables_snapshot_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """A release deployed to an environment (and tenant)."""
+
+    id: str
+    release_id: str
+    environment_id: str
+    tenant_id: str | None
+    task_id: str | None
+    state: str
+    created_ms: int
+    finished_ms: int | None
+
+
+def _record(row: Release, with_snapshot: bool = True) -> ReleaseRecord:
+    return ReleaseRecord(
+        id=row.id,
+        space_id=row.space_id,
+        project_id=row.project_id,
+        channel=row.channel,
+        version=row.version,
+        notes=row.notes,
+        snapshot=dict(row.snapshot) if with_snapshot else {},
+        created_ms=row.created_ms,
+        created_by=row.created_by,
+        variables_snapshot_ms=row.variables_snapshot_ms,
+    )
+
+
+def create(
+    session: Session,
+    *,
+    space_id: str,
+    project_id: str,
+    channel: str,
+    version: str,
+    version_key: str,
+    notes: str,
+    snapshot: dict[str, Any],
+    created_by: str,
+) -> ReleaseRecord:
+    """Store a release; Conflict when the project already has this version."""
+    existing = session.scalar(
+        select(Release.version).where(
+            Release.project_id == project_id, Release.version_key == version_key
+        )
+    )
+    if existing is not None:
+        raise Conflict(f"release {existing} already exists in this project")
+    now = now_ms()
+    row = Release(
+        id=uuid.uuid4().hex,
+        space_id=space_id,
+        project_id=project_id,
+        channel=channel,
+        version=version,
+        version_key=version_key,
+        notes=notes,
+        snapshot=snapshot,
+        created_ms=now,
+        created_by=created_by,
+        variables_snapshot_ms=now,
+    )
+    session.add(row)
+    session.flush()
+    return _record(row)
+
+
+def get(session: Session, project_id: str, version_key: str) -> ReleaseRecord:
+    """The project's release with this (normalized) version, or NotFound."""
+    row = session.scalars(
+        select(Release).where(Release.project_id == project_id, Release.version_key == version_key)
+    ).first()
+    if row is None:
+        raise NotFound("release", version_key)
+    return _record(row)
+
+
+def versions(session: Session, project_id: str) -> list[tuple[str, str]]:
+    """(channel, version) of every release of a project, for the next auto-increment."""
+    # Only auto-numbering needs them all (a mask looks for its base among every version).
+    rows = session.execute(
+        select(Release.channel, Release.version).where(Release.project_id == project_id)
+    ).all()
+    return [(channel, version) for channel, version in rows]
+
+
+def list_page(
+    session: Session,
+    project_id: str,
+    *,
+    channel: str = "",
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> Page[ReleaseRecord]:
+    """A project's releases, newest first, paged on the (created, id) index; no snapshots."""
+    check_page_size(page_size, MAX_PAGE_SIZE)
+    # Snapshots are the bulk of a row and a listing shows none of them.
+    query = (
+        select(Release)
+        .options(defer(Release.snapshot, raiseload=True))
+        .where(Release.project_id == project_id)
+    )
+    if channel:
+        query = query.where(Release.channel == channel)
+    query = newest_first(query, Release.created_ms, Release.id, page_token, page_size)
+    rows = session.scalars(query).all()
+    items = tuple(_record(r, with_snapshot=False) for r in rows[:page_size])
+    more = len(rows) > page_size
+    token = next_token(items[-1].created_ms, items[-1].id, more) if items else None
+    return Page(items=items, next_page_token=token)
+
+
+def replace_variables(session: Session, release_id: str, snapshot: dict[str, Any]) -> ReleaseRecord:
+    """Take a new variable snapshot (the explicit "update variables" of a release)."""
+    row = session.get(Release, release_id, with_for_update=True)
+    if row is None:
+        raise NotFound("release", release_id)
+    row.snapshot = snapshot
+    row.variables_snapshot_ms = now_ms()
+    session.flush()
+    return _record(row)
+
+
+def delete(session: Session, release_id: str) -> None:
+    """Delete a release and its deployment history."""
+    row = session.get(Release, release_id)
+    if row is None:
+        raise NotFound("release", release_id)
+    session.delete(row)
+    session.flush()
+
+
+def deployments(session: Session, release_id: str) -> list[DeploymentRecord]:
+    """Every deployment of a release, oldest first."""
+    rows = session.scalars(
+        select(Deployment)
+        .where(Deployment.release_id == release_id)
+        .order_by(Deployment.created_ms, Deployment.id)
+    ).all()
+    return [
+        DeploymentRecord(
+            id=r.id,
+            release_id=r.release_id,
+            environment_id=r.environment_id,
+            tenant_id=r.tenant_id,
+            task_id=r.task_id,
+            state=r.state,
+            created_ms=r.created_ms,
+            finished_ms=r.finished_ms,
+        )
+        for r in rows
+    ]
+
+
+def record_deployment(
+    session: Session,
+    *,
+    release_id: str,
+    environment_id: str,
+    state: str,
+    tenant_id: str | None = None,
+    task_id: str | None = None,
+) -> DeploymentRecord:
+    """Record a deployment of a release (the deployment engine's entry point)."""
+    now = now_ms()
+    row = Deployment(
+        id=uuid.uuid4().hex,
+        release_id=release_id,
+        environment_id=environment_id,
+        tenant_id=tenant_id,
+        task_id=task_id,
+        state=state,
+        created_ms=now,
+        finished_ms=now if state in ("success", "failed", "cancelled") else None,
+    )
+    session.add(row)
+    session.flush()
+    return deployments(session, release_id)[-1]
