@@ -60,6 +60,23 @@ class PinnedPeers:
         for thumbprint in removed:
             self.end_calls(thumbprint)
 
+    def trust(self, thumbprint: str, certificate_pem: bytes) -> None:
+        """Add (or replace) one trusted peer without rebuilding the whole set."""
+        with self._lock:
+            if self._trusted.get(thumbprint) == certificate_pem:
+                return
+            self._trusted = {**self._trusted, thumbprint: certificate_pem}
+            self._version += 1
+
+    def distrust(self, thumbprint: str) -> None:
+        """Remove one trusted peer; its calls in flight are cancelled at once."""
+        with self._lock:
+            if thumbprint not in self._trusted:
+                return
+            self._trusted = {k: v for k, v in self._trusted.items() if k != thumbprint}
+            self._version += 1
+        self.end_calls(thumbprint)
+
     def is_trusted(self, thumbprint: str | None) -> bool:
         """Whether a caller with this thumbprint may be served."""
         return thumbprint is not None and thumbprint in self._trusted

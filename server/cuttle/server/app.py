@@ -35,6 +35,7 @@ from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store.records import MachineRecord
 
 log = structlog.get_logger(__name__)
 
@@ -90,12 +91,15 @@ class ServerNode:
     async def refresh_machines(self) -> None:
         """Reload the machine list into comms (trust, transports)."""
         machines = await self.tx.run(lambda s: machine_store.all_machines(s))
-        await self.connections.refresh(
-            MachineEndpoint(
-                m.name, m.comms_style, m.endpoint or "", m.thumbprint, m.certificate_pem
-            )
-            for m in machines
-        )
+        await self.connections.refresh(_endpoint(m) for m in machines)
+
+    async def machine_added(self, machine: MachineRecord) -> None:
+        """Trust and reach one newly registered (or re-registered) machine."""
+        await self.connections.adopt(_endpoint(machine))
+
+    async def machine_removed(self, machine: MachineRecord) -> None:
+        """Stop trusting and reaching one removed machine."""
+        await self.connections.forget(machine.name)
 
     async def start(self) -> None:
         """Migrate, open both endpoints, resume unfinished work."""
@@ -117,7 +121,8 @@ class ServerNode:
                 tx=self.tx,
                 identity=self.identity,
                 polling_port=lambda: self.ports.get("polling", 0),
-                machines_changed=self.refresh_machines,
+                machine_added=self.machine_added,
+                machine_removed=self.machine_removed,
                 connected=self.connections.connected,
                 health=self.health,
                 scripts=self.scripts,
@@ -185,6 +190,16 @@ class ServerNode:
         self.tx.close()
         self._engine.dispose()
         log.info("server_stopped")
+
+
+def _endpoint(machine: MachineRecord) -> MachineEndpoint:
+    return MachineEndpoint(
+        machine.name,
+        machine.comms_style,
+        machine.endpoint or "",
+        machine.thumbprint,
+        machine.certificate_pem,
+    )
 
 
 def prepare_model(session: Session, home: Path) -> Encryptor:

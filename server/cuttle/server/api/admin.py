@@ -55,7 +55,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         tx: Transactions,
         identity: pki.Identity,
         polling_port: Callable[[], int],
-        machines_changed: Callable[[], Awaitable[None]],
+        machine_added: Callable[[MachineRecord], Awaitable[None]],
+        machine_removed: Callable[[MachineRecord], Awaitable[None]],
         connected: Callable[[str], bool | None],
         health: HealthChecker,
         scripts: ScriptTasks,
@@ -64,7 +65,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._tx = tx
         self._identity = identity
         self._polling_port = polling_port
-        self._machines_changed = machines_changed
+        self._machine_added = machine_added
+        self._machine_removed = machine_removed
         self._connected = connected
         self._health = health
         self._scripts = scripts
@@ -114,7 +116,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 replace=request.force,
             )
         )
-        await self._machines_changed()
+        await self._machine_added(record)
         log.info("machine_registered", machine=record.name, style=style, thumbprint=thumbprint)
         return self._machine(record)
 
@@ -122,7 +124,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.ListMachinesRequest, context: Context
     ) -> apb.ListMachinesResponse:  # noqa: N802
         """Machines filtered by environment, role and name, paged."""
-        page = await self._tx.run(
+        page = await self._tx.read(
             lambda s: machine_store.list_machines(
                 s,
                 environments=list(request.environments),
@@ -142,7 +144,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> apb.RemoveMachineResponse:  # noqa: N802
         """Forget a machine: its certificate stops working and its streams end at once."""
         record = await self._tx.run(lambda s: machine_store.remove(s, request.name))
-        await self._machines_changed()
+        await self._machine_removed(record)
         log.info("machine_removed", machine=record.name, thumbprint=record.thumbprint)
         return apb.RemoveMachineResponse()
 
@@ -196,11 +198,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def _follow(
         self, task_id: str, after: int, *, follow: bool
     ) -> AsyncIterator[apb.TaskEvent]:
-        record = await self._tx.run(lambda s: tasks.get(s, task_id))
+        record = await self._tx.read(lambda s: tasks.get(s, task_id))
         yield apb.TaskEvent(task_id=task_id, started=convert.task(record))
         reported: dict[str, str] = {}
         while True:
-            lines = await self._tx.run(partial(_read_lines, task_id, after))
+            lines = await self._tx.read(partial(_read_lines, task_id, after))
             if lines:
                 after = lines[-1].position
                 yield apb.TaskEvent(
@@ -209,7 +211,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 )
                 if len(lines) == LOG_BATCH:
                     continue
-            record = await self._tx.run(lambda s: tasks.get(s, task_id))
+            record = await self._tx.read(lambda s: tasks.get(s, task_id))
             for target in record.targets:
                 if (
                     target.finished_ms is not None
@@ -217,7 +219,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 ):
                     reported[target.machine_name] = target.state
                     # Lines stored before the target finished are all before this point.
-                    more = await self._tx.run(partial(_read_lines, task_id, after))
+                    more = await self._tx.read(partial(_read_lines, task_id, after))
                     if more:
                         reported.pop(target.machine_name, None)
                         break
@@ -232,13 +234,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def GetTask(self, request: apb.GetTaskRequest, context: Context) -> apb.Task:  # noqa: N802
         """One task and its targets."""
-        return convert.task(await self._tx.run(lambda s: tasks.get(s, request.task_id)))
+        return convert.task(await self._tx.read(lambda s: tasks.get(s, request.task_id)))
 
     async def ListTasks(
         self, request: apb.ListTasksRequest, context: Context
     ) -> apb.ListTasksResponse:  # noqa: N802
         """Tasks, newest first, paged."""
-        page = await self._tx.run(
+        page = await self._tx.read(
             lambda s: tasks.list_tasks(
                 s, page_size=request.page_size or 50, page_token=request.page_token or None
             )
@@ -259,7 +261,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.DownloadArtifactRequest, context: Context
     ) -> AsyncIterator[apb.ArtifactChunk]:  # noqa: N802
         """An artifact's content as stored on the server."""
-        content = await self._tx.run(
+        content = await self._tx.read(
             lambda s: artifact_store.get_content(s, request.task_id, request.machine, request.name)
         )
         digest = hashlib.sha256(content).hexdigest()

@@ -104,7 +104,7 @@ class AdminInterceptor(_ServerInterceptor):
             record = api_keys.verify(session, plaintext)
             return None if record is None else access.principal_for(session, record)
 
-        principal = await self._tx.run(lookup)
+        principal = await self._tx.read(lookup)
         if principal is not None:
             if len(self._cache) > 1000:
                 self._cache.clear()

@@ -79,7 +79,13 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
         self._tx = tx
         self._encryptor = encryptor
 
-    async def _run(self, space: str, work: Callable[[ModelRepository, Principal], T]) -> T:
+    async def _run(
+        self,
+        space: str,
+        work: Callable[[ModelRepository, Principal], T],
+        *,
+        read_only: bool = False,
+    ) -> T:
         principal = access.current()
 
         def transaction(session: Session) -> T:
@@ -87,6 +93,8 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
             repo = ModelRepository(session, space_record, self._encryptor, principal.name)
             return work(repo, principal)
 
+        if read_only:
+            return await self._tx.read(transaction)
         return await self._tx.run(transaction)
 
     async def CreateDocument(
@@ -111,7 +119,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
             _authorize_read(who, stored)
             return document_message(stored)
 
-        return await self._run(request.space, work)
+        return await self._run(request.space, work, read_only=True)
 
     async def UpdateDocument(
         self, request: mpb.UpdateDocumentRequest, context: Context
@@ -165,7 +173,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                 next_page_token=page.next_page_token or "",
             )
 
-        return await self._run(request.space, work)
+        return await self._run(request.space, work, read_only=True)
 
     async def Apply(self, request: mpb.ApplyRequest, context: Context) -> mpb.ApplyResponse:  # noqa: N802
         """Create or update many documents, all or nothing; dry_run rolls back."""
@@ -212,7 +220,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                 documents=[document_message(s) for s in repo.export(kinds) if _may_view(who, s)]
             )
 
-        return await self._run(request.space, work)
+        return await self._run(request.space, work, read_only=True)
 
     async def GetSchema(
         self, request: mpb.GetSchemaRequest, context: Context
@@ -262,7 +270,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                 next_page_token=page.next_page_token or "",
             )
 
-        return await self._run(request.space, work)
+        return await self._run(request.space, work, read_only=True)
 
 
 def _parse_items(

@@ -72,6 +72,36 @@ class Connections:
             }
         )
 
+    async def adopt(self, machine: MachineEndpoint) -> None:
+        """Take in one registered (or re-registered) machine, leaving the others untouched.
+
+        Registering one machine must not cost a reload of the whole fleet: at thousands of
+        machines that made each registration slower than the last.
+        """
+        key = machine.name.lower()
+        old = self._machines.get(key)
+        if old == machine:
+            return
+        if old is not None:
+            await self.forget(old.name)
+        self._machines[key] = machine
+        self._by_thumbprint[machine.thumbprint] = machine.name
+        if machine.comms_style == "polling":
+            self._peers.trust(machine.thumbprint, machine.certificate_pem.encode())
+
+    async def forget(self, name: str) -> None:
+        """Drop one machine: its client closes, its streams and trust end at once."""
+        old = self._machines.pop(name.lower(), None)
+        if old is None:
+            return
+        client = self._clients.pop(name.lower(), None)
+        if client is not None:
+            await client.close()
+        if self._by_thumbprint.get(old.thumbprint) == old.name:
+            del self._by_thumbprint[old.thumbprint]
+        self.hub.end_machine(old.name)
+        self._peers.distrust(old.thumbprint)
+
     def client(self, name: str) -> TentacleClient:
         """A client for a registered machine, whichever way it connects."""
         key = name.lower()

@@ -26,7 +26,7 @@ class HealthChecker:
 
     async def check(self, names: Sequence[str] = ()) -> list[MachineRecord]:
         """Check the named machines (all when none are named) in parallel."""
-        machines = await self._tx.run(lambda s: machine_store.all_machines(s, names=names))
+        machines = await self._tx.read(lambda s: machine_store.all_machines(s, names=names))
         if names and len(machines) < len(set(n.lower() for n in names)):
             found = {m.name.lower() for m in machines}
             missing = sorted(n for n in names if n.lower() not in found)

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cuttle.server.store.database import READ_ONLY
+
 T = TypeVar("T")
 
 
@@ -23,9 +25,23 @@ class Transactions:
         """Run `work(session)` in a transaction that commits when it returns."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, work)
 
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` in a transaction that only reads (on SQLite: no write lock)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
+
     def _run(self, work: Callable[[Session], T]) -> T:
         with self._sessions.begin() as session:
             return work(session)
+
+    def _read(self, work: Callable[[Session], T]) -> T:
+        with self._sessions() as session:
+            # Set before the first statement, so SQLite begins DEFERRED: listings and log reads
+            # then run beside a writer instead of queueing behind it. Nothing is committed.
+            session.connection(execution_options={READ_ONLY: True})
+            try:
+                return work(session)
+            finally:
+                session.rollback()
 
     def close(self) -> None:
         """Wait for running transactions and stop the pool."""

@@ -86,3 +86,25 @@ def test_a_new_database_has_no_revision_until_migrated(tmp_path: Path) -> None:
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_read_transactions_do_not_take_the_sqlite_write_lock(engine: Engine) -> None:
+    import asyncio
+
+    from cuttle.server.engine.transactions import Transactions
+    from cuttle.server.store.database import session_maker
+
+    seen = _statements(engine)
+    tx = Transactions(session_maker(engine), workers=1)
+    try:
+        count = asyncio.run(
+            tx.read(
+                lambda s: s.connection().exec_driver_sql("SELECT count(*) FROM api_keys").scalar()
+            )
+        )
+    finally:
+        tx.close()
+    assert count == 0
+    if engine.dialect.name == "sqlite":
+        assert seen[:2] == ["BEGIN", "SELECT count(*) FROM api_keys"], seen
+    assert not any(s.startswith("BEGIN IMMEDIATE") for s in seen), seen
