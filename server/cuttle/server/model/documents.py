@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cuttle.protocol.variables import TemplateSyntaxError, parse
+from cuttle.server.domain import variable_scopes as scopes
 from cuttle.server.model.references import Ref
 
 NAME_MAX = 200
@@ -238,16 +239,52 @@ class Variable(Spec):
 
 
 def check_variable_set(variables: list[Variable]) -> None:
-    """Reject two values of one name with the same scope: nobody could tell which applies."""
+    """Reject values of one name that would tie at deploy time: nobody could tell which wins.
+
+    The same scope twice always ties. Different scopes tie when some deployment matches both
+    equally specifically (environments {Dev, Test} and {Dev}); the rule is the resolver's own
+    (domain/variable_scopes.py). A tie that needs one machine with two of the roles, or one
+    tenant with two of the tags, is allowed, as Octopus allows it: role-scoped values are how
+    most Octopus projects are written, and most machines have one role.
+    """
     seen: set[tuple[str, str]] = set()
     for variable in variables:
-        key = (variable.name.casefold(), variable.scope.model_dump_json())
+        key = (variable.name.casefold(), _scope_key(variable.scope))
         if key in seen:
             raise ValueError(
                 f"variable {variable.name!r} has two values with the same scope "
                 f"{_describe_scope(variable.scope)}"
             )
         seen.add(key)
+    domain_values = [
+        scopes.VariableValue(
+            name=v.name,
+            value=v.value or "",
+            scope=scopes.Scope.of(
+                environment=v.scope.environments,
+                role=v.scope.roles,
+                machine=v.scope.machines,
+                action=v.scope.actions,
+                channel=v.scope.channels,
+                tenant=v.scope.tenants,
+                tenant_tag=v.scope.tenant_tags,
+                process=v.scope.processes,
+            ),
+            sensitive=v.sensitive,
+        )
+        for v in variables
+    ]
+    for ambiguity in scopes.find_ambiguities(domain_values):
+        if len(ambiguity.example.roles) > 1 or len(ambiguity.example.tenant_tags) > 1:
+            continue
+        raise ValueError(ambiguity.message)
+
+
+def _scope_key(scope: Scope) -> str:
+    # Names are case-insensitive and a scope is a set: [Dev, Test] is [test, dev].
+    return repr(
+        sorted((k, sorted({x.casefold() for x in v})) for k, v in scope.model_dump().items())
+    )
 
 
 def _describe_scope(scope: Scope) -> str:
