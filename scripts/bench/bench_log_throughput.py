@@ -32,6 +32,7 @@ from cuttle.protocol import channel, pki
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import admin_pb2_grpc
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.store import log_packing
 from tests.integration.harness.cluster import Cluster, Process
 
 GOAL = 0.5
@@ -68,12 +69,15 @@ def _task_state(conn: sqlite3.Connection, task_id: str) -> str:
 
 
 def _stdout_lines(conn: sqlite3.Connection, task_id: str) -> tuple[int, int, int]:
-    row = conn.execute(
-        "SELECT count(*), min(sequence), max(sequence) FROM task_log "
-        "WHERE task_id = ? AND source = ?",
-        (task_id, STDOUT),
-    ).fetchone()
-    return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+    sequences = [
+        line.sequence
+        for (data,) in conn.execute(
+            "SELECT lines FROM task_log_chunks WHERE task_id = ?", (task_id,)
+        )
+        for line in log_packing.unpack(bytes(data))
+        if line.source == STDOUT
+    ]
+    return len(sequences), min(sequences, default=0), max(sequences, default=0)
 
 
 async def _cuttle_run(

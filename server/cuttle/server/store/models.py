@@ -19,7 +19,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -162,28 +161,35 @@ class TaskTarget(Base):
     finished_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class TaskLogLine(Base):
-    """A stored log line; (task, machine, sequence) is unique so a replay cannot duplicate it."""
+class TaskLogChunk(Base):
+    """A batch of consecutive log lines of one machine, packed into one row.
 
-    __tablename__ = "task_log"
+    One row per batch, not per line: a busy script sends thousands of lines a second and the
+    per-row cost of an insert (two index entries, parameter handling) dominated the whole
+    path. Positions first_position..last_position belong to this chunk's lines in order;
+    (task, machine, first_sequence) is unique so a replayed batch cannot be stored twice.
+    """
+
+    __tablename__ = "task_log_chunks"
     __table_args__ = (
         ForeignKeyConstraint(
             ["task_id", "machine_name"],
             ["task_targets.task_id", "task_targets.machine_name"],
             ondelete="CASCADE",
         ),
-        UniqueConstraint("task_id", "machine_name", "sequence"),
+        UniqueConstraint("task_id", "machine_name", "first_sequence"),
+        # Readers ask for "the lines after position N": the chunk holding N+1 and those after.
+        Index("ix_task_log_chunks_task_id_last_position", "task_id", "last_position"),
     )
 
     task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_position: Mapped[int] = mapped_column(BigInteger)
     machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    sequence: Mapped[int] = mapped_column(BigInteger)
-    time_ms: Mapped[int] = mapped_column(BigInteger)
-    source: Mapped[int] = mapped_column(SmallInteger)
-    level: Mapped[int] = mapped_column(SmallInteger)
+    first_sequence: Mapped[int] = mapped_column(BigInteger)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
     # Bytes, not text: script output need not be valid UTF-8 and must come back unchanged.
-    text: Mapped[bytes] = mapped_column(LargeBinary)
+    lines: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ArtifactBlob(Base):

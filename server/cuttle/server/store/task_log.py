@@ -1,13 +1,15 @@
 """Task log lines: every line a Tentacle journaled is stored exactly once, in a stable order.
 
 This is the hot path (a busy deployment streams thousands of lines a second), so it uses
-prebuilt Core statements and one executemany per batch instead of the ORM.
+prebuilt Core statements, and a batch of lines is one row (a chunk, see log_packing.py):
+the per-row cost of an insert, not the bytes, is what limited how many lines a second a
+server could store.
 
 Exactly once: a Tentacle numbers the lines of a script (its journal sequence) and streams them in
 order; task_targets.last_sequence says how far we have stored. A batch is filtered against it and
 last_sequence is advanced in the same transaction as the insert, so a batch replayed after a
-crash or a reconnect stores nothing twice, and (task_id, machine_name, sequence) is unique in the
-table as a last line of defence.
+crash or a reconnect stores nothing twice, and (task_id, machine_name, first_sequence) is unique
+in the table as a last line of defence.
 
 Order: positions number all of a task's lines 1, 2, 3, ... across its machines. They are
 allocated from tasks.log_count under that row's lock, held until commit, so a writer that got
@@ -23,15 +25,18 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound
 from cuttle.server.store.models import Base
 from cuttle.server.store.records import LogLineRecord, StoredLine
 
 MAX_READ = 10_000
+# Chunks fetched per round trip while reading; a chunk holds one batch (about 100 lines).
+_CHUNKS_PER_READ = 32
 
 _tasks: Table = Base.metadata.tables["tasks"]
 _targets: Table = Base.metadata.tables["task_targets"]
-_log: Table = Base.metadata.tables["task_log"]
+_log: Table = Base.metadata.tables["task_log_chunks"]
 
 # Lock order is the task row, then the target row (see tasks.py). FOR UPDATE OF tasks makes
 # concurrent writers of one task take turns on PostgreSQL; SQLite's BEGIN IMMEDIATE already has.
@@ -59,30 +64,26 @@ _SET_LAST_SEQUENCE = (
     .values(last_sequence=bindparam("p_last_sequence"))
 )
 _READ_COLUMNS = (
-    _log.c.task_id,
-    _log.c.position,
+    _log.c.first_position,
+    _log.c.last_position,
     _log.c.machine_name,
-    _log.c.sequence,
-    _log.c.time_ms,
-    _log.c.source,
-    _log.c.level,
-    _log.c.text,
+    _log.c.lines,
 )
 _READ = (
     select(*_READ_COLUMNS)
-    .where(_log.c.task_id == bindparam("p_task_id"), _log.c.position > bindparam("p_after"))
-    .order_by(_log.c.position)
-    .limit(bindparam("p_limit"))
+    .where(_log.c.task_id == bindparam("p_task_id"), _log.c.last_position > bindparam("p_after"))
+    .order_by(_log.c.last_position)
+    .limit(_CHUNKS_PER_READ)
 )
 _READ_MACHINE = (
     select(*_READ_COLUMNS)
     .where(
         _log.c.task_id == bindparam("p_task_id"),
         _log.c.machine_name == bindparam("p_machine_name"),
-        _log.c.position > bindparam("p_after"),
+        _log.c.last_position > bindparam("p_after"),
     )
-    .order_by(_log.c.position)
-    .limit(bindparam("p_limit"))
+    .order_by(_log.c.last_position)
+    .limit(_CHUNKS_PER_READ)
 )
 
 
@@ -113,10 +114,27 @@ def append_lines(
     if not fresh:
         return []
 
-    stored = [
+    ordered = [fresh[s] for s in sorted(fresh)]
+    first_position = log_count + 1
+    last_position = log_count + len(ordered)
+    connection.execute(
+        _INSERT,
+        {
+            "task_id": task_id,
+            "first_position": first_position,
+            "last_position": last_position,
+            "machine_name": machine_name,
+            "first_sequence": ordered[0].sequence,
+            "last_sequence": ordered[-1].sequence,
+            "lines": log_packing.pack(ordered),
+        },
+    )
+    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": last_position})
+    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": ordered[-1].sequence})
+    return [
         StoredLine(
             task_id=task_id,
-            position=log_count + index,
+            position=position,
             machine_name=machine_name,
             sequence=line.sequence,
             time_ms=line.time_ms,
@@ -124,25 +142,8 @@ def append_lines(
             level=line.level,
             text=bytes(line.text),
         )
-        for index, line in enumerate((fresh[s] for s in sorted(fresh)), start=1)
+        for position, line in enumerate(ordered, start=first_position)
     ]
-    rows: list[dict[str, Any]] = [
-        {
-            "task_id": task_id,
-            "position": line.position,
-            "machine_name": machine_name,
-            "sequence": line.sequence,
-            "time_ms": line.time_ms,
-            "source": line.source,
-            "level": line.level,
-            "text": line.text,
-        }
-        for line in stored
-    ]
-    connection.execute(_INSERT, rows)
-    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": stored[-1].position})
-    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": stored[-1].sequence})
-    return stored
 
 
 def read_lines(
@@ -156,23 +157,36 @@ def read_lines(
     """Return up to limit of a task's lines after after_position, in position order."""
     if not 1 <= limit <= MAX_READ:
         raise InvalidArgument(f"limit {limit} is not between 1 and {MAX_READ}")
-    params: dict[str, Any] = {"p_task_id": task_id, "p_after": after_position, "p_limit": limit}
-    if machine_name is None:
-        result = _connection(conn).execute(_READ, params)
-    else:
-        result = _connection(conn).execute(
-            _READ_MACHINE, {**params, "p_machine_name": machine_name}
-        )
-    return [
-        StoredLine(
-            task_id=row.task_id,
-            position=row.position,
-            machine_name=row.machine_name,
-            sequence=row.sequence,
-            time_ms=row.time_ms,
-            source=row.source,
-            level=row.level,
-            text=bytes(row.text),
-        )
-        for row in result
-    ]
+    connection = _connection(conn)
+    found: list[StoredLine] = []
+    after = after_position
+    while len(found) < limit:
+        params: dict[str, Any] = {"p_task_id": task_id, "p_after": after}
+        if machine_name is None:
+            chunks = connection.execute(_READ, params).all()
+        else:
+            chunks = connection.execute(
+                _READ_MACHINE, {**params, "p_machine_name": machine_name}
+            ).all()
+        for first, last, machine, data in chunks:
+            for position, line in enumerate(log_packing.unpack(bytes(data)), start=first):
+                if position <= after_position:
+                    continue
+                found.append(
+                    StoredLine(
+                        task_id=task_id,
+                        position=position,
+                        machine_name=machine,
+                        sequence=line.sequence,
+                        time_ms=line.time_ms,
+                        source=line.source,
+                        level=line.level,
+                        text=line.text,
+                    )
+                )
+                if len(found) == limit:
+                    return found
+            after = last
+        if len(chunks) < _CHUNKS_PER_READ:
+            break
+    return found
