@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any
 from urllib.parse import quote
@@ -133,10 +132,9 @@ def uri_data_escape(value: str | None, args: list[str]) -> str | None:
 
 
 def _markdown_renderer() -> Any:
-    try:
-        from markdown_it import MarkdownIt
-    except ImportError:  # optional: fall back to a plain paragraph renderer
-        return None
+    # Imported on first use: most templates never render Markdown.
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("commonmark", {"linkify": False}).enable(["table", "strikethrough"])
 
 
@@ -151,8 +149,5 @@ def markdown_to_html(value: str | None, args: list[str]) -> str | None:
         _MD.append(_markdown_renderer())
     renderer = _MD[0]
     text = value.strip()
-    if renderer is None:
-        paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-        return "".join(f"<p>{html.escape(p.strip(), quote=False)}</p>\n" for p in paragraphs)
     rendered: str = renderer.render(text)
     return rendered.rstrip("\n") + "\n"
