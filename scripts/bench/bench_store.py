@@ -337,6 +337,10 @@ def bare_machine(db: Database, i: int) -> dict[str, Any]:
         "last_health_check_ms": None,
         "registered_ms": now_ms(),
         "enabled": True,
+        "tenants": [],
+        "tenant_tags": [],
+        "tenanted_mode": "untenanted",
+        "policy": None,
     }
 
 

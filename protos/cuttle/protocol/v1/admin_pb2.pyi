@@ -179,6 +179,11 @@ class Machine(_message.Message):
     LAST_HEALTH_CHECK_UNIX_MS_FIELD_NUMBER: _builtins.int
     REGISTERED_UNIX_MS_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    TENANT_TAGS_FIELD_NUMBER: _builtins.int
+    TENANTED_MODE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     comms_style: Global___CommsStyle.ValueType
     endpoint: _builtins.str
@@ -191,10 +196,18 @@ class Machine(_message.Message):
     last_health_check_unix_ms: _builtins.int
     registered_unix_ms: _builtins.int
     connected: _builtins.bool
+    enabled: _builtins.bool
+    tenanted_mode: _builtins.str
+    policy: _builtins.str
+    """Empty: the space's default machine policy."""
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tenant_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -212,14 +225,97 @@ class Machine(_message.Message):
         last_health_check_unix_ms: _builtins.int = ...,
         registered_unix_ms: _builtins.int = ...,
         connected: _builtins.bool = ...,
+        enabled: _builtins.bool = ...,
+        tenants: _abc.Iterable[_builtins.str] | None = ...,
+        tenant_tags: _abc.Iterable[_builtins.str] | None = ...,
+        tenanted_mode: _builtins.str = ...,
+        policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comms_style", b"comms_style", "connected", b"connected", "endpoint", b"endpoint", "environments", b"environments", "free_disk_bytes", b"free_disk_bytes", "health", b"health", "health_message", b"health_message", "last_health_check_unix_ms", b"last_health_check_unix_ms", "name", b"name", "os", b"os", "registered_unix_ms", b"registered_unix_ms", "roles", b"roles", "tentacle_version", b"tentacle_version", "thumbprint", b"thumbprint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comms_style", b"comms_style", "connected", b"connected", "enabled", b"enabled", "endpoint", b"endpoint", "environments", b"environments", "free_disk_bytes", b"free_disk_bytes", "health", b"health", "health_message", b"health_message", "last_health_check_unix_ms", b"last_health_check_unix_ms", "name", b"name", "os", b"os", "policy", b"policy", "registered_unix_ms", b"registered_unix_ms", "roles", b"roles", "tenant_tags", b"tenant_tags", "tenanted_mode", b"tenanted_mode", "tenants", b"tenants", "tentacle_version", b"tentacle_version", "thumbprint", b"thumbprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Machine: _TypeAlias = Machine  # noqa: Y015
+
+@_typing.final
+class StringList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StringList: _TypeAlias = StringList  # noqa: Y015
+
+@_typing.final
+class UpdateMachineRequest(_message.Message):
+    """Fields left unset keep their value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    TENANT_TAGS_FIELD_NUMBER: _builtins.int
+    TENANTED_MODE_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    tenanted_mode: _builtins.str
+    enabled: _builtins.bool
+    policy: _builtins.str
+    """"" puts the machine back on the default policy."""
+    @_builtins.property
+    def environments(self) -> Global___StringList: ...
+    @_builtins.property
+    def roles(self) -> Global___StringList: ...
+    @_builtins.property
+    def tenants(self) -> Global___StringList: ...
+    @_builtins.property
+    def tenant_tags(self) -> Global___StringList: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        environments: Global___StringList | None = ...,
+        roles: Global___StringList | None = ...,
+        tenants: Global___StringList | None = ...,
+        tenant_tags: Global___StringList | None = ...,
+        tenanted_mode: _builtins.str | None = ...,
+        enabled: _builtins.bool | None = ...,
+        policy: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_policy", b"_policy", "_tenanted_mode", b"_tenanted_mode", "enabled", b"enabled", "environments", b"environments", "policy", b"policy", "roles", b"roles", "tenant_tags", b"tenant_tags", "tenanted_mode", b"tenanted_mode", "tenants", b"tenants"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_policy", b"_policy", "_tenanted_mode", b"_tenanted_mode", "enabled", b"enabled", "environments", b"environments", "name", b"name", "policy", b"policy", "roles", b"roles", "tenant_tags", b"tenant_tags", "tenanted_mode", b"tenanted_mode", "tenants", b"tenants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__policy: _TypeAlias = _typing.Literal["policy"]  # noqa: Y015
+    _WhichOneofArgType__policy: _TypeAlias = _typing.Literal["_policy", b"_policy"]  # noqa: Y015
+    _WhichOneofReturnType__tenanted_mode: _TypeAlias = _typing.Literal["tenanted_mode"]  # noqa: Y015
+    _WhichOneofArgType__tenanted_mode: _TypeAlias = _typing.Literal["_tenanted_mode", b"_tenanted_mode"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__policy) -> _WhichOneofReturnType__policy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tenanted_mode) -> _WhichOneofReturnType__tenanted_mode | None: ...
+
+Global___UpdateMachineRequest: _TypeAlias = UpdateMachineRequest  # noqa: Y015
 
 @_typing.final
 class ListMachinesRequest(_message.Message):

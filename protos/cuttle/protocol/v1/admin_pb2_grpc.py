@@ -54,6 +54,11 @@ class AdminServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineResponse.FromString,
                 _registered_method=True)
+        self.UpdateMachine = channel.unary_unary(
+                '/cuttle.protocol.v1.AdminService/UpdateMachine',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.UpdateMachineRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.Machine.FromString,
+                _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/cuttle.protocol.v1.AdminService/CheckHealth',
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.CheckHealthRequest.SerializeToString,
@@ -115,6 +120,13 @@ class AdminServiceServicer:
 
     def RemoveMachine(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMachine(self, request, context):
+        """Change a machine's environments, roles, tenants, enabled flag or machine policy.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -185,6 +197,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RemoveMachine,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineResponse.SerializeToString,
+            ),
+            'UpdateMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMachine,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.UpdateMachineRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.Machine.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -330,6 +347,33 @@ class AdminService:
             '/cuttle.protocol.v1.AdminService/RemoveMachine',
             cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_admin__pb2.RemoveMachineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.AdminService/UpdateMachine',
+            cuttle_dot_protocol_dot_v1_dot_admin__pb2.UpdateMachineRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_admin__pb2.Machine.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,8 @@ class AdminServiceStub:
     """The only call a not-yet-trusted Tentacle makes; needs an API key with machine rights."""
     ListMachines: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMachinesRequest, _admin_pb2.ListMachinesResponse]
     RemoveMachine: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveMachineRequest, _admin_pb2.RemoveMachineResponse]
+    UpdateMachine: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateMachineRequest, _admin_pb2.Machine]
+    """Change a machine's environments, roles, tenants, enabled flag or machine policy."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CheckHealthRequest, _admin_pb2.CheckHealthResponse]
     RunScript: _grpc.UnaryStreamMultiCallable[_admin_pb2.RunScriptRequest, _admin_pb2.TaskEvent]
     """Run an ad-hoc script on machines chosen by name, environment and role; streams events."""
@@ -54,6 +56,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """The only call a not-yet-trusted Tentacle makes; needs an API key with machine rights."""
     ListMachines: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMachinesRequest, _admin_pb2.ListMachinesResponse]  # type: ignore[assignment]
     RemoveMachine: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveMachineRequest, _admin_pb2.RemoveMachineResponse]  # type: ignore[assignment]
+    UpdateMachine: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateMachineRequest, _admin_pb2.Machine]  # type: ignore[assignment]
+    """Change a machine's environments, roles, tenants, enabled flag or machine policy."""
     CheckHealth: _aio.UnaryUnaryMultiCallable[_admin_pb2.CheckHealthRequest, _admin_pb2.CheckHealthResponse]  # type: ignore[assignment]
     RunScript: _aio.UnaryStreamMultiCallable[_admin_pb2.RunScriptRequest, _admin_pb2.TaskEvent]  # type: ignore[assignment]
     """Run an ad-hoc script on machines chosen by name, environment and role; streams events."""
@@ -93,6 +97,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RemoveMachineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RemoveMachineResponse, _abc.Awaitable[_admin_pb2.RemoveMachineResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateMachine(
+        self,
+        request: _admin_pb2.UpdateMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Machine, _abc.Awaitable[_admin_pb2.Machine]]:
+        """Change a machine's environments, roles, tenants, enabled flag or machine policy."""
 
     @_abc_1.abstractmethod
     def CheckHealth(

@@ -23,8 +23,9 @@ from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_tasks import ScriptSpec, ScriptTasks
 from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import InvalidArgument
+from cuttle.server.errors import InvalidArgument, ValidationFailed
 from cuttle.server.store import artifacts as artifact_store
+from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import task_log, tasks
 from cuttle.server.store.records import MachineRecord, StoredLine
@@ -138,6 +139,36 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             machines=[self._machine(m) for m in page.items],
             next_page_token=page.next_page_token or "",
         )
+
+    async def UpdateMachine(
+        self, request: apb.UpdateMachineRequest, context: Context
+    ) -> apb.Machine:  # noqa: N802
+        """Change environments, roles, tenants, enabled or policy; names must exist."""
+
+        def listed(present: bool, values: apb.StringList) -> list[str] | None:
+            return list(values.values) if present else None
+
+        changes: dict[str, Any] = {
+            "environments": listed(request.HasField("environments"), request.environments),
+            "roles": listed(request.HasField("roles"), request.roles),
+            "tenants": listed(request.HasField("tenants"), request.tenants),
+            "tenant_tags": listed(request.HasField("tenant_tags"), request.tenant_tags),
+            "tenanted_mode": (request.tenanted_mode if request.HasField("tenanted_mode") else None),
+            "enabled": request.enabled if request.HasField("enabled") else None,
+            "policy": request.policy if request.HasField("policy") else None,
+        }
+
+        def work(session: Session) -> MachineRecord:
+            _check_machine_references(session, changes)
+            return machine_store.update(session, request.name, **changes)
+
+        record = await self._tx.run(work)
+        log.info(
+            "machine_updated",
+            machine=record.name,
+            **{k: v for k, v in changes.items() if v is not None},
+        )
+        return self._machine(record)
 
     async def RemoveMachine(
         self, request: apb.RemoveMachineRequest, context: Context
@@ -270,6 +301,36 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             yield apb.ArtifactChunk(
                 data=content[offset : offset + chunk], total_size=len(content), sha256=digest
             )
+
+
+def _check_machine_references(session: Session, changes: dict[str, Any]) -> None:
+    """Every environment, tenant, tag and policy a machine is given must exist."""
+    space = doc_store.get_space(session, doc_store.DEFAULT_SPACE)
+    problems: list[tuple[str, str]] = []
+    for field, kind in (("environments", "environment"), ("tenants", "tenant")):
+        names = changes[field] or []
+        known = doc_store.ids_by_name(session, space.id, kind, names)
+        problems.extend(
+            (f"{field}[{i}]", f"no {kind} named {name!r}")
+            for i, name in enumerate(names)
+            if doc_store.name_key(name) not in known
+        )
+    tags = {
+        f"{set_name}/{tag}".casefold()
+        for record in doc_store.all_of_kind(session, space.id, "tag_set")
+        for set_name in [record.name]
+        for tag in record.body.get("tags", [])
+    }
+    problems.extend(
+        (f"tenant_tags[{i}]", f"no tenant tag {tag!r} (tags are written 'Tag set/Tag')")
+        for i, tag in enumerate(changes["tenant_tags"] or [])
+        if tag.casefold() not in tags
+    )
+    policy = changes["policy"]
+    if policy and doc_store.find(session, space.id, "machine_policy", policy) is None:
+        problems.append(("policy", f"no machine policy named {policy!r}"))
+    if problems:
+        raise ValidationFailed(problems)
 
 
 def _check_file_name(name: str, syntax: str) -> None:

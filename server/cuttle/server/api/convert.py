@@ -59,6 +59,11 @@ def machine(record: MachineRecord, connected: bool | None = None) -> apb.Machine
         last_health_check_unix_ms=record.last_health_check_ms or 0,
         registered_unix_ms=record.registered_ms,
         connected=bool(connected),
+        enabled=record.enabled,
+        tenants=list(record.tenants),
+        tenant_tags=list(record.tenant_tags),
+        tenanted_mode=record.tenanted_mode,
+        policy=record.policy or "",
     )
 
 

@@ -28,6 +28,7 @@ from cuttle.server.model.repository import Change, ModelRepository, StoredDocume
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import events
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store.records import MachineRecord
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -147,8 +148,8 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
         def work(repo: ModelRepository, who: Principal) -> None:
             current = repo.get(document_kind, request.name)
             _authorize_write(repo, who, document_kind, current, None)
-            if document_kind.name == "environment":
-                _refuse_if_machines_in(repo, current.spec.name)
+            if document_kind.name in _MACHINE_FIELDS:
+                _refuse_if_machines_use(repo, document_kind, current.spec.name)
             repo.delete(document_kind, request.name)
 
         await self._run(request.space, work)
@@ -292,15 +293,27 @@ def _parse_items(
     return items, prefixes
 
 
-def _refuse_if_machines_in(repo: ModelRepository, environment: str) -> None:
-    # Machines name their environments (registration comes before any model exists), so the
-    # reference table does not know them: ask the machines.
-    page = machine_store.list_machines(repo.session, environments=[environment], page_size=10)
-    if page.items:
-        names = ", ".join(m.name for m in page.items)
-        more = " and more" if page.next_page_token else ""
+# Machines name their environments, tenants and policy (registration comes before any model
+# exists), so the reference table does not know them: ask the machines.
+_MACHINE_FIELDS: dict[str, Callable[[MachineRecord], tuple[str, ...]]] = {
+    "environment": lambda m: m.environments,
+    "tenant": lambda m: m.tenants,
+    "machine_policy": lambda m: (m.policy,) if m.policy else (),
+}
+
+
+def _refuse_if_machines_use(repo: ModelRepository, document_kind: Kind, name: str) -> None:
+    field = _MACHINE_FIELDS[document_kind.name]
+    key = name.casefold()
+    users = [
+        m.name
+        for m in machine_store.all_machines(repo.session)
+        if any(value.casefold() == key for value in field(m))
+    ]
+    if users:
+        shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
         raise FailedPrecondition(
-            f"environment {environment!r} is still used by machine(s) {names}{more}"
+            f"{document_kind.label} {name!r} is still used by machine(s) {shown}"
         )
 
 

@@ -88,7 +88,7 @@ def _machines_table(machines: list[apb.Machine]) -> Table:
             ", ".join(m.environments),
             ", ".join(m.roles),
             STYLE.get(m.comms_style, "?"),
-            HEALTH.get(m.health, "?"),
+            HEALTH.get(m.health, "?") + ("" if m.enabled else " (disabled)"),
             m.tentacle_version or "-",
             m.health_message,
         )
@@ -162,6 +162,74 @@ def machine_remove(ctx: click.Context, name: str) -> None:
 
     run_call(ctx, work)
     click.echo(f"Removed {name}")
+
+
+@machine.command("update")
+@click.argument("name")
+@click.option("--environment", "environments", multiple=True, help="Replace the environments.")
+@click.option("--role", "roles", multiple=True, help="Replace the target tags.")
+@click.option("--clear-roles", is_flag=True, help="Remove every target tag.")
+@click.option("--tenant", "tenants", multiple=True, help="Replace the tenants.")
+@click.option("--tenant-tag", "tenant_tags", multiple=True, help="Replace the tenant tags.")
+@click.option(
+    "--tenanted-mode", type=click.Choice(["untenanted", "tenanted", "tenanted_or_untenanted"])
+)
+@click.option(
+    "--enable/--disable", "enabled", default=None, help="A disabled machine gets no work."
+)
+@click.option("--policy", default=None, help="Machine policy ('' for the default one).")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def machine_update(
+    ctx: click.Context,
+    name: str,
+    environments: tuple[str, ...],
+    roles: tuple[str, ...],
+    clear_roles: bool,
+    tenants: tuple[str, ...],
+    tenant_tags: tuple[str, ...],
+    tenanted_mode: str | None,
+    enabled: bool | None,
+    policy: str | None,
+    output: str,
+) -> None:
+    """Change a machine; options not given keep their value.
+
+    \b
+      cuttle machine update web-01 --environment Test --role web-server --role api
+      cuttle machine update web-01 --disable
+      cuttle machine update web-01 --tenant Contoso --tenanted-mode tenanted
+    """
+    if roles and clear_roles:
+        raise click.UsageError("give --role or --clear-roles, not both")
+    request = apb.UpdateMachineRequest(name=name)
+    if environments:
+        request.environments.values.extend(environments)
+    if roles or clear_roles:
+        request.roles.SetInParent()
+        request.roles.values.extend(roles)
+    if tenants:
+        request.tenants.values.extend(tenants)
+    if tenant_tags:
+        request.tenant_tags.values.extend(tenant_tags)
+    if tenanted_mode is not None:
+        request.tenanted_mode = tenanted_mode
+    if enabled is not None:
+        request.enabled = enabled
+    if policy is not None:
+        request.policy = policy
+
+    async def work(conn: AdminConnection) -> apb.Machine:
+        updated: apb.Machine = await conn.stub.UpdateMachine(
+            request, metadata=conn.metadata, timeout=60
+        )
+        return updated
+
+    updated = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps(to_json(updated)))
+    else:
+        console.print(_machines_table([updated]))
 
 
 @main.group()

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
+from sqlalchemy.orm import Session
 
 from cuttle.server.comms.registry import Connections
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import AgentError, NotFound
+from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
-from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.records import MachineRecord, now_ms
 
 log = structlog.get_logger(__name__)
 
@@ -78,10 +80,47 @@ class HealthChecker:
         )
 
     async def run_forever(self, interval: float) -> None:
-        """Check every machine every `interval` seconds."""
+        """Check each enabled machine when its machine policy's interval (default: interval) is up.
+
+        Sleeps until the next machine is due (at most MAX_SLEEP, so new machines and policy
+        changes are seen), not a fixed period: policies may ask for minutes or for days.
+        """
         while True:
-            await asyncio.sleep(interval)
             try:
-                await self.check()
+                due, wait = await self._tx.read(lambda s: _due_machines(s, interval))
+                if due:
+                    await asyncio.gather(*(self._check_one(m) for m in due))
             except Exception:
                 log.exception("scheduled_health_check_failed")
+                wait = MAX_SLEEP
+            await asyncio.sleep(wait)
+
+
+MAX_SLEEP = 30.0
+MIN_SLEEP = 0.2
+
+
+def _due_machines(session: Session, default_interval: float) -> tuple[list[MachineRecord], float]:
+    """The machines whose check is due now, and how long until the next one is."""
+    space = doc_store.get_space(session, doc_store.DEFAULT_SPACE)
+    intervals = {
+        doc_store.name_key(record.name): float(
+            record.body.get("health_check_interval_seconds", default_interval)
+        )
+        for record in doc_store.all_of_kind(session, space.id, "machine_policy")
+    }
+    now = now_ms()
+    due: list[MachineRecord] = []
+    wait = MAX_SLEEP
+    for machine in machine_store.all_machines(session):
+        if not machine.enabled:
+            continue
+        interval = intervals.get(doc_store.name_key(machine.policy or ""), default_interval)
+        # A machine never checked counts from its registration: not all at once at start-up.
+        last = machine.last_health_check_ms or machine.registered_ms
+        remaining = last / 1000 + interval - now / 1000
+        if remaining <= 0:
+            due.append(machine)
+            remaining = interval
+        wait = min(wait, remaining)
+    return due, max(MIN_SLEEP, wait)

@@ -66,6 +66,10 @@ def _record(row: Machine) -> MachineRecord:
         last_health_check_ms=row.last_health_check_ms,
         registered_ms=row.registered_ms,
         enabled=row.enabled,
+        tenants=tuple(row.tenants or ()),
+        tenant_tags=tuple(row.tenant_tags or ()),
+        tenanted_mode=row.tenanted_mode or "untenanted",
+        policy=row.policy,
     )
 
 
@@ -277,6 +281,59 @@ def set_enabled(session: Session, name: str, enabled: bool) -> MachineRecord:
     row.enabled = enabled
     session.flush()
     return _record(row)
+
+
+TENANTED_MODES = ("untenanted", "tenanted", "tenanted_or_untenanted")
+
+
+def update(
+    session: Session,
+    name: str,
+    *,
+    environments: Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    tenant_tags: Sequence[str] | None = None,
+    tenanted_mode: str | None = None,
+    enabled: bool | None = None,
+    policy: str | None = None,
+) -> MachineRecord:
+    """Change what a person may change about a machine (None leaves a field as it is)."""
+    row = session.scalars(select(Machine).where(Machine.name_key == name_key(name))).one_or_none()
+    if row is None:
+        raise NotFound("machine", name)
+    if environments is not None:
+        if not environments:
+            raise InvalidArgument(f"machine {row.name!r} needs at least one environment")
+        row.environments = _distinct(environments)
+    if roles is not None:
+        row.roles = _distinct(roles)
+    if tenants is not None:
+        row.tenants = _distinct(tenants)
+    if tenant_tags is not None:
+        row.tenant_tags = _distinct(tenant_tags)
+    if tenanted_mode is not None:
+        if tenanted_mode not in TENANTED_MODES:
+            raise InvalidArgument(
+                f"tenanted mode {tenanted_mode!r} is not one of {', '.join(TENANTED_MODES)}"
+            )
+        row.tenanted_mode = tenanted_mode
+    if enabled is not None:
+        row.enabled = enabled
+    if policy is not None:
+        row.policy = policy or None
+    session.flush()
+    return _record(row)
+
+
+def _distinct(values: Sequence[str]) -> list[str]:
+    # Case-insensitive like every name; the first spelling is kept.
+    seen: dict[str, str] = {}
+    for value in values:
+        if not value.strip():
+            raise InvalidArgument("names must not be empty")
+        seen.setdefault(value.casefold(), value)
+    return list(seen.values())
 
 
 def trusted_certificates(

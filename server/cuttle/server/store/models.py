@@ -83,6 +83,12 @@ class Machine(Base):
     last_health_check_ms: Mapped[int | None] = mapped_column(BigInteger)
     registered_ms: Mapped[int] = mapped_column(BigInteger)
     enabled: Mapped[bool] = mapped_column(Boolean)
+    # By name, like environments and roles: a machine registers before any model exists.
+    tenants: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tenant_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tenanted_mode: Mapped[str] = mapped_column(String(32), default="untenanted")
+    # None: the space's default machine policy.
+    policy: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
 
 
 class ApiKey(Base):

@@ -79,6 +79,10 @@ class MachineRecord:
     last_health_check_ms: int | None
     registered_ms: int
     enabled: bool
+    tenants: tuple[str, ...] = ()
+    tenant_tags: tuple[str, ...] = ()
+    tenanted_mode: str = "untenanted"
+    policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
