@@ -136,3 +136,10 @@ def test_dump_reads_back_to_the_same_documents(tmp_path: Path) -> None:
     loaded = files.load([_write(tmp_path, "out.yaml", text)])
     assert loaded.problems == []
     assert [doc.spec for doc in loaded.documents] == [d.Environment(name="Dev"), project]
+
+
+def test_the_example_model_is_valid() -> None:
+    example = Path(__file__).resolve().parents[4] / "examples" / "cuttle.yaml"
+    loaded = files.load([example])
+    assert loaded.problems == []
+    assert {doc.kind.name for doc in loaded.documents} == {"environment", "lifecycle", "project"}
