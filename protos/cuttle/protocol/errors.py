@@ -13,6 +13,7 @@ polling transports in the Response frame.
     unauthenticated      UNAUTHENTICATED        no or bad API key / certificate
     not_delivered        UNAVAILABLE            the request never reached the agent: safe to retry
     unreachable          UNAVAILABLE            the agent could not be reached (refused, timed out)
+    busy                 UNAVAILABLE            the server's database is busy: retry shortly
     untrusted            UNAVAILABLE            the peer presented a certificate we do not trust
     internal             INTERNAL               a bug: the message says where
 """
@@ -36,6 +37,7 @@ KIND_TO_CODE: dict[str, grpc.StatusCode] = {
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "not_delivered": grpc.StatusCode.UNAVAILABLE,
     "unreachable": grpc.StatusCode.UNAVAILABLE,
+    "busy": grpc.StatusCode.UNAVAILABLE,
     "untrusted": grpc.StatusCode.UNAVAILABLE,
     "cancelled": grpc.StatusCode.CANCELLED,
     "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,

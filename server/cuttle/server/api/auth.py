@@ -19,6 +19,7 @@ import grpc
 import structlog
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import OperationalError
 
 from cuttle.protocol.errors import (
     ERROR_KIND_METADATA,
@@ -70,6 +71,9 @@ def error_kind(exc: BaseException) -> tuple[str, str]:
     """The wire kind and message of an exception raised by a handler."""
     if isinstance(exc, ServerError):
         return exc.kind, str(exc)
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+        # SQLite waited busy_timeout for another writer: nothing was done, a retry will do.
+        return "busy", "the server's database is busy with other writes; retry shortly"
     for cls, kind in _STORE_KINDS.items():
         if isinstance(exc, cls):
             return kind, str(exc)
