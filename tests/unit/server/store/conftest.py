@@ -33,12 +33,7 @@ def _postgres_problem() -> str | None:
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated database; on PostgreSQL a schema of its own, so xdist workers do not meet."""
     if request.param == "sqlite":
-        sqlite_engine = create_engine_for(sqlite_url(tmp_path / "cuttle.db"))
-        try:
-            migrate(sqlite_engine)
-            yield sqlite_engine
-        finally:
-            sqlite_engine.dispose()
+        yield from _migrated_sqlite(tmp_path)
         return
 
     problem = _postgres_problem()
@@ -61,6 +56,21 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
                 connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+def _migrated_sqlite(tmp_path: Path) -> Iterator[Engine]:
+    sqlite_engine = create_engine_for(sqlite_url(tmp_path / "cuttle.db"))
+    try:
+        migrate(sqlite_engine)
+        yield sqlite_engine
+    finally:
+        sqlite_engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database, for what only SQLite has (pragmas, BEGIN IMMEDIATE)."""
+    yield from _migrated_sqlite(tmp_path)
 
 
 @pytest.fixture

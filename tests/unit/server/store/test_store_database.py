@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlalchemy.dialects import postgresql
 
 from cuttle.server.store.database import (
     READ_ONLY,
@@ -35,9 +36,8 @@ def _statements(engine: Engine) -> list[str]:
     return seen
 
 
-def test_sqlite_transactions_begin_immediate_unless_read_only(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite transaction control only")
+def test_sqlite_transactions_begin_immediate_unless_read_only(sqlite_engine: Engine) -> None:
+    engine = sqlite_engine
     seen = _statements(engine)
     with engine.begin() as connection:
         connection.exec_driver_sql("SELECT 1")
@@ -46,9 +46,8 @@ def test_sqlite_transactions_begin_immediate_unless_read_only(engine: Engine) ->
     assert seen == ["BEGIN IMMEDIATE", "SELECT 1", "BEGIN", "SELECT 2"]
 
 
-def test_sqlite_writer_waits_for_another_writer(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite transaction control only")
+def test_sqlite_writer_waits_for_another_writer(sqlite_engine: Engine) -> None:
+    engine = sqlite_engine
 
     def read_then_write(key: str) -> None:
         with engine.begin() as connection:
@@ -72,10 +71,9 @@ def test_sqlite_writer_waits_for_another_writer(engine: Engine) -> None:
         assert reader.exec_driver_sql("SELECT count(*) FROM api_keys").scalar() == 2
 
 
-def test_log_append_locks_the_task_row_on_postgresql(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's")
-    assert "FOR UPDATE OF tasks" in str(_LOCK_AND_READ.compile(dialect=engine.dialect))
+def test_log_append_locks_the_task_row_on_postgresql() -> None:
+    # The statement as PostgreSQL receives it; SQLite has no row locks (BEGIN IMMEDIATE).
+    assert "FOR UPDATE OF tasks" in str(_LOCK_AND_READ.compile(dialect=postgresql.dialect()))
 
 
 def test_a_new_database_has_no_revision_until_migrated(tmp_path: Path) -> None:

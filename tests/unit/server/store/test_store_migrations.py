@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
@@ -30,10 +29,8 @@ def test_alembic_version_lives_with_the_tables(engine: Engine) -> None:
     assert set(Base.metadata.tables) <= tables
 
 
-def test_sqlite_connections_get_their_pragmas(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite pragmas only")
-    with engine.connect() as connection:
+def test_sqlite_connections_get_their_pragmas(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as connection:
         pragma = connection.exec_driver_sql
         assert pragma("PRAGMA journal_mode").scalar() == "wal"
         assert pragma("PRAGMA foreign_keys").scalar() == 1
