@@ -346,7 +346,7 @@ def _authorize_write(
     spec: d.Document | None,
 ) -> None:
     """Refuse unless the caller holds the kind's edit role where the change lands."""
-    name = (spec or (current.spec if current else None) or d.Document(name="?")).name
+    name = spec.name if spec is not None else current.spec.name if current else "?"
     action = (
         f"{'change' if current else 'create'} {document_kind.label} {name!r}"
         if spec is not None
