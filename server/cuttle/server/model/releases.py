@@ -57,7 +57,8 @@ class Releases:
     def create(self, project: str, version: str, channel: str, notes: str) -> ReleaseRecord:
         """Create a release (auto-numbered when version is empty) and snapshot the project."""
         project_id, stored = self._project(project)
-        current = self._repo.get(PROJECT, project).spec
+        # The stored body with names for ids: read once, not again through get().
+        current = self._repo.names_for(stored)
         if not isinstance(current, d.Project):  # pragma: no cover - kind guarantees it
             raise TypeError("not a project")
         chosen = _channel(current, channel)
