@@ -5,19 +5,30 @@ exactly the pinned peer certificates (dynamic credentials: a change applies to t
 handshake), so an unknown certificate never completes a handshake and no HTTP/2 frame is ever
 sent to it. An interceptor then checks the leaf thumbprint of every call, because a connection
 made before a peer was removed stays open; removing a peer also cancels its calls in flight.
+
+What a change costs: gRPC core turns the bundle into a certificate store when it gets a new
+bundle, on its own thread, and meanwhile holds back the other handshakes on that port. The
+store sorts itself again for every certificate added, so the build grows faster than the
+bundle: about 0.1 s at 1,000 certificates and 3-4 s at 5,000 on two cores (measured by
+scripts/bench/bench_trust_bundle.py). Nothing in grpcio's Python API avoids that store, so this
+module makes sure the build happens at most once per change and per port, never for a set that
+did not change, and never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
 
 from cuttle.protocol import pki
+from cuttle.protocol.interception import wrap_handler
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +45,14 @@ def peer_thumbprint(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     certs = list(auth.get("x509_pem_cert") or ())
     if not certs:
         return None
-    return pki.thumbprint_of_pem(certs[0])
+    return _thumbprint(certs[0])
+
+
+@functools.lru_cache(maxsize=8192)
+def _thumbprint(pem: bytes) -> str:
+    # Every call checks its caller; parsing the same certificate again each time cost about
+    # 0.1 ms a call. Keyed by the exact bytes presented, so nothing unverified is reused.
+    return pki.thumbprint_of_pem(pem)
 
 
 class PinnedPeers:
@@ -42,10 +60,10 @@ class PinnedPeers:
 
     def __init__(self, identity: pki.Identity) -> None:
         self._identity = identity
+        # Writers run on the event loop; gRPC core reads the bundle from its own threads.
         self._lock = threading.Lock()
         self._trusted: dict[str, bytes] = {}
         self._version = 0
-        self._served_version = -1
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         # An empty root bundle is not allowed; a throwaway certificate whose key is discarded
         # can never be presented by anyone, so "nobody trusted" really means nobody.
@@ -53,9 +71,12 @@ class PinnedPeers:
 
     def set_trusted(self, certificates: Mapping[str, bytes]) -> None:
         """Replace the trusted set; calls of peers no longer trusted are cancelled at once."""
+        fresh = dict(certificates)
         with self._lock:
-            removed = set(self._trusted) - set(certificates)
-            self._trusted = dict(certificates)
+            if fresh == self._trusted:
+                return  # a rebuild in gRPC core would change nothing and cost seconds
+            removed = self._trusted.keys() - fresh.keys()
+            self._trusted = fresh
             self._version += 1
         for thumbprint in removed:
             self.end_calls(thumbprint)
@@ -65,15 +86,14 @@ class PinnedPeers:
         with self._lock:
             if self._trusted.get(thumbprint) == certificate_pem:
                 return
-            self._trusted = {**self._trusted, thumbprint: certificate_pem}
+            self._trusted[thumbprint] = certificate_pem
             self._version += 1
 
     def distrust(self, thumbprint: str) -> None:
         """Remove one trusted peer; its calls in flight are cancelled at once."""
         with self._lock:
-            if thumbprint not in self._trusted:
+            if self._trusted.pop(thumbprint, None) is None:
                 return
-            self._trusted = {k: v for k, v in self._trusted.items() if k != thumbprint}
             self._version += 1
         self.end_calls(thumbprint)
 
@@ -83,7 +103,8 @@ class PinnedPeers:
 
     def trusted_thumbprints(self) -> set[str]:
         """The thumbprints accepted now."""
-        return set(self._trusted)
+        with self._lock:
+            return set(self._trusted)
 
     def end_calls(self, thumbprint: str) -> int:
         """Cancel every call in flight from a peer; returns how many."""
@@ -95,11 +116,16 @@ class PinnedPeers:
         return len(tasks)
 
     def credentials(self) -> grpc.ServerCredentials:
-        """Server credentials whose client-root bundle follows set_trusted on every handshake."""
+        """Server credentials for one port whose client-root bundle follows the trusted set.
+
+        The port starts out trusting nobody and takes the real bundle at its first handshake:
+        `add_secure_port` runs on the event loop, and building a fleet-sized bundle there
+        would stall every other task for seconds.
+        """
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(),
+            self._certificate_configuration(self._nobody),
             # The stubs omit that the fetcher may return None ("no change").
-            cast(Callable[[], grpc.ServerCertificateConfiguration], self._fetch_configuration),
+            cast(Callable[[], grpc.ServerCertificateConfiguration], _BundleFetcher(self)),
             require_client_authentication=True,
         )
 
@@ -107,20 +133,15 @@ class PinnedPeers:
         """An interceptor refusing callers whose leaf certificate is not pinned."""
         return _PinningInterceptor(self)
 
-    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+    def _bundle(self) -> tuple[bytes, int]:
         with self._lock:
-            roots = b"".join(self._trusted.values()) or self._nobody
-            self._served_version = self._version
+            return b"".join(self._trusted.values()) or self._nobody, self._version
+
+    def _certificate_configuration(self, roots: bytes) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(
             [(self._identity.key_pem, self._identity.certificate_pem)],
             root_certificates=roots,
         )
-
-    def _fetch_configuration(self) -> grpc.ServerCertificateConfiguration | None:
-        # Called by gRPC core (on its own thread) before each handshake; None keeps the current.
-        if self._served_version == self._version:
-            return None
-        return self._configuration()
 
     def _track(self, thumbprint: str) -> Callable[[], None]:
         task = asyncio.current_task()
@@ -138,6 +159,25 @@ class PinnedPeers:
         return untrack
 
 
+class _BundleFetcher:
+    """Gives one port's TLS layer the trusted bundle whenever it changed since the last one.
+
+    gRPC core calls it before every handshake on the port (on a core thread, one handshake
+    at a time), and rebuilds its certificate store only when it returns a configuration; None
+    keeps the current one. Each port has its own fetcher, so each port sees every change.
+    """
+
+    def __init__(self, peers: PinnedPeers) -> None:
+        self._peers = peers
+        self._served = -1
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        if self._served == self._peers._version:
+            return None
+        roots, self._served = self._peers._bundle()
+        return self._peers._certificate_configuration(roots)
+
+
 class _PinningInterceptor(_ServerInterceptor):
     def __init__(self, peers: PinnedPeers) -> None:
         self._peers = peers
@@ -152,76 +192,21 @@ class _PinningInterceptor(_ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _wrap(handler, self._peers)
+        return wrap_handler(handler, self._admitted)
 
-
-def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], peers: PinnedPeers
-) -> grpc.RpcMethodHandler[Any, Any]:
-    async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> Callable[[], None]:
+    @contextlib.asynccontextmanager
+    async def _admitted(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         thumbprint = peer_thumbprint(context)
-        if not peers.is_trusted(thumbprint):
+        if not self._peers.is_trusted(thumbprint):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"certificate {thumbprint or '(none)'} is not trusted here",
             )
         assert thumbprint is not None  # noqa: S101 - abort() raised otherwise
-        return peers._track(thumbprint)
-
-    h = cast(Any, handler)
-    if h.unary_unary is not None:
-        inner_uu = h.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            untrack = await admit(context)
-            try:
-                return await inner_uu(request, context)
-            finally:
-                untrack()
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, h.request_deserializer, h.response_serializer
-        )
-    if h.unary_stream is not None:
-        inner_us = h.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            untrack = await admit(context)
-            try:
-                async for item in inner_us(request, context):
-                    yield item
-            finally:
-                untrack()
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, h.request_deserializer, h.response_serializer
-        )
-    if h.stream_stream is not None:
-        inner_ss = h.stream_stream
-
-        async def stream_stream(
-            requests: Iterable[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            untrack = await admit(context)
-            try:
-                return await inner_ss(requests, context)
-            finally:
-                untrack()
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, h.request_deserializer, h.response_serializer
-        )
-    inner_su = h.stream_unary
-
-    async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        untrack = await admit(context)
+        untrack = self._peers._track(thumbprint)
         try:
-            return await inner_su(requests, context)
+            yield
         finally:
             untrack()
-
-    return grpc.stream_unary_rpc_method_handler(
-        stream_unary, h.request_deserializer, h.response_serializer
-    )
