@@ -7,8 +7,11 @@ polls the server's database until all N stdout lines are stored. The path measur
 product's: the Tentacle journals each batch (fsync), the server watches the ticket, and stores
 each batch and its last sequence in one transaction.
 Bare: one grpc.aio mTLS unary-stream call between two processes; the sending process runs the
-same `seq 1 N` and streams its lines batched 100 per message; the receiver splits and counts
-them.
+same `seq 1 N` and streams its output batched 100 lines per message, as DESIGN §7 prescribes
+(the goal's baseline), and also each pipe read as it came, cut at the last newline (no per-line
+work and no disk at all: a stricter ceiling, reported beside it); the receiver counts the lines.
+Cuttle's path also writes and fsyncs every byte to the journal and the database, which the bare
+streams do not.
 
 Goal: Cuttle's rate >= 0.5x the bare rate (listening Tentacle; a polling one is reported too).
 
@@ -103,17 +106,26 @@ async def _cuttle_run(
     conn = await asyncio.to_thread(_open_db, db)
     try:
         async with asyncio.timeout(timeout):
+            # The clock stops when the store holds N lines; which lines they are is checked
+            # below, untimed: unpacking millions of lines is the benchmark's cost, not Cuttle's.
+            # That they are the N stdout lines (no Tentacle note among them) is checked too.
             while True:
                 if await asyncio.to_thread(_log_count, conn, task_id) >= lines:
-                    count, low, high = await asyncio.to_thread(_stdout_lines, conn, task_id)
-                    if count >= lines:
-                        elapsed = time.perf_counter() - start
-                        break
+                    elapsed = time.perf_counter() - start
+                    break
+                await asyncio.sleep(0.01)
+            while True:
+                count, low, high = await asyncio.to_thread(_stdout_lines, conn, task_id)
+                if count >= lines:
+                    break
                 await asyncio.sleep(0.01)
         if (count, low, high) != (lines, 1, lines):
             raise RuntimeError(
                 f"stored {count} stdout lines with sequences {low}..{high}, expected {lines}"
             )
+        total = await asyncio.to_thread(_log_count, conn, task_id)
+        if total != lines:
+            raise RuntimeError(f"stored {total} lines in all, not just the {lines} timed")
         # Let the task finish before the next run so runs do not overlap.
         async with asyncio.timeout(timeout):
             while True:
@@ -131,14 +143,17 @@ def _pid(process: Process | None) -> int:
     return process.popen.pid
 
 
-async def _bare_run(stream: grpc.aio.UnaryStreamMultiCallable[Any, Any], lines: int) -> float:
+async def _bare_run(
+    stream: grpc.aio.UnaryStreamMultiCallable[Any, Any], lines: int, *, whole: bool
+) -> float:
     start = time.perf_counter()
     received = 0
     last = b""
-    async for message in stream(str(lines).encode(), timeout=600):
-        batch = message.split(b"\n")
-        received += len(batch)
-        last = batch[-1]
+    request = f"{lines}/whole" if whole else str(lines)
+    async for message in stream(request.encode(), timeout=600):
+        # Counted, not split: the receiving side does no per-line work, as Cuttle's server.
+        received += message.count(b"\n") + 1
+        last = message[message.rfind(b"\n") + 1 :]
     elapsed = time.perf_counter() - start
     if received != lines or last != str(lines).encode():
         raise RuntimeError(f"bare stream delivered {received} lines ending {last!r}")
@@ -148,7 +163,7 @@ async def _bare_run(stream: grpc.aio.UnaryStreamMultiCallable[Any, Any], lines: 
 async def run(args: argparse.Namespace) -> int:
     """Start everything, run alternately, print figures and the summary line."""
     children = Children()
-    results: dict[str, list[float]] = {"bare": []}
+    results: dict[str, list[float]] = {"bare": [], "bare_whole": []}
     # Least CPU seconds a run took in each process: which side is the bottleneck.
     cpu: dict[str, dict[str, float]] = {"listening": {}, "polling": {}}
     with benchlib.scratch_dir("cuttle-bench-logs-") as root:
@@ -185,7 +200,8 @@ async def run(args: argparse.Namespace) -> int:
             bare = benchlib.bare_stream(bare_chan, "Lines")
 
             # Warm-up: connections, caches, first-task costs; not timed.
-            await _bare_run(bare, 1000)
+            await _bare_run(bare, 1000, whole=False)
+            await _bare_run(bare, 1000, whole=True)
             for style in styles:
                 await _cuttle_run(
                     stub,
@@ -196,7 +212,8 @@ async def run(args: argparse.Namespace) -> int:
                     args.timeout,
                 )
             for _ in range(args.runs):
-                results["bare"].append(await _bare_run(bare, args.lines))
+                results["bare"].append(await _bare_run(bare, args.lines, whole=False))
+                results["bare_whole"].append(await _bare_run(bare, args.lines, whole=True))
                 for style in styles:
                     pids = {
                         "server": _pid(server.process),
@@ -225,26 +242,33 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.to_thread(cluster.stop)
 
     bare_rate = args.lines / min(results["bare"])
+    whole_rate = args.lines / min(results["bare_whole"])
     print(
         f"{args.lines:,} lines of `seq 1 {args.lines}`, best of {args.runs} run(s) per kind; "
         "Cuttle: script -> Tentacle journal -> cuttle-server -> SQLite, counted in the store"
     )
     rates: dict[str, float] = {}
-    for style in [k for k in results if k != "bare"]:
-        benchlib.heading(f"{style} Tentacle vs bare grpc.aio mTLS stream (100 lines/message)")
+    strict: dict[str, float] = {}
+    for style in [k for k in results if not k.startswith("bare")]:
         rate = args.lines / min(results[style])
+        benchlib.heading(f"{style} Tentacle vs bare stream batched 100 lines/message (the goal)")
         rates[style] = compare("lines per second", rate, bare_rate, "lines/s", 0)
         compare("seconds for all lines", min(results[style]), min(results["bare"]), "s", 2)
+        benchlib.heading(f"{style} Tentacle vs bare stream of each read as it came (stricter)")
+        strict[style] = compare("lines per second", rate, whole_rate, "lines/s", 0)
+        compare("seconds for all lines", min(results[style]), min(results["bare_whole"]), "s", 2)
         print(
             f"  CPU per run (least): cuttle-server {cpu[style]['server']:.2f} s, "
             f"tentacle {cpu[style]['tentacle']:.2f} s "
-            f"({cpu[style]['server'] / args.lines * 1e6:.1f} + "
-            f"{cpu[style]['tentacle'] / args.lines * 1e6:.1f} us per line)"
+            f"({cpu[style]['server'] / args.lines * 1e6:.2f} + "
+            f"{cpu[style]['tentacle'] / args.lines * 1e6:.2f} us per line)"
         )
     parts = [
         f"SUMMARY log_lines_per_s ratio={rates['listening']:.2f} (goal >={GOAL})",
+        f"strict_ratio={strict['listening']:.2f}",
         f"listening={args.lines / min(results['listening']):,.0f}/s",
-        f"bare={bare_rate:,.0f}/s",
+        f"bare_100={bare_rate:,.0f}/s",
+        f"bare_whole={whole_rate:,.0f}/s",
     ]
     if "polling" in rates:
         parts.append(
@@ -260,7 +284,7 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> None:
     """Parse arguments and run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=200_000, help="lines per run")
+    parser.add_argument("--lines", type=int, default=2_000_000, help="lines per run")
     parser.add_argument("--runs", type=int, default=2, help="timed runs per kind (best counts)")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per run, seconds")
     parser.add_argument("--no-polling", action="store_true", help="skip the polling Tentacle")

@@ -477,6 +477,8 @@ async def _cuttle_phase(fleet: _Fleet, server: Any, args: argparse.Namespace) ->
     figures: dict[str, Any] = {}
     await asyncio.to_thread(server.init)
     await asyncio.to_thread(server.start)
+    # Registration refuses environments the model does not have.
+    await asyncio.to_thread(server.ensure_environments, ("Bench",))
     pid = _pid(server)
     await asyncio.sleep(1.0)
     figures["rss_fresh"] = benchlib.rss_kib(pid)

@@ -32,6 +32,7 @@ RUN_LIMIT = 90
         "bench_log_throughput.py",
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
+        "bench_trust_bundle.py",
     ],
 )
 def test_benchmark_runs_quick_and_prints_a_summary(script: str) -> None:

@@ -15,14 +15,14 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.v1 import tentacle_pb2
 from cuttle.server.comms.client import CHUNK_BYTES, INLINE_FILE_BYTES, TentacleClient
-from cuttle.server.domain.scripts import RemoteLine, ScriptFile, ScriptRequest, ScriptStatus
+from cuttle.server.domain.scripts import RemoteRun, ScriptFile, ScriptRequest, ScriptStatus
 from cuttle.server.errors import AgentRejected, InvalidArgument, NotFound
 from tests.integration.harness.clients import Link, tentacle_link
 from tests.integration.harness.cluster import wait_for
@@ -61,38 +61,57 @@ def _bash(body: str, *, files: tuple[ScriptFile, ...] = (), timeout: float = 0.0
     )
 
 
+class Line(NamedTuple):
+    """One line of a run, with the sequence the run implies for it."""
+
+    sequence: int
+    source: int
+    level: int
+    text: bytes
+
+
+def _lines(runs: tuple[RemoteRun, ...]) -> list[Line]:
+    """The runs a reply carried, line by line; checks each run's count against its text."""
+    lines: list[Line] = []
+    for run in runs:
+        texts = run.text.split(b"\n")
+        assert len(texts) == run.count, run
+        lines.extend(
+            Line(run.sequence + i, run.source, run.level, text) for i, text in enumerate(texts)
+        )
+    return lines
+
+
 async def _watch_to_end(
     client: TentacleClient, ticket: str, after: int = 0
-) -> tuple[list[RemoteLine], ScriptStatus]:
+) -> tuple[list[Line], ScriptStatus]:
     """Every line the watch delivers, and the final status it ends with."""
-    lines: list[RemoteLine] = []
+    lines: list[Line] = []
     last: ScriptStatus | None = None
     async for status in client.watch_script(ticket, after):
-        lines.extend(status.lines)
+        lines.extend(_lines(status.runs))
         last = status
     assert last is not None, "the watch ended without a status"
     return lines, last
 
 
-async def _run(
-    client: TentacleClient, request: ScriptRequest
-) -> tuple[list[RemoteLine], ScriptStatus]:
+async def _run(client: TentacleClient, request: ScriptRequest) -> tuple[list[Line], ScriptStatus]:
     await client.start_script(request)
     return await _watch_to_end(client, request.ticket)
 
 
-async def _read_after(client: TentacleClient, ticket: str, after: int) -> list[RemoteLine]:
+async def _read_after(client: TentacleClient, ticket: str, after: int) -> list[Line]:
     """Every journaled line after a sequence, through get_status paging."""
-    lines: list[RemoteLine] = []
+    lines: list[Line] = []
     while True:
         status = await client.get_status(ticket, after)
-        lines.extend(status.lines)
+        lines.extend(_lines(status.runs))
         if not status.more_lines:
             return lines
-        after = status.lines[-1].sequence
+        after = status.runs[-1].last_sequence
 
 
-def _stdout(lines: list[RemoteLine]) -> list[bytes]:
+def _stdout(lines: list[Line]) -> list[bytes]:
     return [line.text for line in lines if line.source == STDOUT]
 
 
@@ -118,13 +137,18 @@ def test_start_and_watch_deliver_every_line_in_order(link: Link) -> None:
 
 
 def test_get_status_after_sequence_returns_exactly_the_rest(link: Link) -> None:
-    request = _bash('for i in $(seq 1 2500); do echo "row $i"; done')
+    pad = "x" * 1500
+    request = _bash(f'for i in $(seq 1 2500); do echo "row $i {pad}"; done')
     _, final = link.run(_run(link.client, request))
     assert final.succeeded
+    # 2,500 lines of 1.5 KiB do not fit one reply (the agent pages them by bytes)...
+    first = link.run(link.client.get_status(request.ticket, 0))
+    assert first.more_lines
+    assert 0 < first.runs[-1].last_sequence < final.last_sequence
+    # ...and paging must lose nothing.
     everything = link.run(_read_after(link.client, request.ticket, 0))
-    assert _stdout(everything) == [f"row {i}".encode() for i in range(1, 2501)]
+    assert _stdout(everything) == [f"row {i} {pad}".encode() for i in range(1, 2501)]
     total = len(everything)
-    # 2,500 lines do not fit one reply (the agent pages them): paging must lose nothing.
     assert total == final.last_sequence
 
     for after in (1, 137, 2001, total - 1, total):
@@ -151,6 +175,46 @@ def test_duplicate_start_of_a_ticket_runs_one_process(link: Link, tmp_path: Path
     assert side_effect.read_text() == "ran\n"
 
 
+def test_a_watch_can_start_its_ticket_once(link: Link, tmp_path: Path) -> None:
+    side_effect = tmp_path / "runs.txt"
+    request = _bash(f"echo ran >> '{side_effect}'; echo 'line 1'; sleep 0.3; echo 'line 2'")
+
+    async def watch_starting(after: int = 0) -> tuple[list[Line], ScriptStatus]:
+        lines: list[Line] = []
+        last: ScriptStatus | None = None
+        async for status in link.client.watch_script(request.ticket, after, start=request):
+            lines.extend(_lines(status.runs))
+            last = status
+        assert last is not None
+        return lines, last
+
+    async def twice_at_once_then_again() -> list[tuple[list[Line], ScriptStatus]]:
+        both = await asyncio.gather(watch_starting(), watch_starting())
+        return [*both, await watch_starting(1)]
+
+    (first, end), (second, _), (rest, again) = link.run(twice_at_once_then_again())
+    # One process, however many watches asked to start it; each saw every line.
+    assert side_effect.read_text() == "ran\n"
+    assert _stdout(first) == _stdout(second) == [b"line 1", b"line 2"]
+    assert end.succeeded
+    assert again.state == "complete"
+    assert rest == first[1:]
+
+
+def test_a_watch_starting_another_ticket_is_refused(link: Link) -> None:
+    request = _bash("echo never")
+
+    async def mismatched() -> None:
+        async for _ in link.client.watch_script("some-other-ticket", start=request):
+            pass
+
+    with pytest.raises(AgentRejected, match="names ticket") as refused:
+        link.run(mismatched())
+    assert refused.value.kind == "invalid_argument"
+    with pytest.raises(NotFound):
+        link.run(link.client.get_status(request.ticket))
+
+
 def test_cancel_kills_the_process_tree_and_reports_cancelled(link: Link) -> None:
     marker = f"CONTRACT_MARK={uuid.uuid4().hex}".encode()
     request = _bash(f"export {marker.decode()}; sleep 60 & echo started; sleep 60")
@@ -160,7 +224,7 @@ def test_cancel_kills_the_process_tree_and_reports_cancelled(link: Link) -> None
         watch = link.client.watch_script(request.ticket)
         try:
             async for status in watch:
-                if b"started" in _stdout(list(status.lines)):
+                if b"started" in _stdout(_lines(status.runs)):
                     return
         finally:
             # Leaving the watch early must end the stream now, not when it is collected.

@@ -334,6 +334,38 @@ class ScriptTicketRequest(_message.Message):
 Global___ScriptTicketRequest: _TypeAlias = ScriptTicketRequest  # noqa: Y015
 
 @_typing.final
+class WatchScriptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MAX_LINES_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Fields 1-3 mean what they mean in ScriptTicketRequest."""
+    after_sequence: _builtins.int
+    max_lines: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___StartScriptRequest:
+        """Start the ticket first, as StartScript; its ticket must be `ticket`."""
+
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+        max_lines: _builtins.int = ...,
+        start: Global___StartScriptRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "max_lines", b"max_lines", "start", b"start", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchScriptRequest: _TypeAlias = WatchScriptRequest  # noqa: Y015
+
+@_typing.final
 class CancelScriptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -388,6 +420,49 @@ class LogLine(_message.Message):
 Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
 
 @_typing.final
+class LogRun(_message.Message):
+    """Consecutive journaled lines that share their time, source and level. Lines travel, and are
+    journaled and stored, as runs so that no layer pays a per-line cost: a script printing a
+    burst yields a few runs of thousands of lines each. The lines have the sequences
+    `sequence`, `sequence + 1`, ..., `sequence + count - 1`. Fields 1-5 mean what they mean in
+    LogLine, so a one-line run and a LogLine are the same bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_UNIX_MS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    time_unix_ms: _builtins.int
+    source: Global___LogSource.ValueType
+    level: Global___LogLevel.ValueType
+    text: _builtins.bytes
+    """The lines joined by "\\n" (no trailing newline); a line never contains "\\n" itself."""
+    count: _builtins.int
+    """How many lines `text` holds; 0 is read as 1."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        time_unix_ms: _builtins.int = ...,
+        source: Global___LogSource.ValueType = ...,
+        level: Global___LogLevel.ValueType = ...,
+        text: _builtins.bytes = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "level", b"level", "sequence", b"sequence", "source", b"source", "text", b"text", "time_unix_ms", b"time_unix_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogRun: _TypeAlias = LogRun  # noqa: Y015
+
+@_typing.final
 class Artifact(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -423,7 +498,7 @@ class ScriptStatus(_message.Message):
     TICKET_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
-    LINES_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     MORE_LINES_FIELD_NUMBER: _builtins.int
     OUTPUT_VARIABLES_FIELD_NUMBER: _builtins.int
@@ -442,7 +517,9 @@ class ScriptStatus(_message.Message):
     state_reason: _builtins.str
     """Why the script ended as it did (cancel reason, timeout, lost process)."""
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogLine]: ...
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogRun]:
+        """In sequence order, without gaps."""
+
     @_builtins.property
     def output_variables(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variable]: ...
     @_builtins.property
@@ -453,7 +530,7 @@ class ScriptStatus(_message.Message):
         ticket: _builtins.str = ...,
         state: Global___ScriptState.ValueType = ...,
         exit_code: _builtins.int = ...,
-        lines: _abc.Iterable[Global___LogLine] | None = ...,
+        runs: _abc.Iterable[Global___LogRun] | None = ...,
         last_sequence: _builtins.int = ...,
         more_lines: _builtins.bool = ...,
         output_variables: _abc.Iterable[Global___Variable] | None = ...,
@@ -463,7 +540,7 @@ class ScriptStatus(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "exit_code", b"exit_code", "failure_message", b"failure_message", "last_sequence", b"last_sequence", "lines", b"lines", "more_lines", b"more_lines", "output_variables", b"output_variables", "state", b"state", "state_reason", b"state_reason", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "exit_code", b"exit_code", "failure_message", b"failure_message", "last_sequence", b"last_sequence", "more_lines", b"more_lines", "output_variables", b"output_variables", "runs", b"runs", "state", b"state", "state_reason", b"state_reason", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,7 +51,7 @@ class TentacleServiceStub:
                 _registered_method=True)
         self.WatchScript = channel.unary_stream(
                 '/cuttle.protocol.v1.TentacleService/WatchScript',
-                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.SerializeToString,
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.WatchScriptRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.FromString,
                 _registered_method=True)
         self.CancelScript = channel.unary_unary(
@@ -107,7 +107,9 @@ class TentacleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchScript(self, request, context):
-        """Like GetStatus, but streams new lines as they are journaled until the script ends.
+        """Like GetStatus, but streams new lines as they are journaled until the script ends. With
+        `start` set, the ticket is first started exactly as StartScript would (idempotent), which
+        saves the server a round trip per script.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,7 +169,7 @@ def add_TentacleServiceServicer_to_server(servicer, server):
             ),
             'WatchScript': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchScript,
-                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.FromString,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.WatchScriptRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.SerializeToString,
             ),
             'CancelScript': grpc.unary_unary_rpc_method_handler(
@@ -302,7 +304,7 @@ class TentacleService:
             request,
             target,
             '/cuttle.protocol.v1.TentacleService/WatchScript',
-            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.WatchScriptRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.FromString,
             options,
             channel_credentials,

@@ -42,8 +42,11 @@ class TentacleServiceStub:
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]
     """The ticket's state and every journaled line after `after_sequence`."""
-    WatchScript: _grpc.UnaryStreamMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]
-    """Like GetStatus, but streams new lines as they are journaled until the script ends."""
+    WatchScript: _grpc.UnaryStreamMultiCallable[_tentacle_pb2.WatchScriptRequest, _tentacle_pb2.ScriptStatus]
+    """Like GetStatus, but streams new lines as they are journaled until the script ends. With
+    `start` set, the ticket is first started exactly as StartScript would (idempotent), which
+    saves the server a round trip per script.
+    """
     CancelScript: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.CancelScriptRequest, _tentacle_pb2.ScriptStatus]
     """Kill the script's whole process tree; answers once the tree is gone."""
     CompleteScript: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]
@@ -65,8 +68,11 @@ class TentacleServiceAsyncStub(TentacleServiceStub):
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
     """The ticket's state and every journaled line after `after_sequence`."""
-    WatchScript: _aio.UnaryStreamMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
-    """Like GetStatus, but streams new lines as they are journaled until the script ends."""
+    WatchScript: _aio.UnaryStreamMultiCallable[_tentacle_pb2.WatchScriptRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
+    """Like GetStatus, but streams new lines as they are journaled until the script ends. With
+    `start` set, the ticket is first started exactly as StartScript would (idempotent), which
+    saves the server a round trip per script.
+    """
     CancelScript: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.CancelScriptRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
     """Kill the script's whole process tree; answers once the tree is gone."""
     CompleteScript: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
@@ -107,10 +113,13 @@ class TentacleServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def WatchScript(
         self,
-        request: _tentacle_pb2.ScriptTicketRequest,
+        request: _tentacle_pb2.WatchScriptRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tentacle_pb2.ScriptStatus], _abc.AsyncIterator[_tentacle_pb2.ScriptStatus]]:
-        """Like GetStatus, but streams new lines as they are journaled until the script ends."""
+        """Like GetStatus, but streams new lines as they are journaled until the script ends. With
+        `start` set, the ticket is first started exactly as StartScript would (idempotent), which
+        saves the server a round trip per script.
+        """
 
     @_abc_1.abstractmethod
     def CancelScript(

@@ -69,15 +69,18 @@ class TentacleClient:
 
     async def start_script(self, request: ScriptRequest) -> ScriptStatus:
         """Start a script, its large files uploaded first; idempotent per ticket."""
+        status = await self._call(
+            "StartScript", await self._start_request(request), pb.ScriptStatus, None
+        )
+        return convert.script_status(status)
+
+    async def _start_request(self, request: ScriptRequest) -> pb.StartScriptRequest:
         transfers = {
             file.name: await self.upload(file.content)
             for file in request.files
             if len(file.content) > INLINE_FILE_BYTES
         }
-        status = await self._call(
-            "StartScript", convert.start_request(request, transfers), pb.ScriptStatus, None
-        )
-        return convert.script_status(status)
+        return convert.start_request(request, transfers)
 
     async def get_status(self, ticket: str, after_sequence: int = 0) -> ScriptStatus:
         """State and the next batch of journal lines after a sequence."""
@@ -90,10 +93,15 @@ class TentacleClient:
         return convert.script_status(status)
 
     async def watch_script(
-        self, ticket: str, after_sequence: int = 0
+        self, ticket: str, after_sequence: int = 0, *, start: ScriptRequest | None = None
     ) -> AsyncIterator[ScriptStatus]:
-        """Stream batches of new lines until the script ends."""
-        request = pb.ScriptTicketRequest(ticket=ticket, after_sequence=after_sequence)
+        """Stream batches of new lines until the script ends; with `start`, start it first.
+
+        Starting in the watch is StartScript's idempotent start without its own round trip.
+        """
+        request = pb.WatchScriptRequest(ticket=ticket, after_sequence=after_sequence)
+        if start is not None:
+            request.start.CopyFrom(await self._start_request(start))
         async for data in self.transport.stream("WatchScript", request.SerializeToString()):
             yield convert.script_status(pb.ScriptStatus.FromString(data))
 

@@ -63,11 +63,16 @@ def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:
         ticket=status.ticket,
         state=STATE_NAMES.get(status.state, "result_unknown"),
         exit_code=status.exit_code,
-        lines=tuple(
-            scripts.RemoteLine(
-                line.sequence, line.time_unix_ms, int(line.source), int(line.level), line.text
+        runs=tuple(
+            scripts.RemoteRun(
+                run.sequence,
+                run.time_unix_ms,
+                int(run.source),
+                int(run.level),
+                run.text,
+                max(run.count, 1),
             )
-            for line in status.lines
+            for run in status.runs
         ),
         last_sequence=status.last_sequence,
         more_lines=status.more_lines,

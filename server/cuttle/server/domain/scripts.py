@@ -10,14 +10,24 @@ FINISHED_STATES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteLine:
-    """A journal line from an agent; text is raw bytes."""
+class RemoteRun:
+    """Consecutive journal lines from an agent sharing time, source and level.
+
+    ``text`` is the raw bytes of ``count`` lines joined by "\\n"; they have the sequences
+    ``sequence`` to ``last_sequence``.
+    """
 
     sequence: int
     time_unix_ms: int
     source: int
     level: int
     text: bytes
+    count: int
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence of the run's last line."""
+        return self.sequence + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +56,7 @@ class ScriptStatus:
     ticket: str
     state: str
     exit_code: int
-    lines: tuple[RemoteLine, ...]
+    runs: tuple[RemoteRun, ...]
     last_sequence: int
     more_lines: bool
     output_variables: tuple[RemoteVariable, ...]

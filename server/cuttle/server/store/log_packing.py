@@ -1,8 +1,14 @@
-"""The byte format of a task log chunk: consecutive lines packed one after another.
+"""The byte format of a task log chunk: the runs of lines of one batch, one after another.
 
-Per line: sequence (int64), time in unix ms (int64), source (uint8), level (uint8), text length
-(uint32), then the text bytes, all big-endian. Plain struct packing rather than protobuf or
-JSON: it is the cheapest format to write from Python per line and keeps bytes as bytes.
+Format 2 (written now): the byte 0x02, then per run: first sequence (int64), line count
+(uint32), time in unix ms (int64), source (uint8), level (uint8), text length (uint32), then the
+text: the run's lines joined by "\\n". All big-endian. Plain struct packing rather than protobuf
+or JSON: bytes stay bytes, and the cost is per run, so a batch of thousands of lines is packed
+without touching a line.
+
+Format 1 (chunks written before runs existed) has no leading marker: per line a sequence
+(int64), time, source, level, length and text. Its first byte is the top byte of a sequence,
+always 0x00, which is how the two are told apart; format 1 chunks stay readable.
 """
 
 from __future__ import annotations
@@ -10,35 +16,55 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 
-from cuttle.server.store.records import LogLineRecord
+from cuttle.server.store.records import LogLineRecord, LogRunRecord
 
-_HEADER = struct.Struct(">qqBBI")
+__all__ = ["pack", "unpack"]
+
+_FORMAT_RUNS = 2
+_RUN_HEADER = struct.Struct(">qIqBBI")
+_LINE_HEADER = struct.Struct(">qqBBI")
 
 
-def pack(lines: Sequence[LogLineRecord]) -> bytes:
-    """Pack lines into one chunk."""
-    header = _HEADER.pack
-    parts: list[bytes] = []
-    for line in lines:
-        text = bytes(line.text)
-        parts.append(header(line.sequence, line.time_ms, line.source, line.level, len(text)))
+def pack(runs: Sequence[LogRunRecord]) -> bytes:
+    """Pack runs into one chunk."""
+    header = _RUN_HEADER.pack
+    parts: list[bytes] = [bytes((_FORMAT_RUNS,))]
+    for run in runs:
+        text = bytes(run.text)
+        parts.append(header(run.sequence, run.count, run.time_ms, run.source, run.level, len(text)))
         parts.append(text)
     return b"".join(parts)
 
 
 def unpack(data: bytes) -> Iterator[LogLineRecord]:
-    """The lines of a chunk, in order."""
+    """The lines of a chunk, in order, one by one."""
+    if data[:1] == bytes((_FORMAT_RUNS,)):
+        yield from _unpack_runs(data)
+    else:
+        yield from _unpack_lines(data)
+
+
+def _unpack_runs(data: bytes) -> Iterator[LogLineRecord]:
+    view = memoryview(data)
+    offset = 1
+    size = _RUN_HEADER.size
+    while offset < len(view):
+        sequence, count, time_ms, source, level, length = _RUN_HEADER.unpack_from(view, offset)
+        offset += size
+        texts = bytes(view[offset : offset + length]).split(b"\n")
+        offset += length
+        if len(texts) != count:
+            raise ValueError(f"a log run at sequence {sequence} holds {len(texts)}, not {count}")
+        for index, text in enumerate(texts):
+            yield LogLineRecord(sequence + index, time_ms, source, level, text)
+
+
+def _unpack_lines(data: bytes) -> Iterator[LogLineRecord]:
     view = memoryview(data)
     offset = 0
-    size = _HEADER.size
+    size = _LINE_HEADER.size
     while offset < len(view):
-        sequence, time_ms, source, level, length = _HEADER.unpack_from(view, offset)
+        sequence, time_ms, source, level, length = _LINE_HEADER.unpack_from(view, offset)
         offset += size
-        yield LogLineRecord(
-            sequence=sequence,
-            time_ms=time_ms,
-            source=source,
-            level=level,
-            text=bytes(view[offset : offset + length]),
-        )
+        yield LogLineRecord(sequence, time_ms, source, level, bytes(view[offset : offset + length]))
         offset += length

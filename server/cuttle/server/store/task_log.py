@@ -1,12 +1,13 @@
 """Task log lines: every line a Tentacle journaled is stored exactly once, in a stable order.
 
 This is the hot path (a busy deployment streams thousands of lines a second), so it uses
-prebuilt Core statements, and a batch of lines is one row (a chunk, see log_packing.py):
-the per-row cost of an insert, not the bytes, is what limited how many lines a second a
-server could store.
+prebuilt Core statements, and a batch of lines is one row (a chunk, see log_packing.py) that
+holds the batch's runs as the Tentacle sent them: the per-row cost of an insert and any
+per-line Python work, not the bytes, are what limited how many lines a second a server could
+store.
 
 Exactly once: a Tentacle numbers the lines of a script (its journal sequence) and streams them in
-order; task_targets.last_sequence says how far we have stored. A batch is filtered against it and
+order; task_targets.last_sequence says how far we have stored. A batch is trimmed against it and
 last_sequence is advanced in the same transaction as the insert, so a batch replayed after a
 crash or a reconnect stores nothing twice, and (task_id, machine_name, first_sequence) is unique
 in the table as a last line of defence.
@@ -20,15 +21,17 @@ the log with after_position never skips a line that commits later.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from cuttle.protocol.logruns import head_lines
 from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound
 from cuttle.server.store.models import Base
-from cuttle.server.store.records import LogLineRecord, StoredLine
+from cuttle.server.store.records import LogRunRecord, StoredLine
 
 MAX_READ = 10_000
 # Chunks fetched per round trip while reading; a chunk holds one batch (about 100 lines).
@@ -92,13 +95,17 @@ def _connection(conn: Connection | Session) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
-def append_lines(
+def append_runs(
     conn: Connection | Session,
     task_id: str,
     machine_name: str,
-    lines: Sequence[LogLineRecord],
-) -> list[StoredLine]:
-    """Store the lines not stored yet for this task and machine; return those stored now."""
+    runs: Sequence[LogRunRecord],
+) -> int:
+    """Store the lines of these runs not stored yet for this task and machine; return how many.
+
+    A run that is partly stored already (a replay after a reconnect) is trimmed to its new
+    lines; repeats and runs out of order are tolerated (sorted, per run, not per line).
+    """
     connection = _connection(conn)
     key = {"p_task_id": task_id, "p_machine_name": machine_name}
     current = connection.execute(_LOCK_AND_READ, key).one_or_none()
@@ -106,17 +113,22 @@ def append_lines(
         raise NotFound("task target", f"{task_id}/{machine_name}")
     log_count, last_sequence = int(current[0]), int(current[1])
 
-    fresh: dict[int, LogLineRecord] = {}
-    for line in lines:
-        # Already stored, or a repeat within this batch: the first copy is the one we keep.
-        if line.sequence > last_sequence and line.sequence not in fresh:
-            fresh[line.sequence] = line
+    fresh: list[LogRunRecord] = []
+    stored_to = last_sequence
+    for run in sorted(runs, key=attrgetter("sequence")):
+        if run.last_sequence <= stored_to:
+            # Already stored, or a repeat within this batch: the first copy is the one we keep.
+            continue
+        if run.sequence <= stored_to:
+            run = _drop_head(run, stored_to - run.sequence + 1)
+        fresh.append(run)
+        stored_to = run.last_sequence
     if not fresh:
-        return []
+        return 0
 
-    ordered = [fresh[s] for s in sorted(fresh)]
+    count = sum(run.count for run in fresh)
     first_position = log_count + 1
-    last_position = log_count + len(ordered)
+    last_position = log_count + count
     connection.execute(
         _INSERT,
         {
@@ -124,26 +136,22 @@ def append_lines(
             "first_position": first_position,
             "last_position": last_position,
             "machine_name": machine_name,
-            "first_sequence": ordered[0].sequence,
-            "last_sequence": ordered[-1].sequence,
-            "lines": log_packing.pack(ordered),
+            "first_sequence": fresh[0].sequence,
+            "last_sequence": stored_to,
+            "lines": log_packing.pack(fresh),
         },
     )
     connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": last_position})
-    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": ordered[-1].sequence})
-    return [
-        StoredLine(
-            task_id=task_id,
-            position=position,
-            machine_name=machine_name,
-            sequence=line.sequence,
-            time_ms=line.time_ms,
-            source=line.source,
-            level=line.level,
-            text=bytes(line.text),
-        )
-        for position, line in enumerate(ordered, start=first_position)
-    ]
+    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": stored_to})
+    return count
+
+
+def _drop_head(run: LogRunRecord, lines: int) -> LogRunRecord:
+    """The run without its first `lines` lines."""
+    _, rest = head_lines(run.text, lines)
+    return LogRunRecord(
+        run.sequence + lines, run.time_ms, run.source, run.level, rest, run.count - lines
+    )
 
 
 def read_lines(

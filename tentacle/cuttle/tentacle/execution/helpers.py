@@ -1,27 +1,40 @@
 """Octopus-compatible script helpers and the workspace layout a script runs in.
 
-The workspace gets the script body (``script.sh`` / ``script.py``), the request's files, and a
-``.cuttle/`` directory (0700) with a bootstrap, the helpers and ``variables.json`` (0600). The
-bootstrap defines ``set_octopusvariable``, ``get_octopusvariable``, ``new_octopusartifact``,
-``fail_step`` and ``write_*`` and then runs the script, so existing Octopus scripts run unchanged.
-Variables, sensitive ones included, reach the script only through that file, whose path (not a
-secret) is in ``CUTTLE_VARIABLES_FILE``.
+The helpers and the bootstraps are written once per Tentacle home, under ``home/helpers/`` with
+their content hash in the name, and shared read-only by every script: a ticket's workspace only
+gets what is its own, the script body (``script.sh`` / ``script.py``), the request's files, and
+``.cuttle/variables.json`` (0600, in a 0700 directory). The bootstrap joins the ticket's cgroup,
+defines ``set_octopusvariable``, ``get_octopusvariable``, ``new_octopusartifact``, ``fail_step``
+and ``write_*``, waits for the Tentacle's "go" on stdin (see ``release``) and then runs the
+script, so existing Octopus scripts run unchanged. Variables, sensitive ones included, reach the
+script only through that file, whose path (not a secret) is in ``CUTTLE_VARIABLES_FILE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cuttle.tentacle.execution.errors import InvalidScript
 from cuttle.tentacle.execution.model import StartCommand, Syntax, check_relative_name
-from cuttle.tentacle.execution.tickets import atomic_write
 
-__all__ = ["Launch", "check_files", "prepare_workspace", "remove_variables_file", "script_name"]
+__all__ = [
+    "HelperFiles",
+    "Launch",
+    "check_files",
+    "plan_launch",
+    "release",
+    "remove_variables_file",
+    "script_name",
+    "write_workspace",
+]
 
 # POSIX sh so the same helpers serve bash and sh (dash). printf, not echo: dash's echo expands
 # backslashes. Values travel base64-encoded through a pipe, never on a command line.
@@ -88,19 +101,49 @@ write_warning() { __cuttle_write stdout-warning "$@"; }
 write_wait() { __cuttle_write stdout-wait "$@"; }
 """
 
-_SHELL_BOOTSTRAP = """# Cuttle bootstrap: load the helpers, then run the script with its arguments.
+# $1 is the ticket's cgroup.procs ("" without cgroups). The shell moves itself there before
+# anything of the script runs, so every process the script forks starts inside, and no separate
+# joiner has to be exec'd first. echo is a builtin: the join itself forks nothing. A refused join
+# is not fatal: the process group and the CUTTLE_TICKET marker still find the tree.
+#
+# Then the gate: the script runs only once the Tentacle writes "go" on stdin, which it does when
+# the workspace is written and the ticket's claim is on disk (see runner.launch). The
+# interpreter starts up meanwhile, so that work costs no time; end of input without "go" (the
+# Tentacle gave up or died) means the script must not run at all. Nothing of the workspace but
+# its directory is read before "go". The script itself gets /dev/null as stdin, as before.
+_GATE_EXIT = 125
+_SHELL_BOOTSTRAP = f"""# Cuttle bootstrap: join the cgroup, load the helpers, wait for go, run.
+if [ -n "$1" ]; then {{ echo $$ > "$1"; }} 2>/dev/null || :; fi
 . "$CUTTLE_HELPERS"
+IFS= read -r __cuttle_go || exit {_GATE_EXIT}
+[ "$__cuttle_go" = go ] || exit {_GATE_EXIT}
+exec </dev/null
+shift
 __cuttle_script="$1"
 shift
 . "$__cuttle_script"
 """
 
-_PYTHON_BOOTSTRAP = r'''"""Cuttle bootstrap: define the Octopus helpers, then run the script."""
+_PYTHON_BOOTSTRAP = r'''"""Cuttle bootstrap: join the cgroup, define the helpers, run the script."""
+import os as _os
+import sys as _sys
+
+
+def _cuttle_join(procs):
+    # Before the script runs, so that everything it starts is inside the cgroup.
+    if procs:
+        try:
+            with open(procs, "w") as f:
+                f.write(str(_os.getpid()))
+        except OSError:
+            pass
+
+
+_cuttle_join(_sys.argv[1])
+
 import base64 as _base64
 import json as _json
-import os as _os
 import runpy as _runpy
-import sys as _sys
 
 
 def _cuttle_emit(_message, **attributes):
@@ -116,6 +159,12 @@ def _cuttle_load():
         return {name: value for name, value in _json.load(f)}
 
 
+# The gate (see the shell bootstrap): the workspace is complete only once "go" has come.
+if _sys.stdin.buffer.readline() != b"go\n":
+    _sys.exit(_GATE_EXIT)
+_cuttle_null = _os.open(_os.devnull, _os.O_RDONLY)
+_os.dup2(_cuttle_null, 0)
+_os.close(_cuttle_null)
 octopusvariables = _cuttle_load()
 
 
@@ -169,8 +218,8 @@ def write_wait(message):
     _cuttle_write("stdout-wait", message)
 
 
-_cuttle_script = _sys.argv[1]
-_sys.argv = _sys.argv[1:]
+_cuttle_script = _sys.argv[2]
+_sys.argv = _sys.argv[2:]
 _sys.path[0] = _os.path.dirname(_os.path.abspath(_cuttle_script))
 _runpy.run_path(
     _cuttle_script,
@@ -187,17 +236,86 @@ _runpy.run_path(
     },
     run_name="__main__",
 )
-'''
+'''.replace("_GATE_EXIT", str(_GATE_EXIT))
 
 
 @dataclass(frozen=True)
 class Launch:
-    """How to start a prepared script: argv, environment and working directory."""
+    """How to start a prepared script: command, environment and working directory.
 
-    argv: list[str]
+    The process waits at the bootstrap's gate until ``release`` says go.
+    """
+
+    command: list[str]
+    """The interpreter with its flags and the bootstrap."""
+    arguments: list[str]
+    """The script and its arguments, after the cgroup slot."""
     env: dict[str, str]
     cwd: Path
+    script: Path
     variables_file: Path
+
+    def argv(self, cgroup: Path | None) -> list[str]:
+        """The full argv; the bootstrap joins ``cgroup`` (when given) before the script runs."""
+        join = str(cgroup / "cgroup.procs") if cgroup is not None else ""
+        return [*self.command, join, *self.arguments]
+
+
+def release(gate: IO[bytes], go: bool) -> None:
+    """Open the bootstrap's gate (the script runs) or, with ``go`` false, make it exit unrun."""
+    try:
+        if go:
+            gate.write(b"go\n")
+        gate.close()
+    except BrokenPipeError:
+        pass  # the interpreter is already gone; its exit status tells the rest
+
+
+@dataclass(frozen=True)
+class _Installed:
+    shell_helpers: Path
+    shell_bootstrap: Path
+    python_bootstrap: Path
+
+
+class HelperFiles:
+    """The helpers and bootstraps, written once per Tentacle home and shared by every script.
+
+    Each file is named by its content hash, so a Tentacle of another version sharing the home
+    writes its own files and never changes one a running script is reading; files are read-only
+    so a script cannot change them by accident. The content is checked (and rewritten if it
+    differs) once per instance, the first time a script is prepared; nothing is fsynced: after a
+    crash the check runs again before any script uses them.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._installed: _Installed | None = None
+
+    def installed(self) -> _Installed:
+        """The paths of the shared files, writing them on first use (blocking)."""
+        with self._lock:
+            if self._installed is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._installed = _Installed(
+                    shell_helpers=self._install("helpers", ".sh", _SHELL_HELPERS),
+                    shell_bootstrap=self._install("bootstrap", ".sh", _SHELL_BOOTSTRAP),
+                    python_bootstrap=self._install("bootstrap", ".py", _PYTHON_BOOTSTRAP),
+                )
+            return self._installed
+
+    def _install(self, stem: str, suffix: str, text: str) -> Path:
+        data = text.encode("utf-8")
+        path = self.directory / f"{stem}-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return path
+        # Unique temporary name: two Tentacles sharing the home may install at the same time.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        _write_new(tmp, data, 0o444)
+        os.replace(tmp, path)
+        return path
 
 
 def script_name(syntax: Syntax) -> str:
@@ -221,25 +339,32 @@ def _interpreter(syntax: Syntax, python: str) -> str | None:
     return shutil.which("bash" if syntax is Syntax.BASH else "sh")
 
 
-def prepare_workspace(workspace: Path, ticket: str, cmd: StartCommand, python: str) -> Launch | str:
-    """Write the workspace; return how to launch it, or why it cannot start (a str)."""
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    # Not fsynced: the variables file lives only as long as the script, nothing reads it before
+    # the script starts, and after a crash it is deleted, never read again; the shared helpers
+    # are checked again by the next Tentacle before any script uses them.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def plan_launch(
+    workspace: Path, ticket: str, cmd: StartCommand, python: str, helpers: HelperFiles
+) -> Launch | str:
+    """How to launch the script (nothing is written to the workspace); a str says why not."""
     interpreter = _interpreter(cmd.syntax, python)
     if interpreter is None:
         return (
             f"no interpreter found for {cmd.syntax.value} (looked for {cmd.syntax.value.lower()})"
         )
-    control = workspace / ".cuttle"
-    control.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(control, 0o700)
-    for f in cmd.files:
-        target = workspace / check_relative_name(f.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.content)
+    shared = helpers.installed()
     script = workspace / script_name(cmd.syntax)
-    script.write_text(cmd.body, encoding="utf-8")
-    variables_file = control / "variables.json"
-    pairs = [[v.name, v.value] for v in cmd.variables]
-    atomic_write(variables_file, json.dumps(pairs).encode(), 0o600)
+    variables_file = workspace / ".cuttle" / "variables.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUTTLE_")}
     env.update(
         CUTTLE_TICKET=ticket,
@@ -249,18 +374,34 @@ def prepare_workspace(workspace: Path, ticket: str, cmd: StartCommand, python: s
         PYTHONUNBUFFERED="1",
     )
     if cmd.syntax is Syntax.PYTHON:
-        bootstrap = control / "bootstrap.py"
-        bootstrap.write_text(_PYTHON_BOOTSTRAP, encoding="utf-8")
-        argv = [interpreter, str(bootstrap), str(script), *cmd.arguments]
+        command = [interpreter, str(shared.python_bootstrap)]
     else:
-        helpers = control / "helpers.sh"
-        helpers.write_text(_SHELL_HELPERS, encoding="utf-8")
-        bootstrap = control / "bootstrap.sh"
-        bootstrap.write_text(_SHELL_BOOTSTRAP, encoding="utf-8")
-        env["CUTTLE_HELPERS"] = str(helpers)
+        env["CUTTLE_HELPERS"] = str(shared.shell_helpers)
         flags = ["--noprofile", "--norc"] if cmd.syntax is Syntax.BASH else []
-        argv = [interpreter, *flags, str(bootstrap), str(script), *cmd.arguments]
-    return Launch(argv=argv, env=env, cwd=workspace, variables_file=variables_file)
+        command = [interpreter, *flags, str(shared.shell_bootstrap)]
+    return Launch(
+        command=command,
+        arguments=[str(script), *cmd.arguments],
+        env=env,
+        cwd=workspace,
+        script=script,
+        variables_file=variables_file,
+    )
+
+
+def write_workspace(launch: Launch, cmd: StartCommand) -> None:
+    """Write the request's files, the script body and the variables file into the workspace."""
+    workspace = launch.cwd
+    control = launch.variables_file.parent
+    control.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(control, 0o700)
+    for f in cmd.files:
+        target = workspace / check_relative_name(f.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.content)
+    launch.script.write_text(cmd.body, encoding="utf-8")
+    pairs = [[v.name, v.value] for v in cmd.variables]
+    _write_new(launch.variables_file, json.dumps(pairs).encode(), 0o600)
 
 
 def remove_variables_file(workspace: Path) -> None:

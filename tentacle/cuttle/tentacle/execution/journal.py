@@ -1,12 +1,18 @@
-"""The per-ticket durable journal: an append-only file of sequence-numbered log records.
+"""The per-ticket durable journal: an append-only file of sequence-numbered log runs.
 
-Record layout (little endian)::
+File layout (little endian): the 8-byte magic ``CTJRNL2\\n``, then records::
 
-    seq u64 | time_unix_ms i64 | source u8 | level u8 | length u32 | text[length]
+    seq u64 | count u32 | time_unix_ms i64 | source u8 | level u8 | length u32 | text[length]
 
-Sequence numbers start at 1 and grow by one. A line is visible to readers only after the batch
-holding it has been written *and* fsynced, so a line the server has seen survives a crash. On
-open, a torn last record (crash mid-write) is truncated away.
+A record is a run (see ``LogRun``): ``count`` consecutive lines joined by ``\\n`` with the
+sequences ``seq .. seq + count - 1``. Sequences start at 1 and have no gaps. Writing runs rather
+than lines is what keeps a burst of output cheap: the cost is per read() of the pipe, not per line.
+
+A line is visible to readers only after the batch holding it has been written *and* fsynced, so
+a line the server has seen survives a crash. On open, a torn last record (crash mid-write) is
+truncated away. A journal written by an older Tentacle (one record per line, no magic) is
+rewritten in this format once, on open, so an upgrade in place keeps the output of tickets that
+were running.
 
 The methods are blocking and thread-safe; the async caller runs them through ``asyncio.to_thread``.
 """
@@ -20,19 +26,23 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from cuttle.tentacle.execution.model import LogLevel, LogLine, LogSource
+from cuttle.protocol.logruns import head_lines
+from cuttle.tentacle.execution.model import LogLevel, LogRun, LogSource
 
-__all__ = ["Journal", "PendingLine"]
+__all__ = ["Journal", "PendingRun"]
 
-_HEADER = struct.Struct("<QqBBI")
+MAGIC = b"CTJRNL2\n"
+_HEADER = struct.Struct("<QIqBBI")
+# The format before runs: one record per line, no magic. Only read, to upgrade a file in place.
+_LEGACY_HEADER = struct.Struct("<QqBBI")
 # One index entry per this many records: reading "after N" seeks near N instead of scanning.
-_INDEX_EVERY = 256
+_INDEX_EVERY = 64
 _READ_BLOCK = 256 * 1024
 _SOURCES = {s.value: s for s in LogSource}
 _LEVELS = {lv.value: lv for lv in LogLevel}
 
-PendingLine = tuple[int, LogSource, LogLevel, bytes]
-"""A line waiting for its sequence number: (time_unix_ms, source, level, text)."""
+PendingRun = tuple[int, LogSource, LogLevel, bytes, int]
+"""A run waiting for its sequence numbers: (time_unix_ms, source, level, text, line count)."""
 
 
 class Journal:
@@ -44,30 +54,77 @@ class Journal:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._index_seqs: list[int] = []
         self._index_offsets: list[int] = []
+        self._records = 0
         self._last_seq = 0
         self._size = 0
         self._closed = False
-        self._recover()
+        try:
+            self._open_format()
+            self._recover()
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     @property
     def last_sequence(self) -> int:
         """The highest sequence that is durable and visible."""
         return self._last_seq
 
-    def _recover(self) -> None:
+    def _open_format(self) -> None:
         size = os.fstat(self._fd).st_size
+        start = os.pread(self._fd, len(MAGIC), 0)
+        if start == MAGIC:
+            return
+        if size == 0 or MAGIC.startswith(start):
+            # New, or a crash while the magic itself was being written: nothing was journaled.
+            # No fsync of its own: the first append's covers it, and a magic lost in a crash
+            # reads back as a new, empty journal, which is what it was.
+            os.ftruncate(self._fd, 0)
+            self._write_all(MAGIC)
+            return
+        self._upgrade_legacy(size)
+
+    def _upgrade_legacy(self, size: int) -> None:
+        """Rewrite a one-record-per-line journal as runs of one line, atomically."""
+        data = os.pread(self._fd, size, 0)
+        parts = [MAGIC]
         offset = 0
         expected = 1
+        while offset + _LEGACY_HEADER.size <= len(data):
+            seq, time_ms, source, level, length = _LEGACY_HEADER.unpack_from(data, offset)
+            end = offset + _LEGACY_HEADER.size + length
+            if seq != expected or source not in _SOURCES or level not in _LEVELS or end > size:
+                break
+            text = data[offset + _LEGACY_HEADER.size : end]
+            parts.append(_HEADER.pack(seq, 1, time_ms, source, level, len(text)))
+            parts.append(text)
+            expected += 1
+            offset = end
+        tmp = self._path.with_name(self._path.name + ".upgrade")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"".join(parts))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._path)
+        os.close(self._fd)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+
+    def _recover(self) -> None:
+        size = os.fstat(self._fd).st_size
+        offset = len(MAGIC)
+        expected = 1
         while offset + _HEADER.size <= size:
-            seq, _, source, level, length = _HEADER.unpack(os.pread(self._fd, _HEADER.size, offset))
+            seq, count, _, source, level, length = _HEADER.unpack(
+                os.pread(self._fd, _HEADER.size, offset)
+            )
             end = offset + _HEADER.size + length
-            valid = seq == expected and source in _SOURCES and level in _LEVELS
+            valid = seq == expected and count >= 1 and source in _SOURCES and level in _LEVELS
             if not valid or end > size:
                 break
-            if (seq - 1) % _INDEX_EVERY == 0:
-                self._index_seqs.append(seq)
-                self._index_offsets.append(offset)
-            expected += 1
+            self._note_record(seq, offset)
+            expected += count
             offset = end
         if offset != size:
             # A crash mid-append leaves a partial record; everything before it is whole.
@@ -76,9 +133,21 @@ class Journal:
         self._size = offset
         self._last_seq = expected - 1
 
-    def append(self, lines: Sequence[PendingLine]) -> int:
-        """Append a batch durably (one write, one fsync); return the last sequence assigned."""
-        if not lines:
+    def _note_record(self, seq: int, offset: int) -> None:
+        if self._records % _INDEX_EVERY == 0:
+            self._index_seqs.append(seq)
+            self._index_offsets.append(offset)
+        self._records += 1
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def append(self, runs: Sequence[PendingRun]) -> int:
+        """Append a batch of runs durably (one write, one fsync); return the last sequence."""
+        if not runs:
             return self._last_seq
         with self._lock:
             if self._closed:
@@ -86,37 +155,39 @@ class Journal:
             seq = self._last_seq
             offset = self._size
             chunks: list[bytes] = []
-            new_seqs: list[int] = []
-            new_offsets: list[int] = []
-            for time_ms, source, level, text in lines:
-                seq += 1
-                if (seq - 1) % _INDEX_EVERY == 0:
-                    new_seqs.append(seq)
-                    new_offsets.append(offset)
-                header = _HEADER.pack(seq, time_ms, source.value, level.value, len(text))
-                chunks.append(header)
+            placed: list[tuple[int, int]] = []
+            for time_ms, source, level, text, count in runs:
+                if count < 1:
+                    raise ValueError(f"a run holds at least one line, not {count}")
+                placed.append((seq + 1, offset))
+                chunks.append(
+                    _HEADER.pack(seq + 1, count, time_ms, source.value, level.value, len(text))
+                )
                 chunks.append(text)
+                seq += count
                 offset += _HEADER.size + len(text)
-            data = b"".join(chunks)
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            # fsync per batch: the batch is the acknowledgement point, and under load batches are
-            # large because the pipe keeps filling while we sync, so the cost is amortised.
-            os.fsync(self._fd)
-            self._index_seqs.extend(new_seqs)
-            self._index_offsets.extend(new_offsets)
+            try:
+                self._write_all(b"".join(chunks))
+                # fsync per batch: the batch is the acknowledgement point, and under load batches
+                # are large because the pipe keeps filling while we sync (journal_writer.py).
+                os.fsync(self._fd)
+            except OSError:
+                # A half-written batch (disk full) must not stay in front of the next one.
+                os.ftruncate(self._fd, self._size)
+                raise
+            for first, at in placed:
+                self._note_record(first, at)
             self._size = offset
             self._last_seq = seq
             return seq
 
     def read_after(
         self, after_sequence: int, max_lines: int, max_bytes: int = 3 * 1024 * 1024
-    ) -> tuple[list[LogLine], bool]:
-        """Lines with sequence > after_sequence, at most max_lines/max_bytes (at least one line).
+    ) -> tuple[list[LogRun], bool]:
+        """Runs of the lines after after_sequence, within max_lines/max_bytes (at least one line).
 
-        Returns the lines and whether more lines exist beyond them.
+        Runs are cut at line boundaries to fit. Returns the runs and whether more lines exist
+        beyond them.
         """
         with self._lock:
             if self._closed:
@@ -126,12 +197,14 @@ class Journal:
             if after_sequence >= last_seq or max_lines <= 0:
                 return [], after_sequence < last_seq
             pos = bisect.bisect_right(self._index_seqs, after_sequence + 1) - 1
-            offset = self._index_offsets[pos] if pos >= 0 else 0
+            offset = self._index_offsets[pos] if pos >= 0 else len(MAGIC)
             fd = os.dup(self._fd)
         try:
-            return self._scan(fd, offset, end, after_sequence, last_seq, max_lines, max_bytes)
+            runs = self._scan(fd, offset, end, after_sequence, max_lines, max_bytes)
         finally:
             os.close(fd)
+        more = bool(runs) and runs[-1].last_sequence < last_seq
+        return runs, more
 
     def _scan(
         self,
@@ -139,36 +212,49 @@ class Journal:
         offset: int,
         end: int,
         after_sequence: int,
-        last_seq: int,
         max_lines: int,
         max_bytes: int,
-    ) -> tuple[list[LogLine], bool]:
-        lines: list[LogLine] = []
+    ) -> list[LogRun]:
+        runs: list[LogRun] = []
+        lines = 0
         total = 0
         buffer = b""
         buffer_start = offset
-        while offset < end:
+        while offset < end and lines < max_lines:
             rel = offset - buffer_start
             if rel + _HEADER.size > len(buffer):
                 buffer = os.pread(fd, min(_READ_BLOCK, end - offset), offset)
                 buffer_start, rel = offset, 0
-            seq, time_ms, source, level, length = _HEADER.unpack_from(buffer, rel)
+            seq, count, time_ms, source, level, length = _HEADER.unpack_from(buffer, rel)
             record_end = offset + _HEADER.size + length
-            if seq > after_sequence:
-                if lines and total + length > max_bytes:
-                    break
-                text_start = rel + _HEADER.size
-                if text_start + length <= len(buffer):
-                    text = buffer[text_start : text_start + length]
-                else:
-                    text = os.pread(fd, length, offset + _HEADER.size)
-                lines.append(LogLine(seq, time_ms, _SOURCES[source], _LEVELS[level], text))
-                total += length
-                if len(lines) >= max_lines:
-                    break
             offset = record_end
-        more = bool(lines) and lines[-1].sequence < last_seq
-        return lines, more
+            if seq + count - 1 <= after_sequence:
+                continue
+            text_start = rel + _HEADER.size
+            if text_start + length <= len(buffer):
+                text = buffer[text_start : text_start + length]
+            else:
+                text = os.pread(fd, length, record_end - length)
+            if seq <= after_sequence:
+                _, text = head_lines(text, after_sequence - seq + 1)
+                count -= after_sequence - seq + 1
+                seq = after_sequence + 1
+            full = True
+            if lines + count > max_lines:
+                text, _ = head_lines(text, max_lines - lines)
+                count = max_lines - lines
+                full = False
+            if total + len(text) > max_bytes:
+                text, count = _within_bytes(text, max_bytes - total, first=not runs)
+                full = False
+                if count == 0:
+                    break
+            runs.append(LogRun(seq, time_ms, _SOURCES[source], _LEVELS[level], text, count))
+            lines += count
+            total += len(text)
+            if not full:
+                break
+        return runs
 
     def close(self) -> None:
         """Close the file; further calls raise ValueError."""
@@ -176,3 +262,15 @@ class Journal:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+
+
+def _within_bytes(text: bytes, budget: int, *, first: bool) -> tuple[bytes, int]:
+    """The leading whole lines of a run that fit in budget bytes (one line at least if first)."""
+    cut = text.rfind(b"\n", 0, budget + 1) if budget >= 0 else -1
+    if cut < 0:
+        if not first:
+            return b"", 0
+        head, _ = head_lines(text, 1)
+        return head, 1
+    head = text[:cut]
+    return head, head.count(b"\n") + 1

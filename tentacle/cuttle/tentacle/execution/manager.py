@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
+import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,14 +23,14 @@ import structlog
 
 from cuttle.tentacle.execution import proctree
 from cuttle.tentacle.execution.errors import ExecutionError, InvalidScript, UnknownTicket
-from cuttle.tentacle.execution.helpers import check_files, remove_variables_file
+from cuttle.tentacle.execution.helpers import HelperFiles, check_files
 from cuttle.tentacle.execution.isolation import MutexMap
 from cuttle.tentacle.execution.journal import Journal
 from cuttle.tentacle.execution.model import (
     TERMINAL_STATES,
     Artifact,
     LogLevel,
-    LogLine,
+    LogRun,
     LogSource,
     ScriptFile,
     ScriptSnapshot,
@@ -39,15 +42,21 @@ from cuttle.tentacle.execution.model import (
     check_ticket,
 )
 from cuttle.tentacle.execution.proctree import become_subreaper
-from cuttle.tentacle.execution.runner import RunSettings, TicketRun
-from cuttle.tentacle.execution.tickets import TicketPaths, TicketRecord, load_record, save_record
+from cuttle.tentacle.execution.runner import RunSettings, Started, TicketRun, launch
+from cuttle.tentacle.execution.tickets import (
+    TicketPaths,
+    TicketRecord,
+    claim,
+    load_record,
+    sync_claim,
+)
 
 __all__ = [
     "Artifact",
     "ExecutionError",
     "InvalidScript",
     "LogLevel",
-    "LogLine",
+    "LogRun",
     "LogSource",
     "ScriptFile",
     "ScriptManager",
@@ -63,6 +72,9 @@ __all__ = [
 log = structlog.get_logger()
 
 RESTART_REASON = "Tentacle restarted while the script was running; its result is unknown"
+# A completed ticket's directory is renamed to this prefix before it is deleted, so a crash in
+# the middle of the deletion cannot leave a half ticket that a restart would load again.
+_DELETING = ".deleting-"
 
 
 def _has_news(run: TicketRun, after: int) -> bool:
@@ -76,7 +88,7 @@ class ScriptManager:
         self,
         home: Path,
         *,
-        max_lines_per_reply: int = 2000,
+        max_lines_per_reply: int = 100_000,
         cancel_grace: float = 3.0,
         python_executable: str = sys.executable,
         eof_grace: float = 2.0,
@@ -85,6 +97,8 @@ class ScriptManager:
         # Scripts run with their workspace as cwd, so every path handed to them is absolute.
         home = home.resolve()
         self._home = home
+        # Lines travel in runs, so a big reply costs little per line; the journal's byte bound
+        # (max_bytes) usually ends a reply long before this many lines.
         self._max_lines = max_lines_per_reply
         self._runs: dict[str, TicketRun] = {}
         self._creating: dict[str, asyncio.Event] = {}
@@ -96,9 +110,14 @@ class ScriptManager:
             eof_grace=eof_grace,
             mutexes=MutexMap(home / "mutex"),
             cgroups=None,
+            helpers=HelperFiles(home / "helpers"),
         )
         self._tickets_dir = home / "tickets"
         self._tickets_dir.mkdir(parents=True, exist_ok=True)
+        # Completed tickets are renamed away at once and deleted by one task off the request
+        # path (see _forget); recover() starts it, close() stops it.
+        self._doomed: asyncio.Queue[Path] = asyncio.Queue()
+        self._deleter: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -108,15 +127,12 @@ class ScriptManager:
             # One cgroup subtree per home, so two Tentacles on a host never share ticket cgroups.
             digest = hashlib.sha256(str(self._home.resolve()).encode()).hexdigest()[:12]
             cgroups = await asyncio.to_thread(proctree.CgroupRoot.detect, f"cuttle-{digest}")
-            self._settings = RunSettings(
-                python=self._settings.python,
-                cancel_grace=self._settings.cancel_grace,
-                eof_grace=self._settings.eof_grace,
-                mutexes=self._settings.mutexes,
-                cgroups=cgroups,
-            )
+            self._settings = dataclasses.replace(self._settings, cgroups=cgroups)
         for entry in sorted(self._tickets_dir.iterdir()):
             if entry.name in self._runs or not entry.is_dir():
+                continue
+            if entry.name.startswith(_DELETING):
+                await asyncio.to_thread(shutil.rmtree, entry, True)
                 continue
             try:
                 check_ticket(entry.name)
@@ -124,10 +140,25 @@ class ScriptManager:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # A half-deleted or corrupt ticket must not stop the Tentacle from starting.
                 log.warning("ticket_unreadable", ticket=entry.name, error=str(exc))
+        if self._deleter is None:
+            self._deleter = asyncio.create_task(self._delete_doomed(), name="ticket-deleter")
+
+    async def _delete_doomed(self) -> None:
+        """Delete the renamed directories of completed tickets, one after the other."""
+        while True:
+            doomed = await self._doomed.get()
+            await asyncio.to_thread(shutil.rmtree, doomed, True)
 
     async def _load(self, ticket: str) -> TicketRun:
         paths = TicketPaths.of(self._home, ticket)
-        record = await asyncio.to_thread(load_record, paths)
+        try:
+            record = await asyncio.to_thread(load_record, paths)
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+            # The directory is the durable claim; its record may be missing (a crash before the
+            # first write) or lost with a power cut (records of live scripts are not fsynced).
+            # The script may have run: never start it again, report the result as unknown.
+            log.warning("ticket_record_lost", ticket=ticket, error=str(exc))
+            record = TicketRecord(ticket=ticket, state=ScriptState.PENDING)
         journal = await asyncio.to_thread(Journal, paths.journal)
         run = TicketRun(paths=paths, record=record, journal=journal)
         run.started.set()
@@ -141,6 +172,9 @@ class ScriptManager:
         record = run.record
         alive = record.pid is not None and proctree.is_alive(record.pid, record.pid_start_time)
         cgroup = Path(record.cgroup) if record.cgroup else None
+        if cgroup is None and self._settings.cgroups is not None:
+            # A record lost or written before the start still has its cgroup at the usual place.
+            cgroup = self._settings.cgroups.path / record.ticket
         killed = await asyncio.to_thread(
             proctree.kill_tree,
             record.ticket,
@@ -152,8 +186,7 @@ class ScriptManager:
         proctree.remove_cgroup(cgroup)
         log.warning("script_result_lost", ticket=record.ticket, was_alive=alive)
         await run.say(RESTART_REASON, LogLevel.WARNING)
-        await asyncio.to_thread(remove_variables_file, run.paths.workspace)
-        await run.set_state(ScriptState.RESULT_UNKNOWN, RESTART_REASON)
+        await run.set_state(ScriptState.RESULT_UNKNOWN, RESTART_REASON)  # removes the variables
 
     async def close(self) -> None:
         """Stop accepting work and stop supervising; running scripts are not killed."""
@@ -162,6 +195,10 @@ class ScriptManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._deleter is not None:
+            # What is still queued stays renamed on disk; the next recover() deletes it.
+            self._deleter.cancel()
+            await asyncio.gather(self._deleter, return_exceptions=True)
         for run in self._runs.values():
             run.journal.close()
         if self._settings.cgroups is not None:
@@ -179,7 +216,7 @@ class ScriptManager:
         if creating is not None:
             await creating.wait()
         run = self._runs.get(ticket)
-        if run is None and TicketPaths.of(self._home, ticket).state.exists():
+        if run is None and TicketPaths.of(self._home, ticket).root.exists():
             run = await self._load(ticket)
         if run is not None:
             await run.started.wait()
@@ -190,10 +227,20 @@ class ScriptManager:
         # Claim the ticket before the first await: a concurrent start must find it taken.
         claimed = self._creating[ticket] = asyncio.Event()
         try:
-            journal = await asyncio.to_thread(self._create_ticket, paths, record)
+            launched: Started | str | None = None
+            if cmd.full_isolation:
+                # Answered PENDING while it waits for the mutex: the claim is durable at once.
+                journal = await asyncio.to_thread(self._create_ticket, paths, True)
+            else:
+                # One thread hop from nothing to a running script.
+                journal, launched = await asyncio.to_thread(
+                    self._create_and_launch, paths, record, cmd
+                )
             run = TicketRun(paths=paths, record=record, journal=journal, command=cmd)
             self._runs[ticket] = run
-            run.task = asyncio.create_task(run.run(self._settings), name=f"script-{ticket}")
+            run.task = asyncio.create_task(
+                run.run(self._settings, launched), name=f"script-{ticket}"
+            )
         finally:
             del self._creating[ticket]
             claimed.set()
@@ -201,14 +248,41 @@ class ScriptManager:
         return await self.status(ticket)
 
     @staticmethod
-    def _create_ticket(paths: TicketPaths, record: TicketRecord) -> Journal:
-        if paths.root.exists():
-            # Left by a crash between mkdir and the first state write: nothing ran yet.
-            shutil.rmtree(paths.root)
-        paths.root.mkdir(mode=0o700)
-        paths.workspace.mkdir(mode=0o700)
-        save_record(paths, record)
-        return Journal(paths.journal)
+    def _create_ticket(paths: TicketPaths, durable: bool) -> Journal:
+        # The directory is the whole claim: no PENDING record is written (a ticket without one
+        # loads as "result unknown"). It is made durable here only when the answer may be
+        # PENDING (waiting for a mutex); otherwise runner.launch does it while the interpreter
+        # starts up, before the script may run.
+        claim(paths)
+        try:
+            if durable:
+                sync_claim(paths)
+            return Journal(paths.journal)
+        except BaseException:
+            shutil.rmtree(paths.root, ignore_errors=True)  # nothing ran: no trace of the ticket
+            raise
+
+    def _create_and_launch(
+        self, paths: TicketPaths, record: TicketRecord, cmd: StartCommand
+    ) -> tuple[Journal, Started | str]:
+        claim(paths)
+        journals: list[Journal] = []
+
+        def open_journal() -> None:
+            journals.append(Journal(paths.journal))
+
+        try:
+            # The journal is opened while the interpreter starts up (see runner.launch).
+            started = launch(paths, record, cmd, self._settings, meanwhile=open_journal)
+            if not journals:
+                open_journal()  # it did not get that far, but the failure must be journaled
+        except BaseException:
+            # launch() closes the gate of a process it started when it fails: nothing ran.
+            for journal in journals:
+                journal.close()
+            shutil.rmtree(paths.root, ignore_errors=True)
+            raise
+        return journals[0], started
 
     def _get(self, ticket: str) -> TicketRun:
         run = self._runs.get(ticket)
@@ -228,13 +302,19 @@ class ScriptManager:
         record = run.record
         state, exit_code = record.state, record.exit_code
         limit = max_lines if max_lines > 0 else self._max_lines
-        lines, more = await asyncio.to_thread(run.journal.read_after, after_sequence, limit)
-        last = max(run.journal.last_sequence, lines[-1].sequence if lines else 0)
+        if after_sequence >= run.journal.last_sequence:
+            # Nothing new to read: no disk and no thread hop (most status calls of short
+            # scripts, and every complete()).
+            runs: list[LogRun] = []
+            more = False
+        else:
+            runs, more = await asyncio.to_thread(run.journal.read_after, after_sequence, limit)
+        last = max(run.journal.last_sequence, runs[-1].last_sequence if runs else 0)
         return ScriptSnapshot(
             ticket=ticket,
             state=state,
             exit_code=exit_code,
-            lines=tuple(lines),
+            runs=tuple(runs),
             last_sequence=last,
             more_lines=more,
             output_variables=tuple(record.output_variables.values()),
@@ -251,12 +331,12 @@ class ScriptManager:
             async with run.changed:
                 await run.changed.wait_for(functools.partial(_has_news, run, after))
             snapshot = await self.status(ticket, after)
-            if snapshot.lines:
-                after = snapshot.lines[-1].sequence
+            if snapshot.runs:
+                after = snapshot.runs[-1].last_sequence
             if snapshot.state in TERMINAL_STATES and not snapshot.more_lines:
                 yield snapshot
                 return
-            if snapshot.lines:
+            if snapshot.runs:
                 yield snapshot
 
     async def cancel(self, ticket: str, reason: str) -> ScriptSnapshot:
@@ -286,17 +366,29 @@ class ScriptManager:
 
     async def _forget(self, run: TicketRun) -> None:
         task = run.task
-        if task is not None and not task.done():
-            # A terminal state is readable a moment before the run has persisted it: deleting
+        if task is not None and not task.done() and not run.final_written:
+            # A terminal state is readable a moment before the run has written it: deleting
             # under that write would leave the directory, and a state.json that a restarted
-            # Tentacle would load again, behind.
+            # Tentacle would load again, behind. Once it is written, only its fsync may still
+            # run, and that need not be waited for: the file is about to go anyway.
             await asyncio.wait({task})
         run.deleted = True
+        # Renamed before it leaves _runs: a start of the same ticket never finds it half gone,
+        # and the deletion itself (several unlinks, slow on a busy disk) need not be waited for.
+        doomed = self._tickets_dir / f"{_DELETING}{run.ticket}-{uuid.uuid4().hex[:8]}"
+        try:
+            # One rename is quicker than the hop to a thread it would take to move it off the loop.
+            os.rename(run.paths.root, doomed)
+        except OSError:
+            doomed = run.paths.root
         self._runs.pop(run.ticket, None)
         async with run.changed:
             run.changed.notify_all()
         run.journal.close()
-        await asyncio.to_thread(shutil.rmtree, run.paths.root, True)
+        if doomed != run.paths.root and self._deleter is not None and not self._deleter.done():
+            self._doomed.put_nowait(doomed)
+        else:
+            await asyncio.to_thread(shutil.rmtree, doomed, True)
 
     def workspace_file(self, ticket: str, relative_path: str) -> Path:
         """Resolve a path inside the ticket's workspace (for downloads); refuse escapes."""

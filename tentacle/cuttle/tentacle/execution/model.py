@@ -1,4 +1,4 @@
-"""Value objects of the script execution engine: requests, log lines and snapshots.
+"""Value objects of the script execution engine: requests, log runs and snapshots.
 
 Plain dataclasses on purpose: the gRPC servicer converts them to protobuf at the edge.
 """
@@ -16,7 +16,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Artifact",
     "LogLevel",
-    "LogLine",
+    "LogRun",
     "LogSource",
     "ScriptFile",
     "ScriptSnapshot",
@@ -146,14 +146,29 @@ class StartCommand:
 
 
 @dataclass(frozen=True)
-class LogLine:
-    """One journaled line; ``text`` is raw bytes, never decoded."""
+class LogRun:
+    """Consecutive journaled lines sharing time, source and level; ``text`` is raw bytes.
+
+    The lines are ``text.split(b"\\n")`` and have the sequences ``sequence`` to
+    ``last_sequence``. Output moves through the Tentacle in runs so that a burst of thousands of
+    lines costs a handful of Python objects, not thousands.
+    """
 
     sequence: int
     time_unix_ms: int
     source: LogSource
     level: LogLevel
     text: bytes
+    count: int = 1
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence of the run's last line."""
+        return self.sequence + self.count - 1
+
+    def lines(self) -> list[bytes]:
+        """The run's lines, one by one (for readers that want them; the hot path does not)."""
+        return self.text.split(b"\n")
 
 
 @dataclass(frozen=True)
@@ -173,7 +188,7 @@ class ScriptSnapshot:
     ticket: str
     state: ScriptState
     exit_code: int
-    lines: tuple[LogLine, ...]
+    runs: tuple[LogRun, ...]
     last_sequence: int
     more_lines: bool
     output_variables: tuple[Variable, ...]

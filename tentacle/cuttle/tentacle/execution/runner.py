@@ -1,19 +1,25 @@
 """One ticket's run: wait for isolation, start the process, journal its output, end it.
 
-Output flows pipe -> ``read(65536)`` -> whole lines -> service messages applied -> secrets masked
--> journal batch (fsynced) -> visible to status/watch. The journal is the store; nothing keeps
-all lines in memory.
+Output flows pipe -> ``read()`` -> runs of whole lines -> service messages applied ->
+secrets masked -> journal writer (group commit: one fsync for all that gathered meanwhile) ->
+visible to status/watch. The journal is the store;
+nothing keeps all lines in memory. Lines stay in runs (one bytes object per read, not one per
+line) unless a run holds a service message, which is the only thing that needs a line on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,11 +27,20 @@ from typing import IO, Any
 import structlog
 
 from cuttle.protocol import servicemessages
+from cuttle.protocol.masking import Masker
 from cuttle.tentacle.execution import proctree
-from cuttle.tentacle.execution.helpers import Launch, prepare_workspace, remove_variables_file
+from cuttle.tentacle.execution.helpers import (
+    HelperFiles,
+    Launch,
+    plan_launch,
+    release,
+    remove_variables_file,
+    write_workspace,
+)
 from cuttle.tentacle.execution.isolation import MutexMap
-from cuttle.tentacle.execution.journal import Journal, PendingLine
-from cuttle.tentacle.execution.masking import LineAssembler, Masker
+from cuttle.tentacle.execution.journal import Journal, PendingRun
+from cuttle.tentacle.execution.journal_writer import JournalWriter
+from cuttle.tentacle.execution.lines import Block, LineAssembler
 from cuttle.tentacle.execution.model import (
     TERMINAL_STATES,
     Artifact,
@@ -35,13 +50,20 @@ from cuttle.tentacle.execution.model import (
     StartCommand,
     Variable,
 )
-from cuttle.tentacle.execution.tickets import TicketPaths, TicketRecord, save_record
+from cuttle.tentacle.execution.tickets import (
+    TicketPaths,
+    TicketRecord,
+    save_record,
+    sync_claim,
+    sync_record,
+)
 
-__all__ = ["RunSettings", "TicketRun"]
+__all__ = ["RunSettings", "Started", "TicketRun", "launch"]
 
 log = structlog.get_logger()
 
-_READ_SIZE = 65536
+_READ_SIZE = 256 * 1024
+_PIPE_SIZE = 1024 * 1024
 _STDOUT_LEVELS = {
     "stdout-default": LogLevel.INFO,
     "stdout-verbose": LogLevel.VERBOSE,
@@ -57,6 +79,8 @@ _STDERR_LEVELS = {
     "stderr-progress": LogLevel.VERBOSE,
 }
 _FAILURE_MESSAGES = {"resultmessage", "stepfailed"}
+# servicemessages.parse needs this in a line, so a block without it holds no service message.
+_MESSAGE_MARK = servicemessages.PREFIX.encode()
 
 
 def now_ms() -> int:
@@ -73,6 +97,7 @@ class RunSettings:
     eof_grace: float
     mutexes: MutexMap
     cgroups: proctree.CgroupRoot | None
+    helpers: HelperFiles
 
 
 @dataclass
@@ -90,8 +115,10 @@ class TicketRun:
     task: asyncio.Task[None] | None = None
     deleted: bool = False
     waiting_for_mutex: bool = False
+    # The terminal record is in place (not yet fsynced, see set_state).
+    final_written: bool = False
     masker: Masker = field(default_factory=Masker)
-    _append_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _writer: JournalWriter | None = None
     _stdout_level: LogLevel = LogLevel.INFO
     _stderr_level: LogLevel = LogLevel.ERROR
     _artifact_requests: list[tuple[str, str]] = field(default_factory=list)
@@ -109,45 +136,94 @@ class TicketRun:
 
     # -- journal -----------------------------------------------------------------------------
 
-    async def append(self, lines: list[PendingLine]) -> None:
-        """Journal lines durably, then wake status/watch readers."""
-        if not lines:
-            return
-        async with self._append_lock:
-            await asyncio.to_thread(self.journal.append, lines)
+    async def append(self, runs: list[PendingRun]) -> None:
+        """Queue runs of lines for the journal; readers wake once they are durable."""
+        if self._writer is None:
+            self._writer = JournalWriter(self.journal, self._wake_readers)
+        await self._writer.put(runs)
+
+    async def flush(self) -> None:
+        """Wait until every line appended so far is durable and visible."""
+        if self._writer is not None:
+            await self._writer.flush()
+
+    async def _wake_readers(self) -> None:
         async with self.changed:
             self.changed.notify_all()
 
     async def say(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
-        """Journal a line written by the Tentacle itself."""
-        line = self.masker.mask(text.encode("utf-8", "replace"))
-        await self.append([(now_ms(), LogSource.TENTACLE, level, line)])
+        """Journal a line written by the Tentacle itself, durably (or log why it could not)."""
+        lines = self.masker.mask(text.encode("utf-8", "replace")).split(b"\n")
+        try:
+            await self.append(
+                [(now_ms(), LogSource.TENTACLE, level, b"\n".join(lines), len(lines))]
+            )
+            await self.flush()
+        except OSError as exc:
+            # A note that cannot be journaled (disk full) must not stop the supervision that
+            # wanted to say it; the reason also travels in the ticket's state.
+            log.error("journal_write_failed", ticket=self.ticket, error=str(exc), note=text)
 
-    async def persist(self) -> None:
-        """Write the state record atomically."""
+    async def persist(self, *, durable: bool = False) -> None:
+        """Write the state record atomically; fsynced only when ``durable`` (see tickets.py)."""
         self._dirty = False
-        await asyncio.to_thread(save_record, self.paths, self.record)
+        await asyncio.to_thread(save_record, self.paths, self.record, durable=durable)
 
     async def set_state(self, state: ScriptState, reason: str = "", exit_code: int = -1) -> None:
         """Move to a terminal state, persist it, and wake every watcher."""
-        self.record.state = state
-        self.record.state_reason = self.masker.mask_text(reason)
-        self.record.exit_code = exit_code
-        self.record.finished_at = time.time()
-        await asyncio.to_thread(remove_variables_file, self.paths.workspace)
-        await self.persist()
+        # Every line first: a reader that sees the terminal state has all the output.
+        try:
+            await self.flush()
+        except OSError as exc:
+            log.error("journal_write_failed", ticket=self.ticket, error=str(exc))
+        # The terminal record is written as a copy and becomes the ticket's state only once it
+        # is in place: a reader (a status call, a watcher waking for any reason) that sees the
+        # terminal state finds the directory settled (variables file gone, state.json final).
+        final = dataclasses.replace(
+            self.record,
+            state=state,
+            state_reason=self.masker.mask_text(reason),
+            exit_code=exit_code,
+            finished_at=time.time(),
+        )
+        self._dirty = False
+        # Written to the page cache before anyone sees it; fsynced only after, so the fsync
+        # overlaps the reader's round trip instead of adding to it. complete() and close() wait
+        # for this task until the write is done; a power cut before the fsync reads back as
+        # "result unknown", which it then is.
+        try:
+            await asyncio.to_thread(_save_final, self.paths, final)
+            self.final_written = True
+        except OSError as exc:
+            # Disk full: the result is still answered from memory; after a restart the ticket
+            # reads back as "result unknown", which is then the truth.
+            log.error("ticket_record_write_failed", ticket=self.ticket, error=str(exc))
+        self.record = final
         self.started.set()
         async with self.changed:
             self.changed.notify_all()
+        try:
+            await asyncio.to_thread(sync_record, self.paths)
+        except FileNotFoundError:
+            if not self.deleted:
+                raise
+            # complete() came first and took the directory away: nothing is left to sync.
+        except OSError as exc:
+            log.warning("ticket_sync_failed", ticket=self.ticket, error=str(exc))
 
     # -- the run -----------------------------------------------------------------------------
 
-    async def run(self, settings: RunSettings) -> None:
-        """Supervise the ticket from PENDING to a terminal state."""
+    async def run(self, settings: RunSettings, launched: Started | str | None = None) -> None:
+        """Supervise the ticket from PENDING (or ``launched`` already) to a terminal state."""
         cmd = self.command
         assert cmd is not None  # noqa: S101 - only started runs have a command
+        for v in cmd.variables:
+            if v.sensitive:
+                self.masker.add(v.value)
         try:
-            if cmd.full_isolation:
+            if launched is not None:
+                await self._run_launched(cmd, settings, launched)
+            elif cmd.full_isolation:
                 await self._run_isolated(cmd, settings)
             else:
                 await self._run_process(cmd, settings)
@@ -192,33 +268,23 @@ class TicketRun:
         if self.stop.is_set():
             await self.set_state(ScriptState.CANCELLED, self.stop_reason)
             return
-        for v in cmd.variables:
-            if v.sensitive:
-                self.masker.add(v.value)
-        try:
-            launch = await asyncio.to_thread(
-                prepare_workspace, self.paths.workspace, self.ticket, cmd, settings.python
-            )
-        except OSError as exc:
-            launch = f"could not prepare the workspace: {exc}"
-        if isinstance(launch, str):
-            await self.say(launch, LogLevel.ERROR)
-            await self.set_state(ScriptState.FAILED_TO_START, launch)
+        started = await asyncio.to_thread(launch, self.paths, self.record, cmd, settings)
+        await self._run_launched(cmd, settings, started)
+
+    async def _run_launched(
+        self, cmd: StartCommand, settings: RunSettings, started: Started | str
+    ) -> None:
+        if isinstance(started, str):
+            await self.say(started, LogLevel.ERROR)
+            await self.set_state(ScriptState.FAILED_TO_START, started)
             return
-        cgroup = settings.cgroups.create(self.ticket) if settings.cgroups else None
-        try:
-            proc = await asyncio.to_thread(_spawn, launch, cgroup)
-        except OSError as exc:
-            reason = f"could not start the script: {exc}"
-            await self.say(reason, LogLevel.ERROR)
-            proctree.remove_cgroup(cgroup)
-            await self.set_state(ScriptState.FAILED_TO_START, reason)
-            return
+        proc, cgroup = started.proc, started.cgroup
         self.record.pid = proc.pid
-        self.record.pid_start_time = proctree.process_start_time(proc.pid)
-        self.record.cgroup = str(cgroup) if cgroup else None
+        self.record.pid_start_time = started.record.pid_start_time
+        self.record.cgroup = started.record.cgroup
         self.record.state = ScriptState.RUNNING
-        await self.persist()
+        if started.unwritten:
+            log.warning("ticket_record_unwritten", ticket=self.ticket, error=started.unwritten)
         log.info("script_started", ticket=self.ticket, pid=proc.pid, cgroup=cgroup is not None)
         self.started.set()
         await self._supervise(proc, cmd, settings, cgroup)
@@ -276,7 +342,10 @@ class TicketRun:
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            await asyncio.to_thread(proctree.reap_zombies, killed, {proc.pid})
+            # Orphans of the script were adopted by us (subreaper); the /proc scan that finds
+            # them is only worth a thread when something was killed or a child is a zombie.
+            if killed or proctree.has_zombie_children():
+                await asyncio.to_thread(proctree.reap_zombies, killed, {proc.pid})
             proctree.remove_cgroup(cgroup)
             if state is ScriptState.CANCELLED:
                 await self.say(f"The script was cancelled: {reason}", LogLevel.WARNING)
@@ -297,35 +366,79 @@ class TicketRun:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
+        with contextlib.suppress(OSError):
+            # A bigger pipe lets the script run ahead while we parse; 1 MiB is the default
+            # limit an unprivileged process may ask for, and failing to get it is harmless.
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         assembler = LineAssembler()
         try:
+            failed: OSError | None = None
             while chunk := await reader.read(_READ_SIZE):
-                await self._handle(assembler.feed(chunk), source)
-            await self._handle(assembler.flush(), source)
+                if failed is None:
+                    failed = await self._handle_or_stop(assembler.feed(chunk), source)
+                # else: drained and dropped until the stopped script's pipe closes.
+            if failed is None:
+                await self._handle_or_stop(assembler.flush(), source)
         finally:
             transport.close()
+            # What was read is written even when the pump is stopped early; a failure to write
+            # was already raised to whoever put the lines.
+            with contextlib.suppress(OSError):
+                await self.flush()
 
-    async def _handle(self, lines: list[bytes], source: LogSource) -> None:
-        batch: list[PendingLine] = []
+    async def _handle_or_stop(self, blocks: list[Block], source: LogSource) -> OSError | None:
+        """Handle output; if it cannot be journaled, stop the script and say why."""
+        try:
+            await self._handle(blocks, source)
+        except OSError as exc:
+            # Running on with output nobody can keep would lose it silently, and a script
+            # whose pipe is no longer read would block forever. What was journaled stays.
+            log.error("journal_write_failed", ticket=self.ticket, error=str(exc))
+            if not self.stop.is_set():
+                self.stop_reason = f"The Tentacle could not journal the script's output: {exc}"
+                self.stop.set()
+            return exc
+        return None
+
+    async def _handle(self, blocks: list[Block], source: LogSource) -> None:
+        batch: list[PendingRun] = []
         stamp = now_ms()
-        for raw in lines:
+        for text, count in blocks:
             if source is LogSource.STDOUT:
-                message = servicemessages.parse(raw)
-                if message is not None:
-                    note = self._apply(message)
-                    if note is not None:
-                        note_level, note_text = note
-                        batch.append((stamp, LogSource.TENTACLE, note_level, note_text))
-                    continue
-                level = self._stdout_level
+                if _MESSAGE_MARK in text:
+                    self._handle_messages(text, stamp, batch)
+                else:
+                    batch.append((stamp, source, self._stdout_level, self.masker.mask(text), count))
             else:
-                level = self._stderr_level
-            batch.append((stamp, source, level, self.masker.mask(raw)))
+                batch.append((stamp, source, self._stderr_level, self.masker.mask(text), count))
         await self.append(batch)
         if self._artifact_requests:
             await self._collect_artifacts()
         if self._dirty:
             await self.persist()
+
+    def _handle_messages(self, text: bytes, stamp: int, batch: list[PendingRun]) -> None:
+        """Split a stdout block holding service messages into runs around them, acting on each."""
+        plain: list[bytes] = []
+
+        def flush() -> None:
+            # Masked now, with the secrets known so far: a setVariable masks from then on.
+            if plain:
+                joined = self.masker.mask(b"\n".join(plain))
+                batch.append((stamp, LogSource.STDOUT, self._stdout_level, joined, len(plain)))
+                plain.clear()
+
+        for raw in text.split(b"\n"):
+            message = servicemessages.parse(raw)
+            if message is None:
+                plain.append(raw)
+                continue
+            flush()
+            note = self._apply(message)
+            if note is not None:
+                note_level, note_text = note
+                batch.append((stamp, LogSource.TENTACLE, note_level, note_text, 1))
+        flush()
 
     def _apply(self, message: servicemessages.ServiceMessage) -> tuple[LogLevel, bytes] | None:
         """Act on a service message; return a note (level, line) when it had to be ignored."""
@@ -375,17 +488,130 @@ class TicketRun:
             )
 
 
+def _save_final(paths: TicketPaths, record: TicketRecord) -> None:
+    remove_variables_file(paths.workspace)
+    save_record(paths, record, durable=False)  # set_state() makes it durable right after
+
+
+@dataclass(frozen=True)
+class Started:
+    """A script that runs: what ``launch`` hands over for supervision."""
+
+    proc: subprocess.Popen[bytes]
+    cgroup: Path | None
+    record: TicketRecord
+    """The RUNNING record as written (a copy; the caller applies it to its own)."""
+    unwritten: str
+    """Why the RUNNING record could not be written ("" when it was)."""
+
+
+def launch(
+    paths: TicketPaths,
+    record: TicketRecord,
+    cmd: StartCommand,
+    settings: RunSettings,
+    meanwhile: Callable[[], object] | None = None,
+) -> Started | str:
+    """Start the script (blocking): workspace, process, RUNNING record; a str says why not.
+
+    The interpreter is started first and waits at the bootstrap's gate: writing the workspace
+    (and ``meanwhile``, other work of the caller's) and making the ticket's claim durable
+    overlap its start-up, and the script runs only after them, so a reboot can never forget a
+    ticket whose script ran (see tickets.py). Whatever ``meanwhile`` raises, the script does not
+    run and the error propagates.
+    """
+    ticket = record.ticket
+    try:
+        plan = plan_launch(paths.workspace, ticket, cmd, settings.python, settings.helpers)
+    except OSError as exc:
+        return f"could not prepare the workspace: {exc}"
+    if isinstance(plan, str):
+        return plan
+    cgroup = settings.cgroups.create(ticket) if settings.cgroups else None
+    try:
+        proc = _spawn(plan, cgroup)
+    except OSError as exc:
+        proctree.remove_cgroup(cgroup)
+        return f"could not start the script: {exc}"
+    assert proc.stdin is not None  # noqa: S101 - started with PIPE: the bootstrap's gate
+    try:
+        failure = _ready(paths, plan, cmd, meanwhile)
+    except BaseException:
+        _abandon(proc, cgroup, settings.cancel_grace)
+        raise
+    if failure is not None:
+        _abandon(proc, cgroup, settings.cancel_grace)
+        return failure
+    release(proc.stdin, go=True)
+    # After "go", while the script runs: nothing depends on this record before the output is
+    # handled (which persists the record too), and that starts only once this returns.
+    running = dataclasses.replace(
+        record,
+        state=ScriptState.RUNNING,
+        pid=proc.pid,
+        pid_start_time=proctree.process_start_time(proc.pid),
+        cgroup=str(cgroup) if cgroup else None,
+    )
+    return Started(proc, cgroup, running, _record_running(paths, running))
+
+
+def _ready(
+    paths: TicketPaths, launch: Launch, cmd: StartCommand, meanwhile: Callable[[], object] | None
+) -> str | None:
+    """Write the workspace and make the claim durable; a str says what failed."""
+    try:
+        write_workspace(launch, cmd)
+    except OSError as exc:
+        return f"could not prepare the workspace: {exc}"
+    if meanwhile is not None:
+        # Before the claim's fsync: on ext4 a file fsync commits every pending metadata change,
+        # so whatever of the caller's is fsynced here leaves that one nearly free.
+        meanwhile()
+    try:
+        sync_claim(paths)
+    except OSError as exc:
+        return f"could not record the start of the script: {exc}"
+    return None
+
+
+def _record_running(paths: TicketPaths, running: TicketRecord) -> str:
+    """Write the RUNNING record; return why it could not be written ("" when it was).
+
+    Not fsynced: pid and start time only help a Tentacle restarted on this same boot (which sees
+    the page cache) to find the process; without them, as after a reboot, the durable claim
+    makes the ticket "result unknown", and the cgroup and the CUTTLE_TICKET marker still find
+    what is left of the tree. A failure is not fatal for the same reason.
+    """
+    try:
+        save_record(paths, running, durable=False)
+    except OSError as exc:
+        return str(exc)
+    return ""
+
+
+def _abandon(proc: subprocess.Popen[bytes], cgroup: Path | None, grace: float) -> None:
+    """Close the gate without "go": the bootstrap exits without running the script."""
+    assert proc.stdin is not None  # noqa: S101 - started with PIPE
+    release(proc.stdin, go=False)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        # Stuck before the gate (say, in a BASH_ENV file): nothing of the script ran yet.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    proctree.remove_cgroup(cgroup)
+
+
 def _spawn(launch: Launch, cgroup: Path | None) -> subprocess.Popen[bytes]:
-    argv = launch.argv
-    if cgroup is not None:
-        # Join the cgroup *before* exec'ing the script so no early fork can escape it. sh is the
-        # smallest thing that can write its own pid and then exec in place.
-        shell = shutil.which("sh") or "/bin/sh"
-        join = '{ echo $$ > "$0"; } 2>/dev/null; exec "$@"'
-        argv = [shell, "-c", join, str(cgroup / "cgroup.procs"), *argv]
+    # The bootstrap joins the cgroup itself before the script runs (see helpers.py): no joiner
+    # process is exec'd first, and no preexec_fn (which would force fork() in a threaded process).
     return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
+        launch.argv(cgroup),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=launch.cwd,

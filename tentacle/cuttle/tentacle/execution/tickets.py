@@ -7,8 +7,23 @@
     journal       the log (see journal.py)
     workspace/    the script's working directory
 
-Every file is written atomically (temp file, fsync, rename, fsync of the directory) so a crash
-leaves either the old or the new version, never half of one.
+Every record is written atomically (temp file, rename), so readers, a Tentacle restarted after
+its process died included, see the old or the new version, never half of one. fsync is paid
+only for what must survive a crash of the *machine*:
+
+* the ticket directory (``claim``, then ``sync_claim``) before its script may run (the runner
+  overlaps the fsync with the interpreter's start-up, see runner.launch) or a start is answered
+  PENDING: it is what makes a start of the same ticket after a reboot find the ticket instead of
+  running the script a second time.
+* the terminal record, so that a result the server may have read is still there after a
+  reboot. The runner writes it before making the state visible but fsyncs it (``sync_record``)
+  just after, so the fsync overlaps the reader's round trip.
+
+Records of a live script (RUNNING with pid + start time, output variables so far) are not
+fsynced: only a Tentacle restarted on the same boot uses them, and it sees the page cache; after
+a reboot the script is dead anyway. A power cut may leave such a record old, missing or even
+empty; a claimed directory whose record cannot be read loads as "result unknown", never as a
+ticket to start again.
 """
 
 from __future__ import annotations
@@ -22,7 +37,16 @@ from typing import Any
 
 from cuttle.tentacle.execution.model import Artifact, ScriptState, Variable
 
-__all__ = ["TicketPaths", "TicketRecord", "atomic_write", "load_record", "save_record"]
+__all__ = [
+    "TicketPaths",
+    "TicketRecord",
+    "atomic_write",
+    "claim",
+    "load_record",
+    "save_record",
+    "sync_claim",
+    "sync_record",
+]
 
 
 @dataclass(frozen=True)
@@ -82,8 +106,19 @@ class TicketRecord:
         self.output_variables[key] = variable
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
+def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Write a file so that readers see the old or the new content, never a mix.
+
+    ``durable`` also fsyncs the file and its directory, so the new content survives a power loss.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -91,22 +126,39 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if durable:
+        _fsync_path(path.parent, os.O_RDONLY | os.O_DIRECTORY)
 
 
-def save_record(paths: TicketPaths, record: TicketRecord) -> None:
+def claim(paths: TicketPaths) -> None:
+    """Create the ticket's directory (and workspace); it must not exist yet. Not yet durable."""
+    paths.root.mkdir(mode=0o700)
+    paths.workspace.mkdir(mode=0o700)
+
+
+def sync_claim(paths: TicketPaths) -> None:
+    """Make the claim durable: required before the script may run or a PENDING is answered."""
+    _fsync_path(paths.root.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def sync_record(paths: TicketPaths) -> None:
+    """Make the last ``save_record(durable=False)`` durable."""
+    _fsync_path(paths.state)
+    if paths.secrets.exists():
+        _fsync_path(paths.secrets)
+    _fsync_path(paths.root, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def save_record(paths: TicketPaths, record: TicketRecord, *, durable: bool = True) -> None:
     """Persist the record; sensitive values go to the owner-only secrets file only."""
     secrets = {v.name: v.value for v in record.output_variables.values() if v.sensitive}
     if secrets or paths.secrets.exists():
-        atomic_write(paths.secrets, json.dumps(secrets).encode(), 0o600)
+        atomic_write(paths.secrets, json.dumps(secrets).encode(), 0o600, durable=durable)
     doc: dict[str, Any] = {
         "ticket": record.ticket,
         "state": record.state.value,
@@ -127,7 +179,7 @@ def save_record(paths: TicketPaths, record: TicketRecord) -> None:
             for a in record.artifacts
         ],
     }
-    atomic_write(paths.state, json.dumps(doc).encode(), 0o600)
+    atomic_write(paths.state, json.dumps(doc).encode(), 0o600, durable=durable)
 
 
 def load_record(paths: TicketPaths) -> TicketRecord:

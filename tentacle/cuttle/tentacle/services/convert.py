@@ -73,15 +73,16 @@ def script_status(snapshot: model.ScriptSnapshot) -> pb.ScriptStatus:
         ticket=snapshot.ticket,
         state=_STATE[snapshot.state],
         exit_code=snapshot.exit_code,
-        lines=[
-            pb.LogLine(
-                sequence=line.sequence,
-                time_unix_ms=line.time_unix_ms,
-                source=_SOURCE[line.source],
-                level=_LEVEL[line.level],
-                text=line.text,
+        runs=[
+            pb.LogRun(
+                sequence=run.sequence,
+                time_unix_ms=run.time_unix_ms,
+                source=_SOURCE[run.source],
+                level=_LEVEL[run.level],
+                text=run.text,
+                count=run.count,
             )
-            for line in snapshot.lines
+            for run in snapshot.runs
         ],
         last_sequence=snapshot.last_sequence,
         more_lines=snapshot.more_lines,

@@ -89,8 +89,14 @@ class TentacleHandlers:
         )
         return convert.script_status(snapshot)
 
-    async def watch_script(self, request: pb.ScriptTicketRequest) -> AsyncIterator[pb.ScriptStatus]:
-        """Stream new lines as they are journaled, then the final state."""
+    async def watch_script(self, request: pb.WatchScriptRequest) -> AsyncIterator[pb.ScriptStatus]:
+        """Start the ticket if asked (idempotent), stream new lines, then the final state."""
+        if request.HasField("start"):
+            if request.start.ticket != request.ticket:
+                raise BadRequest(
+                    f"the start names ticket {request.start.ticket!r}, the watch {request.ticket!r}"
+                )
+            await self.start_script(request.start)
         async for snapshot in self._manager.watch(request.ticket, request.after_sequence):
             yield convert.script_status(snapshot)
 
@@ -145,7 +151,7 @@ METHODS: dict[str, Method] = {
         Method("GetInfo", pb.GetInfoRequest, False, lambda h: h.get_info),
         Method("StartScript", pb.StartScriptRequest, False, lambda h: h.start_script),
         Method("GetStatus", pb.ScriptTicketRequest, False, lambda h: h.get_status),
-        Method("WatchScript", pb.ScriptTicketRequest, True, lambda h: h.watch_script),
+        Method("WatchScript", pb.WatchScriptRequest, True, lambda h: h.watch_script),
         Method("CancelScript", pb.CancelScriptRequest, False, lambda h: h.cancel_script),
         Method("CompleteScript", pb.ScriptTicketRequest, False, lambda h: h.complete_script),
         Method("UploadChunk", pb.UploadChunkRequest, False, lambda h: h.upload_chunk),

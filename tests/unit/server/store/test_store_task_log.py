@@ -1,4 +1,7 @@
-"""Task log: every journaled line stored exactly once, in dense positions, bytes unchanged."""
+"""Task log: every journaled line stored exactly once, in dense positions, bytes unchanged.
+
+Lines arrive in runs (consecutive lines sharing time, source and level), as Tentacles send them.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.store import task_log, tasks
 from cuttle.server.store.errors import InvalidArgument, NotFound
-from cuttle.server.store.records import LogLineRecord, StoredLine, TaskRecord
+from cuttle.server.store.records import LogRunRecord, StoredLine, TaskRecord
 
 MACHINES = ("Web-1", "Web-2", "Web-3", "Web-4")
 
 
-def lines(sequences: Iterable[int], prefix: bytes = b"line") -> list[LogLineRecord]:
+def lines(sequences: Iterable[int], prefix: bytes = b"line") -> list[LogRunRecord]:
+    """One run per line."""
     return [
-        LogLineRecord(sequence=s, time_ms=1_000 + s, source=1, level=1, text=prefix + b" %d" % s)
+        LogRunRecord(sequence=s, time_ms=1_000 + s, source=1, level=1, text=prefix + b" %d" % s)
         for s in sequences
     ]
+
+
+def run(first: int, last: int, prefix: bytes = b"line") -> LogRunRecord:
+    """One run holding the lines first..last."""
+    text = b"\n".join(prefix + b" %d" % s for s in range(first, last + 1))
+    return LogRunRecord(first, 1_000 + first, 1, 1, text, last - first + 1)
 
 
 @pytest.fixture
@@ -56,25 +66,28 @@ def assert_exactly_once(stored: list[StoredLine], expected: dict[str, range]) ->
 
 def test_append_then_read(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        stored = task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 4)))
-    assert [(s.position, s.sequence, s.text) for s in stored] == [
-        (1, 1, b"line 1"),
-        (2, 2, b"line 2"),
-        (3, 3, b"line 3"),
+        assert task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 4))) == 3
+        assert task_log.append_runs(connection, task.id, "Web-1", [run(4, 6)]) == 3
+    assert [(s.position, s.sequence, s.text, s.time_ms) for s in read_all(engine, task.id)] == [
+        (1, 1, b"line 1", 1001),
+        (2, 2, b"line 2", 1002),
+        (3, 3, b"line 3", 1003),
+        (4, 4, b"line 4", 1004),
+        (5, 5, b"line 5", 1004),
+        (6, 6, b"line 6", 1004),
     ]
-    assert read_all(engine, task.id) == stored
 
 
 def test_appending_the_same_batch_twice_stores_it_once(
     engine: Engine, sessions: sessionmaker[Session], task: TaskRecord
 ) -> None:
-    batch = lines(range(1, 101))
+    batch = [*lines(range(1, 51)), run(51, 100)]
     with engine.begin() as connection:
-        first = task_log.append_lines(connection, task.id, "Web-1", batch)
+        first = task_log.append_runs(connection, task.id, "Web-1", batch)
     with engine.begin() as connection:
-        second = task_log.append_lines(connection, task.id, "Web-1", batch)
-    assert len(first) == 100
-    assert second == []
+        second = task_log.append_runs(connection, task.id, "Web-1", batch)
+    assert first == 100
+    assert second == 0
     assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 101)})
     with sessions.begin() as session:
         assert tasks.get_target(session, task.id, "Web-1").last_sequence == 100
@@ -83,15 +96,20 @@ def test_appending_the_same_batch_twice_stores_it_once(
 
 def test_overlapping_batches_store_only_what_is_new(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 51)))
-        task_log.append_lines(connection, task.id, "Web-2", lines(range(1, 11)))
+        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 51)))
+        task_log.append_runs(connection, task.id, "Web-2", lines(range(1, 11)))
     with engine.begin() as connection:
         # A replay after a reconnect: 41-50 again, then 51-80; out of order and repeated too.
         replay = lines(range(80, 40, -1)) + lines([60, 60])
-        stored = task_log.append_lines(connection, task.id, "Web-1", replay)
-    assert [s.sequence for s in stored] == list(range(51, 81))
-    assert [s.position for s in stored] == list(range(61, 91))
-    assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 81), "Web-2": range(1, 11)})
+        assert task_log.append_runs(connection, task.id, "Web-1", replay) == 30
+        # A run that straddles what is stored keeps only its new lines, with their sequences.
+        assert task_log.append_runs(connection, task.id, "Web-1", [run(71, 90)]) == 10
+    stored = read_all(engine, task.id)
+    web1 = [s for s in stored if s.machine_name == "Web-1" and s.sequence > 50]
+    assert [s.sequence for s in web1] == list(range(51, 91))
+    assert [s.position for s in web1] == list(range(61, 101))
+    assert [s.text for s in web1[-10:]] == [b"line %d" % n for n in range(81, 91)]
+    assert_exactly_once(stored, {"Web-1": range(1, 91), "Web-2": range(1, 11)})
 
 
 def test_a_rolled_back_append_leaves_no_trace(
@@ -99,13 +117,12 @@ def test_a_rolled_back_append_leaves_no_trace(
 ) -> None:
     with engine.connect() as connection:
         transaction = connection.begin()
-        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 11)))
+        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 11)))
         transaction.rollback()
     with sessions.begin() as session:
         # The caller's session transaction is the one the lines join.
-        stored = task_log.append_lines(session, task.id, "Web-1", lines(range(1, 11)))
+        assert task_log.append_runs(session, task.id, "Web-1", lines(range(1, 11))) == 10
         assert tasks.get_target(session, task.id, "Web-1").last_sequence == 10
-    assert [s.position for s in stored] == list(range(1, 11))
     assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 11)})
 
 
@@ -118,24 +135,24 @@ def test_bytes_that_are_not_utf8_round_trip(engine: Engine, task: TaskRecord) ->
         b"\x00" * 3,
         b"\x80" * 10_000,
     ]
+    # One-line runs, and the same texts again as one run: newlines only separate lines.
     batch = [
-        LogLineRecord(sequence=n, time_ms=0, source=2, level=5, text=t)
+        LogRunRecord(sequence=n, time_ms=0, source=2, level=5, text=t)
         for n, t in enumerate(texts, 1)
     ]
+    batch.append(LogRunRecord(len(texts) + 1, 0, 2, 5, b"\n".join(texts), len(texts)))
     with engine.begin() as connection:
-        task_log.append_lines(connection, task.id, "Web-1", batch)
+        task_log.append_runs(connection, task.id, "Web-1", batch)
     stored = read_all(engine, task.id)
-    assert [s.text for s in stored] == texts
+    assert [s.text for s in stored] == texts + texts
     assert {(s.source, s.level) for s in stored} == {(2, 5)}
 
 
 def test_ten_thousand_lines_in_batches(engine: Engine, task: TaskRecord) -> None:
     for start in range(1, 10_001, 100):
         with engine.begin() as connection:
-            stored = task_log.append_lines(
-                connection, task.id, "Web-1", lines(range(start, start + 100))
-            )
-        assert len(stored) == 100
+            stored = task_log.append_runs(connection, task.id, "Web-1", [run(start, start + 99)])
+        assert stored == 100
     stored_lines = read_all(engine, task.id)
     assert len(stored_lines) == 10_000
     assert_exactly_once(stored_lines, {"Web-1": range(1, 10_001)})
@@ -149,7 +166,7 @@ def test_concurrent_writers_of_one_task_get_dense_positions(
         for start in range(1, 201, 20):
             for _ in range(2):
                 with engine.begin() as connection:
-                    task_log.append_lines(
+                    task_log.append_runs(
                         connection, task.id, machine, lines(range(start, start + 20))
                     )
 
@@ -163,9 +180,9 @@ def test_concurrent_writers_of_one_task_get_dense_positions(
 
 def test_read_one_machine_and_with_limits(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        task_log.append_lines(connection, task.id, "Web-1", lines(range(1, 6)))
-        task_log.append_lines(connection, task.id, "Web-2", lines(range(1, 6)))
-        task_log.append_lines(connection, task.id, "Web-1", lines(range(6, 9)))
+        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 6)))
+        task_log.append_runs(connection, task.id, "Web-2", lines(range(1, 6)))
+        task_log.append_runs(connection, task.id, "Web-1", lines(range(6, 9)))
     web2 = read_all(engine, task.id, machine_name="Web-2")
     assert [(s.position, s.sequence) for s in web2] == [(n + 5, n) for n in range(1, 6)]
     with engine.connect() as connection:
@@ -177,10 +194,10 @@ def test_read_one_machine_and_with_limits(engine: Engine, task: TaskRecord) -> N
 
 def test_unknown_target_is_not_found(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection, pytest.raises(NotFound, match="Web-9"):
-        task_log.append_lines(connection, task.id, "Web-9", lines([1]))
+        task_log.append_runs(connection, task.id, "Web-9", lines([1]))
 
 
 def test_empty_batch_stores_nothing(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        assert task_log.append_lines(connection, task.id, "Web-1", []) == []
+        assert task_log.append_runs(connection, task.id, "Web-1", []) == 0
     assert read_all(engine, task.id) == []

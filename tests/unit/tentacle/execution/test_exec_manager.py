@@ -8,15 +8,14 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from cuttle.protocol.masking import MASK
 from cuttle.tentacle.execution.errors import InvalidScript, UnknownTicket
 from cuttle.tentacle.execution.manager import (
     LogLevel,
-    LogLine,
     LogSource,
     ScriptFile,
     ScriptManager,
@@ -26,39 +25,22 @@ from cuttle.tentacle.execution.manager import (
     Syntax,
     Variable,
 )
-from cuttle.tentacle.execution.masking import MASK
-
-Scenario = Callable[[ScriptManager], Awaitable[None]]
+from tests.unit.tentacle.execution.scenarios import Line, lines_of, run_with
 
 
-def run_with(home: Path, scenario: Scenario, **kwargs: float) -> None:
-    """Run a scenario against a fresh manager, bounded so a hang fails fast."""
-
-    async def main() -> None:
-        manager = ScriptManager(home, **kwargs)  # type: ignore[arg-type]
-        await manager.recover()
-        try:
-            async with asyncio.timeout(60):
-                await scenario(manager)
-        finally:
-            await manager.close()
-
-    asyncio.run(main())
-
-
-async def finish(manager: ScriptManager, ticket: str) -> tuple[ScriptSnapshot, list[LogLine]]:
+async def finish(manager: ScriptManager, ticket: str) -> tuple[ScriptSnapshot, list[Line]]:
     """Watch a ticket to its end; return the final snapshot and every line, checked in order."""
-    lines: list[LogLine] = []
+    lines: list[Line] = []
     final: ScriptSnapshot | None = None
     async for snapshot in manager.watch(ticket):
-        lines.extend(snapshot.lines)
+        lines.extend(lines_of(snapshot.runs))
         final = snapshot
     assert final is not None
     assert [line.sequence for line in lines] == list(range(1, len(lines) + 1))
     return final, lines
 
 
-def texts(lines: list[LogLine], source: LogSource | None = None) -> list[bytes]:
+def texts(lines: list[Line], source: LogSource | None = None) -> list[bytes]:
     return [line.text for line in lines if source is None or line.source is source]
 
 
@@ -101,15 +83,15 @@ def test_hundred_thousand_lines_arrive_once_and_in_order(tmp_path: Path) -> None
             pass
         after, seen = 0, 0
         while True:
-            page = await m.status("t-burst", after_sequence=after)
-            assert len(page.lines) <= 2000
-            for line in page.lines:
+            page = await m.status("t-burst", after_sequence=after, max_lines=7000)
+            assert sum(run.count for run in page.runs) <= 7000
+            for line in lines_of(page.runs):
                 seen += 1
                 assert line.sequence == seen
                 assert line.text == str(seen).encode()
             if not page.more_lines:
                 break
-            after = page.lines[-1].sequence
+            after = page.runs[-1].last_sequence
         assert seen == count
         assert page.state is ScriptState.COMPLETE
 
@@ -184,7 +166,7 @@ def test_missing_interpreter_fails_to_start(tmp_path: Path) -> None:
         final, _ = await finish(m, "t-nopy")
         assert final.state is ScriptState.FAILED_TO_START
 
-    run_with(tmp_path, scenario, python_executable="/nonexistent/python3")  # type: ignore[arg-type]
+    run_with(tmp_path, scenario, python_executable="/nonexistent/python3")
 
 
 def test_service_messages_levels_variables_and_failure(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -21,24 +20,12 @@ from cuttle.tentacle.execution.manager import (
 )
 from cuttle.tentacle.execution.model import LogLevel
 from cuttle.tentacle.execution.tickets import TicketPaths, TicketRecord, save_record
+from tests.unit.tentacle.execution.scenarios import lines_of, run_with
 
 
 def marked(ticket: str) -> set[int]:
     """Live processes still carrying the ticket's environment marker."""
     return proctree.tree_pids(ticket, None, None)
-
-
-def run(home: Path, scenario, **kwargs):  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        manager = ScriptManager(home, cancel_grace=0.5, **kwargs)
-        await manager.recover()
-        try:
-            async with asyncio.timeout(60):
-                await scenario(manager)
-        finally:
-            await manager.close()
-
-    asyncio.run(main())
 
 
 async def last(m: ScriptManager, ticket: str) -> ScriptSnapshot:
@@ -51,7 +38,7 @@ async def last(m: ScriptManager, ticket: str) -> ScriptSnapshot:
 
 async def wait_for_line(m: ScriptManager, ticket: str, text: bytes) -> None:
     async for snapshot in m.watch(ticket):
-        if any(line.text == text for line in snapshot.lines):
+        if any(line.text == text for line in lines_of(snapshot.runs)):
             return
     raise AssertionError(f"{text!r} never appeared")
 
@@ -77,7 +64,7 @@ def test_cancel_kills_setsid_grandchild_and_returns_when_tree_is_dead(tmp_path: 
         again = await m.cancel("t-cancel", "second")
         assert again.state_reason == "user pressed cancel"
 
-    run(tmp_path, scenario)
+    run_with(tmp_path, scenario, cancel_grace=0.5)
 
 
 def test_cancel_without_cgroups_uses_the_environment_marker(tmp_path: Path) -> None:
@@ -88,7 +75,7 @@ def test_cancel_without_cgroups_uses_the_environment_marker(tmp_path: Path) -> N
         assert snapshot.state is ScriptState.CANCELLED
         assert marked("t-nocg") == set()
 
-    run(tmp_path, scenario, use_cgroups=False)
+    run_with(tmp_path, scenario, cancel_grace=0.5, use_cgroups=False)
 
 
 def test_timeout_kills_tree_and_says_so(tmp_path: Path) -> None:
@@ -101,11 +88,11 @@ def test_timeout_kills_tree_and_says_so(tmp_path: Path) -> None:
         assert final.state is ScriptState.TIMED_OUT
         assert "1s" in final.state_reason
         page = await m.status("t-slow")
-        notes = [ln.text for ln in page.lines if ln.source is LogSource.TENTACLE]
+        notes = [ln.text for ln in lines_of(page.runs) if ln.source is LogSource.TENTACLE]
         assert any(b"time limit" in note for note in notes)
         assert marked("t-slow") == set()
 
-    run(tmp_path, scenario)
+    run_with(tmp_path, scenario, cancel_grace=0.5)
 
 
 def test_background_process_holding_the_pipe_does_not_hang_the_ticket(tmp_path: Path) -> None:
@@ -121,7 +108,7 @@ def test_background_process_holding_the_pipe_does_not_hang_the_ticket(tmp_path: 
         assert final.exit_code == 0
         assert marked("t-bg") == set()
 
-    run(tmp_path, scenario, eof_grace=0.3)
+    run_with(tmp_path, scenario, cancel_grace=0.5, eof_grace=0.3)
 
 
 def test_recover_marks_running_tickets_result_unknown_and_kills_survivors(tmp_path: Path) -> None:
@@ -129,7 +116,7 @@ def test_recover_marks_running_tickets_result_unknown_and_kills_survivors(tmp_pa
     paths = TicketPaths.of(tmp_path, ticket)
     paths.workspace.mkdir(parents=True)
     journal = Journal(paths.journal)
-    journal.append([(1, LogSource.STDOUT, LogLevel.INFO, b"before restart")])
+    journal.append([(1, LogSource.STDOUT, LogLevel.INFO, b"before restart", 1)])
     journal.close()
     # A script the "previous Tentacle" started: it carries the marker and outlives its parent.
     env = {**os.environ, "CUTTLE_TICKET": ticket}
@@ -146,11 +133,11 @@ def test_recover_marks_running_tickets_result_unknown_and_kills_survivors(tmp_pa
             snapshot = await m.status(ticket)
             assert snapshot.state is ScriptState.RESULT_UNKNOWN
             assert snapshot.state_reason == RESTART_REASON
-            assert snapshot.lines[0].text == b"before restart"
-            assert snapshot.lines[-1].source is LogSource.TENTACLE
+            assert lines_of(snapshot.runs)[0].text == b"before restart"
+            assert lines_of(snapshot.runs)[-1].source is LogSource.TENTACLE
             assert marked(ticket) == set()
 
-        run(tmp_path, scenario)
+        run_with(tmp_path, scenario, cancel_grace=0.5)
         assert survivor.wait(timeout=5) is not None
     finally:
         survivor.kill()
@@ -171,7 +158,7 @@ def test_recover_with_recycled_pid_does_not_kill_a_stranger(tmp_path: Path) -> N
         async def scenario(m: ScriptManager) -> None:
             assert (await m.status(ticket)).state is ScriptState.RESULT_UNKNOWN
 
-        run(tmp_path, scenario)
+        run_with(tmp_path, scenario, cancel_grace=0.5)
         assert stranger.poll() is None
     finally:
         stranger.kill()
@@ -188,7 +175,7 @@ def test_full_isolation_runs_one_at_a_time_and_times_out_waiters(tmp_path: Path)
         free = StartCommand("t-free", "echo free", Syntax.BASH)
         snapshot = await m.start(waiter)
         assert snapshot.state is ScriptState.PENDING
-        assert any(b"Waiting for the mutex" in ln.text for ln in snapshot.lines)
+        assert any(b"Waiting for the mutex" in ln.text for ln in lines_of(snapshot.runs))
         assert (await m.start(free)).state in (ScriptState.RUNNING, ScriptState.COMPLETE)
         final = await last(m, "t-wait")
         assert final.state is ScriptState.FAILED_TO_START
@@ -199,9 +186,9 @@ def test_full_isolation_runs_one_at_a_time_and_times_out_waiters(tmp_path: Path)
         final = await last(m, "t-next")
         assert final.state is ScriptState.COMPLETE
         page = await m.status("t-next")
-        assert b"next" in [ln.text for ln in page.lines]
+        assert b"next" in [ln.text for ln in lines_of(page.runs)]
 
-    run(tmp_path, scenario)
+    run_with(tmp_path, scenario, cancel_grace=0.5)
 
 
 def test_cancel_while_waiting_for_the_mutex(tmp_path: Path) -> None:
@@ -214,7 +201,7 @@ def test_cancel_while_waiting_for_the_mutex(tmp_path: Path) -> None:
         assert snapshot.state_reason == "not needed"
         await m.cancel("t-h", "done")
 
-    run(tmp_path, scenario)
+    run_with(tmp_path, scenario, cancel_grace=0.5)
 
 
 def test_become_subreaper_adopts_orphans() -> None:
