@@ -11,30 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.harness.cli import cuttle, ok
 from tests.integration.harness.cluster import BIN, Cluster, Server
 
 pytestmark = pytest.mark.integration
 
 MODEL = Path(__file__).parent / "data" / "model.yaml"
-
-
-def cuttle(
-    server: Server, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI against the server with extra environment and stdin."""
-    return subprocess.run(
-        [str(BIN / "cuttle"), *args],
-        capture_output=True,
-        text=True,
-        env={**server.cli_env(), **(env or {})},
-        input=stdin,
-        timeout=90,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.fixture
@@ -485,3 +467,162 @@ def test_runbooks_publish_snapshots(applied: Server) -> None:
     ]
     missing = cuttle(server, "runbook", "publish", "--project", "Web", "--runbook", "Nope")
     assert "has no runbook 'Nope' (it has: Restart web)" in missing.stderr, missing.stderr
+
+
+def _write(path: Path, data: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _environments(server: Server) -> list[str]:
+    listed = ok(cuttle(server, "environment", "list", "--output", "json")).stdout
+    return [e["name"] for e in json.loads(listed)]
+
+
+def test_prune_deletes_what_the_files_no_longer_declare_in_the_kinds_they_manage(
+    applied: Server, tmp_path: Path
+) -> None:
+    server = applied
+    ok(cuttle(server, "environment", "create", "Staging"))
+    ok(cuttle(server, "project", "create", "Api"))
+    exported = tmp_path / "exported.yaml"
+    ok(cuttle(server, "export", "-o", str(exported)))
+    model = yaml.safe_load(exported.read_text())
+    model["environments"] = [e for e in model["environments"] if e["name"] != "Staging"]
+    model["projects"] = [p for p in model["projects"] if p["name"] != "Api"]
+    del model["tenants"]
+    wanted = _write(tmp_path / "wanted.yaml", model)
+
+    # Without --prune nothing goes; with it, a dry run shows the deletions as changes.
+    ok(cuttle(server, "apply", "-f", str(wanted), "--dry-run", "--exit-code"))
+    dry = cuttle(server, "apply", "-f", str(wanted), "--prune", "--dry-run", "--exit-code")
+    assert dry.returncode == 3, dry.stdout + dry.stderr
+    assert "delete project Api\ndelete environment Staging\n" in dry.stdout, dry.stdout
+    assert "2 would change (2 delete)," in dry.stdout, dry.stdout
+    assert "Contoso" not in dry.stdout
+    assert "Staging" in _environments(server)
+
+    pruned = ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--output", "json"))
+    deletions = [c for c in json.loads(pruned.stdout)["changes"] if c["action"] == "delete"]
+    assert [(c["kind"], c["name"]) for c in deletions] == [
+        ("project", "Api"),
+        ("environment", "Staging"),
+    ]
+    assert _environments(server) == ["Dev", "Test", "Production"]
+    # The file declares no tenants, so Contoso stays until a tenant kind is named.
+    tenants = json.loads(ok(cuttle(server, "tenant", "list", "--output", "json")).stdout)
+    assert [t["name"] for t in tenants] == ["Contoso"]
+    events = json.loads(
+        ok(cuttle(server, "events", "--category", "deleted", "--output", "json")).stdout
+    )
+    assert [(e["kind"], e["name"]) for e in events] == [
+        ("environment", "Staging"),
+        ("project", "Api"),
+    ]
+
+    usage = cuttle(server, "apply", "-f", str(wanted), "--prune-kind", "tenant")
+    assert usage.returncode == 2
+    assert "--prune-kind needs --prune" in usage.stderr
+    ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--prune-kind", "tenants"))
+    assert json.loads(ok(cuttle(server, "tenant", "list", "--output", "json")).stdout) == []
+    # The documents a space starts with are never pruned.
+    lifecycles = json.loads(ok(cuttle(server, "lifecycle", "list", "--output", "json")).stdout)
+    assert [lc["name"] for lc in lifecycles] == ["Default Lifecycle", "Standard"]
+
+
+def test_a_prune_that_something_still_needs_is_refused_and_nothing_is_applied(
+    applied: Server, cluster: Cluster, tmp_path: Path
+) -> None:
+    server = applied
+    cluster.add_tentacle("web-01", "polling", environments=("Staging",))
+    wanted = _write(
+        tmp_path / "wanted.yaml",
+        {"environments": [{"name": "Dev"}, {"name": "Test"}, {"name": "Extra"}]},
+    )
+    refused = cuttle(server, "apply", "-f", str(wanted), "--prune")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "[failed_precondition]" in refused.stderr
+    assert "cannot prune (nothing was applied)" in refused.stderr
+    assert (
+        "environment 'Production' is still used by: lifecycle 'Standard' at "
+        "phases[2].optional_environments[0]"
+    ) in refused.stderr, refused.stderr
+    assert "environment 'Staging' is still used by machine(s) web-01" in refused.stderr
+    assert _environments(server) == ["Dev", "Test", "Production", "Staging"]
+
+
+def test_a_prune_deletes_only_what_the_caller_may_see_and_may_delete(
+    applied: Server, tmp_path: Path
+) -> None:
+    server = applied
+    ok(cuttle(server, "project", "create", "Api"))
+    created = json.loads(
+        ok(cuttle(server, "api-key", "create", "--user", "alice", "--output", "json")).stdout
+    )
+    as_alice = {"CUTTLE_API_KEY": created["api_key"]}
+    # alice sees only Web: her export applied with --prune leaves Api alone.
+    mine = tmp_path / "mine.yaml"
+    ok(cuttle(server, "export", "--kind", "projects", "-o", str(mine), env=as_alice))
+    dry = ok(cuttle(server, "apply", "-f", str(mine), "--prune", "--dry-run", env=as_alice))
+    assert "0 would change, 1 unchanged" in dry.stdout, dry.stdout
+    # An administrator applying the same file would delete Api.
+    dry = ok(cuttle(server, "apply", "-f", str(mine), "--prune", "--dry-run"))
+    assert "delete project Api" in dry.stdout, dry.stdout
+
+    # What she can see but not delete refuses the whole prune.
+    nothing = _write(tmp_path / "nothing.yaml", {})
+    refused = cuttle(
+        server, "apply", "-f", str(nothing), "--prune", "--prune-kind", "user", env=as_alice
+    )
+    assert refused.returncode == 1
+    assert "[permission_denied]" in refused.stderr
+    assert "administer role" in refused.stderr, refused.stderr
+    assert "delete user" in refused.stderr, refused.stderr
+    users = json.loads(ok(cuttle(server, "user", "list", "--output", "json")).stdout)
+    assert [u["name"] for u in users] == ["alice", "rita"]
+
+
+def test_two_included_library_sets_that_tie_are_refused_where_they_meet(
+    applied: Server, tmp_path: Path
+) -> None:
+    server = applied
+
+    def port(value: str) -> dict[str, object]:
+        return {"name": "Port", "value": value, "scope": {"environments": ["Dev"]}}
+
+    sets = _write(
+        tmp_path / "sets.yaml",
+        {
+            "library_variable_sets": [
+                {"name": "Common", "variables": [port("80")]},
+                {"name": "Web defaults", "variables": [{"name": "Other", "value": "x"}]},
+            ],
+            "projects": [{"name": "Api", "library_variable_sets": ["Common", "Web defaults"]}],
+        },
+    )
+    ok(cuttle(server, "apply", "-f", str(sets)))
+
+    # Giving the second set a value that ties with the first is refused at that value.
+    tied = _write(
+        tmp_path / "tied.yaml",
+        {
+            "library_variable_sets": [
+                {
+                    "name": "Web defaults",
+                    "variables": [{"name": "Other", "value": "x"}, port("8080")],
+                },
+            ]
+        },
+    )
+    refused = cuttle(server, "apply", "-f", str(tied))
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert (
+        f"{tied}:6: library_variable_sets[0].variables[1]: variable 'Port' is ambiguous in "
+        "project 'Api': the value from library variable set 'Common' scoped to environment Dev "
+        "and the value from library variable set 'Web defaults' scoped to environment Dev both "
+        "apply, equally specific, when the environment is Dev"
+    ) in refused.stderr, refused.stderr
+
+    # The project's own value for that scope decides, so the same change is then accepted.
+    ok(cuttle(server, "variable", "set", "Port", "443", "--project", "Api", "--environment", "Dev"))
+    ok(cuttle(server, "apply", "-f", str(tied)))

@@ -445,6 +445,217 @@ class ModelService:
             _registered_method=True)
 
 
+class SpaceServiceStub:
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateSpace = channel.unary_unary(
+                '/cuttle.protocol.v1.SpaceService/CreateSpace',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.CreateSpaceRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.FromString,
+                _registered_method=True)
+        self.ListSpaces = channel.unary_unary(
+                '/cuttle.protocol.v1.SpaceService/ListSpaces',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesResponse.FromString,
+                _registered_method=True)
+        self.RenameSpace = channel.unary_unary(
+                '/cuttle.protocol.v1.SpaceService/RenameSpace',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RenameSpaceRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.FromString,
+                _registered_method=True)
+        self.DeleteSpace = channel.unary_unary(
+                '/cuttle.protocol.v1.SpaceService/DeleteSpace',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceResponse.FromString,
+                _registered_method=True)
+
+
+class SpaceServiceServicer:
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    def CreateSpace(self, request, context):
+        """A new space with the documents every space starts with (Default Lifecycle, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSpaces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameSpace(self, request, context):
+        """The default space keeps its name (machines and the server rely on it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSpace(self, request, context):
+        """Refused with FAILED_PRECONDITION, naming what it holds, unless the space holds only the
+        documents it started with; the default space is never deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SpaceServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSpace,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.CreateSpaceRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.SerializeToString,
+            ),
+            'ListSpaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSpaces,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesResponse.SerializeToString,
+            ),
+            'RenameSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameSpace,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RenameSpaceRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.SerializeToString,
+            ),
+            'DeleteSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSpace,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cuttle.protocol.v1.SpaceService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cuttle.protocol.v1.SpaceService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SpaceService:
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    @staticmethod
+    def CreateSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.SpaceService/CreateSpace',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.CreateSpaceRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSpaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.SpaceService/ListSpaces',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.ListSpacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.SpaceService/RenameSpace',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RenameSpaceRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.Space.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.SpaceService/DeleteSpace',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeleteSpaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AccessServiceStub:
     """API keys of users: the secret is returned once, at creation.
     """

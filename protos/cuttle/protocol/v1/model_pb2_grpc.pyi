@@ -136,6 +136,82 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class SpaceServiceStub:
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SpaceServiceAsyncStub: ...
+    CreateSpace: _grpc.UnaryUnaryMultiCallable[_model_pb2.CreateSpaceRequest, _model_pb2.Space]
+    """A new space with the documents every space starts with (Default Lifecycle, ...)."""
+    ListSpaces: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListSpacesRequest, _model_pb2.ListSpacesResponse]
+    RenameSpace: _grpc.UnaryUnaryMultiCallable[_model_pb2.RenameSpaceRequest, _model_pb2.Space]
+    """The default space keeps its name (machines and the server rely on it)."""
+    DeleteSpace: _grpc.UnaryUnaryMultiCallable[_model_pb2.DeleteSpaceRequest, _model_pb2.DeleteSpaceResponse]
+    """Refused with FAILED_PRECONDITION, naming what it holds, unless the space holds only the
+    documents it started with; the default space is never deleted.
+    """
+
+@_typing.type_check_only
+class SpaceServiceAsyncStub(SpaceServiceStub):
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateSpace: _aio.UnaryUnaryMultiCallable[_model_pb2.CreateSpaceRequest, _model_pb2.Space]  # type: ignore[assignment]
+    """A new space with the documents every space starts with (Default Lifecycle, ...)."""
+    ListSpaces: _aio.UnaryUnaryMultiCallable[_model_pb2.ListSpacesRequest, _model_pb2.ListSpacesResponse]  # type: ignore[assignment]
+    RenameSpace: _aio.UnaryUnaryMultiCallable[_model_pb2.RenameSpaceRequest, _model_pb2.Space]  # type: ignore[assignment]
+    """The default space keeps its name (machines and the server rely on it)."""
+    DeleteSpace: _aio.UnaryUnaryMultiCallable[_model_pb2.DeleteSpaceRequest, _model_pb2.DeleteSpaceResponse]  # type: ignore[assignment]
+    """Refused with FAILED_PRECONDITION, naming what it holds, unless the space holds only the
+    documents it started with; the default space is never deleted.
+    """
+
+class SpaceServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Spaces: partitions of the model, each with its own documents, releases and audit trail.
+    Every call needs full administrator rights; each change is an event in the default space.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateSpace(
+        self,
+        request: _model_pb2.CreateSpaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.Space, _abc.Awaitable[_model_pb2.Space]]:
+        """A new space with the documents every space starts with (Default Lifecycle, ...)."""
+
+    @_abc_1.abstractmethod
+    def ListSpaces(
+        self,
+        request: _model_pb2.ListSpacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.ListSpacesResponse, _abc.Awaitable[_model_pb2.ListSpacesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RenameSpace(
+        self,
+        request: _model_pb2.RenameSpaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.Space, _abc.Awaitable[_model_pb2.Space]]:
+        """The default space keeps its name (machines and the server rely on it)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSpace(
+        self,
+        request: _model_pb2.DeleteSpaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.DeleteSpaceResponse, _abc.Awaitable[_model_pb2.DeleteSpaceResponse]]:
+        """Refused with FAILED_PRECONDITION, naming what it holds, unless the space holds only the
+        documents it started with; the default space is never deleted.
+        """
+
+def add_SpaceServiceServicer_to_server(servicer: SpaceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class AccessServiceStub:
     """API keys of users: the secret is returned once, at creation."""
 

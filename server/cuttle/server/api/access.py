@@ -2,15 +2,18 @@
 
 A key made by `cuttle-server init` carries the system permission `admin` (everything) or
 `machine:register` (a Tentacle registering itself). Any other key belongs to a user, and the
-user's teams grant roles, each limited to projects and environments (empty: all). A refusal
-names the missing role and where it was needed.
+user's teams grant roles, each limited to projects and environments (empty: all). A user and
+their teams live in one space and the grants hold in that space only, except full rights
+(`admin`, or an unrestricted administer grant in the default space), which hold in every space
+and over what is server-wide (machines, spaces). A refusal names the missing role and where it
+was needed.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
@@ -61,11 +64,30 @@ class Principal:
     name: str
     system_permissions: frozenset[str]
     grants: tuple[Grant, ...]
+    # Teams live in a space, so their grants hold there only ("": grants from no space).
+    grants_space_id: str = ""
+    # Whether that space is the default one, whose unrestricted administrators run the server.
+    grants_from_default_space: bool = False
 
     @property
     def is_system_admin(self) -> bool:
         """A key made with full rights by `cuttle-server init` (or an API key with them)."""
         return "admin" in self.system_permissions
+
+    @property
+    def has_full_rights(self) -> bool:
+        """System admin, or unrestricted administer through a team of the default space."""
+        return self.is_system_admin or (
+            self.grants_from_default_space
+            and any(g.role == "administer" and g.unrestricted for g in self.grants)
+        )
+
+    def in_space(self, space_id: str) -> Principal:
+        """The caller as seen from a space: team grants of another space do not count there."""
+        # Full rights span the server (as Octopus's built-in administrators do).
+        if space_id == self.grants_space_id or not self.grants or self.has_full_rights:
+            return self
+        return replace(self, grants=(), grants_space_id=space_id)
 
     def can(self, role: str, *, project: str | None = None, environment: str | None = None) -> bool:
         """Whether the caller holds role for this project and environment (ids)."""
@@ -111,7 +133,14 @@ def principal_for(session: Session, key: ApiKeyRecord) -> Principal:
     except Exception:  # noqa: BLE001 - a key whose user vanished acts as nobody
         raise Unauthenticated("the API key's user no longer exists") from None
     grants = tuple(_grants_of(session, user.space_id, user.id))
-    return Principal(user.name, frozenset(key.permissions), grants)
+    default = doc_store.get_space(session, doc_store.DEFAULT_SPACE)
+    return Principal(
+        user.name,
+        frozenset(key.permissions),
+        grants,
+        grants_space_id=user.space_id,
+        grants_from_default_space=user.space_id == default.id,
+    )
 
 
 def _grants_of(session: Session, space_id: str, user_id: str) -> Iterable[Grant]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import InvalidArgument, NotFound, PermissionDenied
 from cuttle.server.store import api_keys
 from cuttle.server.store import documents as doc_store
+from cuttle.server.store.errors import NotFound as StoreNotFound
 from cuttle.server.store.records import ApiKeyRecord
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -42,7 +44,7 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
         self, request: mpb.CreateApiKeyRequest, context: Context
     ) -> mpb.CreateApiKeyResponse:  # noqa: N802
         """A new key for a user (or a system key); the secret is in the reply, once."""
-        who = access.current()
+        caller = access.current()
         unknown = set(request.permissions) - SYSTEM_PERMISSIONS
         if unknown:
             raise InvalidArgument(
@@ -54,8 +56,10 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
 
         def work(session: Session) -> mpb.CreateApiKeyResponse:
             user_id = None
+            who = caller
             if request.user:
                 space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+                who = caller.in_space(space.id)
                 user = doc_store.find(session, space.id, "user", request.user)
                 if user is None:
                     raise NotFound(f"user {request.user!r} was not found")
@@ -80,10 +84,11 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
         self, request: mpb.ListApiKeysRequest, context: Context
     ) -> mpb.ListApiKeysResponse:  # noqa: N802
         """Keys (never their secrets), optionally of one user."""
-        who = access.current()
+        caller = access.current()
 
         def work(session: Session) -> mpb.ListApiKeysResponse:
             space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+            who = caller.in_space(space.id)
             user_id = None
             if request.user:
                 user = doc_store.find(session, space.id, "user", request.user)
@@ -93,6 +98,11 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
             if request.user != who.name:
                 who.require("administer", action="list other users' API keys")
             records = api_keys.list_keys(session, user_id)
+            if not who.has_full_rights:
+                # A space's administrators see the keys of that space's users only; the keys
+                # made by `cuttle-server init` (no user) and other spaces' are not theirs.
+                members = {u.id for u in doc_store.all_of_kind(session, space.id, "user")}
+                records = [r for r in records if r.user_id in members]
             names = doc_store.names_by_id(session, {r.user_id for r in records if r.user_id})
             return mpb.ListApiKeysResponse(
                 keys=[
@@ -104,10 +114,19 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
 
     async def RevokeApiKey(self, request: mpb.RevokeApiKeyRequest, context: Context) -> mpb.ApiKey:  # noqa: N802
         """Revoke a key; it stops working within the server's key cache time (5 s)."""
-        who = access.current()
-        who.require("administer", action="revoke API keys")
+        caller = access.current()
 
         def work(session: Session) -> mpb.ApiKey:
-            return _key(api_keys.revoke(session, request.id), "")
+            key = api_keys.get(session, request.id)
+            owner = None
+            if key.user_id:
+                with contextlib.suppress(NotFound, StoreNotFound):
+                    owner = doc_store.get(session, key.user_id)
+            # A space's administrators revoke the keys of that space's users. A key made by
+            # `cuttle-server init` (or one whose user is gone) belongs to no space: only full
+            # rights may revoke it.
+            who = caller.in_space(owner.space_id if owner is not None else "")
+            who.require("administer", action="revoke API keys")
+            return _key(api_keys.revoke(session, request.id), owner.name if owner else "")
 
         return await self._tx.run(work)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -27,6 +28,7 @@ from cuttle.protocol.errors import (
     code_for_kind,
     lenient_deserializer,
 )
+from cuttle.protocol.interception import wrap_handler
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
 from cuttle.server.engine.transactions import Transactions
@@ -88,7 +90,7 @@ def allowed(principal: Principal, method: str) -> bool:
         return True
     if method in REGISTER_METHODS and "machine:register" in principal.system_permissions:
         return True
-    return any(g.role == "administer" and g.unrestricted for g in principal.grants)
+    return principal.has_full_rights
 
 
 class AdminInterceptor(_ServerInterceptor):
@@ -153,60 +155,34 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], kind: str, message
 def _refusal(
     handler: grpc.RpcMethodHandler[Any, Any], kind: str, message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    h = cast(Any, handler)
-
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await _abort(context, kind, message)
-
-    async def stream(
+    @asynccontextmanager
+    async def refuse(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[None]:
         await _abort(context, kind, message)
-        yield None  # pragma: no cover - abort raised
+        yield  # pragma: no cover - abort raised
 
     # The refusal must not depend on the request parsing: it is never looked at.
-    deserialize = lenient_deserializer(h.request_deserializer)
-    if h.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream, deserialize, h.response_serializer)
-    return grpc.unary_unary_rpc_method_handler(unary, deserialize, h.response_serializer)
+    return wrap_handler(handler, refuse, adapt_deserializer=lenient_deserializer)
 
 
 def _with_error_mapping(
     handler: grpc.RpcMethodHandler[Any, Any], principal: Principal
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    h = cast(Any, handler)
+    @asynccontextmanager
+    async def mapped(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        if isinstance(request, MalformedRequest):
+            await _abort(context, "invalid_argument", request.message)
+        access.CURRENT.set(principal)
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
+            await _fail(context, exc)
+
     # Garbage request bytes reach the handler as a MalformedRequest: INVALID_ARGUMENT, not UNKNOWN.
-    deserialize = lenient_deserializer(h.request_deserializer)
-    if h.unary_unary is not None:
-        inner = h.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if isinstance(request, MalformedRequest):
-                await _abort(context, "invalid_argument", request.message)
-            access.CURRENT.set(principal)
-            try:
-                return await inner(request, context)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
-                await _fail(context, exc)
-
-        return grpc.unary_unary_rpc_method_handler(unary, deserialize, h.response_serializer)
-    if h.unary_stream is not None:
-        inner_stream = h.unary_stream
-
-        async def stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            if isinstance(request, MalformedRequest):
-                await _abort(context, "invalid_argument", request.message)
-            access.CURRENT.set(principal)
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
-                await _fail(context, exc)
-
-        return grpc.unary_stream_rpc_method_handler(stream, deserialize, h.response_serializer)
-    return handler
+    return wrap_handler(handler, mapped, adapt_deserializer=lenient_deserializer)
 
 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:

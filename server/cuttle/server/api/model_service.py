@@ -34,7 +34,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_APPLY_DOCUMENTS = 5000
 # Events are also recorded for what is not a document.
-EVENT_ONLY_KINDS = frozenset({"release"})
+EVENT_ONLY_KINDS = frozenset({"release", "space"})
 
 
 class _DryRun(Exception):
@@ -87,12 +87,12 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
         *,
         read_only: bool = False,
     ) -> T:
-        principal = access.current()
+        caller = access.current()
 
         def transaction(session: Session) -> T:
             space_record = doc_store.get_space(session, space or doc_store.DEFAULT_SPACE)
-            repo = ModelRepository(session, space_record, self._encryptor, principal.name)
-            return work(repo, principal)
+            repo = ModelRepository(session, space_record, self._encryptor, caller.name)
+            return work(repo, caller.in_space(space_record.id))
 
         if read_only:
             return await self._tx.read(transaction)
@@ -177,13 +177,14 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
         return await self._run(request.space, work, read_only=True)
 
     async def Apply(self, request: mpb.ApplyRequest, context: Context) -> mpb.ApplyResponse:  # noqa: N802
-        """Create or update many documents, all or nothing; dry_run rolls back."""
+        """Create or update many documents (and prune), all or nothing; dry_run rolls back."""
         if len(request.documents) > MAX_APPLY_DOCUMENTS:
             raise InvalidArgument(
                 f"{len(request.documents)} documents in one apply; the limit is "
                 f"{MAX_APPLY_DOCUMENTS}"
             )
         items, prefixes = _parse_items(request.documents)
+        managed = _managed_kinds(request, items)
 
         def work(repo: ModelRepository, who: Principal) -> list[Change]:
             for document_kind, spec in items:
@@ -192,7 +193,15 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                 except NotFound:
                     current = None
                 _authorize_write(repo, who, document_kind, current, spec)
-            changes = repo.apply(items, prefixes=prefixes)
+            # What the caller cannot see is not theirs to declare, so it is never pruned (a
+            # limited team's export, applied with --prune, leaves other projects alone); what
+            # they can see needs the role a delete needs.
+            prune = [s for s in repo.prune_candidates(items, managed) if _may_view(who, s)]
+            for stored in prune:
+                _authorize_write(repo, who, stored.kind, stored, None)
+            changes = repo.apply(
+                items, prefixes=prefixes, prune=prune, still_used=_machine_users(repo)
+            )
             if request.dry_run:
                 raise _DryRun(changes)
             return changes
@@ -274,6 +283,19 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
         return await self._run(request.space, work, read_only=True)
 
 
+def _managed_kinds(
+    request: mpb.ApplyRequest, items: Sequence[tuple[Kind, d.Document]]
+) -> list[Kind]:
+    """The kinds a prune may delete from: those the request declares or names explicitly."""
+    named = [_kind(k, f"prune_kinds[{i}]") for i, k in enumerate(request.prune_kinds)]
+    if not request.prune:
+        if named:
+            raise ValidationFailed([("prune_kinds", "only with prune")])
+        return []
+    declared = {k.name for k, _ in items} | {k.name for k in named}
+    return [k for k in KINDS if k.name in declared]
+
+
 def _parse_items(
     documents: Iterable[mpb.DocumentSpec],
 ) -> tuple[list[tuple[Kind, d.Document]], list[str]]:
@@ -303,18 +325,36 @@ _MACHINE_FIELDS: dict[str, Callable[[MachineRecord], tuple[str, ...]]] = {
 
 
 def _refuse_if_machines_use(repo: ModelRepository, document_kind: Kind, name: str) -> None:
+    problem = _machines_using(machine_store.all_machines(repo.session), document_kind, name)
+    if problem:
+        raise FailedPrecondition(problem)
+
+
+def _machine_users(repo: ModelRepository) -> Callable[[StoredDocument], str | None]:
+    """For a prune: what machines keep a document, or None (machines are read once)."""
+    machines: list[MachineRecord] | None = None
+
+    def users(stored: StoredDocument) -> str | None:
+        nonlocal machines
+        if stored.kind.name not in _MACHINE_FIELDS:
+            return None
+        if machines is None:
+            machines = list(machine_store.all_machines(repo.session))
+        return _machines_using(machines, stored.kind, stored.spec.name)
+
+    return users
+
+
+def _machines_using(
+    machines: Iterable[MachineRecord], document_kind: Kind, name: str
+) -> str | None:
     field = _MACHINE_FIELDS[document_kind.name]
     key = name.casefold()
-    users = [
-        m.name
-        for m in machine_store.all_machines(repo.session)
-        if any(value.casefold() == key for value in field(m))
-    ]
-    if users:
-        shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
-        raise FailedPrecondition(
-            f"{document_kind.label} {name!r} is still used by machine(s) {shown}"
-        )
+    users = [m.name for m in machines if any(value.casefold() == key for value in field(m))]
+    if not users:
+        return None
+    shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+    return f"{document_kind.label} {name!r} is still used by machine(s) {shown}"
 
 
 # -- authorization ---------------------------------------------------------------------------

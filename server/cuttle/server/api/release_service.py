@@ -176,10 +176,11 @@ async def run_for_project(
     work: Callable[[Releases], T],
 ) -> T:
     """Run work in one transaction once the caller holds one of roles for the project."""
-    who = access.current()
+    caller = access.current()
 
     def transaction(session: Session) -> T:
         space_record = doc_store.get_space(session, space or doc_store.DEFAULT_SPACE)
+        who = caller.in_space(space_record.id)
         repo = ModelRepository(session, space_record, encryptor, who.name)
         project_id = repo.find_id("project", project)
         _require_any(who, roles, project_id or "", project, action)

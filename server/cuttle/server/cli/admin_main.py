@@ -24,7 +24,7 @@ from cuttle.server.cli.context import (
 from cuttle.server.cli.model_commands import register as register_model_commands
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
-HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable"}
+HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
 STYLE = {1: "listening", 2: "polling"}
 TASK_STATE = {1: "queued", 2: "running", 3: "success", 4: "failed", 5: "cancelled"}
 SCRIPT_STATE = {
@@ -55,10 +55,16 @@ SCRIPT_STATE = {
     default="",
     help="Pinned server thumbprint (env CUTTLE_SERVER_THUMBPRINT).",
 )
+@click.option(
+    "--space",
+    envvar="CUTTLE_SPACE",
+    default="",
+    help="Space of the model commands (env CUTTLE_SPACE; default: the default space).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def main(
-    ctx: click.Context, server: str, api_key: str, server_thumbprint: str, debug: bool
+    ctx: click.Context, server: str, api_key: str, server_thumbprint: str, space: str, debug: bool
 ) -> None:
     """Drive a Cuttle server.
 
@@ -71,6 +77,7 @@ def main(
         "server": server,
         "api_key": api_key,
         "thumbprint": server_thumbprint,
+        "space": space,
         "debug": debug,
     }
 
@@ -78,6 +85,14 @@ def main(
 @main.group()
 def machine() -> None:
     """Deployment targets (registered Tentacles)."""
+
+
+def _health_text(m: apb.Machine) -> str:
+    text = HEALTH.get(m.health, "?")
+    if m.unreachable_since_unix_ms:
+        # How long it has failed says how close an unreachable machine is to being skipped.
+        text += f" since {format_ms(m.unreachable_since_unix_ms)}"
+    return text + ("" if m.enabled else " (disabled)")
 
 
 def _machines_table(machines: list[apb.Machine]) -> Table:
@@ -88,7 +103,7 @@ def _machines_table(machines: list[apb.Machine]) -> Table:
             ", ".join(m.environments),
             ", ".join(m.roles),
             STYLE.get(m.comms_style, "?"),
-            HEALTH.get(m.health, "?") + ("" if m.enabled else " (disabled)"),
+            _health_text(m),
             m.tentacle_version or "-",
             m.health_message,
         )
@@ -103,7 +118,12 @@ def _machines_table(machines: list[apb.Machine]) -> Table:
 def machine_list(
     ctx: click.Context, environments: tuple[str, ...], roles: tuple[str, ...], output: str
 ) -> None:
-    """List machines: name, environments, roles, style, health, version."""
+    """List machines: name, environments, roles, style, health, version.
+
+    Health is unknown (not checked yet), healthy, unreachable (checks fail, since when; work
+    still tries it) or unavailable (failing for the machine policy's unavailable_after_seconds;
+    work skips it).
+    """
 
     async def work(conn: AdminConnection) -> list[apb.Machine]:
         machines: list[apb.Machine] = []
@@ -133,7 +153,7 @@ def machine_list(
 @output_option
 @click.pass_context
 def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str) -> None:
-    """Check machines now; exits 1 when any is unavailable."""
+    """Check machines now; exits 1 when any is not healthy."""
 
     async def work(conn: AdminConnection) -> apb.CheckHealthResponse:
         return await conn.stub.CheckHealth(

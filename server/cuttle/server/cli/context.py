@@ -52,6 +52,18 @@ def to_json(message: Any) -> dict[str, Any]:
     )
 
 
+def _space_or_global(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # A command's own --space wins; otherwise `cuttle --space` (or CUTTLE_SPACE) applies.
+    return value or str((ctx.find_root().obj or {}).get("space", ""))
+
+
+space_option = click.option(
+    "--space",
+    default="",
+    callback=_space_or_global,
+    help="Space (default: `cuttle --space`, CUTTLE_SPACE, else the default space).",
+)
+
 output_option = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )

@@ -1,8 +1,8 @@
 """`cuttle apply/export/events` and one command group per kind of the deployment model.
 
 Exit codes scripts can rely on: 0 done (or nothing to do), 1 the server refused or failed,
-2 bad usage, 3 `apply --dry-run --exit-code` found changes, 4 the files have problems (nothing
-was sent).
+2 bad usage, 3 `apply --dry-run --exit-code` found changes (a prune's deletions included), 4 the
+files have problems (nothing was sent).
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection, field_violations
-from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
+from cuttle.server.cli.context import (
+    console,
+    err_console,
+    format_ms,
+    output_option,
+    run_call,
+    space_option,
+)
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
+from cuttle.server.cli.space_commands import space
 from cuttle.server.model import documents as d
 from cuttle.server.model import files
 from cuttle.server.model.kinds import KINDS, Kind, kind
 
 EXIT_CHANGES = 3
 EXIT_FILE_PROBLEMS = 4
-
-space_option = click.option("--space", default="", help="Space (default: the default space).")
 
 
 def register(main: click.Group) -> None:
@@ -44,6 +50,7 @@ def register(main: click.Group) -> None:
     main.add_command(release)
     main.add_command(process)
     main.add_command(runbook)
+    main.add_command(space)
 
 
 # -- apply / export --------------------------------------------------------------------------
@@ -63,6 +70,18 @@ def register(main: click.Group) -> None:
 @click.option(
     "--exit-code", is_flag=True, help="With --dry-run: exit 3 when something would change."
 )
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also delete what the files no longer declare, in the kinds they declare.",
+)
+@click.option(
+    "--prune-kind",
+    "prune_kinds",
+    multiple=True,
+    metavar="KIND",
+    help="With --prune: prune this kind even if the files declare none of it (repeatable).",
+)
 @space_option
 @output_option
 @click.pass_context
@@ -71,6 +90,8 @@ def apply(
     paths: tuple[Path, ...],
     dry_run: bool,
     exit_code: bool,
+    prune: bool,
+    prune_kinds: tuple[str, ...],
     space: str,
     output: str,
 ) -> None:
@@ -79,9 +100,18 @@ def apply(
     \b
       cuttle apply -f cuttle.yaml
       cuttle apply -f deploy/ --dry-run
+      cuttle apply -f deploy/ --prune --dry-run
     Sensitive values never go in a file: write `value_from_env: NAME` and set NAME when
     applying, or leave the value out to keep the one the server has.
+
+    With --prune, documents of a kind the files declare (or --prune-kind names) that the files
+    do not list are deleted too, in the same transaction; the Default Lifecycle and Default
+    Project Group never are.
     """
+    if prune_kinds and not prune:
+        raise click.UsageError("--prune-kind needs --prune")
+    for name in prune_kinds:
+        _kind_or_usage(name)
     loaded = files.load(paths)
     if loaded.problems:
         for problem in loaded.problems:
@@ -91,6 +121,8 @@ def apply(
     request = mpb.ApplyRequest(
         space=space,
         dry_run=dry_run,
+        prune=prune,
+        prune_kinds=[kind(name).name for name in prune_kinds],
         documents=[
             mpb.DocumentSpec(
                 kind=doc.kind.name, spec_json=doc.spec.model_dump_json(), origin=doc.origin
@@ -135,12 +167,9 @@ def apply(
         )
     else:
         verb = (
-            {"create": "create", "update": "update"}
+            {"create": "create", "update": "update", "delete": "delete"}
             if dry_run
-            else {
-                "create": "created",
-                "update": "updated",
-            }
+            else {"create": "created", "update": "updated", "delete": "deleted"}
         )
         for change in changed:
             label = change.kind.replace("_", " ")
@@ -148,8 +177,10 @@ def apply(
             for path in change.changed_paths:
                 console.print(f"    ~ {path}", highlight=False)
         unchanged = len(response.changes) - len(changed)
+        deleted = sum(1 for c in changed if c.action == "delete")
         summary = "would change" if dry_run else "changed"
-        console.print(f"{len(changed)} {summary}, {unchanged} unchanged", highlight=False)
+        of_which = f" ({deleted} {verb['delete']})" if deleted else ""
+        console.print(f"{len(changed)} {summary}{of_which}, {unchanged} unchanged", highlight=False)
     if dry_run and exit_code and changed:
         ctx.exit(EXIT_CHANGES)
 

@@ -10,10 +10,9 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, output_option, run_call
+from cuttle.server.cli.context import console, err_console, output_option, run_call, space_option
 from cuttle.server.model import documents as d
 
-space_option = click.option("--space", default="", help="Space (default: the default space).")
 project_option = click.option("--project", required=True, help="The project.")
 
 

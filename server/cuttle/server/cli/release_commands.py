@@ -9,9 +9,15 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
+from cuttle.server.cli.context import (
+    console,
+    err_console,
+    format_ms,
+    output_option,
+    run_call,
+    space_option,
+)
 
-space_option = click.option("--space", default="", help="Space (default: the default space).")
 project_option = click.option("--project", required=True, help="The project.")
 release_option = click.option("--release", "version", required=True, help="The release version.")
 

@@ -3,7 +3,9 @@
 `assemble_action_variables` is the one call the deployment engine makes. It layers, lowest first:
 
 1. the release's project and library values resolved for this action and machine
-   (`variable_scopes.resolve`);
+   (`variable_scopes.resolve`), and, for a tenanted deployment, the tenant's own values
+   (`TenantValue`), which compete with them as values scoped to that tenant (see
+   `resolve_with_tenant`);
 2. output variables of earlier actions, as `Octopus.Action[Action].Output[Machine].Name` and
    `Octopus.Action[Action].Output.Name`; the short form is the value this machine wrote itself
    when it ran that action (Octopus scopes that copy to the machine), otherwise the last writer
@@ -27,10 +29,12 @@ from types import MappingProxyType
 from cuttle.protocol.variables import TemplateSyntaxError, parse
 from cuttle.server.domain.variable_scopes import (
     DEPLOYMENT_PROCESS,
+    ResolvedVariable,
     Scope,
     ScopeContext,
     VariableValue,
     resolve,
+    specificity,
 )
 
 
@@ -85,6 +89,21 @@ class OutputVariable:
     value: str
     sensitive: bool
     sequence: int
+
+
+@dataclass(frozen=True)
+class TenantValue:
+    """A value the deployment's tenant provides, for one project and/or environment or for all.
+
+    Not part of a release snapshot: as in Octopus, a deployment reads the tenant's values as
+    they are when it runs, so onboarding a tenant needs no new release.
+    """
+
+    name: str
+    value: str
+    sensitive: bool = False
+    project: str | None = None
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +242,70 @@ def output_variables(
     return result
 
 
+def _tenant_rank(value: TenantValue) -> tuple[bool, bool, bool, str]:
+    # Higher wins: environment-specific over all environments, then project-specific over all
+    # projects; then, only between duplicates, sensitive first and the value text, so the
+    # result never depends on the order the values came in.
+    return (
+        value.environment is not None,
+        value.project is not None,
+        value.sensitive,
+        value.value,
+    )
+
+
+def tenant_winners(
+    tenant_values: Iterable[TenantValue], deployment: DeploymentDescription
+) -> dict[str, TenantValue]:
+    """Per case-folded name, the tenant value that applies to this deployment, if any."""
+    if deployment.tenant_name is None:
+        return {}
+    project = deployment.project_name.casefold()
+    environment = deployment.environment_name.casefold()
+    best: dict[str, TenantValue] = {}
+    for value in tenant_values:
+        if value.project is not None and value.project.casefold() != project:
+            continue
+        if value.environment is not None and value.environment.casefold() != environment:
+            continue
+        key = value.name.casefold()
+        current = best.get(key)
+        if current is None or _tenant_rank(value) > _tenant_rank(current):
+            best[key] = value
+    return best
+
+
+def resolve_with_tenant(
+    values: Iterable[VariableValue],
+    tenant_values: Iterable[TenantValue],
+    deployment: DeploymentDescription,
+    context: ScopeContext,
+    prompted_values: Mapping[str, str] | None = None,
+) -> dict[str, ResolvedVariable]:
+    """Project and library values resolved in `context`, with the tenant's values competing.
+
+    A tenant value counts as a value scoped to the deployment's tenant (and to its environment
+    when it names one), so it beats the unscoped value and values scoped to tenant tags,
+    environments, channels or processes, and loses to values scoped to a role, machine or
+    action. At equal specificity the tenant's own value beats a project or library value scoped
+    the same way: the tenant is where its values are kept.
+    """
+    resolved = {
+        item.name.casefold(): item for item in resolve(values, context, prompted_values).values()
+    }
+    for key, tenant in tenant_winners(tenant_values, deployment).items():
+        scope = Scope.of(tenant=deployment.tenant_name or (), environment=tenant.environment or ())
+        mask = specificity(scope, context)
+        if mask is None:
+            # A context that is not this deployment's (another tenant or environment).
+            continue
+        current = resolved.get(key)
+        if current is None or mask >= (specificity(current.origin.scope, context) or 0):
+            origin = VariableValue(tenant.name, tenant.value, scope, tenant.sensitive)
+            resolved[key] = ResolvedVariable(tenant.name, tenant.value, tenant.sensitive, origin)
+    return {item.name: item for item in resolved.values()}
+
+
 def assemble_action_variables(
     values: Iterable[VariableValue],
     deployment: DeploymentDescription,
@@ -230,12 +313,14 @@ def assemble_action_variables(
     machine: MachineDescription | None,
     outputs: Iterable[OutputVariable] = (),
     prompted_values: Mapping[str, str] | None = None,
+    tenant_values: Iterable[TenantValue] = (),
 ) -> ActionVariables:
     """Build the variable dictionary for one action on one machine (None: on the server)."""
     context = scope_context_for(deployment, action, machine)
     layers = _Layers()
-    for resolved in resolve(values, context, prompted_values).values():
-        layers.put(resolved.name, resolved.value, resolved.sensitive)
+    resolved = resolve_with_tenant(values, tenant_values, deployment, context, prompted_values)
+    for item in resolved.values():
+        layers.put(item.name, item.value, item.sensitive)
     user_names = set(layers.entries)
     overridden: list[str] = []
     machine_name = None if machine is None else machine.name

@@ -11,8 +11,10 @@ constrained kinds lexicographically in Octopus's documented precedence order
 so one more specific kind outweighs any number of less specific ones, a superset of kinds beats
 its subsets, and the unscoped value is the fallback. At equal specificity a project value beats a
 library-variable-set value (as in Octopus). Two values that could still tie at run time are
-reported at save time by `find_ambiguities`; a tie that slips through is broken by a fixed order
-(sensitive first, then by value text) so resolution never depends on storage order.
+reported at save time by `find_ambiguities` (within a project or one library set) and
+`find_library_set_ambiguities` (between two library sets one project includes); a tie that slips
+through is broken by a fixed order (sensitive first, then by value text, then by library set
+name) so resolution never depends on storage order.
 
 Names, and the values inside scopes, compare case-insensitively (the template language does);
 results keep the declared spelling. Sensitivity travels with the value through every step.
@@ -374,6 +376,32 @@ def find_ambiguities(values: Sequence[VariableValue]) -> list[Ambiguity]:
                     found.append((first, second, Ambiguity(a.name, a, b, example, text)))
     found.sort(key=lambda item: (item[0], item[1]))
     return [ambiguity for _, _, ambiguity in found]
+
+
+def find_library_set_ambiguities(values: Sequence[VariableValue]) -> list[Ambiguity]:
+    """Pairs of values from two different library sets of one project that tie in some context.
+
+    `values` are a project's own values and those of the sets it includes. A project value beats
+    a library value at equal specificity, so a tie between the project and a set is never
+    ambiguous, and a project value with the same kinds that applies settles a tie between two
+    sets; but two sets have no order between them. Ties inside the project or inside one set
+    are `find_ambiguities`' business when that document is saved, so they are not repeated.
+    """
+    sets_by_name: dict[str, set[str]] = {}
+    for value in values:
+        if value.library_set is not None:
+            sets_by_name.setdefault(value.name.casefold(), set()).add(value.library_set.casefold())
+    shared = {name for name, sets in sets_by_name.items() if len(sets) > 1}
+    if not shared:
+        return []
+    relevant = [value for value in values if value.name.casefold() in shared]
+    return [
+        ambiguity
+        for ambiguity in find_ambiguities(relevant)
+        if ambiguity.first.library_set is not None
+        and ambiguity.second.library_set is not None
+        and ambiguity.first.library_set.casefold() != ambiguity.second.library_set.casefold()
+    ]
 
 
 def _candidate_pairs(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,17 +18,22 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cuttle.server.encryption import Encryptor
-from cuttle.server.errors import NotFound, ValidationFailed
+from cuttle.server.errors import FailedPrecondition, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
 from cuttle.server.model.diff import changed_paths
 from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS, Kind, kind
+from cuttle.server.model.library_set_ties import LibrarySetTies, Saved
 from cuttle.server.model.references import Path, format_path, map_references, references
 from cuttle.server.store import documents as store
+from cuttle.server.store import errors as store_errors
 from cuttle.server.store import events
 from cuttle.server.store.documents import DocumentRecord, SpaceRecord
 from cuttle.server.store.records import Page
 
 Action = Literal["create", "update", "unchanged", "delete"]
+
+# Kinds whose saves can leave two library sets of one project tied (see library_set_ties.py).
+_VARIABLE_HOLDERS = frozenset({"project", "library_variable_set"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,7 @@ class ModelRepository:
     def create(self, document_kind: Kind, spec: d.Document) -> StoredDocument:
         """Store a new document; Conflict if the name is taken."""
         stored, _ = self._write(document_kind, spec, None, None, {}, "")
+        self._check_library_set_ties({stored.record.id: Saved(document_kind.name, "")})
         return stored
 
     def update(
@@ -176,29 +182,61 @@ class ModelRepository:
         if record is None:
             raise NotFound(f"{document_kind.label} {name!r} was not found")
         stored, _ = self._write(document_kind, spec, record, expected_revision, {}, "")
+        self._check_library_set_ties({stored.record.id: Saved(document_kind.name, "")})
         return stored
 
     def delete(self, document_kind: Kind, name: str) -> None:
         """Delete the document called name; FailedPrecondition says what still uses it."""
-        current = self.get(document_kind, name)
+        self._remove(self.get(document_kind, name))
+
+    def _remove(self, current: StoredDocument) -> None:
         store.remove(self._session, current.record.id)
         self._audit(
             "deleted",
-            document_kind,
+            current.kind,
             current.record.id,
             current.spec.name,
-            f"Deleted {document_kind.label} {current.spec.name}",
+            f"Deleted {current.kind.label} {current.spec.name}",
             before=_dump(current.spec),
             after=None,
         )
 
+    def prune_candidates(
+        self, items: Sequence[tuple[Kind, d.Document]], kinds: Collection[Kind]
+    ) -> list[StoredDocument]:
+        """Documents of these kinds that items do not declare, in the order a prune deletes them.
+
+        That order is the reverse of the apply order (what refers comes before what it refers
+        to). The documents every space starts with are never candidates: a file set that does
+        not mention the Default Lifecycle should not take it from the projects that use it.
+        """
+        declared = {(k.name, store.name_key(spec.name)) for k, spec in items}
+        protected = {(_kind_of(spec), store.name_key(spec.name)) for spec in DEFAULT_DOCUMENTS}
+        wanted = {k.name for k in kinds}
+        found = []
+        for document_kind in reversed(KINDS):
+            if document_kind.name not in wanted:
+                continue
+            for record in store.all_of_kind(self._session, self.space.id, document_kind.name):
+                key = (document_kind.name, store.name_key(record.name))
+                if key not in declared and key not in protected:
+                    found.append(self._stored(document_kind, record))
+        return found
+
     def apply(
-        self, items: Sequence[tuple[Kind, d.Document]], *, prefixes: Sequence[str] = ()
+        self,
+        items: Sequence[tuple[Kind, d.Document]],
+        *,
+        prefixes: Sequence[str] = (),
+        prune: Sequence[StoredDocument] = (),
+        still_used: Callable[[StoredDocument], str | None] | None = None,
     ) -> list[Change]:
-        """Create or update every document given, all or nothing; unchanged ones stay as they are.
+        """Create or update every document given, then delete `prune`, all or nothing.
 
         prefixes[i] is how problems in items[i] are located (e.g. "documents[3]"); every
-        problem of every document is collected before anything is written.
+        problem of every document is collected before anything is written. `prune` comes from
+        `prune_candidates`; `still_used` names users of a document that the reference table
+        does not know (machines), or returns None.
         """
         problems: list[tuple[str, str]] = []
         seen: dict[tuple[str, str], int] = {}
@@ -250,7 +288,48 @@ class ModelRepository:
         environments = [spec.name for k, spec in items if k.name == "environment"]
         if len(environments) > 1:
             self._impose_order(kind("environment"), environments)
+        changes.extend(self._prune(prune, still_used))
+        self._check_library_set_ties(
+            {
+                document_id: Saved(
+                    document_kind.name,
+                    f"{prefixes[index] if index < len(prefixes) else f'documents[{index}]'}.",
+                )
+                for index, (document_id, (document_kind, _)) in enumerate(
+                    zip(written, items, strict=True)
+                )
+            }
+        )
         return changes
+
+    def _prune(
+        self,
+        prune: Sequence[StoredDocument],
+        still_used: Callable[[StoredDocument], str | None] | None,
+    ) -> list[Change]:
+        """Delete every document given, or none: FailedPrecondition lists what keeps any."""
+        problems = [m for m in (still_used(p) for p in prune) if m] if still_used else []
+        # What a pruned document refers to must not stop another prune: only references from
+        # documents that stay count, which is what remains once the pruned ones say nothing.
+        for current in prune:
+            store.set_references(self._session, current.record.id, ())
+        changes = []
+        for current in prune:
+            try:
+                self._remove(current)
+            except store_errors.FailedPrecondition as exc:
+                problems.append(str(exc))
+                continue
+            changes.append(Change("delete", current.kind.name, current.spec.name))
+        if problems:
+            # One problem per line: each "still used by" message lists its users with "; ".
+            raise FailedPrecondition("cannot prune (nothing was applied): " + "\n".join(problems))
+        return changes
+
+    def _check_library_set_ties(self, saved: dict[str, Saved]) -> None:
+        relevant = {i: s for i, s in saved.items() if s.kind in _VARIABLE_HOLDERS}
+        if relevant:
+            LibrarySetTies(self._session, self._encryptor, self.names_for).check(relevant)
 
     def reorder(self, document_kind: Kind, names: Sequence[str]) -> None:
         """Put the named documents in this relative order, keeping the others where they are."""

@@ -103,6 +103,14 @@ def list_keys(session: Session, user_id: str | None = None) -> list[ApiKeyRecord
     return [_record(row) for row in rows]
 
 
+def get(session: Session, key_id: str) -> ApiKeyRecord:
+    """The key with this id, or raise NotFound."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound("API key", key_id)
+    return _record(row)
+
+
 def revoke(session: Session, key_id: str) -> ApiKeyRecord:
     """Revoke the key with this id (revoking twice is harmless), or raise NotFound."""
     row = session.get(ApiKey, key_id)

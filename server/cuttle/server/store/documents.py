@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.server.store.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
-from cuttle.server.store.models import Document, DocumentReference, Space
+from cuttle.server.store.models import Document, DocumentReference, Release, Space
 from cuttle.server.store.records import Page, now_ms
 
 DEFAULT_SPACE = "Default"
@@ -29,6 +29,12 @@ class SpaceRecord:
 
     id: str
     name: str
+    created_ms: int = 0
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the default space (it keeps its name, so the name tells)."""
+        return name_key(self.name) == name_key(DEFAULT_SPACE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +85,86 @@ def ensure_space(session: Session, name: str = DEFAULT_SPACE) -> tuple[SpaceReco
     """Return the space called name, creating it if needed; the flag says whether it was new."""
     row = session.scalars(select(Space).where(Space.name_key == name_key(name))).first()
     if row is not None:
-        return SpaceRecord(row.id, row.name), False
+        return _space_record(row), False
+    return create_space(session, name), True
+
+
+def get_space(session: Session, name: str, *, for_update: bool = False) -> SpaceRecord:
+    """The space called name, or NotFound; for_update also holds off new documents in it."""
+    return _space_record(_space_row(session, name, for_update=for_update))
+
+
+def _space_record(row: Space) -> SpaceRecord:
+    return SpaceRecord(row.id, row.name, row.created_ms)
+
+
+def _space_row(session: Session, name: str, *, for_update: bool = False) -> Space:
+    query = select(Space).where(Space.name_key == name_key(name))
+    row = session.scalars(query.with_for_update() if for_update else query).first()
+    if row is None:
+        raise NotFound("space", name)
+    return row
+
+
+def list_spaces(session: Session) -> list[SpaceRecord]:
+    """Every space, by name."""
+    rows = session.scalars(select(Space).order_by(Space.name_key)).all()
+    return [_space_record(row) for row in rows]
+
+
+def create_space(session: Session, name: str) -> SpaceRecord:
+    """A new, empty space; Conflict when the name (in any case) is taken."""
+    if session.scalars(select(Space.id).where(Space.name_key == name_key(name))).first():
+        raise Conflict(f"a space named {name!r} already exists")
     row = Space(id=uuid.uuid4().hex, name=name, name_key=name_key(name), created_ms=now_ms())
     session.add(row)
     session.flush()
-    return SpaceRecord(row.id, row.name), True
+    return _space_record(row)
 
 
-def get_space(session: Session, name: str) -> SpaceRecord:
-    """The space called name, or NotFound."""
-    row = session.scalars(select(Space).where(Space.name_key == name_key(name))).first()
-    if row is None:
-        raise NotFound("space", name)
-    return SpaceRecord(row.id, row.name)
+def rename_space(session: Session, name: str, new_name: str) -> SpaceRecord:
+    """Rename a space; Conflict when another space has the new name."""
+    row = _space_row(session, name, for_update=True)
+    if (
+        name_key(new_name) != row.name_key
+        and session.scalars(select(Space.id).where(Space.name_key == name_key(new_name))).first()
+    ):
+        raise Conflict(f"a space named {new_name!r} already exists")
+    row.name = new_name
+    row.name_key = name_key(new_name)
+    session.flush()
+    return _space_record(row)
+
+
+def space_contents(
+    session: Session, space_id: str, ignore: Collection[tuple[str, str]] = ()
+) -> dict[str, int]:
+    """How many documents of each kind (and releases) a space holds, except ignored (kind, name)."""
+    skip = {(kind, name_key(name)) for kind, name in ignore}
+    counts: dict[str, int] = {}
+    for kind, key in session.execute(
+        select(Document.kind, Document.name_key).where(Document.space_id == space_id)
+    ).all():
+        if (kind, key) not in skip:
+            counts[kind] = counts.get(kind, 0) + 1
+    releases = session.scalar(
+        select(func.count()).select_from(Release).where(Release.space_id == space_id)
+    )
+    if releases:
+        counts["release"] = releases
+    return counts
+
+
+def delete_space(session: Session, space_id: str) -> None:
+    """Delete a space and everything in it (the caller checks it is empty enough)."""
+    in_space = select(Document.id).where(Document.space_id == space_id)
+    # References are RESTRICT so a lone delete can never orphan one; here the whole space
+    # goes, so they go first. Releases (and their deployments, snapshots) cascade.
+    session.execute(delete(DocumentReference).where(DocumentReference.from_id.in_(in_space)))
+    session.execute(delete(Release).where(Release.space_id == space_id))
+    session.execute(delete(Document).where(Document.space_id == space_id))
+    session.execute(delete(Space).where(Space.id == space_id))
+    session.flush()
 
 
 def has_documents(session: Session) -> bool:
