@@ -110,7 +110,7 @@ def linked(link: Link, request: pytest.FixtureRequest) -> Iterator[Link]:
     marker = uuid.uuid4().hex
     lines, final = link.run(_run(link, _bash(f"echo alive-{marker}")))
     assert final.succeeded
-    assert f"alive-{marker}".encode() in [line.text for line in lines]
+    assert f"alive-{marker}".encode() in lines
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -156,12 +156,13 @@ def _bash(body: str, *, timeout: float = 0.0) -> ScriptRequest:
     )
 
 
-async def _run(link: Link, request: ScriptRequest) -> tuple[list[Any], ScriptStatus]:
+async def _run(link: Link, request: ScriptRequest) -> tuple[list[bytes], ScriptStatus]:
+    """The script's lines (every source) and its final status."""
     await link.client.start_script(request)
-    lines: list[Any] = []
+    lines: list[bytes] = []
     last: ScriptStatus | None = None
     async for status in link.client.watch_script(request.ticket):
-        lines.extend(status.lines)
+        lines.extend(text for run in status.runs for text in run.text.split(b"\n"))
         last = status
     assert last is not None
     return lines, last

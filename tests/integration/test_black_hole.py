@@ -108,7 +108,8 @@ def _black_hole_and_measure(cluster: Cluster, namespace: Namespace, tentacle: Te
     assert seen_by_cli < REQUIRED_DETECTION, seen_by_cli
     health = cluster.server.cli("machine", "health-check", "--output", "json")
     (checked,) = json.loads(health.stdout)
-    assert checked["health"] == "HEALTH_STATUS_UNAVAILABLE", checked
+    # One failed check: unreachable, not yet unavailable (the default policy waits 300 s).
+    assert checked["health"] == "HEALTH_STATUS_UNREACHABLE", checked
     assert checked["health_message"] == "the polling Tentacle is not connected to this server"
 
     # The Tentacle: it heard nothing from the server for the timeout and gave the stream up

@@ -30,6 +30,7 @@ def test_one_line_install_registers_a_polling_tentacle_that_runs_scripts(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     server = cluster.start_server()
+    server.ensure_environments(("Dev",))
     prefix, home = tmp_path / "venv", tmp_path / "home"
     args = [
         "--server",

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.integration
 def test_machines_are_edited_against_the_model(cluster: Cluster) -> None:
     server = cluster.start_server()
     cluster.add_tentacle("web-01", "listening", environments=("Dev",), roles=("web",))
+    # Dev exists already: the harness creates it for the registration.
     for args in (
-        ("environment", "create", "Dev"),
         ("environment", "create", "Test"),
         ("tenant", "create", "Contoso"),
         ("machine-policy", "create", "Slow", "--set", "health_check_interval_seconds=86400"),

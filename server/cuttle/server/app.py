@@ -22,10 +22,13 @@ from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
 from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
+from cuttle.server.api.space_service import SpaceService
 from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
 from cuttle.server.comms.registry import Connections, MachineEndpoint
 from cuttle.server.encryption import KEY_FILE as ENCRYPTION_KEY_FILE
 from cuttle.server.encryption import Encryptor, KeyFileError, create_key_file
+from cuttle.server.engine.cancel_delivery import CancelDelivery, CancelDeliverySettings
+from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
@@ -71,14 +74,34 @@ class ServerNode:
             ),
             self.polling_peers,
             settings.connect_timeout_seconds,
+            settings.agent_call_timeout_seconds,
         )
         self.signals = TaskSignals()
-        self.health = HealthChecker(self.tx, self.connections, settings.connect_timeout_seconds)
+        self.health = HealthChecker(
+            self.tx,
+            self.connections,
+            settings.connect_timeout_seconds,
+            unavailable_after=settings.unavailable_after_seconds,
+        )
+        self.completions = TicketCompletions()
         self.scripts = ScriptTasks(
             self.tx,
             self.connections,
             self.signals,
-            ScriptTaskSettings(agent_lost_after=settings.agent_lost_after_seconds),
+            ScriptTaskSettings(
+                agent_lost_after=settings.agent_lost_after_seconds,
+                cancel_retry_interval=settings.cancel_retry_interval_seconds,
+            ),
+            self.completions,
+        )
+        self.cancels = CancelDelivery(
+            self.tx,
+            self.connections,
+            self.signals,
+            CancelDeliverySettings(
+                retry_interval=settings.cancel_retry_interval_seconds,
+                max_retry_interval=settings.cancel_retry_max_interval_seconds,
+            ),
         )
         self._admin: grpc.aio.Server | None = None
         self._polling: grpc.aio.Server | None = None
@@ -138,6 +161,7 @@ class ServerNode:
         model_pb2_grpc.add_RunbookServiceServicer_to_server(
             RunbookService(self.tx, encryptor), admin
         )
+        model_pb2_grpc.add_SpaceServiceServicer_to_server(SpaceService(self.tx, encryptor), admin)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, admin)
         reflection.enable_server_reflection(
@@ -147,6 +171,7 @@ class ServerNode:
                 model_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["ReleaseService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["RunbookService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["SpaceService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),
@@ -162,7 +187,9 @@ class ServerNode:
         await polling.start()
         await admin.start()
         self._polling, self._admin = polling, admin
+        self.completions.start()
         resumed = await self.scripts.resume()
+        pending_cancels = await self.cancels.start()
         self._loops.append(
             asyncio.create_task(
                 self.health.run_forever(self.settings.health_check_interval_seconds)
@@ -174,6 +201,7 @@ class ServerNode:
             "server_started",
             thumbprint=self.identity.thumbprint,
             resumed_tasks=resumed,
+            pending_cancels=pending_cancels,
             **self.ports,
         )
 
@@ -182,7 +210,9 @@ class ServerNode:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.cancels.stop()
         await self.scripts.stop()
+        await self.completions.stop(grace)
         for server in (self._admin, self._polling):
             if server is not None:
                 await server.stop(grace)

@@ -26,8 +26,17 @@ class ServerSettings:
     heartbeat_interval_seconds: float = 10.0
     heartbeat_timeout_seconds: float = 20.0  # + interval <= 30 s to notice a black hole
     health_check_interval_seconds: float = 300.0
+    # For machines without a machine policy: how long health checks fail before "unavailable".
+    unavailable_after_seconds: float = 300.0
     connect_timeout_seconds: float = 10.0
+    # How long one request to an agent (start, status, cancel, ...) may take before it counts
+    # as failed and is retried: an agent that is frozen or black-holed answers nothing at all.
+    agent_call_timeout_seconds: float = 60.0
     agent_lost_after_seconds: float = 600.0
+    # A cancel left pending for an away agent is tried again after this, then after twice as
+    # long each time, up to the maximum.
+    cancel_retry_interval_seconds: float = 15.0
+    cancel_retry_max_interval_seconds: float = 300.0
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:

@@ -145,6 +145,8 @@ class Server:
     process: Process | None = None
     admin_port: int = 0
     polling_port: int = 0
+    # Environments known to exist (case-folded), so each is created once per server.
+    environments: set[str] = field(default_factory=set)
 
     def init(self) -> None:
         """cuttle-server init; keeps the thumbprint and admin key."""
@@ -243,6 +245,16 @@ class Server:
         """Run a listing with --output json and parse it."""
         return json.loads(self.cli(*args, "--output", "json", check=True).stdout)
 
+    def ensure_environments(self, names: tuple[str, ...]) -> None:
+        """Create the environments a registration names: the server refuses unknown ones."""
+        for name in names:
+            if name.casefold() in self.environments:
+                continue
+            result = self.cli("environment", "create", name)
+            if result.returncode != 0 and "already exists" not in result.stderr:
+                raise AssertionError(f"cuttle environment create {name} failed:\n{result.stderr}")
+            self.environments.add(name.casefold())
+
 
 @dataclass
 class Tentacle:
@@ -311,6 +323,7 @@ class Tentacle:
             register += ["--environment", env]
         for role in roles:
             register += ["--role", role]
+        self.server.ensure_environments(environments)
         if self.style == "listening":
             self.start()
             self.tentacle(*register)

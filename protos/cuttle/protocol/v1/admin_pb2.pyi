@@ -46,12 +46,26 @@ class _HealthStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HealthSt
     HEALTH_STATUS_UNKNOWN: _HealthStatus.ValueType  # 0
     HEALTH_STATUS_HEALTHY: _HealthStatus.ValueType  # 1
     HEALTH_STATUS_UNAVAILABLE: _HealthStatus.ValueType  # 2
+    """Failing health checks for at least the machine policy's unavailable_after_seconds: work
+    skips it.
+    """
+    HEALTH_STATUS_UNREACHABLE: _HealthStatus.ValueType  # 3
+    """The last health check failed (health_message says why), for less than that: work still
+    tries it.
+    """
 
 class HealthStatus(_HealthStatus, metaclass=_HealthStatusEnumTypeWrapper): ...
 
 HEALTH_STATUS_UNKNOWN: HealthStatus.ValueType  # 0
 HEALTH_STATUS_HEALTHY: HealthStatus.ValueType  # 1
 HEALTH_STATUS_UNAVAILABLE: HealthStatus.ValueType  # 2
+"""Failing health checks for at least the machine policy's unavailable_after_seconds: work
+skips it.
+"""
+HEALTH_STATUS_UNREACHABLE: HealthStatus.ValueType  # 3
+"""The last health check failed (health_message says why), for less than that: work still
+tries it.
+"""
 Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
 
 class _TaskState:
@@ -139,7 +153,9 @@ class RegisterMachineRequest(_message.Message):
     force: _builtins.bool
     """Replace an existing registration of the same name (its old certificate stops working)."""
     @_builtins.property
-    def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each must exist in the model (`cuttle environment create`), or nothing is registered."""
+
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -184,6 +200,7 @@ class Machine(_message.Message):
     TENANT_TAGS_FIELD_NUMBER: _builtins.int
     TENANTED_MODE_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    UNREACHABLE_SINCE_UNIX_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     comms_style: Global___CommsStyle.ValueType
     endpoint: _builtins.str
@@ -200,6 +217,8 @@ class Machine(_message.Message):
     tenanted_mode: _builtins.str
     policy: _builtins.str
     """Empty: the space's default machine policy."""
+    unreachable_since_unix_ms: _builtins.int
+    """When the current run of failed health checks began; 0 while checks succeed."""
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -230,10 +249,11 @@ class Machine(_message.Message):
         tenant_tags: _abc.Iterable[_builtins.str] | None = ...,
         tenanted_mode: _builtins.str = ...,
         policy: _builtins.str = ...,
+        unreachable_since_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comms_style", b"comms_style", "connected", b"connected", "enabled", b"enabled", "endpoint", b"endpoint", "environments", b"environments", "free_disk_bytes", b"free_disk_bytes", "health", b"health", "health_message", b"health_message", "last_health_check_unix_ms", b"last_health_check_unix_ms", "name", b"name", "os", b"os", "policy", b"policy", "registered_unix_ms", b"registered_unix_ms", "roles", b"roles", "tenant_tags", b"tenant_tags", "tenanted_mode", b"tenanted_mode", "tenants", b"tenants", "tentacle_version", b"tentacle_version", "thumbprint", b"thumbprint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comms_style", b"comms_style", "connected", b"connected", "enabled", b"enabled", "endpoint", b"endpoint", "environments", b"environments", "free_disk_bytes", b"free_disk_bytes", "health", b"health", "health_message", b"health_message", "last_health_check_unix_ms", b"last_health_check_unix_ms", "name", b"name", "os", b"os", "policy", b"policy", "registered_unix_ms", b"registered_unix_ms", "roles", b"roles", "tenant_tags", b"tenant_tags", "tenanted_mode", b"tenanted_mode", "tenants", b"tenants", "tentacle_version", b"tentacle_version", "thumbprint", b"thumbprint", "unreachable_since_unix_ms", b"unreachable_since_unix_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

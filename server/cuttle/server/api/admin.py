@@ -90,7 +90,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RegisterMachine(
         self, request: apb.RegisterMachineRequest, context: Context
     ) -> apb.Machine:  # noqa: N802
-        """Register (or with force, re-register) a Tentacle and trust its certificate at once."""
+        """Register (or with force, re-register) a Tentacle and trust its certificate at once.
+
+        Its environments must exist in the model, as for UpdateMachine; nothing is registered
+        otherwise.
+        """
         if not request.name.strip():
             raise InvalidArgument("machine name is empty")
         if not request.environments:
@@ -104,9 +108,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             thumbprint = pki.check_peer_certificate(request.certificate_pem.encode())
         except pki.CertificateError as exc:
             raise InvalidArgument(f"certificate refused: {exc}") from exc
-        record = await self._tx.run(
-            lambda s: machine_store.add(
-                s,
+
+        def work(session: Session) -> MachineRecord:
+            # The same rule as UpdateMachine: a machine only joins environments that exist.
+            _check_machine_references(
+                session,
+                {
+                    "environments": list(request.environments),
+                    "tenants": None,
+                    "tenant_tags": None,
+                    "policy": None,
+                },
+            )
+            return machine_store.add(
+                session,
                 name=request.name.strip(),
                 comms_style=style,
                 endpoint=request.endpoint or None,
@@ -116,7 +131,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 roles=list(request.roles),
                 replace=request.force,
             )
-        )
+
+        record = await self._tx.run(work)
         await self._machine_added(record)
         log.info("machine_registered", machine=record.name, style=style, thumbprint=thumbprint)
         return self._machine(record)

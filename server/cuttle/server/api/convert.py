@@ -15,6 +15,7 @@ from cuttle.server.store.records import (
 _HEALTH = {
     "unknown": apb.HEALTH_STATUS_UNKNOWN,
     "healthy": apb.HEALTH_STATUS_HEALTHY,
+    "unreachable": apb.HEALTH_STATUS_UNREACHABLE,
     "unavailable": apb.HEALTH_STATUS_UNAVAILABLE,
 }
 _STYLE = {"listening": apb.COMMS_STYLE_LISTENING, "polling": apb.COMMS_STYLE_POLLING}
@@ -64,6 +65,7 @@ def machine(record: MachineRecord, connected: bool | None = None) -> apb.Machine
         tenant_tags=list(record.tenant_tags),
         tenanted_mode=record.tenanted_mode,
         policy=record.policy or "",
+        unreachable_since_unix_ms=record.unreachable_since_ms or 0,
     )
 
 

@@ -33,11 +33,13 @@ class Connections:
         hub: PollingHub,
         polling_peers: PinnedPeers,
         connect_timeout: float = 10.0,
+        call_timeout: float = 60.0,
     ) -> None:
         self._identity = identity
         self.hub = hub
         self._peers = polling_peers
         self._connect_timeout = connect_timeout
+        self._call_timeout = call_timeout
         self._machines: dict[str, MachineEndpoint] = {}
         self._by_thumbprint: dict[str, str] = {}
         self._clients: dict[str, TentacleClient] = {}
@@ -123,7 +125,7 @@ class Connections:
                 self._identity,
                 self._connect_timeout,
             )
-        client = TentacleClient(transport)
+        client = TentacleClient(transport, self._call_timeout)
         self._clients[key] = client
         return client
 

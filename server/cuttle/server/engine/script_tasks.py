@@ -21,28 +21,31 @@ import structlog
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.backoff import Backoff
+from cuttle.protocol.masking import Masker
 from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.scripts import RemoteVariable, ScriptFile, ScriptRequest, ScriptStatus
-from cuttle.server.engine.masking import ValueMasker
+from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import (
     AgentError,
     AgentRejected,
+    FailedPrecondition,
     InvalidArgument,
     NotDelivered,
     NotFound,
 )
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import machines as machine_store
-from cuttle.server.store import task_log, tasks
+from cuttle.server.store import pending_cancels, task_log, tasks
 from cuttle.server.store.records import (
     ArtifactRef,
-    LogLineRecord,
+    LogRunRecord,
     OutputVariable,
     TaskRecord,
     TaskTargetRecord,
+    now_ms,
 )
 
 log = structlog.get_logger(__name__)
@@ -60,6 +63,8 @@ class ScriptTaskSettings:
 
     # How long a target keeps trying to reach its agent before the result counts as unknown.
     agent_lost_after: float = 600.0
+    # When a cancel left pending for an away agent is first tried again (engine/cancel_delivery).
+    cancel_retry_interval: float = 15.0
     max_artifact_bytes: int = 64 * 1024 * 1024
     reconnect_max_delay: float = 10.0
 
@@ -84,6 +89,9 @@ class _Running:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
     secrets: tuple[RemoteVariable, ...] = ()
+    # Whether the task was running before this server started: an earlier process may have
+    # started its scripts, so the agent may have one even if nothing was sent from here.
+    resumed: bool = False
 
 
 class ScriptTasks:
@@ -95,8 +103,11 @@ class ScriptTasks:
         connections: Connections,
         signals: TaskSignals,
         settings: ScriptTaskSettings,
+        completions: TicketCompletions | None = None,
     ) -> None:
         self._tx = tx
+        # Not started (as in unit tests): each completion is then awaited in place.
+        self._completions = completions or TicketCompletions()
         self._connections = connections
         self._signals = signals
         self._settings = settings
@@ -135,13 +146,28 @@ class ScriptTasks:
             matching = machine_store.all_machines(
                 session, environments=spec.environments, roles=spec.roles, names=spec.machines
             )
-            chosen = [m for m in matching if m.enabled]
-            missing = {n.lower() for n in spec.machines} - {m.name.lower() for m in chosen}
+            enabled = [m for m in matching if m.enabled]
+            named = {n.lower() for n in spec.machines}
+            missing = named - {m.name.lower() for m in enabled}
             if missing:
                 raise NotFound(f"no enabled machine named {', '.join(sorted(missing))}")
+            # As Octopus does: an unavailable machine is skipped, an unreachable one is still
+            # tried (it may be back). One asked for by name is refused rather than silently
+            # left out, and the person sees why.
+            skipped = [m for m in enabled if m.health == "unavailable"]
+            refused = [m for m in skipped if m.name.lower() in named]
+            if refused:
+                raise FailedPrecondition(
+                    "; ".join(
+                        f"{m.name} is unavailable ({m.health_message or 'health checks fail'})"
+                        for m in refused
+                    )
+                    + ": check it again with `cuttle machine health-check --name NAME`"
+                )
+            chosen = [m for m in enabled if m.health != "unavailable"]
             if not chosen:
                 raise NotFound(
-                    "no machine matches "
+                    f"no {'available ' if skipped else ''}machine matches "
                     + ", ".join(
                         f"{label} {', '.join(values)}"
                         for label, values in (
@@ -150,8 +176,11 @@ class ScriptTasks:
                         )
                         if values
                     )
+                    + (f" (unavailable: {', '.join(m.name for m in skipped)})" if skipped else "")
                 )
             description = f"Run {spec.syntax} script on {len(chosen)} machine(s)"
+            if skipped:
+                description += f", skipped unavailable {', '.join(m.name for m in skipped)}"
             return tasks.create_script_task(
                 session,
                 description=description,
@@ -196,12 +225,13 @@ class ScriptTasks:
     async def _run_task(self, task_id: str) -> None:
         structlog.contextvars.bind_contextvars(task_id=task_id)
         task = await self._tx.run(lambda s: tasks.get(s, task_id))
+        running = self._running[task_id]
+        running.resumed = task.state != "queued"
         if task.state == "queued":
             task = await self._tx.run(
                 lambda s: tasks.set_state(s, task_id, "running", expected=QUEUED)
             )
             self._signals.notify(task_id)
-        running = self._running[task_id]
         if task.cancel_requested:
             running.reason = task.cancel_reason
             running.cancel.set()
@@ -258,46 +288,79 @@ class ScriptTasks:
                 "before the script started; run it again",
             )
             return
-        masker = ValueMasker(v.value for v in running.secrets)
+        masker = Masker(v.value for v in running.secrets)
         request = self._request(task, target, running)
         after = target.last_sequence
         backoff = Backoff(initial=0.2, maximum=self._settings.reconnect_max_delay)
         lost_since: float | None = None
         cancel_sent = False
         started = False
+        # Whether the agent may have the script. While it cannot, a cancel needs nothing from
+        # the agent, and failing to reach it means "not delivered" (safe to run again).
+        may_have_started = running.resumed
         while True:
+            if running.cancel.is_set() and not may_have_started:
+                await self._finish_target(
+                    task.id, machine, "cancelled", -1, f"cancelled before it was sent to {machine}"
+                )
+                return
+            # Set once the agent answered the start: it has the script from then on.
+            answered = asyncio.Event()
             try:
                 client = self._connections.client(machine)
                 if running.cancel.is_set() and not cancel_sent:
-                    await client.cancel_script(target.ticket, running.reason or "cancelled")
+                    try:
+                        await client.cancel_script(target.ticket, running.reason or "cancelled")
+                    except NotFound as exc:
+                        # Nothing runs under the ticket there, and starting it now would run
+                        # a cancelled script. If it ran before, what became of it is unknown.
+                        ran = started or target.last_sequence > 0
+                        await self._finish_target(
+                            task.id,
+                            machine,
+                            "result_unknown" if ran else "cancelled",
+                            -1,
+                            f"cancelled; {machine} does not know the script: {exc}",
+                        )
+                        return
                     cancel_sent = True
-                status = await client.start_script(request)
-                started = True
+                # The watch starts the script (idempotently) and follows it: one round trip.
                 watcher = asyncio.create_task(
-                    self._follow(task.id, machine, client, target.ticket, after, masker)
+                    self._follow(
+                        task.id, machine, client, target.ticket, after, masker, request, answered
+                    )
                 )
                 canceller = asyncio.create_task(running.cancel.wait())
-                done, _ = await asyncio.wait(
-                    {watcher, canceller}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if watcher not in done:
-                    await client.cancel_script(target.ticket, running.reason or "cancelled")
-                    cancel_sent = True
-                    await watcher
-                canceller.cancel()
+                try:
+                    done, _ = await asyncio.wait(
+                        {watcher, canceller}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if watcher not in done:
+                        await client.cancel_script(target.ticket, running.reason or "cancelled")
+                        cancel_sent = True
+                        await asyncio.wait({watcher})
+                finally:
+                    # Neither outlives this attempt, whatever ended it (an unreachable agent).
+                    canceller.cancel()
+                    watcher.cancel()
+                    await asyncio.wait({watcher, canceller})
+                    if not watcher.cancelled():
+                        # Seen here, so a failure that lost to the cancel's is not reported
+                        # as never retrieved; result() below raises it when it is ours.
+                        watcher.exception()
                 status, after = watcher.result()
                 await self._conclude(task.id, machine, client, status, masker)
                 return
             except (AgentError, NotFound) as exc:
-                if (
-                    isinstance(exc, NotDelivered)
-                    and not started
-                    and target.state
-                    in (
-                        "pending",
-                        "not_delivered",
-                    )
-                ):
+                if answered.is_set():
+                    started = may_have_started = True
+                elif not isinstance(exc, NotDelivered):
+                    # Only a request nobody picked up surely did not start it; one lost on
+                    # the way back may have.
+                    may_have_started = True
+                if isinstance(exc, NotDelivered) and not may_have_started:
+                    if running.cancel.is_set():
+                        continue  # cancelled before the agent had it: see the top of the loop
                     # The agent never had it: safe for a person (or a deployment) to retry.
                     await self._finish_target(task.id, machine, "not_delivered", -1, str(exc))
                     return
@@ -313,18 +376,70 @@ class ScriptTasks:
                 stored = await self._tx.run(lambda s: tasks.get_target(s, task.id, machine))
                 after = stored.last_sequence
                 if now - lost_since > self._settings.agent_lost_after:
-                    await self._finish_target(
-                        task.id,
-                        machine,
-                        "result_unknown",
-                        -1,
+                    lost = (
                         f"lost contact with {machine} for "
-                        f"{self._settings.agent_lost_after:g}s: {exc}",
+                        f"{self._settings.agent_lost_after:g}s: {exc}"
                     )
+                    if running.cancel.is_set():
+                        await self._leave_cancel_pending(task.id, target, running.reason, lost)
+                    else:
+                        await self._finish_target(task.id, machine, "result_unknown", -1, lost)
                     return
                 delay = backoff.next_delay()
                 bound.warning("target_retrying", error=str(exc), delay=round(delay, 2))
                 await asyncio.sleep(delay)
+
+    async def _leave_cancel_pending(
+        self, task_id: str, target: TaskTargetRecord, reason: str, lost: str
+    ) -> None:
+        """Finish a target whose cancel could not reach its agent; keep the cancel for later.
+
+        The target becomes result_unknown, not cancelled: until the agent confirms, nobody
+        knows whether the script was killed, ended by itself, or still runs, and `cancelled`
+        would tell the person reading `cuttle task show` that it was killed. The message says
+        the cancel is pending; delivery (engine/cancel_delivery.py) rewrites it with what the
+        agent answered. The task itself still ends cancelled: that is what was asked for.
+        """
+        machine = target.machine_name
+        at = now_ms()
+
+        def finish(session: Session) -> bool:
+            # One transaction: a target never ends result_unknown with its cancel forgotten.
+            kept = pending_cancels.add(
+                session,
+                ticket=target.ticket,
+                machine_name=machine,
+                task_id=task_id,
+                reason=reason or "cancelled",
+                # Not at once: the agent was lost a moment ago.
+                next_attempt_ms=at + int(self._settings.cancel_retry_interval * 1000),
+            )
+            if kept is None:
+                message = f"{lost}; the cancel cannot be delivered: {machine} was removed"
+            else:
+                message = f"{lost}; the cancel is kept and will be delivered when {machine} is back"
+            tasks.update_target(
+                session,
+                task_id,
+                machine,
+                state="result_unknown",
+                exit_code=-1,
+                message=message,
+                at_ms=at,
+            )
+            return kept is not None
+
+        kept = await self._tx.run(finish)
+        self._signals.notify(task_id)
+        log.info(
+            "target_finished",
+            machine=machine,
+            state="result_unknown",
+            exit_code=-1,
+            cancel_pending=kept,
+        )
+        if kept:
+            log.info("pending_cancel_recorded", machine=machine, ticket=target.ticket)
 
     async def _follow(
         self,
@@ -333,44 +448,25 @@ class ScriptTasks:
         client: TentacleClient,
         ticket: str,
         after: int,
-        masker: ValueMasker,
+        masker: Masker,
+        start: ScriptRequest,
+        answered: asyncio.Event,
     ) -> tuple[ScriptStatus, int]:
         last: ScriptStatus | None = None
-        async for status in client.watch_script(ticket, after):
+        async for status in client.watch_script(ticket, after, start=start):
+            answered.set()
             last = status
-            if status.lines:
-                records = [
-                    LogLineRecord(
-                        line.sequence,
-                        line.time_unix_ms,
-                        line.source,
-                        line.level,
-                        masker.mask(line.text) if masker else line.text,
-                    )
-                    for line in status.lines
-                ]
-                await self._tx.run(partial(_append, task_id, machine, records))
-                after = status.lines[-1].sequence
-                self._signals.notify(task_id)
+            if status.runs:
+                await self._store_runs(task_id, machine, status, masker)
+                after = status.runs[-1].last_sequence
             if status.finished and not status.more_lines:
                 break
         if last is None or not last.finished:
             # The watch ended early (agent restarted or stream closed): ask directly.
             last = await client.get_status(ticket, after)
-            while last.lines:
-                records = [
-                    LogLineRecord(
-                        line.sequence,
-                        line.time_unix_ms,
-                        line.source,
-                        line.level,
-                        masker.mask(line.text),
-                    )
-                    for line in last.lines
-                ]
-                await self._tx.run(partial(_append, task_id, machine, records))
-                after = last.lines[-1].sequence
-                self._signals.notify(task_id)
+            while last.runs:
+                await self._store_runs(task_id, machine, last, masker)
+                after = last.runs[-1].last_sequence
                 if not last.more_lines:
                     break
                 last = await client.get_status(ticket, after)
@@ -378,13 +474,31 @@ class ScriptTasks:
                 raise _StillRunning(machine)
         return last, after
 
+    async def _store_runs(
+        self, task_id: str, machine: str, status: ScriptStatus, masker: Masker
+    ) -> None:
+        # Runs go to the store as they came, one chunk per batch: no per-line work here.
+        records = [
+            LogRunRecord(
+                run.sequence,
+                run.time_unix_ms,
+                run.source,
+                run.level,
+                masker.mask(run.text) if masker else run.text,
+                run.count,
+            )
+            for run in status.runs
+        ]
+        await self._tx.run(partial(_append, task_id, machine, records))
+        self._signals.notify(task_id)
+
     async def _conclude(
         self,
         task_id: str,
         machine: str,
         client: TentacleClient,
         status: ScriptStatus,
-        masker: ValueMasker,
+        masker: Masker,
     ) -> None:
         stored_artifacts: list[ArtifactRef] = []
         for artifact in status.artifacts:
@@ -409,11 +523,8 @@ class ScriptTasks:
             outputs,
             stored_artifacts,
         )
-        try:
-            await client.complete_script(status.ticket)
-        except AgentError as exc:
-            # The result is stored; the agent's cleaner removes the ticket later anyway.
-            log.warning("complete_script_failed", machine=machine, error=str(exc))
+        # Stored: the agent may delete the ticket. Nothing after this waits for its answer.
+        await self._completions.submit(client, status.ticket)
 
     async def _finish_target(
         self,
@@ -442,8 +553,8 @@ class ScriptTasks:
         log.info("target_finished", machine=machine, state=state, exit_code=exit_code)
 
 
-def _append(task_id: str, machine: str, records: Sequence[LogLineRecord], session: Session) -> None:
-    task_log.append_lines(session, task_id, machine, records)
+def _append(task_id: str, machine: str, records: Sequence[LogRunRecord], session: Session) -> None:
+    task_log.append_runs(session, task_id, machine, records)
 
 
 def _put_artifact(task_id: str, machine: str, name: str, content: bytes, session: Session) -> None:

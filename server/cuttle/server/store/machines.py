@@ -70,6 +70,7 @@ def _record(row: Machine) -> MachineRecord:
         tenant_tags=tuple(row.tenant_tags or ()),
         tenanted_mode=row.tenanted_mode or "untenanted",
         policy=row.policy,
+        unreachable_since_ms=row.unreachable_since_ms,
     )
 
 
@@ -140,6 +141,7 @@ def add(
                 # A new certificate may be a new Tentacle: what we knew about the old one is stale.
                 row.health = "unknown"
                 row.health_message = ""
+                row.unreachable_since_ms = None
             else:
                 row = Machine(
                     id=uuid.uuid4().hex,
@@ -255,13 +257,19 @@ def update_health(
     os: str | None = None,
     free_disk_bytes: int | None = None,
     checked_ms: int | None = None,
+    unreachable_since_ms: int | None = None,
 ) -> MachineRecord:
-    """Record the outcome of a health check; None leaves what we knew unchanged."""
+    """Record the outcome of a health check; a None fact leaves what we knew unchanged.
+
+    unreachable_since_ms is the start of the run of failed checks this one belongs to (None:
+    the check succeeded), so it is always written.
+    """
     row = session.scalars(select(Machine).where(Machine.name_key == name_key(name))).one_or_none()
     if row is None:
         raise NotFound("machine", name)
     row.health = _health(health)
     row.health_message = message
+    row.unreachable_since_ms = unreachable_since_ms
     if tentacle_version is not None:
         row.tentacle_version = tentacle_version
     if os is not None:

@@ -83,12 +83,14 @@ class Machine(Base):
     last_health_check_ms: Mapped[int | None] = mapped_column(BigInteger)
     registered_ms: Mapped[int] = mapped_column(BigInteger)
     enabled: Mapped[bool] = mapped_column(Boolean)
-    # By name, like environments and roles: a machine registers before any model exists.
+    # By name, like environments and roles (the admin API checks that the names exist).
     tenants: Mapped[list[str]] = mapped_column(JSON, default=list)
     tenant_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     tenanted_mode: Mapped[str] = mapped_column(String(32), default="untenanted")
     # None: the space's default machine policy.
     policy: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    # The first failed health check of the current run of failures; None once one succeeds.
+    unreachable_since_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):
@@ -372,3 +374,34 @@ class Event(Base):
     document_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PendingCancel(Base):
+    """A cancel the server could not deliver because the agent was away; kept until it is.
+
+    Keyed by ticket, the only name the Tentacle knows the script by. Not tied to the task
+    target: a script still running on an agent needs killing even if its history is gone.
+    Tied to the machine: removing the machine removes its pending cancels in the same
+    transaction, on whichever node removes it.
+    """
+
+    __tablename__ = "pending_cancels"
+    __table_args__ = (
+        # Delivery asks for the records that are due; the cascade from machines looks up by id.
+        Index("ix_pending_cancels_next_attempt_ms", "next_attempt_ms"),
+        Index("ix_pending_cancels_machine_id", "machine_id"),
+    )
+
+    ticket: Mapped[str] = mapped_column(String(64), primary_key=True)
+    machine_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("machines.id", ondelete="CASCADE")
+    )
+    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    reason: Mapped[str] = mapped_column(Text)
+    # When the server gave up reaching the agent and left the cancel pending.
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_attempt_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str] = mapped_column(Text)
+    next_attempt_ms: Mapped[int] = mapped_column(BigInteger)

@@ -12,7 +12,9 @@ JsonValue: TypeAlias = (
 )
 
 CommsStyle = Literal["listening", "polling"]
-Health = Literal["unknown", "healthy", "unavailable"]
+# "unreachable": the last health check failed, for less than the machine policy's
+# unavailable_after_seconds; "unavailable": failing for at least that long (see machine_health).
+Health = Literal["unknown", "healthy", "unreachable", "unavailable"]
 TaskKind = Literal["script"]
 TaskState = Literal["queued", "running", "success", "failed", "cancelled"]
 # The Tentacle's script states (ScriptState in tentacle.proto) plus 'not_delivered': the server
@@ -83,6 +85,8 @@ class MachineRecord:
     tenant_tags: tuple[str, ...] = ()
     tenanted_mode: str = "untenanted"
     policy: str | None = None
+    # When the current run of failed health checks began; None while checks succeed.
+    unreachable_since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,28 @@ class LogLineRecord:
     source: int
     level: int
     text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogRunRecord:
+    """Consecutive lines a Tentacle journaled with one time, source and level.
+
+    ``text`` holds ``count`` lines joined by "\\n"; their sequences are ``sequence`` to
+    ``sequence + count - 1``. The log is written in runs so that storing a burst of output
+    costs per run, not per line.
+    """
+
+    sequence: int
+    time_ms: int
+    source: int
+    level: int
+    text: bytes
+    count: int = 1
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence of the run's last line."""
+        return self.sequence + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,248 @@
+"""Deliver the cancels that were left pending while their agents were away.
+
+When a task is cancelled and its agent cannot be reached for agent_lost_after, the script
+engine finishes the target and keeps the cancel in the store (store/pending_cancels.py). This
+component tries each kept cancel again, first after the retry interval, then after twice as long
+each time up to a maximum: it asks the agent to kill the script's tree (which returns once the
+tree is dead), tells it to clean the workspace, and forgets the record. The records are in the
+store, not in memory: they survive a restart, and any node may deliver them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
+
+from cuttle.server.comms.registry import Connections
+from cuttle.server.domain.scripts import ScriptStatus
+from cuttle.server.engine.notifications import TaskSignals
+from cuttle.server.engine.transactions import Transactions
+from cuttle.server.errors import AgentError, NotFound
+from cuttle.server.store import errors as store_errors
+from cuttle.server.store import pending_cancels, tasks
+from cuttle.server.store.pending_cancels import PendingCancelRecord
+from cuttle.server.store.records import now_ms
+
+log = structlog.get_logger(__name__)
+
+# A due record of a disconnected polling machine is looked at again after the retry interval;
+# reading more than can be started at once keeps such records from crowding out the others.
+_READ_AHEAD = 1000
+_MIN_WAIT = 0.05
+
+
+@dataclass(frozen=True)
+class CancelDeliverySettings:
+    """When pending cancels are tried again; all configurable."""
+
+    retry_interval: float = 15.0
+    max_retry_interval: float = 300.0
+    # Deliveries in flight on one node at once (each may wait on a slow agent).
+    max_in_flight: int = 32
+
+
+def retry_delay_ms(settings: CancelDeliverySettings, attempt: int) -> int:
+    """Milliseconds to wait after the given attempt (1 = the first) before the next one."""
+    seconds = settings.retry_interval * (2.0 ** min(max(attempt - 1, 0), 32))
+    return int(min(seconds, settings.max_retry_interval) * 1000)
+
+
+class CancelDelivery:
+    """Owns the loop that delivers pending cancels; start() and stop() with the server."""
+
+    def __init__(
+        self,
+        tx: Transactions,
+        connections: Connections,
+        signals: TaskSignals,
+        settings: CancelDeliverySettings,
+    ) -> None:
+        self._tx = tx
+        self._connections = connections
+        self._signals = signals
+        self._settings = settings
+        self._in_flight: set[str] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Start delivering what the store holds (kept across restarts); returns how many."""
+        pending = await self._tx.read(pending_cancels.count)
+        if pending:
+            log.info("pending_cancels_loaded", count=pending)
+        self._loop = asyncio.create_task(self._run(), name="cancel-delivery")
+        return pending
+
+    async def stop(self) -> None:
+        """Stop trying; what is not delivered stays in the store for the next start."""
+        if self._loop is None:
+            return
+        self._loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loop
+        self._loop = None
+
+    async def deliver_due(self) -> float:
+        """Try every record due now and wait for those attempts; seconds until the next is due."""
+        async with asyncio.TaskGroup() as group:
+            wait = await self._round(group)
+        return wait
+
+    async def _run(self) -> None:
+        # The group owns every attempt: stopping the loop cancels and awaits them too.
+        async with asyncio.TaskGroup() as group:
+            while True:
+                try:
+                    wait = await self._round(group)
+                except Exception:
+                    log.exception("pending_cancel_round_failed")
+                    wait = self._settings.retry_interval
+                await asyncio.sleep(wait)
+
+    async def _round(self, group: asyncio.TaskGroup) -> float:
+        now = now_ms()
+        busy = frozenset(self._in_flight)
+        due = await self._tx.read(
+            lambda s: pending_cancels.due(s, at_ms=now, limit=_READ_AHEAD, exclude=busy)
+        )
+        # A polling machine that is not connected cannot be asked anything: no attempt is
+        # counted, the record is looked at again next round (checking costs nothing).
+        waiting = {r.ticket for r in due if self._connections.connected(r.machine_name) is False}
+        ready = [r for r in due if r.ticket not in waiting]
+        room = max(0, self._settings.max_in_flight - len(busy))
+        # Those beyond the room wait for a later round, not for a busy loop.
+        waiting.update(r.ticket for r in ready[room:])
+        ready = ready[:room]
+        if ready:
+            claimed = await self._tx.run(lambda s: self._claim(s, ready, now))
+            for record in claimed:
+                self._in_flight.add(record.ticket)
+                group.create_task(self._attempt(record), name=f"cancel-{record.ticket}")
+        skip = self._in_flight | waiting
+        next_due = await self._tx.read(lambda s: pending_cancels.next_due_ms(s, exclude=skip))
+        # Capped at the interval: records added by the script engine or other nodes are seen.
+        wait = self._settings.retry_interval
+        if next_due is not None:
+            wait = min(wait, (next_due - now_ms()) / 1000)
+        return max(_MIN_WAIT, wait)
+
+    def _claim(
+        self, session: Session, ready: Sequence[PendingCancelRecord], now: int
+    ) -> list[PendingCancelRecord]:
+        claimed = []
+        for record in ready:
+            # The next attempt is scheduled before this one starts: a node that dies mid-way
+            # leaves the record due again after the backoff, not stuck.
+            mine = pending_cancels.claim(
+                session,
+                record.ticket,
+                expected_next_ms=record.next_attempt_ms,
+                next_attempt_ms=now + retry_delay_ms(self._settings, record.attempts + 1),
+                at_ms=now,
+            )
+            if mine is not None:
+                claimed.append(mine)
+        return claimed
+
+    async def _attempt(self, record: PendingCancelRecord) -> None:
+        try:
+            await self._deliver(record)
+        except Exception:
+            # One record's surprise must not end the loop that serves all the others.
+            log.exception(
+                "pending_cancel_attempt_crashed", machine=record.machine_name, ticket=record.ticket
+            )
+        finally:
+            self._in_flight.discard(record.ticket)
+
+    async def _deliver(self, record: PendingCancelRecord) -> None:
+        bound = log.bind(machine=record.machine_name, ticket=record.ticket, task_id=record.task_id)
+        try:
+            client = self._connections.client(record.machine_name)
+        except NotFound as exc:
+            # Not a reason to drop it: the store decides when a machine is gone (removing it
+            # removes its records), and this node may not have heard of a new machine yet.
+            await self._retry_later(record, str(exc), bound)
+            return
+        try:
+            status = await client.cancel_script(record.ticket, record.reason or "cancelled")
+        except NotFound as exc:
+            # The agent no longer knows the ticket (reinstalled, or it was completed): nothing
+            # of the script is left there to kill.
+            message = (
+                f"the cancel could not be delivered: {record.machine_name} no longer knew the "
+                "script when it was back (its Tentacle lost it, e.g. reinstalled)"
+            )
+            if await self._forget(record, message):
+                bound.warning("pending_cancel_dropped", reason="unknown ticket", error=str(exc))
+            return
+        except AgentError as exc:
+            await self._retry_later(record, str(exc), bound)
+            return
+        if not status.finished:
+            await self._retry_later(
+                record, f"the agent reported {status.state} after cancel", bound
+            )
+            return
+        try:
+            await client.complete_script(record.ticket)
+        except (AgentError, NotFound) as exc:
+            # The tree is dead, which is what mattered; the agent's cleaner removes the rest.
+            bound.warning("complete_script_failed", error=str(exc))
+        if await self._forget(record, _delivered_message(record.machine_name, status)):
+            bound.info(
+                "pending_cancel_delivered",
+                state=status.state,
+                exit_code=status.exit_code,
+                attempts=record.attempts,
+            )
+
+    async def _retry_later(
+        self, record: PendingCancelRecord, error: str, bound: FilteringBoundLogger
+    ) -> None:
+        # The claim already scheduled the next attempt; keep it and say what went wrong.
+        await self._tx.run(
+            lambda s: pending_cancels.postpone(
+                s, record.ticket, next_attempt_ms=record.next_attempt_ms, error=error
+            )
+        )
+        bound.info(
+            "pending_cancel_retrying",
+            error=error,
+            attempts=record.attempts,
+            delay=round((record.next_attempt_ms - now_ms()) / 1000, 1),
+        )
+
+    async def _forget(self, record: PendingCancelRecord, message: str) -> bool:
+        """Remove the record and tell the target what came of it; False if another node did."""
+        done = await self._tx.run(lambda s: _remove_and_tell(s, record, message))
+        if done:
+            self._signals.notify(record.task_id)
+        return done
+
+
+def _remove_and_tell(session: Session, record: PendingCancelRecord, message: str) -> bool:
+    if pending_cancels.remove(session, record.ticket) is None:
+        return False
+    try:
+        target = tasks.get_target(session, record.task_id, record.machine_name)
+    except store_errors.NotFound:
+        return True  # the task's history is gone; the cancel mattered to the agent only
+    # The state stays (a finished target never changes state); the message tells the outcome.
+    tasks.update_target(
+        session, record.task_id, record.machine_name, state=target.state, message=message
+    )
+    return True
+
+
+def _delivered_message(machine: str, status: ScriptStatus) -> str:
+    if status.state == "cancelled":
+        outcome = "the script was killed"
+    else:
+        outcome = f"the script had already ended ({status.state}, exit code {status.exit_code})"
+    return f"the cancel was delivered when {machine} was back: {outcome}"
