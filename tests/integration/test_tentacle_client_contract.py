@@ -255,6 +255,27 @@ def test_complete_script_removes_the_ticket_and_its_workspace(link: Link) -> Non
         link.run(link.client.get_status(request.ticket))
 
 
+def test_complete_scripts_removes_several_tickets_in_one_call(link: Link) -> None:
+    requests = [_bash(f"echo batch {i}") for i in range(3)]
+
+    async def run_all() -> None:
+        for request in requests:
+            _, final = await _run(link.client, request)
+            assert final.succeeded
+
+    link.run(run_all())
+    tickets = [r.ticket for r in requests]
+    assert all((link.tickets_dir / t).exists() for t in tickets)
+    unknown = link.run(link.client.complete_scripts([*tickets, "never-started-here"]))
+    assert unknown == ["never-started-here"]
+    assert [t for t in tickets if (link.tickets_dir / t).exists()] == []
+    # Completing again is harmless: they are simply unknown now.
+    assert link.run(link.client.complete_scripts(tickets)) == tickets
+    with pytest.raises(AgentRejected) as refused:
+        link.run(link.client.complete_scripts(["../escape"]))
+    assert refused.value.kind == "invalid_argument"
+
+
 def test_complete_right_after_the_end_leaves_nothing_behind(link: Link) -> None:
     # As the engine does it: complete as soon as the watch reports the end, with no pause in
     # which the agent could finish writing the ticket's last state first.

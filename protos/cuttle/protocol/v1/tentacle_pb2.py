@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cuttle/protocol/v1/tentacle.proto\x12\x12\x63uttle.protocol.v1\"\x10\n\x0eGetInfoRequest\"\x97\x01\n\x0cTentacleInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x17\n\x0f\x66ree_disk_bytes\x18\x04 \x01(\x04\x12\x12\n\nthumbprint\x18\x05 \x01(\t\x12\x13\n\x0b\x63omms_style\x18\x06 \x01(\t\x12\x16\n\x0epython_version\x18\x07 \x01(\t\"P\n\nScriptFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x13\n\x0btransfer_id\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\":\n\x08Variable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\tsensitive\x18\x03 \x01(\x08\"\xd9\x02\n\x12StartScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x30\n\x06syntax\x18\x03 \x01(\x0e\x32 .cuttle.protocol.v1.ScriptSyntax\x12-\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1e.cuttle.protocol.v1.ScriptFile\x12\x30\n\tisolation\x18\x05 \x01(\x0e\x32\x1d.cuttle.protocol.v1.Isolation\x12\x12\n\nmutex_name\x18\x06 \x01(\t\x12!\n\x19isolation_timeout_seconds\x18\x07 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x11\n\targuments\x18\t \x03(\t\x12/\n\tvariables\x18\n \x03(\x0b\x32\x1c.cuttle.protocol.v1.Variable\"P\n\x13ScriptTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x11\n\tmax_lines\x18\x03 \x01(\r\"\x86\x01\n\x12WatchScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x11\n\tmax_lines\x18\x03 \x01(\r\x12\x35\n\x05start\x18\x04 \x01(\x0b\x32&.cuttle.protocol.v1.StartScriptRequest\"5\n\x13\x43\x61ncelScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9b\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12-\n\x06source\x18\x03 \x01(\x0e\x32\x1d.cuttle.protocol.v1.LogSource\x12+\n\x05level\x18\x04 \x01(\x0e\x32\x1c.cuttle.protocol.v1.LogLevel\x12\x0c\n\x04text\x18\x05 \x01(\x0c\"\xa9\x01\n\x06LogRun\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12-\n\x06source\x18\x03 \x01(\x0e\x32\x1d.cuttle.protocol.v1.LogSource\x12+\n\x05level\x18\x04 \x01(\x0e\x32\x1c.cuttle.protocol.v1.LogLevel\x12\x0c\n\x04text\x18\x05 \x01(\x0c\x12\r\n\x05\x63ount\x18\x06 \x01(\r\"D\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xce\x02\n\x0cScriptStatus\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.cuttle.protocol.v1.ScriptState\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12(\n\x04runs\x18\x04 \x03(\x0b\x32\x1a.cuttle.protocol.v1.LogRun\x12\x15\n\rlast_sequence\x18\x05 \x01(\x04\x12\x12\n\nmore_lines\x18\x06 \x01(\x08\x12\x36\n\x10output_variables\x18\x07 \x03(\x0b\x32\x1c.cuttle.protocol.v1.Variable\x12/\n\tartifacts\x18\x08 \x03(\x0b\x32\x1c.cuttle.protocol.v1.Artifact\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\x12\x14\n\x0cstate_reason\x18\n \x01(\t\"G\n\x12UploadChunkRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x11UploadChunkResult\x12\x10\n\x08received\x18\x01 \x01(\x04\"H\n\x13\x43ommitUploadRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"2\n\x12\x43ommitUploadResult\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"T\n\x14\x44ownloadChunkRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\"d\n\x13\x44ownloadChunkResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0b\n\x03\x65of\x18\x04 \x01(\x08\x12\x0e\n\x06sha256\x18\x05 \x01(\t*\x8d\x01\n\x0cScriptSyntax\x12\x1d\n\x19SCRIPT_SYNTAX_UNSPECIFIED\x10\x00\x12\x16\n\x12SCRIPT_SYNTAX_BASH\x10\x01\x12\x18\n\x14SCRIPT_SYNTAX_PYTHON\x10\x02\x12\x14\n\x10SCRIPT_SYNTAX_SH\x10\x03\x12\x16\n\x12SCRIPT_SYNTAX_PWSH\x10\x04*N\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eISOLATION_NONE\x10\x01\x12\x12\n\x0eISOLATION_FULL\x10\x02*\xf5\x01\n\x0bScriptState\x12\x1c\n\x18SCRIPT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SCRIPT_STATE_PENDING\x10\x01\x12\x18\n\x14SCRIPT_STATE_RUNNING\x10\x02\x12\x19\n\x15SCRIPT_STATE_COMPLETE\x10\x03\x12\x1a\n\x16SCRIPT_STATE_CANCELLED\x10\x04\x12\x1a\n\x16SCRIPT_STATE_TIMED_OUT\x10\x05\x12\x1f\n\x1bSCRIPT_STATE_RESULT_UNKNOWN\x10\x06\x12 \n\x1cSCRIPT_STATE_FAILED_TO_START\x10\x07*n\n\tLogSource\x12\x1a\n\x16LOG_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_SOURCE_STDOUT\x10\x01\x12\x15\n\x11LOG_SOURCE_STDERR\x10\x02\x12\x17\n\x13LOG_SOURCE_TENTACLE\x10\x03*\x95\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x15\n\x11LOG_LEVEL_VERBOSE\x10\x02\x12\x17\n\x13LOG_LEVEL_HIGHLIGHT\x10\x03\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x04\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x05\x32\xc9\x06\n\x0fTentacleService\x12O\n\x07GetInfo\x12\".cuttle.protocol.v1.GetInfoRequest\x1a .cuttle.protocol.v1.TentacleInfo\x12W\n\x0bStartScript\x12&.cuttle.protocol.v1.StartScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12V\n\tGetStatus\x12\'.cuttle.protocol.v1.ScriptTicketRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12Y\n\x0bWatchScript\x12&.cuttle.protocol.v1.WatchScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus0\x01\x12Y\n\x0c\x43\x61ncelScript\x12\'.cuttle.protocol.v1.CancelScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12[\n\x0e\x43ompleteScript\x12\'.cuttle.protocol.v1.ScriptTicketRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12\\\n\x0bUploadChunk\x12&.cuttle.protocol.v1.UploadChunkRequest\x1a%.cuttle.protocol.v1.UploadChunkResult\x12_\n\x0c\x43ommitUpload\x12\'.cuttle.protocol.v1.CommitUploadRequest\x1a&.cuttle.protocol.v1.CommitUploadResult\x12\x62\n\rDownloadChunk\x12(.cuttle.protocol.v1.DownloadChunkRequest\x1a\'.cuttle.protocol.v1.DownloadChunkResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cuttle/protocol/v1/tentacle.proto\x12\x12\x63uttle.protocol.v1\"\x10\n\x0eGetInfoRequest\"\x97\x01\n\x0cTentacleInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x17\n\x0f\x66ree_disk_bytes\x18\x04 \x01(\x04\x12\x12\n\nthumbprint\x18\x05 \x01(\t\x12\x13\n\x0b\x63omms_style\x18\x06 \x01(\t\x12\x16\n\x0epython_version\x18\x07 \x01(\t\"P\n\nScriptFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x13\n\x0btransfer_id\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\":\n\x08Variable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\tsensitive\x18\x03 \x01(\x08\"\xd9\x02\n\x12StartScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x30\n\x06syntax\x18\x03 \x01(\x0e\x32 .cuttle.protocol.v1.ScriptSyntax\x12-\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1e.cuttle.protocol.v1.ScriptFile\x12\x30\n\tisolation\x18\x05 \x01(\x0e\x32\x1d.cuttle.protocol.v1.Isolation\x12\x12\n\nmutex_name\x18\x06 \x01(\t\x12!\n\x19isolation_timeout_seconds\x18\x07 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x11\n\targuments\x18\t \x03(\t\x12/\n\tvariables\x18\n \x03(\x0b\x32\x1c.cuttle.protocol.v1.Variable\"P\n\x13ScriptTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x11\n\tmax_lines\x18\x03 \x01(\r\")\n\x16\x43ompleteScriptsRequest\x12\x0f\n\x07tickets\x18\x01 \x03(\t\"=\n\x17\x43ompleteScriptsResponse\x12\x11\n\tcompleted\x18\x01 \x03(\t\x12\x0f\n\x07unknown\x18\x02 \x03(\t\"\x86\x01\n\x12WatchScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x11\n\tmax_lines\x18\x03 \x01(\r\x12\x35\n\x05start\x18\x04 \x01(\x0b\x32&.cuttle.protocol.v1.StartScriptRequest\"5\n\x13\x43\x61ncelScriptRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9b\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12-\n\x06source\x18\x03 \x01(\x0e\x32\x1d.cuttle.protocol.v1.LogSource\x12+\n\x05level\x18\x04 \x01(\x0e\x32\x1c.cuttle.protocol.v1.LogLevel\x12\x0c\n\x04text\x18\x05 \x01(\x0c\"\xa9\x01\n\x06LogRun\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12-\n\x06source\x18\x03 \x01(\x0e\x32\x1d.cuttle.protocol.v1.LogSource\x12+\n\x05level\x18\x04 \x01(\x0e\x32\x1c.cuttle.protocol.v1.LogLevel\x12\x0c\n\x04text\x18\x05 \x01(\x0c\x12\r\n\x05\x63ount\x18\x06 \x01(\r\"D\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xce\x02\n\x0cScriptStatus\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.cuttle.protocol.v1.ScriptState\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12(\n\x04runs\x18\x04 \x03(\x0b\x32\x1a.cuttle.protocol.v1.LogRun\x12\x15\n\rlast_sequence\x18\x05 \x01(\x04\x12\x12\n\nmore_lines\x18\x06 \x01(\x08\x12\x36\n\x10output_variables\x18\x07 \x03(\x0b\x32\x1c.cuttle.protocol.v1.Variable\x12/\n\tartifacts\x18\x08 \x03(\x0b\x32\x1c.cuttle.protocol.v1.Artifact\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\x12\x14\n\x0cstate_reason\x18\n \x01(\t\"G\n\x12UploadChunkRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x11UploadChunkResult\x12\x10\n\x08received\x18\x01 \x01(\x04\"H\n\x13\x43ommitUploadRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"2\n\x12\x43ommitUploadResult\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"T\n\x14\x44ownloadChunkRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\"d\n\x13\x44ownloadChunkResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0b\n\x03\x65of\x18\x04 \x01(\x08\x12\x0e\n\x06sha256\x18\x05 \x01(\t*\x8d\x01\n\x0cScriptSyntax\x12\x1d\n\x19SCRIPT_SYNTAX_UNSPECIFIED\x10\x00\x12\x16\n\x12SCRIPT_SYNTAX_BASH\x10\x01\x12\x18\n\x14SCRIPT_SYNTAX_PYTHON\x10\x02\x12\x14\n\x10SCRIPT_SYNTAX_SH\x10\x03\x12\x16\n\x12SCRIPT_SYNTAX_PWSH\x10\x04*N\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eISOLATION_NONE\x10\x01\x12\x12\n\x0eISOLATION_FULL\x10\x02*\xf5\x01\n\x0bScriptState\x12\x1c\n\x18SCRIPT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SCRIPT_STATE_PENDING\x10\x01\x12\x18\n\x14SCRIPT_STATE_RUNNING\x10\x02\x12\x19\n\x15SCRIPT_STATE_COMPLETE\x10\x03\x12\x1a\n\x16SCRIPT_STATE_CANCELLED\x10\x04\x12\x1a\n\x16SCRIPT_STATE_TIMED_OUT\x10\x05\x12\x1f\n\x1bSCRIPT_STATE_RESULT_UNKNOWN\x10\x06\x12 \n\x1cSCRIPT_STATE_FAILED_TO_START\x10\x07*n\n\tLogSource\x12\x1a\n\x16LOG_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_SOURCE_STDOUT\x10\x01\x12\x15\n\x11LOG_SOURCE_STDERR\x10\x02\x12\x17\n\x13LOG_SOURCE_TENTACLE\x10\x03*\x95\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x15\n\x11LOG_LEVEL_VERBOSE\x10\x02\x12\x17\n\x13LOG_LEVEL_HIGHLIGHT\x10\x03\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x04\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x05\x32\xb5\x07\n\x0fTentacleService\x12O\n\x07GetInfo\x12\".cuttle.protocol.v1.GetInfoRequest\x1a .cuttle.protocol.v1.TentacleInfo\x12W\n\x0bStartScript\x12&.cuttle.protocol.v1.StartScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12V\n\tGetStatus\x12\'.cuttle.protocol.v1.ScriptTicketRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12Y\n\x0bWatchScript\x12&.cuttle.protocol.v1.WatchScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus0\x01\x12Y\n\x0c\x43\x61ncelScript\x12\'.cuttle.protocol.v1.CancelScriptRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12[\n\x0e\x43ompleteScript\x12\'.cuttle.protocol.v1.ScriptTicketRequest\x1a .cuttle.protocol.v1.ScriptStatus\x12j\n\x0f\x43ompleteScripts\x12*.cuttle.protocol.v1.CompleteScriptsRequest\x1a+.cuttle.protocol.v1.CompleteScriptsResponse\x12\\\n\x0bUploadChunk\x12&.cuttle.protocol.v1.UploadChunkRequest\x1a%.cuttle.protocol.v1.UploadChunkResult\x12_\n\x0c\x43ommitUpload\x12\'.cuttle.protocol.v1.CommitUploadRequest\x1a&.cuttle.protocol.v1.CommitUploadResult\x12\x62\n\rDownloadChunk\x12(.cuttle.protocol.v1.DownloadChunkRequest\x1a\'.cuttle.protocol.v1.DownloadChunkResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cuttle.protocol.v1.tentacle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCRIPTSYNTAX']._serialized_start=2157
-  _globals['_SCRIPTSYNTAX']._serialized_end=2298
-  _globals['_ISOLATION']._serialized_start=2300
-  _globals['_ISOLATION']._serialized_end=2378
-  _globals['_SCRIPTSTATE']._serialized_start=2381
-  _globals['_SCRIPTSTATE']._serialized_end=2626
-  _globals['_LOGSOURCE']._serialized_start=2628
-  _globals['_LOGSOURCE']._serialized_end=2738
-  _globals['_LOGLEVEL']._serialized_start=2741
-  _globals['_LOGLEVEL']._serialized_end=2890
+  _globals['_SCRIPTSYNTAX']._serialized_start=2263
+  _globals['_SCRIPTSYNTAX']._serialized_end=2404
+  _globals['_ISOLATION']._serialized_start=2406
+  _globals['_ISOLATION']._serialized_end=2484
+  _globals['_SCRIPTSTATE']._serialized_start=2487
+  _globals['_SCRIPTSTATE']._serialized_end=2732
+  _globals['_LOGSOURCE']._serialized_start=2734
+  _globals['_LOGSOURCE']._serialized_end=2844
+  _globals['_LOGLEVEL']._serialized_start=2847
+  _globals['_LOGLEVEL']._serialized_end=2996
   _globals['_GETINFOREQUEST']._serialized_start=57
   _globals['_GETINFOREQUEST']._serialized_end=73
   _globals['_TENTACLEINFO']._serialized_start=76
@@ -53,30 +53,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTSCRIPTREQUEST']._serialized_end=717
   _globals['_SCRIPTTICKETREQUEST']._serialized_start=719
   _globals['_SCRIPTTICKETREQUEST']._serialized_end=799
-  _globals['_WATCHSCRIPTREQUEST']._serialized_start=802
-  _globals['_WATCHSCRIPTREQUEST']._serialized_end=936
-  _globals['_CANCELSCRIPTREQUEST']._serialized_start=938
-  _globals['_CANCELSCRIPTREQUEST']._serialized_end=991
-  _globals['_LOGLINE']._serialized_start=994
-  _globals['_LOGLINE']._serialized_end=1149
-  _globals['_LOGRUN']._serialized_start=1152
-  _globals['_LOGRUN']._serialized_end=1321
-  _globals['_ARTIFACT']._serialized_start=1323
-  _globals['_ARTIFACT']._serialized_end=1391
-  _globals['_SCRIPTSTATUS']._serialized_start=1394
-  _globals['_SCRIPTSTATUS']._serialized_end=1728
-  _globals['_UPLOADCHUNKREQUEST']._serialized_start=1730
-  _globals['_UPLOADCHUNKREQUEST']._serialized_end=1801
-  _globals['_UPLOADCHUNKRESULT']._serialized_start=1803
-  _globals['_UPLOADCHUNKRESULT']._serialized_end=1840
-  _globals['_COMMITUPLOADREQUEST']._serialized_start=1842
-  _globals['_COMMITUPLOADREQUEST']._serialized_end=1914
-  _globals['_COMMITUPLOADRESULT']._serialized_start=1916
-  _globals['_COMMITUPLOADRESULT']._serialized_end=1966
-  _globals['_DOWNLOADCHUNKREQUEST']._serialized_start=1968
-  _globals['_DOWNLOADCHUNKREQUEST']._serialized_end=2052
-  _globals['_DOWNLOADCHUNKRESULT']._serialized_start=2054
-  _globals['_DOWNLOADCHUNKRESULT']._serialized_end=2154
-  _globals['_TENTACLESERVICE']._serialized_start=2893
-  _globals['_TENTACLESERVICE']._serialized_end=3734
+  _globals['_COMPLETESCRIPTSREQUEST']._serialized_start=801
+  _globals['_COMPLETESCRIPTSREQUEST']._serialized_end=842
+  _globals['_COMPLETESCRIPTSRESPONSE']._serialized_start=844
+  _globals['_COMPLETESCRIPTSRESPONSE']._serialized_end=905
+  _globals['_WATCHSCRIPTREQUEST']._serialized_start=908
+  _globals['_WATCHSCRIPTREQUEST']._serialized_end=1042
+  _globals['_CANCELSCRIPTREQUEST']._serialized_start=1044
+  _globals['_CANCELSCRIPTREQUEST']._serialized_end=1097
+  _globals['_LOGLINE']._serialized_start=1100
+  _globals['_LOGLINE']._serialized_end=1255
+  _globals['_LOGRUN']._serialized_start=1258
+  _globals['_LOGRUN']._serialized_end=1427
+  _globals['_ARTIFACT']._serialized_start=1429
+  _globals['_ARTIFACT']._serialized_end=1497
+  _globals['_SCRIPTSTATUS']._serialized_start=1500
+  _globals['_SCRIPTSTATUS']._serialized_end=1834
+  _globals['_UPLOADCHUNKREQUEST']._serialized_start=1836
+  _globals['_UPLOADCHUNKREQUEST']._serialized_end=1907
+  _globals['_UPLOADCHUNKRESULT']._serialized_start=1909
+  _globals['_UPLOADCHUNKRESULT']._serialized_end=1946
+  _globals['_COMMITUPLOADREQUEST']._serialized_start=1948
+  _globals['_COMMITUPLOADREQUEST']._serialized_end=2020
+  _globals['_COMMITUPLOADRESULT']._serialized_start=2022
+  _globals['_COMMITUPLOADRESULT']._serialized_end=2072
+  _globals['_DOWNLOADCHUNKREQUEST']._serialized_start=2074
+  _globals['_DOWNLOADCHUNKREQUEST']._serialized_end=2158
+  _globals['_DOWNLOADCHUNKRESULT']._serialized_start=2160
+  _globals['_DOWNLOADCHUNKRESULT']._serialized_end=2260
+  _globals['_TENTACLESERVICE']._serialized_start=2999
+  _globals['_TENTACLESERVICE']._serialized_end=3948
 # @@protoc_insertion_point(module_scope)

@@ -334,6 +334,56 @@ class ScriptTicketRequest(_message.Message):
 Global___ScriptTicketRequest: _TypeAlias = ScriptTicketRequest  # noqa: Y015
 
 @_typing.final
+class CompleteScriptsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tickets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 1,000 tickets; a ticket the Tentacle does not know is reported, not an error."""
+
+    def __init__(
+        self,
+        *,
+        tickets: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tickets", b"tickets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteScriptsRequest: _TypeAlias = CompleteScriptsRequest  # noqa: Y015
+
+@_typing.final
+class CompleteScriptsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def completed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tickets that were completed (their workspaces and journals are being deleted)."""
+
+    @_builtins.property
+    def unknown(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tickets the Tentacle did not know: completed before, or never started here."""
+
+    def __init__(
+        self,
+        *,
+        completed: _abc.Iterable[_builtins.str] | None = ...,
+        unknown: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "unknown", b"unknown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteScriptsResponse: _TypeAlias = CompleteScriptsResponse  # noqa: Y015
+
+@_typing.final
 class WatchScriptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

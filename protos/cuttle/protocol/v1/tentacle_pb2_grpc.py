@@ -64,6 +64,11 @@ class TentacleServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.FromString,
                 _registered_method=True)
+        self.CompleteScripts = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/CompleteScripts',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsResponse.FromString,
+                _registered_method=True)
         self.UploadChunk = channel.unary_unary(
                 '/cuttle.protocol.v1.TentacleService/UploadChunk',
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.UploadChunkRequest.SerializeToString,
@@ -129,6 +134,14 @@ class TentacleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteScripts(self, request, context):
+        """CompleteScript for several tickets in one call: completions are housekeeping, and a busy
+        machine should pay one round trip for many of them, not one each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadChunk(self, request, context):
         """File transfer into the Tentacle, in chunks, verified by SHA-256 on commit.
         """
@@ -181,6 +194,11 @@ def add_TentacleServiceServicer_to_server(servicer, server):
                     servicer.CompleteScript,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.SerializeToString,
+            ),
+            'CompleteScripts': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteScripts,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsResponse.SerializeToString,
             ),
             'UploadChunk': grpc.unary_unary_rpc_method_handler(
                     servicer.UploadChunk,
@@ -360,6 +378,33 @@ class TentacleService:
             '/cuttle.protocol.v1.TentacleService/CompleteScript',
             cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptTicketRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.ScriptStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteScripts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/CompleteScripts',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CompleteScriptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class TentacleServiceStub:
     """Kill the script's whole process tree; answers once the tree is gone."""
     CompleteScript: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]
     """The server has everything: delete the ticket's workspace and journal."""
+    CompleteScripts: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.CompleteScriptsRequest, _tentacle_pb2.CompleteScriptsResponse]
+    """CompleteScript for several tickets in one call: completions are housekeeping, and a busy
+    machine should pay one round trip for many of them, not one each.
+    """
     UploadChunk: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.UploadChunkRequest, _tentacle_pb2.UploadChunkResult]
     """File transfer into the Tentacle, in chunks, verified by SHA-256 on commit."""
     CommitUpload: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.CommitUploadRequest, _tentacle_pb2.CommitUploadResult]
@@ -77,6 +81,10 @@ class TentacleServiceAsyncStub(TentacleServiceStub):
     """Kill the script's whole process tree; answers once the tree is gone."""
     CompleteScript: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.ScriptTicketRequest, _tentacle_pb2.ScriptStatus]  # type: ignore[assignment]
     """The server has everything: delete the ticket's workspace and journal."""
+    CompleteScripts: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.CompleteScriptsRequest, _tentacle_pb2.CompleteScriptsResponse]  # type: ignore[assignment]
+    """CompleteScript for several tickets in one call: completions are housekeeping, and a busy
+    machine should pay one round trip for many of them, not one each.
+    """
     UploadChunk: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.UploadChunkRequest, _tentacle_pb2.UploadChunkResult]  # type: ignore[assignment]
     """File transfer into the Tentacle, in chunks, verified by SHA-256 on commit."""
     CommitUpload: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.CommitUploadRequest, _tentacle_pb2.CommitUploadResult]  # type: ignore[assignment]
@@ -136,6 +144,16 @@ class TentacleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tentacle_pb2.ScriptStatus, _abc.Awaitable[_tentacle_pb2.ScriptStatus]]:
         """The server has everything: delete the ticket's workspace and journal."""
+
+    @_abc_1.abstractmethod
+    def CompleteScripts(
+        self,
+        request: _tentacle_pb2.CompleteScriptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.CompleteScriptsResponse, _abc.Awaitable[_tentacle_pb2.CompleteScriptsResponse]]:
+        """CompleteScript for several tickets in one call: completions are housekeeping, and a busy
+        machine should pay one round trip for many of them, not one each.
+        """
 
     @_abc_1.abstractmethod
     def UploadChunk(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -121,6 +121,16 @@ class TentacleClient:
             "CompleteScript", pb.ScriptTicketRequest(ticket=ticket), pb.ScriptStatus, None
         )
         return convert.script_status(status)
+
+    async def complete_scripts(self, tickets: Sequence[str]) -> list[str]:
+        """Tell the agent it may delete several tickets; returns those it did not know."""
+        reply = await self._call(
+            "CompleteScripts",
+            pb.CompleteScriptsRequest(tickets=list(tickets)),
+            pb.CompleteScriptsResponse,
+            None,
+        )
+        return list(reply.unknown)
 
     async def upload(self, content: bytes) -> str:
         """Send a file in chunks; returns the transfer id to reference it in a script."""

@@ -24,6 +24,8 @@ from cuttle.tentacle.services import convert
 
 # Chunks larger than this are refused: they would not fit the gRPC message limit with headroom.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
+# Bounds one CompleteScripts call (and the time it holds the agent busy).
+MAX_COMPLETE_TICKETS = 1000
 
 
 def tentacle_version() -> str:
@@ -67,12 +69,15 @@ class TentacleHandlers:
 
     async def start_script(self, request: pb.StartScriptRequest) -> pb.ScriptStatus:
         """Start (or find the already started) script of a ticket."""
+        return convert.script_status(await self._start(request))
+
+    async def _start(self, request: pb.StartScriptRequest) -> model.ScriptSnapshot:
         try:
             files: list[model.ScriptFile] = []
             for file in request.files:
                 content = self._uploads.read(file.transfer_id) if file.transfer_id else file.content
                 files.append(model.ScriptFile(file.name, content))
-            snapshot = await self._manager.start(convert.start_command(request, tuple(files)))
+            return await self._manager.start(convert.start_command(request, tuple(files)))
         finally:
             # The workspace holds its own copy now (or the start failed and the server sends
             # the file again with a new transfer id): an upload is used once, never kept.
@@ -80,7 +85,6 @@ class TentacleHandlers:
                 if file.transfer_id:
                     with contextlib.suppress(BadRequest):
                         self._uploads.discard(file.transfer_id)
-        return convert.script_status(snapshot)
 
     async def get_status(self, request: pb.ScriptTicketRequest) -> pb.ScriptStatus:
         """State and journal lines after a sequence."""
@@ -96,7 +100,7 @@ class TentacleHandlers:
                 raise BadRequest(
                     f"the start names ticket {request.start.ticket!r}, the watch {request.ticket!r}"
                 )
-            await self.start_script(request.start)
+            await self._start(request.start)  # the watch answers with what follows
         async for snapshot in self._manager.watch(request.ticket, request.after_sequence):
             yield convert.script_status(snapshot)
 
@@ -108,6 +112,27 @@ class TentacleHandlers:
     async def complete_script(self, request: pb.ScriptTicketRequest) -> pb.ScriptStatus:
         """Forget a finished ticket and delete its workspace."""
         return convert.script_status(await self._manager.complete(request.ticket))
+
+    async def complete_scripts(
+        self, request: pb.CompleteScriptsRequest
+    ) -> pb.CompleteScriptsResponse:
+        """Forget several finished tickets; the unknown ones are reported, not an error."""
+        if len(request.tickets) > MAX_COMPLETE_TICKETS:
+            raise BadRequest(
+                f"{len(request.tickets)} tickets in one CompleteScripts call; "
+                f"at most {MAX_COMPLETE_TICKETS}"
+            )
+        for ticket in request.tickets:
+            model.check_ticket(ticket)  # all or nothing: a malformed list completes none
+        reply = pb.CompleteScriptsResponse()
+        for ticket in dict.fromkeys(request.tickets):
+            try:
+                await self._manager.complete(ticket)
+            except UnknownTicket:
+                reply.unknown.append(ticket)
+            else:
+                reply.completed.append(ticket)
+        return reply
 
     async def upload_chunk(self, request: pb.UploadChunkRequest) -> pb.UploadChunkResult:
         """Receive one chunk of an upload."""
@@ -154,6 +179,7 @@ METHODS: dict[str, Method] = {
         Method("WatchScript", pb.WatchScriptRequest, True, lambda h: h.watch_script),
         Method("CancelScript", pb.CancelScriptRequest, False, lambda h: h.cancel_script),
         Method("CompleteScript", pb.ScriptTicketRequest, False, lambda h: h.complete_script),
+        Method("CompleteScripts", pb.CompleteScriptsRequest, False, lambda h: h.complete_scripts),
         Method("UploadChunk", pb.UploadChunkRequest, False, lambda h: h.upload_chunk),
         Method("CommitUpload", pb.CommitUploadRequest, False, lambda h: h.commit_upload),
         Method("DownloadChunk", pb.DownloadChunkRequest, False, lambda h: h.download_chunk),
