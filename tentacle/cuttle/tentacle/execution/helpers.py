@@ -336,7 +336,19 @@ def check_files(cmd: StartCommand) -> None:
 def _interpreter(syntax: Syntax, python: str) -> str | None:
     if syntax is Syntax.PYTHON:
         return python if os.access(python, os.X_OK) else None
-    return shutil.which("bash" if syntax is Syntax.BASH else "sh")
+    name = "bash" if syntax is Syntax.BASH else "sh"
+    key = (name, os.environ.get("PATH"))
+    # Walking PATH costs a good part of a short script's start; what was found stays found (a
+    # shell removed later fails to start, saying so), what was not is looked for again.
+    found = _FOUND.get(key)
+    if found is None:
+        found = shutil.which(name)
+        if found is not None:
+            _FOUND[key] = found
+    return found
+
+
+_FOUND: dict[tuple[str, str | None], str] = {}
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

@@ -77,6 +77,11 @@ RESTART_REASON = "Tentacle restarted while the script was running; its result is
 _DELETING = ".deleting-"
 
 
+def _delete_all(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _has_news(run: TicketRun, after: int) -> bool:
     return run.deleted or run.finished or run.journal.last_sequence > after
 
@@ -144,10 +149,13 @@ class ScriptManager:
             self._deleter = asyncio.create_task(self._delete_doomed(), name="ticket-deleter")
 
     async def _delete_doomed(self) -> None:
-        """Delete the renamed directories of completed tickets, one after the other."""
+        """Delete the renamed directories of completed tickets, all that wait in one go."""
         while True:
-            doomed = await self._doomed.get()
-            await asyncio.to_thread(shutil.rmtree, doomed, True)
+            doomed = [await self._doomed.get()]
+            while not self._doomed.empty():
+                doomed.append(self._doomed.get_nowait())
+            # One thread hop for a batch: completions come in batches (CompleteScripts).
+            await asyncio.to_thread(_delete_all, doomed)
 
     async def _load(self, ticket: str) -> TicketRun:
         paths = TicketPaths.of(self._home, ticket)
@@ -361,7 +369,8 @@ class ScriptManager:
             await self.cancel(ticket, "Completed by the server while still running")
         snapshot = await self.status(ticket, after_sequence=run.journal.last_sequence)
         await self._forget(run)
-        log.info("script_completed", ticket=ticket)
+        # Housekeeping after the server has stored the result: debug, not one line per script.
+        log.debug("script_completed", ticket=ticket)
         return snapshot
 
     async def _forget(self, run: TicketRun) -> None:

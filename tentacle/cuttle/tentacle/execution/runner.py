@@ -188,22 +188,26 @@ class TicketRun:
         )
         self._dirty = False
         # Written to the page cache before anyone sees it; fsynced only after, so the fsync
-        # overlaps the reader's round trip instead of adding to it. complete() and close() wait
-        # for this task until the write is done; a power cut before the fsync reads back as
-        # "result unknown", which it then is.
-        try:
-            await asyncio.to_thread(_save_final, self.paths, final)
+        # overlaps the reader's round trip instead of adding to it. Both happen in one job on
+        # one worker thread, which tells the loop as soon as the write is done. complete() and
+        # close() wait for this task until the write is done; a power cut before the fsync
+        # reads back as "result unknown", which it then is.
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[OSError | None] = loop.create_future()
+        job = loop.run_in_executor(None, _finalize, self.paths, final, loop, written)
+        failed = await written
+        if failed is None:
             self.final_written = True
-        except OSError as exc:
+        else:
             # Disk full: the result is still answered from memory; after a restart the ticket
             # reads back as "result unknown", which is then the truth.
-            log.error("ticket_record_write_failed", ticket=self.ticket, error=str(exc))
+            log.error("ticket_record_write_failed", ticket=self.ticket, error=str(failed))
         self.record = final
         self.started.set()
         async with self.changed:
             self.changed.notify_all()
         try:
-            await asyncio.to_thread(sync_record, self.paths)
+            await job
         except FileNotFoundError:
             if not self.deleted:
                 raise
@@ -488,9 +492,29 @@ class TicketRun:
             )
 
 
-def _save_final(paths: TicketPaths, record: TicketRecord) -> None:
-    remove_variables_file(paths.workspace)
-    save_record(paths, record, durable=False)  # set_state() makes it durable right after
+def _finalize(
+    paths: TicketPaths,
+    record: TicketRecord,
+    loop: asyncio.AbstractEventLoop,
+    written: asyncio.Future[OSError | None],
+) -> None:
+    """Write the terminal record, tell the loop (``written``), then make it durable."""
+
+    def tell(result: OSError | None) -> None:
+        if not written.done():  # the waiter may have been cancelled meanwhile
+            written.set_result(result)
+
+    try:
+        remove_variables_file(paths.workspace)
+        save_record(paths, record, durable=False)
+    except OSError as exc:
+        loop.call_soon_threadsafe(tell, exc)
+        return  # nothing new to sync
+    except BaseException as exc:
+        loop.call_soon_threadsafe(tell, OSError(f"could not write the record: {exc}"))
+        raise
+    loop.call_soon_threadsafe(tell, None)
+    sync_record(paths)
 
 
 @dataclass(frozen=True)
