@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,26 @@ from cuttle.server.store.paging import check_page_size, newest_first, next_token
 from cuttle.server.store.records import Page, now_ms
 
 MAX_PAGE_SIZE = 1000
+
+_id_lock = threading.Lock()
+_last_id_stamp = (0, 0)
+
+
+def ordered_event_id(occurred_ms: int) -> str:
+    """An id that sorts after every id this process made before (32 hex characters).
+
+    Events are listed by (occurred_ms, id), newest first: events written in the same
+    millisecond (one apply deleting several documents) must keep the order they happened in,
+    which random ids would shuffle. Millisecond, a sequence within it, then random bits so that
+    two server nodes never collide.
+    """
+    global _last_id_stamp
+    with _id_lock:
+        last_ms, sequence = _last_id_stamp
+        # In the same millisecond, or after the clock stepped back: keep counting up.
+        stamp = (occurred_ms, 0) if occurred_ms > last_ms else (last_ms, sequence + 1)
+        _last_id_stamp = stamp
+    return f"{stamp[0]:012x}{stamp[1]:06x}{secrets.token_hex(7)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +81,11 @@ def record(
     details: dict[str, Any],
 ) -> EventRecord:
     """Append an event in the caller's transaction, so it exists exactly when the change does."""
+    occurred_ms = now_ms()
     row = Event(
-        id=uuid.uuid4().hex,
+        id=ordered_event_id(occurred_ms),
         space_id=space_id,
-        occurred_ms=now_ms(),
+        occurred_ms=occurred_ms,
         actor=actor,
         category=category,
         kind=kind,

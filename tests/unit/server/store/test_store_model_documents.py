@@ -245,6 +245,25 @@ def test_every_change_is_an_event(sessions: sessionmaker[Session], encryptor: En
     assert page.items[1].details["changed"] == ["use_guided_failure"]
 
 
+def test_events_of_one_millisecond_keep_the_order_they_happened_in(
+    sessions: sessionmaker[Session], encryptor: Encryptor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One apply that deletes several documents writes their events within one millisecond.
+    monkeypatch.setattr(events, "now_ms", lambda: 1_700_000_000_000)
+    names = [f"env-{i:02}" for i in range(30)]
+    with sessions.begin() as s:
+        repo = _repo(s, encryptor)
+        _envs(repo, *names)
+        page = events.list_page(s, repo.space.id, kind="environment", page_size=10)
+        seen = [e.document_name for e in page.items]
+        while page.next_page_token is not None:
+            page = events.list_page(
+                s, repo.space.id, kind="environment", page_size=10, page_token=page.next_page_token
+            )
+            seen.extend(e.document_name for e in page.items)
+    assert seen == list(reversed(names))
+
+
 def test_paging_walks_every_document_once(
     sessions: sessionmaker[Session], encryptor: Encryptor
 ) -> None:
