@@ -121,8 +121,16 @@ async def _complete(client: TentacleClient, tickets: list[str]) -> None:
                 # An agent that predates CompleteScripts (or refused the list): one by one.
                 log.info("complete_scripts_refused", machine=client.machine, error=str(exc))
         for ticket in tickets:
-            with contextlib.suppress(NotFound):  # completed before: nothing left to delete
+            try:
                 await client.complete_script(ticket)
+            except NotFound:
+                continue  # completed before: nothing left to delete
+            except AgentRejected as exc:
+                # This ticket was refused; the others may not be. (An unreachable agent ends
+                # the batch below instead of timing out once per ticket.)
+                log.warning(
+                    "complete_script_failed", machine=client.machine, ticket=ticket, error=str(exc)
+                )
     except AgentError as exc:
         # The result is stored; the agent's cleaner removes the ticket later anyway.
         log.warning("complete_script_failed", machine=client.machine, error=str(exc))

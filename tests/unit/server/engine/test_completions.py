@@ -40,6 +40,8 @@ class _Agent:
             raise Unreachable(self.machine, "timed out")
         if self.old and not single:
             raise AgentRejected(self.machine, "invalid_argument", "unknown method")
+        if "refused" in tickets:
+            raise AgentRejected(self.machine, "invalid_argument", "refused")
         self.calls.append(list(tickets))
         self.completed.extend(tickets)
         self.changed.set()
@@ -152,3 +154,20 @@ def test_an_agent_without_complete_scripts_gets_them_one_by_one() -> None:
     agent, logs = asyncio.run(scenario())
     assert agent.calls == [["t0"], ["t1"], ["t2"]]
     assert [e["event"] for e in logs] == ["complete_scripts_refused"]
+
+
+def test_a_ticket_refused_one_by_one_does_not_stop_the_rest_of_its_batch() -> None:
+    async def scenario() -> tuple[_Agent, list[dict[str, Any]]]:
+        agent = _Agent()
+        completions = TicketCompletions(linger=0.2)
+        completions.start()
+        with capture_logs() as logs:
+            for ticket in ("t0", "refused", "t2"):
+                await completions.submit(agent, ticket)  # type: ignore[arg-type]
+            await completions.stop(grace=5)
+        return agent, logs
+
+    agent, logs = asyncio.run(scenario())
+    assert agent.completed == ["t0", "t2"]
+    events = [(e["event"], e.get("ticket")) for e in logs]
+    assert events == [("complete_scripts_refused", None), ("complete_script_failed", "refused")]
