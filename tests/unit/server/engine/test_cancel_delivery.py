@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,22 +17,11 @@ from cuttle.server.engine.cancel_delivery import (
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import NotFound, Unreachable
-from cuttle.server.store import machines as machine_store
 from cuttle.server.store import pending_cancels, tasks
-from cuttle.server.store.database import create_engine_for, migrate, session_maker, sqlite_url
 from cuttle.server.store.records import now_ms
+from tests.unit.server.machine_rows import add_machine
 
 SETTINGS = CancelDeliverySettings(retry_interval=30.0, max_retry_interval=100.0)
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(sqlite_url(tmp_path / "cuttle.db"))
-    migrate(engine)
-    try:
-        yield session_maker(engine)
-    finally:
-        engine.dispose()
 
 
 def _status(ticket: str, state: str, exit_code: int = -1) -> ScriptStatus:
@@ -84,23 +70,11 @@ class _Connections:
         return self.agents[name]
 
 
-def _machine(session: Session, name: str) -> None:
-    machine_store.add(
-        session,
-        name=name,
-        comms_style="polling",
-        endpoint=None,
-        thumbprint=hashlib.sha256(name.encode()).hexdigest().upper(),
-        certificate_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        environments=("Dev",),
-    )
-
-
 def _pending_task(sessions: sessionmaker[Session], machines: list[str]) -> tuple[str, list[str]]:
     """A task whose targets ended result_unknown with their cancels pending and due now."""
     with sessions.begin() as session:
         for name in machines:
-            _machine(session, name)
+            add_machine(session, name)
         task = tasks.create_script_task(session, description="t", spec={}, machine_names=machines)
         for target in task.targets:
             tasks.update_target(

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import AgentInfo
@@ -17,18 +13,8 @@ from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import Unreachable
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
-from cuttle.server.store.database import create_engine_for, migrate, session_maker, sqlite_url
 from cuttle.server.store.records import MachineRecord, now_ms
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(sqlite_url(tmp_path / "cuttle.db"))
-    migrate(engine)
-    try:
-        yield session_maker(engine)
-    finally:
-        engine.dispose()
+from tests.unit.server.machine_rows import add_machine
 
 
 def _setup(session: Session, policies: dict[str, dict[str, float]], machines: list[str]) -> None:
@@ -43,15 +29,7 @@ def _setup(session: Session, policies: dict[str, dict[str, float]], machines: li
             references=None,
         )
     for name in machines:
-        machine_store.add(
-            session,
-            name=name,
-            comms_style="polling",
-            endpoint=None,
-            thumbprint=hashlib.sha256(name.encode()).hexdigest().upper(),
-            certificate_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-            environments=("Dev",),
-        )
+        add_machine(session, name)
 
 
 class _Agent:

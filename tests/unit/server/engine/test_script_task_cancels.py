@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import ScriptRequest, ScriptStatus
@@ -16,22 +13,11 @@ from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import NotFound, Unreachable
-from cuttle.server.store import machines as machine_store
 from cuttle.server.store import pending_cancels, tasks
-from cuttle.server.store.database import create_engine_for, migrate, session_maker, sqlite_url
 from cuttle.server.store.records import TaskRecord, now_ms
+from tests.unit.server.machine_rows import add_machine
 
 SETTINGS = ScriptTaskSettings(agent_lost_after=0.05, cancel_retry_interval=30.0)
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(sqlite_url(tmp_path / "cuttle.db"))
-    migrate(engine)
-    try:
-        yield session_maker(engine)
-    finally:
-        engine.dispose()
 
 
 class _Agent:
@@ -75,15 +61,7 @@ class _Connections:
 def _running_task(sessions: sessionmaker[Session], *, cancel: bool) -> TaskRecord:
     """A task a previous server process was running (and maybe cancelling) on web-01."""
     with sessions.begin() as session:
-        machine_store.add(
-            session,
-            name="web-01",
-            comms_style="listening",
-            endpoint="127.0.0.1:1",
-            thumbprint=hashlib.sha256(b"web-01").hexdigest().upper(),
-            certificate_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-            environments=("Dev",),
-        )
+        add_machine(session, "web-01", style="listening", endpoint="127.0.0.1:1")
         task = tasks.create_script_task(
             session,
             description="t",

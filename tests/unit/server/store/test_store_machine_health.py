@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
@@ -13,21 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from cuttle.server.store import machines
 from cuttle.server.store.database import _alembic_config, migrate, session_maker
 from cuttle.server.store.records import MachineRecord
+from tests.unit.server.machine_rows import add_machine
 
 
 def _register(
     session: Session, name: str, *, replace: bool = False, seed: str = ""
 ) -> MachineRecord:
-    return machines.add(
-        session,
-        name=name,
-        comms_style="polling",
-        endpoint=None,
-        thumbprint=hashlib.sha256((seed or name).encode()).hexdigest().upper(),
-        certificate_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        environments=("Dev",),
-        replace=replace,
-    )
+    return add_machine(session, name, seed=seed, replace=replace)
 
 
 def test_a_run_of_failures_is_stored_and_a_success_ends_it(

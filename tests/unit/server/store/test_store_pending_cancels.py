@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.store import machines, pending_cancels, tasks
-
-
-def _machine(session: Session, name: str) -> None:
-    machines.add(
-        session,
-        name=name,
-        comms_style="polling",
-        endpoint=None,
-        thumbprint=hashlib.sha256(name.encode()).hexdigest().upper(),
-        certificate_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        environments=("Dev",),
-    )
+from tests.unit.server.machine_rows import add_machine
 
 
 def _add(session: Session, ticket: str, machine: str, task_id: str, next_ms: int) -> object:
@@ -35,8 +22,8 @@ def _add(session: Session, ticket: str, machine: str, task_id: str, next_ms: int
 
 def test_add_list_and_remove(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        _machine(session, "Web-1")
-        _machine(session, "Web-2")
+        add_machine(session, "Web-1")
+        add_machine(session, "Web-2")
         task = tasks.create_script_task(
             session, description="a", spec={}, machine_names=["Web-1", "Web-2"]
         )
@@ -71,7 +58,7 @@ def test_add_list_and_remove(sessions: sessionmaker[Session]) -> None:
 
 def test_due_records_are_claimed_once_and_postponed(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        _machine(session, "Web-1")
+        add_machine(session, "Web-1")
         _add(session, "t1", "Web-1", "task", 5_000)
         _add(session, "t2", "Web-1", "task", 6_000)
         _add(session, "t3", "Web-1", "task", 90_000)
@@ -124,8 +111,8 @@ def test_due_records_are_claimed_once_and_postponed(sessions: sessionmaker[Sessi
 
 def test_removing_a_machine_drops_its_pending_cancels(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        _machine(session, "Web-1")
-        _machine(session, "Web-2")
+        add_machine(session, "Web-1")
+        add_machine(session, "Web-2")
         _add(session, "t1", "Web-1", "task", 5_000)
         _add(session, "t2", "Web-2", "task", 5_000)
     with sessions.begin() as session:
