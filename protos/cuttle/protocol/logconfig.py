@@ -29,7 +29,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line (PrintLogger makes two: the line, then its newline).
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=numeric, stream=out, format="%(levelname)s %(name)s %(message)s")

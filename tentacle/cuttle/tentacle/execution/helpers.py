@@ -2,12 +2,14 @@
 
 The helpers and the bootstraps are written once per Tentacle home, under ``home/helpers/`` with
 their content hash in the name, and shared read-only by every script: a ticket's workspace only
-gets what is its own, the script body (``script.sh`` / ``script.py``), the request's files, and
-``.cuttle/variables.json`` (0600, in a 0700 directory). The bootstrap joins the ticket's cgroup,
-defines ``set_octopusvariable``, ``get_octopusvariable``, ``new_octopusartifact``, ``fail_step``
-and ``write_*``, waits for the Tentacle's "go" on stdin (see ``release``) and then runs the
-script, so existing Octopus scripts run unchanged. Variables, sensitive ones included, reach the
-script only through that file, whose path (not a secret) is in ``CUTTLE_VARIABLES_FILE``.
+gets what is its own, the script body (``script.sh`` / ``script.py``) and the request's files.
+The variables go to ``variables.json`` (0600) beside the workspace, in the ticket's own 0700
+directory, where no file of the request can collide with it. The bootstrap joins the ticket's
+cgroup, defines ``set_octopusvariable``, ``get_octopusvariable``, ``new_octopusartifact``,
+``fail_step`` and ``write_*``, waits for the Tentacle's "go" on stdin (see ``release``) and then
+runs the script, so existing Octopus scripts run unchanged. Variables, sensitive ones included,
+reach the script only through that file, whose path (not a secret) is in
+``CUTTLE_VARIABLES_FILE``.
 """
 
 from __future__ import annotations
@@ -366,9 +368,14 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def plan_launch(
-    workspace: Path, ticket: str, cmd: StartCommand, python: str, helpers: HelperFiles
+    workspace: Path,
+    variables_file: Path,
+    ticket: str,
+    cmd: StartCommand,
+    python: str,
+    helpers: HelperFiles,
 ) -> Launch | str:
-    """How to launch the script (nothing is written to the workspace); a str says why not."""
+    """How to launch the script (nothing is written yet); a str says why not."""
     interpreter = _interpreter(cmd.syntax, python)
     if interpreter is None:
         return (
@@ -376,7 +383,6 @@ def plan_launch(
         )
     shared = helpers.installed()
     script = workspace / script_name(cmd.syntax)
-    variables_file = workspace / ".cuttle" / "variables.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUTTLE_")}
     env.update(
         CUTTLE_TICKET=ticket,
@@ -404,9 +410,6 @@ def plan_launch(
 def write_workspace(launch: Launch, cmd: StartCommand) -> None:
     """Write the request's files, the script body and the variables file into the workspace."""
     workspace = launch.cwd
-    control = launch.variables_file.parent
-    control.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(control, 0o700)
     for f in cmd.files:
         target = workspace / check_relative_name(f.name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -416,7 +419,7 @@ def write_workspace(launch: Launch, cmd: StartCommand) -> None:
     _write_new(launch.variables_file, json.dumps(pairs).encode(), 0o600)
 
 
-def remove_variables_file(workspace: Path) -> None:
+def remove_variables_file(variables_file: Path) -> None:
     """Delete the variables file (it holds secrets) once the script has ended."""
     with contextlib.suppress(FileNotFoundError):
-        (workspace / ".cuttle" / "variables.json").unlink()
+        variables_file.unlink()

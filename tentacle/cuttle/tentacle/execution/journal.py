@@ -8,7 +8,8 @@ A record is a run (see ``LogRun``): ``count`` consecutive lines joined by ``\\n`
 sequences ``seq .. seq + count - 1``. Sequences start at 1 and have no gaps. Writing runs rather
 than lines is what keeps a burst of output cheap: the cost is per read() of the pipe, not per line.
 
-A line is visible to readers only after the batch holding it has been written *and* fsynced, so
+The file is created by the first append, so a script that prints nothing costs no file. A line
+is visible to readers only after the batch holding it has been written *and* fsynced, so
 a line the server has seen survives a crash. On open, a torn last record (crash mid-write) is
 truncated away. A journal written by an older Tentacle (one record per line, no magic) is
 rewritten in this format once, on open, so an upgrade in place keeps the output of tickets that
@@ -48,19 +49,28 @@ PendingRun = tuple[int, LogSource, LogLevel, bytes, int]
 class Journal:
     """One ticket's journal file, with a sparse in-memory seq -> offset index."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, new: bool = False) -> None:
+        """Open the journal at ``path``; ``new``: the ticket was just created, there is no file."""
         self._path = path
         self._lock = threading.Lock()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._index_seqs: list[int] = []
         self._index_offsets: list[int] = []
         self._records = 0
         self._last_seq = 0
+        # 0 until the magic is written: the first append writes it with the first records.
         self._size = 0
         self._closed = False
+        self._fd: int | None = None
+        if new:
+            return
         try:
-            self._open_format()
-            self._recover()
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # created by the first append
+        self._fd = fd
+        try:
+            if self._open_format(fd):
+                self._recover()
         except BaseException:
             os.close(self._fd)
             raise
@@ -70,22 +80,24 @@ class Journal:
         """The highest sequence that is durable and visible."""
         return self._last_seq
 
-    def _open_format(self) -> None:
-        size = os.fstat(self._fd).st_size
-        start = os.pread(self._fd, len(MAGIC), 0)
+    def _open_format(self, fd: int) -> bool:
+        """Ready an existing file for appends; False when it holds nothing yet."""
+        size = os.fstat(fd).st_size
+        start = os.pread(fd, len(MAGIC), 0)
         if start == MAGIC:
-            return
+            return True
         if size == 0 or MAGIC.startswith(start):
             # New, or a crash while the magic itself was being written: nothing was journaled.
-            # No fsync of its own: the first append's covers it, and a magic lost in a crash
-            # reads back as a new, empty journal, which is what it was.
-            os.ftruncate(self._fd, 0)
-            self._write_all(MAGIC)
-            return
+            # The first append writes the magic again.
+            if size:
+                os.ftruncate(fd, 0)
+            return False
         self._upgrade_legacy(size)
+        return True
 
     def _upgrade_legacy(self, size: int) -> None:
         """Rewrite a one-record-per-line journal as runs of one line, atomically."""
+        assert self._fd is not None  # noqa: S101 - only called on an open file
         data = os.pread(self._fd, size, 0)
         parts = [MAGIC]
         offset = 0
@@ -112,6 +124,7 @@ class Journal:
         self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
 
     def _recover(self) -> None:
+        assert self._fd is not None  # noqa: S101 - only called on an open file
         size = os.fstat(self._fd).st_size
         offset = len(MAGIC)
         expected = 1
@@ -139,10 +152,11 @@ class Journal:
             self._index_offsets.append(offset)
         self._records += 1
 
-    def _write_all(self, data: bytes) -> None:
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
+            written = os.write(fd, view)
             view = view[written:]
 
     def append(self, runs: Sequence[PendingRun]) -> int:
@@ -152,9 +166,18 @@ class Journal:
         with self._lock:
             if self._closed:
                 raise ValueError("journal is closed")
+            fd = self._fd
+            if fd is None:
+                # A script that prints nothing never costs a file (nor its deletion).
+                fd = self._fd = os.open(
+                    self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+                )
             seq = self._last_seq
             offset = self._size
             chunks: list[bytes] = []
+            if offset == 0:
+                chunks.append(MAGIC)
+                offset = len(MAGIC)
             placed: list[tuple[int, int]] = []
             for time_ms, source, level, text, count in runs:
                 if count < 1:
@@ -167,13 +190,13 @@ class Journal:
                 seq += count
                 offset += _HEADER.size + len(text)
             try:
-                self._write_all(b"".join(chunks))
+                self._write_all(fd, b"".join(chunks))
                 # fsync per batch: the batch is the acknowledgement point, and under load batches
                 # are large because the pipe keeps filling while we sync (journal_writer.py).
-                os.fsync(self._fd)
+                os.fsync(fd)
             except OSError:
                 # A half-written batch (disk full) must not stay in front of the next one.
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(fd, self._size)
                 raise
             for first, at in placed:
                 self._note_record(first, at)
@@ -198,6 +221,7 @@ class Journal:
                 return [], after_sequence < last_seq
             pos = bisect.bisect_right(self._index_seqs, after_sequence + 1) - 1
             offset = self._index_offsets[pos] if pos >= 0 else len(MAGIC)
+            assert self._fd is not None  # noqa: S101 - a line was journaled, so the file exists
             fd = os.dup(self._fd)
         try:
             runs = self._scan(fd, offset, end, after_sequence, max_lines, max_bytes)
@@ -261,7 +285,8 @@ class Journal:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                os.close(self._fd)
+                if self._fd is not None:
+                    os.close(self._fd)
 
 
 def _within_bytes(text: bytes, budget: int, *, first: bool) -> tuple[bytes, int]:

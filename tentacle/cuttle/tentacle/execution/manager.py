@@ -23,7 +23,7 @@ import structlog
 
 from cuttle.tentacle.execution import proctree
 from cuttle.tentacle.execution.errors import ExecutionError, InvalidScript, UnknownTicket
-from cuttle.tentacle.execution.helpers import HelperFiles, check_files
+from cuttle.tentacle.execution.helpers import HelperFiles, check_files, remove_variables_file
 from cuttle.tentacle.execution.isolation import MutexMap
 from cuttle.tentacle.execution.journal import Journal
 from cuttle.tentacle.execution.model import (
@@ -98,6 +98,7 @@ class ScriptManager:
         python_executable: str = sys.executable,
         eof_grace: float = 2.0,
         use_cgroups: bool = True,
+        running_record_delay: float = 0.5,
     ) -> None:
         # Scripts run with their workspace as cwd, so every path handed to them is absolute.
         home = home.resolve()
@@ -116,6 +117,7 @@ class ScriptManager:
             mutexes=MutexMap(home / "mutex"),
             cgroups=None,
             helpers=HelperFiles(home / "helpers"),
+            running_record_delay=running_record_delay,
         )
         self._tickets_dir = home / "tickets"
         self._tickets_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +161,7 @@ class ScriptManager:
 
     async def _load(self, ticket: str) -> TicketRun:
         paths = TicketPaths.of(self._home, ticket)
+        on_disk = True
         try:
             record = await asyncio.to_thread(load_record, paths)
         except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
@@ -167,8 +170,9 @@ class ScriptManager:
             # The script may have run: never start it again, report the result as unknown.
             log.warning("ticket_record_lost", ticket=ticket, error=str(exc))
             record = TicketRecord(ticket=ticket, state=ScriptState.PENDING)
+            on_disk = not isinstance(exc, FileNotFoundError)
         journal = await asyncio.to_thread(Journal, paths.journal)
-        run = TicketRun(paths=paths, record=record, journal=journal)
+        run = TicketRun(paths=paths, record=record, journal=journal, on_disk=on_disk)
         run.started.set()
         self._runs[ticket] = run
         if record.state not in TERMINAL_STATES:
@@ -192,6 +196,9 @@ class ScriptManager:
         )
         await asyncio.to_thread(proctree.reap_zombies, killed)
         proctree.remove_cgroup(cgroup)
+        # Tentacles before the variables file moved beside the workspace kept it (secrets and
+        # all) inside; set_state removes only the new one.
+        remove_variables_file(run.paths.workspace / ".cuttle" / "variables.json")
         log.warning("script_result_lost", ticket=record.ticket, was_alive=alive)
         await run.say(RESTART_REASON, LogLevel.WARNING)
         await run.set_state(ScriptState.RESULT_UNKNOWN, RESTART_REASON)  # removes the variables
@@ -203,6 +210,9 @@ class ScriptManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for run in self._runs.values():
+            # Scripts go on running: the next Tentacle finds them by the pid in their record.
+            await run.write_running_record()
         if self._deleter is not None:
             # What is still queued stays renamed on disk; the next recover() deletes it.
             self._deleter.cancel()
@@ -265,7 +275,7 @@ class ScriptManager:
         try:
             if durable:
                 sync_claim(paths)
-            return Journal(paths.journal)
+            return Journal(paths.journal, new=True)
         except BaseException:
             shutil.rmtree(paths.root, ignore_errors=True)  # nothing ran: no trace of the ticket
             raise
@@ -274,23 +284,13 @@ class ScriptManager:
         self, paths: TicketPaths, record: TicketRecord, cmd: StartCommand
     ) -> tuple[Journal, Started | str]:
         claim(paths)
-        journals: list[Journal] = []
-
-        def open_journal() -> None:
-            journals.append(Journal(paths.journal))
-
         try:
-            # The journal is opened while the interpreter starts up (see runner.launch).
-            started = launch(paths, record, cmd, self._settings, meanwhile=open_journal)
-            if not journals:
-                open_journal()  # it did not get that far, but the failure must be journaled
-        except BaseException:
             # launch() closes the gate of a process it started when it fails: nothing ran.
-            for journal in journals:
-                journal.close()
+            started = launch(paths, record, cmd, self._settings)
+        except BaseException:
             shutil.rmtree(paths.root, ignore_errors=True)
             raise
-        return journals[0], started
+        return Journal(paths.journal, new=True), started
 
     def _get(self, ticket: str) -> TicketRun:
         run = self._runs.get(ticket)
@@ -351,9 +351,7 @@ class ScriptManager:
         """Kill the ticket's whole process tree; return once it is dead (state CANCELLED)."""
         run = self._get(ticket)
         if not run.finished:
-            if not run.stop.is_set():
-                run.stop_reason = reason or "Cancelled"
-                run.stop.set()
+            if run.request_stop(reason or "Cancelled"):
                 log.info("script_cancel_requested", ticket=ticket)
             task = run.task
             if task is not None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
 
@@ -53,6 +53,7 @@ from cuttle.tentacle.execution.model import (
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
+    save_first_record,
     save_record,
     sync_claim,
     sync_record,
@@ -81,6 +82,9 @@ _STDERR_LEVELS = {
 _FAILURE_MESSAGES = {"resultmessage", "stepfailed"}
 # servicemessages.parse needs this in a line, so a block without it holds no service message.
 _MESSAGE_MARK = servicemessages.PREFIX.encode()
+# Scripts outlive a Tentacle that stops (the next one finds them by their record). Their Popen
+# objects are kept here so that dropping them does not warn about a child never waited for.
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
 
 def now_ms() -> int:
@@ -98,6 +102,9 @@ class RunSettings:
     mutexes: MutexMap
     cgroups: proctree.CgroupRoot | None
     helpers: HelperFiles
+    running_record_delay: float = 0.5
+    """A script still running after this long gets its RUNNING record (pid, start time,
+    cgroup) on disk. Shorter ones never need one: their terminal record is the first."""
 
 
 @dataclass
@@ -117,7 +124,17 @@ class TicketRun:
     waiting_for_mutex: bool = False
     # The terminal record is in place (not yet fsynced, see set_state).
     final_written: bool = False
+    # Whether state.json exists. Until it does, the next record is written in place
+    # (tickets.save_first_record): most scripts end before their RUNNING record is due, and
+    # then the terminal record is the only one they ever write.
+    on_disk: bool = False
     masker: Masker = field(default_factory=Masker)
+    # Record writes go one at a time, so none lands after the terminal one.
+    _record_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _running_timer: asyncio.TimerHandle | None = None
+    _running_write: asyncio.Task[None] | None = None
+    # Resolved to wake the supervision of a running script (see _supervise).
+    _wake: asyncio.Future[None] | None = None
     _writer: JournalWriter | None = None
     _stdout_level: LogLevel = LogLevel.INFO
     _stderr_level: LogLevel = LogLevel.ERROR
@@ -164,10 +181,39 @@ class TicketRun:
             # wanted to say it; the reason also travels in the ticket's state.
             log.error("journal_write_failed", ticket=self.ticket, error=str(exc), note=text)
 
-    async def persist(self, *, durable: bool = False) -> None:
-        """Write the state record atomically; fsynced only when ``durable`` (see tickets.py)."""
+    async def persist(self) -> None:
+        """Write the state record, not fsynced (see tickets.py); never after the terminal one."""
         self._dirty = False
-        await asyncio.to_thread(save_record, self.paths, self.record, durable=durable)
+        async with self._record_lock:
+            if self.final_written:
+                return
+            # A copy: the output handling goes on changing the record while the thread writes.
+            record = _copy_record(self.record)
+            await asyncio.to_thread(_save, self.paths, record, not self.on_disk)
+            self.on_disk = True
+
+    def keep_running_record(self, delay: float) -> None:
+        """Have the RUNNING record written if the script is still running after ``delay``."""
+        loop = asyncio.get_running_loop()
+        self._running_timer = loop.call_later(delay, self._running_record_due)
+
+    def _running_record_due(self) -> None:
+        self._running_timer = None
+        if not self.finished and not self.on_disk:
+            self._running_write = asyncio.create_task(self.write_running_record())
+
+    async def write_running_record(self) -> None:
+        """Write the RUNNING record now unless a record is on disk; log why it could not be."""
+        if self._running_timer is not None:
+            self._running_timer.cancel()
+            self._running_timer = None
+        if self.finished or self.on_disk or self.record.state is not ScriptState.RUNNING:
+            return
+        try:
+            await self.persist()
+        except OSError as exc:
+            # Not fatal: without the pid a restart still finds the tree by cgroup and marker.
+            log.warning("ticket_record_unwritten", ticket=self.ticket, error=str(exc))
 
     async def set_state(self, state: ScriptState, reason: str = "", exit_code: int = -1) -> None:
         """Move to a terminal state, persist it, and wake every watcher."""
@@ -179,30 +225,36 @@ class TicketRun:
         # The terminal record is written as a copy and becomes the ticket's state only once it
         # is in place: a reader (a status call, a watcher waking for any reason) that sees the
         # terminal state finds the directory settled (variables file gone, state.json final).
-        final = dataclasses.replace(
-            self.record,
-            state=state,
-            state_reason=self.masker.mask_text(reason),
-            exit_code=exit_code,
-            finished_at=time.time(),
-        )
-        self._dirty = False
-        # Written to the page cache before anyone sees it; fsynced only after, so the fsync
-        # overlaps the reader's round trip instead of adding to it. Both happen in one job on
-        # one worker thread, which tells the loop as soon as the write is done. complete() and
-        # close() wait for this task until the write is done; a power cut before the fsync
-        # reads back as "result unknown", which it then is.
-        loop = asyncio.get_running_loop()
-        written: asyncio.Future[OSError | None] = loop.create_future()
-        job = loop.run_in_executor(None, _finalize, self.paths, final, loop, written)
-        failed = await written
-        if failed is None:
-            self.final_written = True
-        else:
-            # Disk full: the result is still answered from memory; after a restart the ticket
-            # reads back as "result unknown", which is then the truth.
-            log.error("ticket_record_write_failed", ticket=self.ticket, error=str(failed))
-        self.record = final
+        if self._running_timer is not None:
+            self._running_timer.cancel()
+            self._running_timer = None
+        async with self._record_lock:
+            final = dataclasses.replace(
+                self.record,
+                state=state,
+                state_reason=self.masker.mask_text(reason),
+                exit_code=exit_code,
+                finished_at=time.time(),
+            )
+            self._dirty = False
+            # Written to the page cache before anyone sees it; fsynced only after, so the fsync
+            # overlaps the reader's round trip instead of adding to it. Both happen in one job
+            # on one worker thread, which tells the loop as soon as the write is done.
+            # complete() and close() wait for this task until the write is done; a power cut
+            # before the fsync reads back as "result unknown", which it then is.
+            loop = asyncio.get_running_loop()
+            written: asyncio.Future[OSError | None] = loop.create_future()
+            job = loop.run_in_executor(
+                None, _finalize, self.paths, final, not self.on_disk, loop, written
+            )
+            failed = await written
+            if failed is None:
+                self.final_written = self.on_disk = True
+            else:
+                # Disk full: the result is still answered from memory; after a restart the
+                # ticket reads back as "result unknown", which is then the truth.
+                log.error("ticket_record_write_failed", ticket=self.ticket, error=str(failed))
+            self.record = final
         self.started.set()
         async with self.changed:
             self.changed.notify_all()
@@ -287,8 +339,7 @@ class TicketRun:
         self.record.pid_start_time = started.record.pid_start_time
         self.record.cgroup = started.record.cgroup
         self.record.state = ScriptState.RUNNING
-        if started.unwritten:
-            log.warning("ticket_record_unwritten", ticket=self.ticket, error=started.unwritten)
+        self.keep_running_record(settings.running_record_delay)
         log.info("script_started", ticket=self.ticket, pid=proc.pid, cgroup=cgroup is not None)
         self.started.set()
         await self._supervise(proc, cmd, settings, cgroup)
@@ -302,29 +353,35 @@ class TicketRun:
     ) -> None:
         assert proc.stdout is not None  # noqa: S101 - started with PIPE
         assert proc.stderr is not None  # noqa: S101 - started with PIPE
+        loop = asyncio.get_running_loop()
         pumps = {
             asyncio.create_task(self._pump(proc.stdout, LogSource.STDOUT)),
             asyncio.create_task(self._pump(proc.stderr, LogSource.STDERR)),
         }
-        exited = asyncio.create_task(_wait_exit(proc))
-        stopped = asyncio.create_task(self.stop.wait())
-        watched: set[asyncio.Task[int] | asyncio.Task[bool]] = {exited, stopped}
+        # One future wakes the supervision for whatever comes first: the exit, a stop
+        # (request_stop) or the time limit. Callbacks, not tasks: this runs for every script.
+        exited: asyncio.Future[None] = loop.create_future()
+        unwatch = _watch_exit(loop, proc, exited)
+        wake = self._wake = loop.create_future()
+        exited.add_done_callback(lambda _: _resolve(wake))
+        if self.stop.is_set():
+            _resolve(wake)
+        limit = loop.call_later(cmd.timeout, _resolve, wake) if cmd.timeout else None
         try:
-            done, _ = await asyncio.wait(
-                watched, timeout=cmd.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await wake
             state, reason, kill = ScriptState.COMPLETE, "", False
-            if exited in done:
-                _, still_open = await asyncio.wait(pumps, timeout=settings.eof_grace)
-                if still_open:
-                    # The script is done; only leftovers holding the pipe keep it open.
-                    await self.say(
-                        "The script exited but background processes kept its output open; "
-                        "killing them",
-                        LogLevel.WARNING,
-                    )
-                    kill = True
-            elif stopped in done:
+            if exited.done():
+                if not all(pump.done() for pump in pumps):
+                    _, still_open = await asyncio.wait(pumps, timeout=settings.eof_grace)
+                    if still_open:
+                        # The script is done; only leftovers holding the pipe keep it open.
+                        await self.say(
+                            "The script exited but background processes kept its output open; "
+                            "killing them",
+                            LogLevel.WARNING,
+                        )
+                        kill = True
+            elif self.stop.is_set():
                 state, reason, kill = ScriptState.CANCELLED, self.stop_reason, True
             else:
                 state, kill = ScriptState.TIMED_OUT, True
@@ -340,11 +397,13 @@ class TicketRun:
                     settings.cancel_grace,
                     proc.pid,
                 )
-            exit_code = await exited
-            # Everything holding the pipes is dead now, so EOF is imminent; bound it anyway.
-            _, stuck = await asyncio.wait(pumps, timeout=max(settings.eof_grace, 1.0))
-            for task in stuck:
-                task.cancel()
+            await exited
+            exit_code = proc.wait()  # exited: reaps without blocking
+            if not all(pump.done() for pump in pumps):
+                # Everything holding the pipes is dead now, so EOF is imminent; bound it anyway.
+                _, stuck = await asyncio.wait(pumps, timeout=max(settings.eof_grace, 1.0))
+                for task in stuck:
+                    task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             # Orphans of the script were adopted by us (subreaper); the /proc scan that finds
             # them is only worth a thread when something was killed or a child is a zombie.
@@ -356,35 +415,57 @@ class TicketRun:
             await self.set_state(state, reason, exit_code)
             log.info("script_finished", ticket=self.ticket, state=state.value, exit_code=exit_code)
         finally:
-            helpers: list[asyncio.Future[Any]] = [*pumps, exited, stopped]
-            for helper in helpers:
-                helper.cancel()
+            if proc.returncode is None:
+                _LEFT_RUNNING.append(proc)
+            self._wake = None
+            if limit is not None:
+                limit.cancel()
+            unwatch()
+            for pump in pumps:
+                pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*pumps, exited, stopped, return_exceptions=True)
+                await asyncio.gather(*pumps, return_exceptions=True)
+
+    def request_stop(self, reason: str) -> bool:
+        """Ask the supervision to kill the script; False when a stop was asked already."""
+        if self.stop.is_set():
+            return False
+        self.stop_reason = reason
+        self.stop.set()
+        if self._wake is not None:
+            _resolve(self._wake)
+        return True
 
     # -- output ------------------------------------------------------------------------------
 
     async def _pump(self, pipe: IO[bytes], source: LogSource) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_READ_SIZE * 4)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
+        # Straight from the pipe: no transport, protocol and stream buffer per pipe (two per
+        # script); the next read waits only until what was read is handed to the journal.
+        fd = pipe.fileno()
+        os.set_blocking(fd, False)
         with contextlib.suppress(OSError):
             # A bigger pipe lets the script run ahead while we parse; 1 MiB is the default
             # limit an unprivileged process may ask for, and failing to get it is harmless.
-            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        loop = asyncio.get_running_loop()
         assembler = LineAssembler()
         try:
             failed: OSError | None = None
-            while chunk := await reader.read(_READ_SIZE):
+            while True:
+                try:
+                    chunk = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    await _readable(loop, fd)
+                    continue
+                if not chunk:
+                    break
                 if failed is None:
                     failed = await self._handle_or_stop(assembler.feed(chunk), source)
                 # else: drained and dropped until the stopped script's pipe closes.
             if failed is None:
                 await self._handle_or_stop(assembler.flush(), source)
         finally:
-            transport.close()
+            pipe.close()
             # What was read is written even when the pump is stopped early; a failure to write
             # was already raised to whoever put the lines.
             with contextlib.suppress(OSError):
@@ -398,13 +479,13 @@ class TicketRun:
             # Running on with output nobody can keep would lose it silently, and a script
             # whose pipe is no longer read would block forever. What was journaled stays.
             log.error("journal_write_failed", ticket=self.ticket, error=str(exc))
-            if not self.stop.is_set():
-                self.stop_reason = f"The Tentacle could not journal the script's output: {exc}"
-                self.stop.set()
+            self.request_stop(f"The Tentacle could not journal the script's output: {exc}")
             return exc
         return None
 
     async def _handle(self, blocks: list[Block], source: LogSource) -> None:
+        if not blocks:
+            return
         batch: list[PendingRun] = []
         stamp = now_ms()
         for text, count in blocks:
@@ -492,9 +573,25 @@ class TicketRun:
             )
 
 
+def _copy_record(record: TicketRecord) -> TicketRecord:
+    return dataclasses.replace(
+        record,
+        output_variables=dict(record.output_variables),
+        artifacts=list(record.artifacts),
+    )
+
+
+def _save(paths: TicketPaths, record: TicketRecord, first: bool) -> None:
+    if first:
+        save_first_record(paths, record)
+    else:
+        save_record(paths, record, durable=False)
+
+
 def _finalize(
     paths: TicketPaths,
     record: TicketRecord,
+    first: bool,
     loop: asyncio.AbstractEventLoop,
     written: asyncio.Future[OSError | None],
 ) -> None:
@@ -505,8 +602,8 @@ def _finalize(
             written.set_result(result)
 
     try:
-        remove_variables_file(paths.workspace)
-        save_record(paths, record, durable=False)
+        remove_variables_file(paths.variables)
+        _save(paths, record, first)
     except OSError as exc:
         loop.call_soon_threadsafe(tell, exc)
         return  # nothing new to sync
@@ -524,9 +621,7 @@ class Started:
     proc: subprocess.Popen[bytes]
     cgroup: Path | None
     record: TicketRecord
-    """The RUNNING record as written (a copy; the caller applies it to its own)."""
-    unwritten: str
-    """Why the RUNNING record could not be written ("" when it was)."""
+    """The RUNNING record (a copy; the caller applies it to its own and writes it when due)."""
 
 
 def launch(
@@ -534,19 +629,18 @@ def launch(
     record: TicketRecord,
     cmd: StartCommand,
     settings: RunSettings,
-    meanwhile: Callable[[], object] | None = None,
 ) -> Started | str:
     """Start the script (blocking): workspace, process, RUNNING record; a str says why not.
 
     The interpreter is started first and waits at the bootstrap's gate: writing the workspace
-    (and ``meanwhile``, other work of the caller's) and making the ticket's claim durable
-    overlap its start-up, and the script runs only after them, so a reboot can never forget a
-    ticket whose script ran (see tickets.py). Whatever ``meanwhile`` raises, the script does not
-    run and the error propagates.
+    and making the ticket's claim durable overlap its start-up, and the script runs only after
+    them, so a reboot can never forget a ticket whose script ran (see tickets.py).
     """
     ticket = record.ticket
     try:
-        plan = plan_launch(paths.workspace, ticket, cmd, settings.python, settings.helpers)
+        plan = plan_launch(
+            paths.workspace, paths.variables, ticket, cmd, settings.python, settings.helpers
+        )
     except OSError as exc:
         return f"could not prepare the workspace: {exc}"
     if isinstance(plan, str):
@@ -559,7 +653,7 @@ def launch(
         return f"could not start the script: {exc}"
     assert proc.stdin is not None  # noqa: S101 - started with PIPE: the bootstrap's gate
     try:
-        failure = _ready(paths, plan, cmd, meanwhile)
+        failure = _ready(paths, plan, cmd)
     except BaseException:
         _abandon(proc, cgroup, settings.cancel_grace)
         raise
@@ -567,8 +661,6 @@ def launch(
         _abandon(proc, cgroup, settings.cancel_grace)
         return failure
     release(proc.stdin, go=True)
-    # After "go", while the script runs: nothing depends on this record before the output is
-    # handled (which persists the record too), and that starts only once this returns.
     running = dataclasses.replace(
         record,
         state=ScriptState.RUNNING,
@@ -576,41 +668,20 @@ def launch(
         pid_start_time=proctree.process_start_time(proc.pid),
         cgroup=str(cgroup) if cgroup else None,
     )
-    return Started(proc, cgroup, running, _record_running(paths, running))
+    return Started(proc, cgroup, running)
 
 
-def _ready(
-    paths: TicketPaths, launch: Launch, cmd: StartCommand, meanwhile: Callable[[], object] | None
-) -> str | None:
+def _ready(paths: TicketPaths, launch: Launch, cmd: StartCommand) -> str | None:
     """Write the workspace and make the claim durable; a str says what failed."""
     try:
         write_workspace(launch, cmd)
     except OSError as exc:
         return f"could not prepare the workspace: {exc}"
-    if meanwhile is not None:
-        # Before the claim's fsync: on ext4 a file fsync commits every pending metadata change,
-        # so whatever of the caller's is fsynced here leaves that one nearly free.
-        meanwhile()
     try:
         sync_claim(paths)
     except OSError as exc:
         return f"could not record the start of the script: {exc}"
     return None
-
-
-def _record_running(paths: TicketPaths, running: TicketRecord) -> str:
-    """Write the RUNNING record; return why it could not be written ("" when it was).
-
-    Not fsynced: pid and start time only help a Tentacle restarted on this same boot (which sees
-    the page cache) to find the process; without them, as after a reboot, the durable claim
-    makes the ticket "result unknown", and the cgroup and the CUTTLE_TICKET marker still find
-    what is left of the tree. A failure is not fatal for the same reason.
-    """
-    try:
-        save_record(paths, running, durable=False)
-    except OSError as exc:
-        return str(exc)
-    return ""
 
 
 def _abandon(proc: subprocess.Popen[bytes], cgroup: Path | None, grace: float) -> None:
@@ -645,26 +716,41 @@ def _spawn(launch: Launch, cgroup: Path | None) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for the process to exit without a thread: a pidfd becomes readable on exit."""
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` can be read (or has reached its end)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _resolve, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _watch_exit(
+    loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], exited: asyncio.Future[None]
+) -> Callable[[], None]:
+    """Resolve ``exited`` when the process exits; returns what stops the watch.
+
+    Without a thread: a pidfd becomes readable on exit. Where pidfds are missing, a thread waits.
+    """
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (OSError, AttributeError):
-        return await asyncio.to_thread(proc.wait)
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
+        waiter = loop.run_in_executor(None, proc.wait)
+        waiter.add_done_callback(lambda _: _resolve(exited))
+        return lambda: None
+    loop.add_reader(pidfd, _resolve, exited)
 
-    def on_exit() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, on_exit)
-    try:
-        await exited
-    finally:
+    def unwatch() -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-    return proc.wait()  # already exited: reaps without blocking
+
+    return unwatch
 
 
 def _collect_artifact(workspace: Path, path: str, name: str) -> Artifact | str:

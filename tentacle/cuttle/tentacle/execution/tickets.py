@@ -4,12 +4,16 @@
 
     state.json    state, pid + start time, exit code, reason, output variables, artifacts
     secrets.json  values of sensitive output variables (0600; state.json never holds them)
-    journal       the log (see journal.py)
+    journal       the log (see journal.py); created with the first line
+    variables.json  the script's variables while it runs (0600; deleted when it ends)
     workspace/    the script's working directory
 
-Every record is written atomically (temp file, rename), so readers, a Tentacle restarted after
-its process died included, see the old or the new version, never half of one. fsync is paid
-only for what must survive a crash of the *machine*:
+A record replacing another is written atomically (temp file, rename), so readers, a Tentacle
+restarted after its process died included, see the old or the new version, never half of one.
+The first record is written in place: half of it reads back like none at all (see below), so
+the rename would buy nothing. That first record is the RUNNING one only for a script still
+running half a second after its start (RunSettings.running_record_delay); a shorter one writes
+only its terminal record. fsync is paid only for what must survive a crash of the *machine*:
 
 * the ticket directory (``claim``, then ``sync_claim``) before its script may run (the runner
   overlaps the fsync with the interpreter's start-up, see runner.launch) or a start is answered
@@ -22,8 +26,9 @@ only for what must survive a crash of the *machine*:
 Records of a live script (RUNNING with pid + start time, output variables so far) are not
 fsynced: only a Tentacle restarted on the same boot uses them, and it sees the page cache; after
 a reboot the script is dead anyway. A power cut may leave such a record old, missing or even
-empty; a claimed directory whose record cannot be read loads as "result unknown", never as a
-ticket to start again.
+empty, and a Tentacle that dies in a script's first half second leaves none; a claimed
+directory whose record cannot be read loads as "result unknown", never as a ticket to start
+again, and the ticket's cgroup and CUTTLE_TICKET marker still find what is left of its tree.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "atomic_write",
     "claim",
     "load_record",
+    "save_first_record",
     "save_record",
     "sync_claim",
     "sync_record",
@@ -74,6 +80,11 @@ class TicketPaths:
     def journal(self) -> Path:
         """The log journal."""
         return self.root / "journal"
+
+    @property
+    def variables(self) -> Path:
+        """The script's variables file (it holds secrets; deleted when the script ends)."""
+        return self.root / "variables.json"
 
     @property
     def workspace(self) -> Path:
@@ -114,6 +125,12 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Write a file so that readers see the old or the new content, never a mix.
 
@@ -123,9 +140,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_fd(fd, data)
         if durable:
             os.fsync(fd)
     finally:
@@ -154,11 +169,36 @@ def sync_record(paths: TicketPaths) -> None:
     _fsync_path(paths.root, os.O_RDONLY | os.O_DIRECTORY)
 
 
+def save_first_record(paths: TicketPaths, record: TicketRecord) -> None:
+    """Write the ticket's first record, not durably; in place when it is the first indeed.
+
+    No temp file and rename for a first record: a crash halfway leaves a record that does not
+    load, which a restart treats exactly like a missing one ("result unknown"), and there is no
+    older one to keep. A ticket that already has a record gets the atomic replace.
+    """
+    if record.output_variables:
+        save_record(paths, record, durable=False)  # a secrets file goes with it
+        return
+    try:
+        fd = os.open(paths.state, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        save_record(paths, record, durable=False)
+        return
+    try:
+        _write_fd(fd, _record_json(record))
+    finally:
+        os.close(fd)
+
+
 def save_record(paths: TicketPaths, record: TicketRecord, *, durable: bool = True) -> None:
     """Persist the record; sensitive values go to the owner-only secrets file only."""
     secrets = {v.name: v.value for v in record.output_variables.values() if v.sensitive}
     if secrets or paths.secrets.exists():
         atomic_write(paths.secrets, json.dumps(secrets).encode(), 0o600, durable=durable)
+    atomic_write(paths.state, _record_json(record), 0o600, durable=durable)
+
+
+def _record_json(record: TicketRecord) -> bytes:
     doc: dict[str, Any] = {
         "ticket": record.ticket,
         "state": record.state.value,
@@ -179,7 +219,7 @@ def save_record(paths: TicketPaths, record: TicketRecord, *, durable: bool = Tru
             for a in record.artifacts
         ],
     }
-    atomic_write(paths.state, json.dumps(doc).encode(), 0o600, durable=durable)
+    return json.dumps(doc).encode()
 
 
 def load_record(paths: TicketPaths) -> TicketRecord:

@@ -49,7 +49,7 @@ def test_helpers_are_written_once_read_only_and_shared_by_every_workspace(tmp_pa
             assert [(v.name, v.value) for v in final.output_variables] == [("Colour", "blue")]
             assert out == [f"helpers at {only_helper(tmp_path)}".encode()]
             workspace = tmp_path / "tickets" / ticket / "workspace"
-            assert sorted(p.name for p in workspace.rglob("*")) == [".cuttle", "script.sh"]
+            assert sorted(p.name for p in workspace.rglob("*")) == ["script.sh"]
 
     run_with(tmp_path, scenario)
     for path in (tmp_path / "helpers").iterdir():

@@ -159,3 +159,50 @@ def test_a_run_must_hold_a_line(tmp_path: Path) -> None:
         journal.append([(STAMP, LogSource.STDOUT, LogLevel.INFO, b"", 0)])
     assert journal.last_sequence == 0
     journal.close()
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_the_file_is_created_by_the_first_line(tmp_path: Path, new: bool) -> None:
+    path = tmp_path / "journal"
+    journal = Journal(path, new=new)
+    assert journal.read_after(0, 10) == ([], False)
+    assert not path.exists()
+    assert journal.append(one_line_runs(b"first", b"second")) == 2
+    assert path.read_bytes().startswith(MAGIC)
+    journal.close()
+    reopened = Journal(path)
+    assert flatten(reopened.read_after(0, 10)[0]) == [(1, b"first"), (2, b"second")]
+    reopened.close()
+
+
+def test_a_journal_without_a_file_reopens_empty_and_a_close_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal"
+    Journal(path).close()
+    journal = Journal(path)
+    assert journal.last_sequence == 0
+    journal.close()
+    assert not path.exists()
+
+
+def test_a_failed_first_append_leaves_a_journal_the_next_append_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal"
+    journal = Journal(path, new=True)
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        journal.append(one_line_runs(b"lost"))
+    assert path.read_bytes() == b""  # the magic went with the failed batch
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert journal.append(one_line_runs(b"kept")) == 1
+    journal.close()
+    reopened = Journal(path)
+    assert flatten(reopened.read_after(0, 10)[0]) == [(1, b"kept")]
+    reopened.close()

@@ -301,19 +301,23 @@ echo "out later-secret-999"
                 assert secret.encode() not in data or path.name == "script.sh", path
                 if path.name != "secrets.json":
                     assert b"later-secret-999" not in data or path.name == "script.sh", path
-        assert not (ticket_dir / "workspace" / ".cuttle" / "variables.json").exists()
+        assert not (ticket_dir / "variables.json").exists()
 
     run_with(tmp_path, scenario)
 
 
-def test_variables_file_is_owner_only_while_running(tmp_path: Path) -> None:
-    body = 'stat -c %a "$CUTTLE_VARIABLES_FILE"; get_octopusvariable Secret'
+def test_variables_file_is_owner_only_and_outside_the_workspace(tmp_path: Path) -> None:
+    body = (
+        'stat -c %a "$CUTTLE_VARIABLES_FILE"; get_octopusvariable Secret\n'
+        'case "$CUTTLE_VARIABLES_FILE" in "$PWD"/*) echo inside ;; *) echo outside ;; esac\n'
+        'stat -c %a "$(dirname "$CUTTLE_VARIABLES_FILE")"'
+    )
 
     async def scenario(m: ScriptManager) -> None:
         variables = (Variable("Secret", "abc-123-xyz", sensitive=True),)
         await m.start(bash("t-perm", body, variables=variables))
         _, lines = await finish(m, "t-perm")
-        assert texts(lines, LogSource.STDOUT) == [b"600", MASK]
+        assert texts(lines, LogSource.STDOUT) == [b"600", MASK, b"outside", b"700"]
 
     run_with(tmp_path, scenario)
 
