@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from cuttle.server.model import documents as d
 from cuttle.server.model.kinds import BY_PLURAL, KINDS, Kind
-from cuttle.server.model.repository import validation_problems
+from cuttle.server.model.problems import validation_problems
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 

@@ -23,6 +23,7 @@ from cuttle.server.model import documents as d
 from cuttle.server.model.diff import changed_paths
 from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS, Kind, kind
 from cuttle.server.model.library_set_ties import LibrarySetTies, Saved
+from cuttle.server.model.problems import validation_problems
 from cuttle.server.model.references import Path, format_path, map_references, references
 from cuttle.server.store import documents as store
 from cuttle.server.store import errors as store_errors
@@ -53,18 +54,6 @@ class Change:
     kind: str
     name: str
     paths: tuple[str, ...] = ()
-
-
-def validation_problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    """Pydantic's errors as (field path, message) pairs."""
-    problems = []
-    for item in error.errors():
-        location: Path = tuple(p for p in item["loc"] if isinstance(p, str | int))
-        field = format_path(location)
-        path = f"{prefix}.{field}" if prefix and field else prefix or field
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append((path, message))
-    return problems
 
 
 def parse_spec(document_kind: Kind, data: Any, prefix: str = "") -> d.Document:
