@@ -42,6 +42,7 @@ from cuttle.tentacle.execution.model import (
     check_ticket,
 )
 from cuttle.tentacle.execution.proctree import become_subreaper
+from cuttle.tentacle.execution.record_sync import RecordSyncer
 from cuttle.tentacle.execution.runner import RunSettings, Started, TicketRun, launch
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
@@ -99,6 +100,7 @@ class ScriptManager:
         eof_grace: float = 2.0,
         use_cgroups: bool = True,
         running_record_delay: float = 0.5,
+        record_sync_delay: float = 0.2,
     ) -> None:
         # Scripts run with their workspace as cwd, so every path handed to them is absolute.
         home = home.resolve()
@@ -119,6 +121,7 @@ class ScriptManager:
             helpers=HelperFiles(home / "helpers"),
             running_record_delay=running_record_delay,
         )
+        self._syncer = RecordSyncer(record_sync_delay)
         self._tickets_dir = home / "tickets"
         self._tickets_dir.mkdir(parents=True, exist_ok=True)
         # Completed tickets are renamed away at once and deleted by one task off the request
@@ -172,7 +175,9 @@ class ScriptManager:
             record = TicketRecord(ticket=ticket, state=ScriptState.PENDING)
             on_disk = not isinstance(exc, FileNotFoundError)
         journal = await asyncio.to_thread(Journal, paths.journal)
-        run = TicketRun(paths=paths, record=record, journal=journal, on_disk=on_disk)
+        run = TicketRun(
+            paths=paths, record=record, journal=journal, on_disk=on_disk, syncer=self._syncer
+        )
         run.started.set()
         self._runs[ticket] = run
         if record.state not in TERMINAL_STATES:
@@ -213,6 +218,7 @@ class ScriptManager:
         for run in self._runs.values():
             # Scripts go on running: the next Tentacle finds them by the pid in their record.
             await run.write_running_record()
+        await self._syncer.flush()
         if self._deleter is not None:
             # What is still queued stays renamed on disk; the next recover() deletes it.
             self._deleter.cancel()
@@ -254,7 +260,9 @@ class ScriptManager:
                 journal, launched = await asyncio.to_thread(
                     self._create_and_launch, paths, record, cmd
                 )
-            run = TicketRun(paths=paths, record=record, journal=journal, command=cmd)
+            run = TicketRun(
+                paths=paths, record=record, journal=journal, command=cmd, syncer=self._syncer
+            )
             self._runs[ticket] = run
             run.task = asyncio.create_task(
                 run.run(self._settings, launched), name=f"script-{ticket}"
@@ -376,10 +384,10 @@ class ScriptManager:
         if task is not None and not task.done() and not run.final_written:
             # A terminal state is readable a moment before the run has written it: deleting
             # under that write would leave the directory, and a state.json that a restarted
-            # Tentacle would load again, behind. Once it is written, only its fsync may still
-            # run, and that need not be waited for: the file is about to go anyway.
+            # Tentacle would load again, behind.
             await asyncio.wait({task})
         run.deleted = True
+        self._syncer.discard(run.ticket)  # the server has the result: no fsync for a file to go
         # Renamed before it leaves _runs: a start of the same ticket never finds it half gone,
         # and the deletion itself (several unlinks, slow on a busy disk) need not be waited for.
         doomed = self._tickets_dir / f"{_DELETING}{run.ticket}-{uuid.uuid4().hex[:8]}"

@@ -50,6 +50,7 @@ from cuttle.tentacle.execution.model import (
     StartCommand,
     Variable,
 )
+from cuttle.tentacle.execution.record_sync import RecordSyncer
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
@@ -129,6 +130,8 @@ class TicketRun:
     # then the terminal record is the only one they ever write.
     on_disk: bool = False
     masker: Masker = field(default_factory=Masker)
+    # Makes the terminal record durable in a batch (record_sync.py); None: at once.
+    syncer: RecordSyncer | None = None
     # Record writes go one at a time, so none lands after the terminal one.
     _record_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _running_timer: asyncio.TimerHandle | None = None
@@ -237,35 +240,24 @@ class TicketRun:
                 finished_at=time.time(),
             )
             self._dirty = False
-            # Written to the page cache before anyone sees it; fsynced only after, so the fsync
-            # overlaps the reader's round trip instead of adding to it. Both happen in one job
-            # on one worker thread, which tells the loop as soon as the write is done.
-            # complete() and close() wait for this task until the write is done; a power cut
-            # before the fsync reads back as "result unknown", which it then is.
-            loop = asyncio.get_running_loop()
-            written: asyncio.Future[OSError | None] = loop.create_future()
-            job = loop.run_in_executor(
-                None, _finalize, self.paths, final, not self.on_disk, loop, written
-            )
-            failed = await written
-            if failed is None:
-                self.final_written = self.on_disk = True
-            else:
+            # Written before anyone sees the terminal state; made durable by the syncer a
+            # moment later (record_sync.py), or never if the server completes the ticket first.
+            try:
+                await asyncio.to_thread(_write_final, self.paths, final, not self.on_disk)
+            except OSError as exc:
                 # Disk full: the result is still answered from memory; after a restart the
                 # ticket reads back as "result unknown", which is then the truth.
-                log.error("ticket_record_write_failed", ticket=self.ticket, error=str(failed))
+                log.error("ticket_record_write_failed", ticket=self.ticket, error=str(exc))
+            else:
+                self.final_written = self.on_disk = True
+                if self.syncer is not None:
+                    self.syncer.add(self.ticket, self.paths)
+                else:
+                    await asyncio.to_thread(_sync_quietly, self.ticket, self.paths)
             self.record = final
         self.started.set()
         async with self.changed:
             self.changed.notify_all()
-        try:
-            await job
-        except FileNotFoundError:
-            if not self.deleted:
-                raise
-            # complete() came first and took the directory away: nothing is left to sync.
-        except OSError as exc:
-            log.warning("ticket_sync_failed", ticket=self.ticket, error=str(exc))
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -462,6 +454,10 @@ class TicketRun:
                 if failed is None:
                     failed = await self._handle_or_stop(assembler.feed(chunk), source)
                 # else: drained and dropped until the stopped script's pipe closes.
+                # A script writing flat out keeps the pipe full, so the read above never
+                # waits: yield, or the loop (other requests, the journal writer, which would
+                # then get one batch of up to its memory bound) starves until the script stops.
+                await asyncio.sleep(0)
             if failed is None:
                 await self._handle_or_stop(assembler.flush(), source)
         finally:
@@ -588,30 +584,17 @@ def _save(paths: TicketPaths, record: TicketRecord, first: bool) -> None:
         save_record(paths, record, durable=False)
 
 
-def _finalize(
-    paths: TicketPaths,
-    record: TicketRecord,
-    first: bool,
-    loop: asyncio.AbstractEventLoop,
-    written: asyncio.Future[OSError | None],
-) -> None:
-    """Write the terminal record, tell the loop (``written``), then make it durable."""
+def _write_final(paths: TicketPaths, record: TicketRecord, first: bool) -> None:
+    """Drop the variables file (it holds secrets), then write the terminal record."""
+    remove_variables_file(paths.variables)
+    _save(paths, record, first)
 
-    def tell(result: OSError | None) -> None:
-        if not written.done():  # the waiter may have been cancelled meanwhile
-            written.set_result(result)
 
+def _sync_quietly(ticket: str, paths: TicketPaths) -> None:
     try:
-        remove_variables_file(paths.variables)
-        _save(paths, record, first)
+        sync_record(paths)
     except OSError as exc:
-        loop.call_soon_threadsafe(tell, exc)
-        return  # nothing new to sync
-    except BaseException as exc:
-        loop.call_soon_threadsafe(tell, OSError(f"could not write the record: {exc}"))
-        raise
-    loop.call_soon_threadsafe(tell, None)
-    sync_record(paths)
+        log.warning("ticket_sync_failed", ticket=ticket, error=str(exc))
 
 
 @dataclass(frozen=True)

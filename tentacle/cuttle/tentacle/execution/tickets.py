@@ -19,9 +19,10 @@ only its terminal record. fsync is paid only for what must survive a crash of th
   overlaps the fsync with the interpreter's start-up, see runner.launch) or a start is answered
   PENDING: it is what makes a start of the same ticket after a reboot find the ticket instead of
   running the script a second time.
-* the terminal record, so that a result the server may have read is still there after a
-  reboot. The runner writes it before making the state visible but fsyncs it (``sync_record``)
-  just after, so the fsync overlaps the reader's round trip.
+* the terminal record, so that a result the server has not yet stored is still there after a
+  reboot. The runner writes it before making the state visible; ``sync_record`` runs a moment
+  later, batched with other tickets, and not at all for a ticket the server completes first
+  (see record_sync.py).
 
 Records of a live script (RUNNING with pid + start time, output variables so far) are not
 fsynced: only a Tentacle restarted on the same boot uses them, and it sees the page cache; after
