@@ -85,6 +85,13 @@ async def run(args: argparse.Namespace) -> int:
                 kinds["polling"] = _script_run(
                     await server.add_tentacle("noop-polling", "polling"), completions
                 )
+            if args.baseline_python:
+                kinds["baseline"] = _script_run(
+                    await server.add_tentacle(
+                        "noop-baseline", "listening", python=args.baseline_python
+                    ),
+                    completions,
+                )
             kinds["bare"] = _bare_spawn
             for call in kinds.values():
                 await _timed(call, args.warmup)
@@ -128,6 +135,11 @@ async def run(args: argparse.Namespace) -> int:
             f"polling={len(samples['polling']) / sum(samples['polling']):.1f}/s "
             f"polling_ratio={rates['polling']:.2f}"
         )
+    if "baseline" in rates:
+        parts.append(
+            f"baseline_ratio={rates['baseline']:.2f} "
+            f"listening_vs_baseline={rates['listening'] / rates['baseline']:.2f}x"
+        )
     parts.append("goal_met=" + ("yes" if rates["listening"] >= GOAL else "no"))
     print()
     print(" ".join(parts), flush=True)
@@ -142,6 +154,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per kind")
     parser.add_argument("--no-polling", action="store_true", help="skip the polling Tentacle")
     parser.add_argument("--quick", action="store_true", help="small counts for a smoke test")
+    parser.add_argument(
+        "--baseline-python",
+        metavar="PYTHON",
+        help="also measure a listening Tentacle run by another install's interpreter "
+        "(e.g. a worktree of an older commit), in the same rounds: an A/B of two versions",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.rounds, args.warmup = 20, 2, 2

@@ -442,11 +442,17 @@ class InProcessServer:
         self.harness.admin_port = self.node.ports["admin"]
         self.harness.polling_port = self.node.ports["polling"]
 
-    async def add_tentacle(self, name: str, style: str) -> Any:
-        """Create, register and start a Tentacle process; returns its TentacleClient."""
+    async def add_tentacle(self, name: str, style: str, python: str | None = None) -> Any:
+        """Create, register and start a Tentacle process; returns its TentacleClient.
+
+        ``python``: the interpreter of another install (say, a worktree of an older commit)
+        that runs this one's ``tentacle`` script, and so imports that install's code: an A/B
+        of two versions inside one run.
+        """
         from tests.integration.harness.cluster import Tentacle
 
-        tentacle = Tentacle(name, self.root / name, style, self.harness, self.procs)
+        prefix = [python] if python else []
+        tentacle = Tentacle(name, self.root / name, style, self.harness, self.procs, prefix=prefix)
         # The harness blocks on the CLI; the server answering it runs on this loop.
         await asyncio.to_thread(tentacle.create, ("Bench",), ("bench",))
         if style == "polling":

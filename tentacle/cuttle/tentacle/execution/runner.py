@@ -242,8 +242,10 @@ class TicketRun:
             self._dirty = False
             # Written before anyone sees the terminal state; made durable by the syncer a
             # moment later (record_sync.py), or never if the server completes the ticket first.
+            # On the loop: an unlink and a small write to the page cache cost less than the
+            # two thread switches of a hop, and nothing here waits for the disk.
             try:
-                await asyncio.to_thread(_write_final, self.paths, final, not self.on_disk)
+                _write_final(self.paths, final, not self.on_disk)
             except OSError as exc:
                 # Disk full: the result is still answered from memory; after a restart the
                 # ticket reads back as "result unknown", which is then the truth.
