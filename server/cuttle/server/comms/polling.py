@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 _END = object()
 # Room for a Request frame's own fields around its payload (id varint, method name, tags).
 _FRAME_OVERHEAD = 64
+# How long a closing stream waits for its reader, writer, dispatcher and heartbeat to end.
+_TASK_STOP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,9 @@ class PollingHub:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # The stream's callers learn first, before anything here is awaited: a task that
+            # does not end at once (a write to a peer that died mid-send) must not keep a
+            # deployment waiting on a stream that is gone, nor the stream counted as open.
             self._streams.get(key, set()).discard(stream)
             if not self._streams.get(key):
                 self._streams.pop(key, None)
@@ -248,6 +252,12 @@ class PollingHub:
                 pending.answers.put_nowait(lost)
             stream.inflight.clear()
             log.info("polling_stream_closed", machine=machine)
+            done, stuck = await asyncio.wait(tasks, timeout=_TASK_STOP_SECONDS)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: how the stream ended was handled above
+            if stuck:
+                log.warning("polling_stream_tasks_stuck", machine=machine, tasks=len(stuck))
 
     def _route(self, stream: _Stream, response: pb.Response) -> None:
         pending = stream.inflight.get(response.request_id)
