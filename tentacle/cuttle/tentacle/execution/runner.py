@@ -456,10 +456,12 @@ class TicketRun:
                 if failed is None:
                     failed = await self._handle_or_stop(assembler.feed(chunk), source)
                 # else: drained and dropped until the stopped script's pipe closes.
-                # A script writing flat out keeps the pipe full, so the read above never
-                # waits: yield, or the loop (other requests, the journal writer, which would
-                # then get one batch of up to its memory bound) starves until the script stops.
-                await asyncio.sleep(0)
+                if len(chunk) == _READ_SIZE:
+                    # A script writing flat out keeps the pipe full, so the next read would not
+                    # wait either: yield, or the loop (other requests, the journal writer, which
+                    # would then get one batch of up to its memory bound) starves until the
+                    # script stops. A shorter read emptied the pipe: the next one waits anyway.
+                    await asyncio.sleep(0)
             if failed is None:
                 await self._handle_or_stop(assembler.flush(), source)
         finally:
