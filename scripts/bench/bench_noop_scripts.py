@@ -12,6 +12,10 @@ this process. The kinds alternate in rounds.
 Goal: listening rate >= 0.35x the bare rate.
 
 Run: .venv/bin/python scripts/bench/bench_noop_scripts.py [--runs N] [--quick]
+A/B of two versions in one run (the noise between runs here is larger than most changes):
+    git worktree add /tmp/base <rev> && (cd /tmp/base && uv sync --all-packages)
+    .venv/bin/python scripts/bench/bench_noop_scripts.py \
+        --baseline-python /tmp/base/.venv/bin/python
 """
 
 from __future__ import annotations
