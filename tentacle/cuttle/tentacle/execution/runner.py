@@ -57,7 +57,6 @@ from cuttle.tentacle.execution.tickets import (
     save_first_record,
     save_record,
     sync_claim,
-    sync_record,
 )
 
 __all__ = ["RunSettings", "Started", "TicketRun", "launch"]
@@ -130,11 +129,12 @@ class TicketRun:
     # then the terminal record is the only one they ever write.
     on_disk: bool = False
     masker: Masker = field(default_factory=Masker)
-    # Makes the terminal record durable in a batch (record_sync.py); None: at once.
-    syncer: RecordSyncer | None = None
+    # Makes the terminal record durable in a batch (record_sync.py); the manager shares one.
+    syncer: RecordSyncer = field(default_factory=lambda: RecordSyncer(0.0))
     # Record writes go one at a time, so none lands after the terminal one.
     _record_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _running_timer: asyncio.TimerHandle | None = None
+    # Holds the timer's write task: the loop keeps only a weak reference to a task.
     _running_write: asyncio.Task[None] | None = None
     # Resolved to wake the supervision of a running script (see _supervise).
     _wake: asyncio.Future[None] | None = None
@@ -252,10 +252,7 @@ class TicketRun:
                 log.error("ticket_record_write_failed", ticket=self.ticket, error=str(exc))
             else:
                 self.final_written = self.on_disk = True
-                if self.syncer is not None:
-                    self.syncer.add(self.ticket, self.paths)
-                else:
-                    await asyncio.to_thread(_sync_quietly, self.ticket, self.paths)
+                self.syncer.add(self.ticket, self.paths)
             self.record = final
         self.started.set()
         async with self.changed:
@@ -592,13 +589,6 @@ def _write_final(paths: TicketPaths, record: TicketRecord, first: bool) -> None:
     """Drop the variables file (it holds secrets), then write the terminal record."""
     remove_variables_file(paths.variables)
     _save(paths, record, first)
-
-
-def _sync_quietly(ticket: str, paths: TicketPaths) -> None:
-    try:
-        sync_record(paths)
-    except OSError as exc:
-        log.warning("ticket_sync_failed", ticket=ticket, error=str(exc))
 
 
 @dataclass(frozen=True)
