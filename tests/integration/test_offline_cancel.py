@@ -3,7 +3,8 @@
 The Tentacle process is frozen with SIGSTOP: its script goes on running, but the agent answers
 nothing. The task is cancelled; the server gives up on the agent after agent_lost_after and
 ends the task with the cancel kept in the store. Once the Tentacle runs again (and, in one
-variant, after the server was restarted in between) the kept cancel kills the script's tree.
+variant, after the server was restarted in between) the kept cancel kills the script's tree,
+and what the script wrote while the server could not follow it is added to the task log.
 """
 
 from __future__ import annotations
@@ -86,7 +87,15 @@ def test_a_cancel_for_a_frozen_tentacle_is_delivered_when_it_runs_again(
     server = cluster.start_server(**SETTINGS)
     tentacle = cluster.add_tentacle("web-01", style)
     mark = f"CUTTLE_TEST_MARK={uuid.uuid4().hex}"
-    body = f"export {mark}\nsleep 300 &\necho started\nwait\n"
+    away = tmp_path / "away"
+    os.mkfifo(away)
+    # The script prints once more when told to, while its Tentacle is frozen: that line is
+    # journaled only after the server stopped following the script. (A FIFO, so that waiting
+    # for the word starts no process the checks of the script's tree would see come and go.)
+    body = (
+        f"export {mark}\nsleep 300 &\necho started\n"
+        f"read -r _ < '{away}'\necho 'written while away'\nwait\n"
+    )
     out_path = tmp_path / "run.out"
     with out_path.open("wb") as out:
         run = subprocess.Popen(
@@ -112,6 +121,7 @@ def test_a_cancel_for_a_frozen_tentacle_is_delivered_when_it_runs_again(
         assert {pid for pid, _ in processes_with(mark.encode())} <= script, script
 
         _signal(tentacle, signal.SIGSTOP)
+        away.write_text("go\n")  # the script waits in read, so this open does not block long
         cancel = server.cli("task", "cancel", task_id, timeout=60)
         assert cancel.returncode == 0, cancel.stdout + cancel.stderr
 
@@ -155,6 +165,12 @@ def test_a_cancel_for_a_frozen_tentacle_is_delivered_when_it_runs_again(
         assert delivered["ticket"] == ticket, delivered
         (target,) = server.cli_json("task", "show", task_id)["targets"]
         assert "the cancel was delivered when web-01 was back" in target["message"], target
+        assert "more line(s) of its output were added to the log" in target["message"], target
+        lines = log_lines(server, task_id)
+        assert "written while away" not in lines[: lines.index("started")], lines
+        assert "written while away" in lines, lines
+        # The agent's own note on the kill came back too.
+        assert any("cancelled" in line for line in lines[lines.index("started") :]), lines
         # The agent was told to clean up: the ticket's workspace is gone.
         wait_for(lambda: _ticket(tentacle) is None, 30, "the ticket's workspace to be removed")
     finally:

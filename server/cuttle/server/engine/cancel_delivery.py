@@ -4,7 +4,8 @@ When a task is cancelled and its agent cannot be reached for agent_lost_after, t
 engine finishes the target and keeps the cancel in the store (store/pending_cancels.py). This
 component tries each kept cancel again, first after the retry interval, then after twice as long
 each time up to a maximum: it asks the agent to kill the script's tree (which returns once the
-tree is dead), tells it to clean the workspace, and forgets the record. The records are in the
+tree is dead), stores the output the script wrote since the server stopped following it, tells
+the agent to clean the workspace, and forgets the record. The records are in the
 store, not in memory: they survive a restart, and any node may deliver them.
 """
 
@@ -14,20 +15,22 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from sqlalchemy.orm import Session
 from structlog.typing import FilteringBoundLogger
 
+from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.scripts import ScriptStatus
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import AgentError, NotFound
 from cuttle.server.store import errors as store_errors
-from cuttle.server.store import pending_cancels, tasks
+from cuttle.server.store import pending_cancels, task_log, tasks
 from cuttle.server.store.pending_cancels import PendingCancelRecord
-from cuttle.server.store.records import now_ms
+from cuttle.server.store.records import LogRunRecord, now_ms
 
 log = structlog.get_logger(__name__)
 
@@ -190,17 +193,50 @@ class CancelDelivery:
             )
             return
         try:
+            # Before the agent may delete the journal: what the script wrote while the server
+            # was not following it (and the agent's note on the kill) belongs in the task log.
+            stored = await self._store_rest(client, record)
+        except (AgentError, NotFound) as exc:
+            await self._retry_later(record, f"could not fetch the script's output: {exc}", bound)
+            return
+        try:
             await client.complete_script(record.ticket)
         except (AgentError, NotFound) as exc:
             # The tree is dead, which is what mattered; the agent's cleaner removes the rest.
             bound.warning("complete_script_failed", error=str(exc))
-        if await self._forget(record, _delivered_message(record.machine_name, status)):
+        if await self._forget(record, _delivered_message(record.machine_name, status, stored)):
             bound.info(
                 "pending_cancel_delivered",
                 state=status.state,
                 exit_code=status.exit_code,
                 attempts=record.attempts,
+                lines_stored=stored,
             )
+
+    async def _store_rest(self, client: TentacleClient, record: PendingCancelRecord) -> int:
+        """Store the journal lines after the last one the task log has; returns how many."""
+        task_id, machine = record.task_id, record.machine_name
+        try:
+            target = await self._tx.read(lambda s: tasks.get_target(s, task_id, machine))
+        except store_errors.NotFound:
+            return 0  # the task's history is gone: there is no log to add to
+        after, stored = target.last_sequence, 0
+        while True:
+            status = await client.get_status(record.ticket, after)
+            if not status.runs:
+                return stored
+            # Masked by the agent, which has the sensitive values; the server held them in
+            # memory only while it followed the script, so it cannot mask a second time here.
+            runs = [
+                LogRunRecord(r.sequence, r.time_unix_ms, r.source, r.level, r.text, r.count)
+                for r in status.runs
+            ]
+            # append_runs skips what is stored already: a second attempt adds nothing twice.
+            stored += await self._tx.run(partial(_append, task_id, machine, runs))
+            self._signals.notify(task_id)
+            after = status.runs[-1].last_sequence
+            if not status.more_lines:
+                return stored
 
     async def _retry_later(
         self, record: PendingCancelRecord, error: str, bound: FilteringBoundLogger
@@ -240,9 +276,14 @@ def _remove_and_tell(session: Session, record: PendingCancelRecord, message: str
     return True
 
 
-def _delivered_message(machine: str, status: ScriptStatus) -> str:
+def _append(task_id: str, machine: str, runs: Sequence[LogRunRecord], session: Session) -> int:
+    return task_log.append_runs(session, task_id, machine, runs)
+
+
+def _delivered_message(machine: str, status: ScriptStatus, lines: int) -> str:
     if status.state == "cancelled":
         outcome = "the script was killed"
     else:
         outcome = f"the script had already ended ({status.state}, exit code {status.exit_code})"
-    return f"the cancel was delivered when {machine} was back: {outcome}"
+    more = f"; {lines} more line(s) of its output were added to the log" if lines else ""
+    return f"the cancel was delivered when {machine} was back: {outcome}{more}"

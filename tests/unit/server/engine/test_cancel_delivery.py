@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from cuttle.server.domain.scripts import ScriptStatus
+from cuttle.server.domain.scripts import RemoteRun, ScriptStatus
 from cuttle.server.engine.cancel_delivery import (
     CancelDelivery,
     CancelDeliverySettings,
@@ -17,15 +17,26 @@ from cuttle.server.engine.cancel_delivery import (
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import NotFound, Unreachable
-from cuttle.server.store import pending_cancels, tasks
-from cuttle.server.store.records import now_ms
+from cuttle.server.store import pending_cancels, task_log, tasks
+from cuttle.server.store.records import LogRunRecord, now_ms
 from tests.unit.server.machine_rows import add_machine
 
 SETTINGS = CancelDeliverySettings(retry_interval=30.0, max_retry_interval=100.0)
 
 
-def _status(ticket: str, state: str, exit_code: int = -1) -> ScriptStatus:
-    return ScriptStatus(ticket, state, exit_code, (), 0, False, (), (), "", "")
+def _status(
+    ticket: str,
+    state: str,
+    exit_code: int = -1,
+    runs: tuple[RemoteRun, ...] = (),
+    more: bool = False,
+) -> ScriptStatus:
+    last = runs[-1].last_sequence if runs else 0
+    return ScriptStatus(ticket, state, exit_code, runs, last, more, (), (), "", "")
+
+
+def _line(sequence: int, text: str) -> RemoteRun:
+    return RemoteRun(sequence, 1_700_000_000_000 + sequence, 1, 1, text.encode(), 1)
 
 
 class _Agent:
@@ -37,6 +48,10 @@ class _Agent:
         self.tickets = dict(tickets)
         self.up = True
         self.calls: list[tuple[str, str]] = []
+        # ticket -> its journal, one line per run; a status returns at most `page` runs.
+        self.journals: dict[str, list[RemoteRun]] = {}
+        self.page = 2
+        self.status_fails = False
 
     async def cancel_script(self, ticket: str, reason: str) -> ScriptStatus:
         self.calls.append(("cancel", ticket))
@@ -48,6 +63,14 @@ class _Agent:
             self.tickets[ticket] = "cancelled"
         state = self.tickets[ticket]
         return _status(ticket, state, 0 if state == "complete" else -1)
+
+    async def get_status(self, ticket: str, after_sequence: int = 0) -> ScriptStatus:
+        self.calls.append(("status", ticket))
+        if self.status_fails:
+            raise Unreachable(self.name, "connection reset")
+        rest = [r for r in self.journals.get(ticket, []) if r.sequence > after_sequence]
+        runs = tuple(rest[: self.page])
+        return _status(ticket, self.tickets[ticket], -1, runs, len(rest) > self.page)
 
     async def complete_script(self, ticket: str) -> ScriptStatus:
         self.calls.append(("complete", ticket))
@@ -111,8 +134,8 @@ def test_a_cancel_is_delivered_then_the_workspace_cleaned_and_the_record_removed
     tx = Transactions(sessions)
     _run(CancelDelivery(tx, _Connections(*agents), TaskSignals(), SETTINGS), tx)
 
-    assert agents[0].calls == [("cancel", killed), ("complete", killed)]
-    assert agents[1].calls == [("cancel", finished), ("complete", finished)]
+    assert agents[0].calls == [("cancel", killed), ("status", killed), ("complete", killed)]
+    assert agents[1].calls == [("cancel", finished), ("status", finished), ("complete", finished)]
     assert agents[0].tickets == agents[1].tickets == {}
     with sessions() as session:
         assert pending_cancels.list_pending(session) == []
@@ -241,7 +264,7 @@ def test_started_delivery_finds_what_the_store_kept_and_stops(
         assert asyncio.run(run()) == 1
     finally:
         tx.close()
-    assert agent.calls == [("cancel", ticket), ("complete", ticket)]
+    assert agent.calls == [("cancel", ticket), ("status", ticket), ("complete", ticket)]
 
 
 def test_no_more_than_max_in_flight_are_tried_at_once(sessions: sessionmaker[Session]) -> None:
@@ -262,3 +285,89 @@ def test_no_more_than_max_in_flight_are_tried_at_once(sessions: sessionmaker[Ses
         assert asyncio.run(rounds()) == [1, 0]
     finally:
         tx.close()
+
+
+def test_output_written_while_the_cancel_was_pending_is_stored_before_the_cleanup(
+    sessions: sessionmaker[Session],
+) -> None:
+    task_id, (ticket,) = _pending_task(sessions, ["web-01"])
+    with sessions.begin() as session:
+        # The server followed the script up to line 2 before it lost the agent.
+        task_log.append_runs(
+            session,
+            task_id,
+            "web-01",
+            [LogRunRecord(1, 1, 1, 1, b"one"), LogRunRecord(2, 2, 1, 1, b"two")],
+        )
+    agent = _Agent("web-01", {ticket: "running"})
+    agent.journals[ticket] = [
+        _line(n, text)
+        for n, text in enumerate(
+            ["one", "two", "three", "four", "five", "The script was cancelled: stop it"], 1
+        )
+    ]
+    tx = Transactions(sessions)
+    _run(CancelDelivery(tx, _Connections(agent), TaskSignals(), SETTINGS), tx)
+
+    # Paged (two runs a reply here) until the agent had no more, then the cleanup.
+    assert agent.calls == [
+        ("cancel", ticket),
+        ("status", ticket),
+        ("status", ticket),
+        ("complete", ticket),
+    ]
+    with sessions() as session:
+        lines = task_log.read_lines(session, task_id)
+        (target,) = tasks.get(session, task_id).targets
+    assert [line.text for line in lines] == [
+        b"one",
+        b"two",
+        b"three",
+        b"four",
+        b"five",
+        b"The script was cancelled: stop it",
+    ]
+    assert target.last_sequence == 6
+    assert target.message == (
+        "the cancel was delivered when web-01 was back: the script was killed; "
+        "4 more line(s) of its output were added to the log"
+    )
+
+
+def test_output_that_cannot_be_fetched_keeps_the_record_and_the_workspace(
+    sessions: sessionmaker[Session],
+) -> None:
+    task_id, (ticket,) = _pending_task(sessions, ["web-01"])
+    agent = _Agent("web-01", {ticket: "running"})
+    agent.journals[ticket] = [_line(1, "written while away")]
+    agent.status_fails = True
+    tx = Transactions(sessions)
+    delivery = CancelDelivery(tx, _Connections(agent), TaskSignals(), SETTINGS)
+    try:
+        asyncio.run(delivery.deliver_due())
+        with sessions() as session:
+            (kept,) = pending_cancels.list_pending(session)
+        # Killed, but the journal is still on the agent: no cleanup until it is stored.
+        assert agent.calls == [("cancel", ticket), ("status", ticket)]
+        assert "could not fetch the script's output" in kept.last_error
+        assert "connection reset" in kept.last_error
+
+        # The next attempt finds the script dead already, stores the line, then cleans up.
+        agent.status_fails = False
+        with sessions.begin() as session:
+            pending_cancels.claim(
+                session,
+                ticket,
+                expected_next_ms=kept.next_attempt_ms,
+                next_attempt_ms=now_ms(),
+                at_ms=now_ms(),
+            )
+        asyncio.run(delivery.deliver_due())
+    finally:
+        tx.close()
+    with sessions() as session:
+        assert pending_cancels.list_pending(session) == []
+        assert [line.text for line in task_log.read_lines(session, task_id)] == [
+            b"written while away"
+        ]
+    assert agent.calls[-1] == ("complete", ticket)
