@@ -529,6 +529,32 @@ def test_malformed_admin_requests_are_invalid_argument(served: Cluster, admin: A
             ),
             "timeout",
         ),
+        (
+            apb.RunScriptRequest(
+                machines=["web-l"],
+                syntax=tpb.SCRIPT_SYNTAX_BASH,
+                body="echo",
+                full_isolation=True,
+                isolation_timeout_seconds=math.nan,
+            ),
+            "isolation timeout",
+        ),
+        (
+            apb.RunScriptRequest(
+                machines=["web-l"], syntax=tpb.SCRIPT_SYNTAX_BASH, body="echo", mutex_name="m"
+            ),
+            "only applies with full isolation",
+        ),
+        (
+            apb.RunScriptRequest(
+                machines=["web-l"],
+                syntax=tpb.SCRIPT_SYNTAX_BASH,
+                body="echo",
+                full_isolation=True,
+                mutex_name="m" * 201,
+            ),
+            "mutex name longer",
+        ),
         *(
             (
                 apb.RunScriptRequest(

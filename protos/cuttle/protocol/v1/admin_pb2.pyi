@@ -480,9 +480,19 @@ class RunScriptRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
+    FULL_ISOLATION_FIELD_NUMBER: _builtins.int
+    MUTEX_NAME_FIELD_NUMBER: _builtins.int
+    ISOLATION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     syntax: _tentacle_pb2.ScriptSyntax.ValueType
     body: _builtins.str
     timeout_seconds: _builtins.float
+    full_isolation: _builtins.bool
+    """Full isolation: on each machine, at most one script holding mutex_name runs at a time; the
+    others wait, saying so in their log, for up to isolation_timeout_seconds (0: no limit).
+    """
+    mutex_name: _builtins.str
+    """Empty: the mutex every fully isolated script shares unless it names another."""
+    isolation_timeout_seconds: _builtins.float
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -504,10 +514,13 @@ class RunScriptRequest(_message.Message):
         timeout_seconds: _builtins.float = ...,
         variables: _abc.Iterable[_tentacle_pb2.Variable] | None = ...,
         files: _abc.Iterable[_tentacle_pb2.ScriptFile] | None = ...,
+        full_isolation: _builtins.bool = ...,
+        mutex_name: _builtins.str = ...,
+        isolation_timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "environments", b"environments", "files", b"files", "machines", b"machines", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "environments", b"environments", "files", b"files", "full_isolation", b"full_isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "machines", b"machines", "mutex_name", b"mutex_name", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

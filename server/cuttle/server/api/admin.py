@@ -37,6 +37,8 @@ LOG_BATCH = 1000
 # Followers re-read the store at least this often even without a local signal, so a task
 # written by another server node still shows progress.
 FOLLOW_POLL_SECONDS = 1.0
+# Mutex names are labels people read in logs; the agent hashes any it cannot use as a file name.
+MAX_MUTEX_NAME = 200
 
 
 def server_version() -> str:
@@ -209,11 +211,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         syntax = {1: "bash", 2: "python", 3: "sh", 4: "pwsh"}.get(request.syntax)
         if syntax is None:
             raise InvalidArgument("choose a script syntax (bash, python, sh, pwsh)")
-        if not math.isfinite(request.timeout_seconds) or request.timeout_seconds < 0:
-            # NaN would pass `< 0` and reach the agent's timers.
-            raise InvalidArgument(
-                f"timeout must be a finite, non-negative number, not {request.timeout_seconds}"
-            )
+        for label, value in (
+            ("timeout", request.timeout_seconds),
+            ("isolation timeout", request.isolation_timeout_seconds),
+        ):
+            if not math.isfinite(value) or value < 0:
+                # NaN would pass `< 0` and reach the agent's timers.
+                raise InvalidArgument(f"{label} must be a finite, non-negative number, not {value}")
+        if request.mutex_name and not request.full_isolation:
+            raise InvalidArgument("a mutex name only applies with full isolation")
+        if len(request.mutex_name) > MAX_MUTEX_NAME:
+            raise InvalidArgument(f"mutex name longer than {MAX_MUTEX_NAME} characters")
         for file in request.files:
             _check_file_name(file.name, syntax)
         task = await self._scripts.submit(
@@ -224,6 +232,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 roles=tuple(request.roles),
                 machines=tuple(request.machines),
                 timeout_seconds=request.timeout_seconds,
+                full_isolation=request.full_isolation,
+                mutex_name=request.mutex_name,
+                isolation_timeout_seconds=request.isolation_timeout_seconds,
                 variables=tuple(
                     RemoteVariable(v.name, v.value, v.sensitive) for v in request.variables
                 ),

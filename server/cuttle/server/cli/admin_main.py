@@ -275,6 +275,21 @@ def script() -> None:
     help="Seconds before the script is killed (0: none).",
 )
 @click.option(
+    "--isolation",
+    type=click.Choice(["none", "full"]),
+    default="none",
+    show_default=True,
+    help="full: on each machine, one fully isolated script holding the mutex at a time; "
+    "the others wait.",
+)
+@click.option("--mutex", default="", help="The mutex's name (with --isolation full).")
+@click.option(
+    "--isolation-timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Seconds to wait for the mutex before failing to start (0: no limit).",
+)
+@click.option(
     "--variable",
     "variables",
     multiple=True,
@@ -298,6 +313,9 @@ def script_run(
     syntax: str,
     file: Path | None,
     timeout: float,
+    isolation: str,
+    mutex: str,
+    isolation_timeout: float,
     variables: tuple[str, ...],
     sensitive: tuple[str, ...],
     output: str,
@@ -312,6 +330,8 @@ def script_run(
     text = file.read_text() if file is not None else " ".join(body)
     if not text.strip():
         raise click.UsageError("no script given: pass it after -- or with --file")
+    if isolation != "full" and (mutex or isolation_timeout):
+        raise click.UsageError("--mutex and --isolation-timeout need --isolation full")
     request_vars = []
     for item in variables:
         name, sep, value = item.partition("=")
@@ -333,6 +353,9 @@ def script_run(
         body=text,
         timeout_seconds=timeout,
         variables=request_vars,
+        full_isolation=isolation == "full",
+        mutex_name=mutex,
+        isolation_timeout_seconds=isolation_timeout,
     )
 
     async def work(conn: AdminConnection) -> apb.Task | None:

@@ -81,6 +81,10 @@ class ScriptSpec:
     timeout_seconds: float = 0.0
     variables: tuple[RemoteVariable, ...] = ()
     files: tuple[tuple[str, bytes], ...] = ()
+    # On each machine, at most one fully isolated script holding the mutex runs at a time.
+    full_isolation: bool = False
+    mutex_name: str = ""
+    isolation_timeout_seconds: float = 0.0
 
 
 @dataclass
@@ -188,6 +192,9 @@ class ScriptTasks:
                     "syntax": spec.syntax,
                     "body": spec.body,
                     "timeout_seconds": spec.timeout_seconds,
+                    "full_isolation": spec.full_isolation,
+                    "mutex_name": spec.mutex_name,
+                    "isolation_timeout_seconds": spec.isolation_timeout_seconds,
                     "variables": [
                         {"name": v.name, "value": v.value}
                         for v in spec.variables
@@ -270,6 +277,11 @@ class ScriptTasks:
             files=tuple(ScriptFile(name, content) for name, content in files),
             variables=tuple(variables),
             timeout_seconds=float(spec.get("timeout_seconds", 0) or 0),  # type: ignore[arg-type]
+            full_isolation=bool(spec.get("full_isolation", False)),
+            mutex_name=str(spec.get("mutex_name", "") or ""),
+            isolation_timeout_seconds=float(
+                spec.get("isolation_timeout_seconds", 0) or 0  # type: ignore[arg-type]
+            ),
         )
 
     async def _run_target(
