@@ -550,6 +550,15 @@ def test_malformed_admin_requests_are_invalid_argument(served: Cluster, admin: A
                 machines=["web-l"],
                 syntax=tpb.SCRIPT_SYNTAX_BASH,
                 body="echo",
+                isolation_timeout_seconds=5,
+            ),
+            "only applies with full isolation",
+        ),
+        (
+            apb.RunScriptRequest(
+                machines=["web-l"],
+                syntax=tpb.SCRIPT_SYNTAX_BASH,
+                body="echo",
                 full_isolation=True,
                 mutex_name="m" * 201,
             ),

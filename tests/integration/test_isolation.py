@@ -7,9 +7,7 @@ isolation timeout fails to start, saying why; another mutex, or no isolation, do
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
-from tests.integration.harness.tasks import finished_task, log_lines, processes_with
+from tests.integration.harness.tasks import (
+    finished_task,
+    kill_marked,
+    log_lines,
+    processes_with,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -124,9 +127,7 @@ def test_fully_isolated_scripts_on_one_mutex_take_turns(
             if run.poll() is None:
                 run.kill()
                 run.wait(10)
-        for pid, _ in processes_with(mark.encode()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_marked(mark.encode())
 
 
 def test_a_mutex_without_full_isolation_is_refused(cluster: Cluster) -> None:

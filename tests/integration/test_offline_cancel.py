@@ -26,6 +26,7 @@ from cuttle.server.store.pending_cancels import PendingCancelRecord
 from tests.integration.harness.cluster import BIN, Cluster, Server, Tentacle, wait_for
 from tests.integration.harness.tasks import (
     finished_task,
+    kill_marked,
     log_lines,
     newest_task_id,
     processes_with,
@@ -178,6 +179,4 @@ def test_a_cancel_for_a_frozen_tentacle_is_delivered_when_it_runs_again(
         if run.poll() is None:
             run.kill()
             run.wait(10)
-        for pid, _ in processes_with(mark.encode()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_marked(mark.encode())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,10 @@ def processes_with(marker: bytes) -> list[tuple[int, str]]:
         if marker in environ.split(b"\0"):
             found.append((int(entry), cmdline.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+def kill_marked(marker: bytes) -> None:
+    """SIGKILL every live process whose environment holds marker: a test's cleanup."""
+    for pid, _ in processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -218,8 +218,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             if not math.isfinite(value) or value < 0:
                 # NaN would pass `< 0` and reach the agent's timers.
                 raise InvalidArgument(f"{label} must be a finite, non-negative number, not {value}")
-        if request.mutex_name and not request.full_isolation:
-            raise InvalidArgument("a mutex name only applies with full isolation")
+        if (request.mutex_name or request.isolation_timeout_seconds) and not request.full_isolation:
+            raise InvalidArgument(
+                "a mutex name or isolation timeout only applies with full isolation"
+            )
         if len(request.mutex_name) > MAX_MUTEX_NAME:
             raise InvalidArgument(f"mutex name longer than {MAX_MUTEX_NAME} characters")
         for file in request.files:
