@@ -26,7 +26,7 @@ from cuttle.protocol.v1 import admin_pb2_grpc
 from cuttle.protocol.v1 import polling_pb2 as ppb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
 from cuttle.server.domain.scripts import ScriptRequest, ScriptStatus
-from cuttle.server.errors import AgentRejected, NotFound
+from cuttle.server.errors import AgentRejected, UnknownTicket
 from tests.integration.harness.clients import (
     AdminApi,
     Link,
@@ -357,9 +357,9 @@ def test_unknown_ticket_on_the_listening_port_is_not_found(served: Cluster) -> N
 
 def test_client_bad_requests_get_typed_errors(linked: Link) -> None:
     client = linked.client
-    with pytest.raises(NotFound, match="no-such-ticket"):
+    with pytest.raises(UnknownTicket, match="no-such-ticket"):
         linked.run(client.get_status("no-such-ticket"))
-    with pytest.raises(NotFound, match="no-such-ticket"):
+    with pytest.raises(UnknownTicket, match="no-such-ticket"):
         linked.run(client.cancel_script("no-such-ticket", "test"))
 
     with pytest.raises(AgentRejected, match="malformed") as garbage:
@@ -395,7 +395,7 @@ def test_oversize_answer_is_refused_and_the_link_survives(linked: Link) -> None:
     # Completing it still works (the agent forgets the ticket even if the answer cannot travel).
     with pytest.raises(AgentRejected):
         linked.run(linked.client.complete_script(request.ticket))
-    with pytest.raises(NotFound):
+    with pytest.raises(UnknownTicket):
         linked.run(linked.client.get_status(request.ticket))
 
 

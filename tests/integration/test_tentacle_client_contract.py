@@ -22,8 +22,8 @@ import pytest
 from cuttle.protocol import channel, pki
 from cuttle.protocol.v1 import tentacle_pb2
 from cuttle.server.comms.client import CHUNK_BYTES, INLINE_FILE_BYTES, TentacleClient
-from cuttle.server.domain.scripts import RemoteRun, ScriptFile, ScriptRequest, ScriptStatus
-from cuttle.server.errors import AgentRejected, InvalidArgument, NotFound
+from cuttle.server.domain.scripts import LogRun, ScriptFile, ScriptRequest, ScriptStatus
+from cuttle.server.errors import AgentRejected, InvalidArgument, UnknownTicket
 from tests.integration.harness.clients import Link, tentacle_link
 from tests.integration.harness.cluster import wait_for
 from tests.integration.harness.tasks import processes_with
@@ -70,7 +70,7 @@ class Line(NamedTuple):
     text: bytes
 
 
-def _lines(runs: tuple[RemoteRun, ...]) -> list[Line]:
+def _lines(runs: tuple[LogRun, ...]) -> list[Line]:
     """The runs a reply carried, line by line; checks each run's count against its text."""
     lines: list[Line] = []
     for run in runs:
@@ -211,7 +211,7 @@ def test_a_watch_starting_another_ticket_is_refused(link: Link) -> None:
     with pytest.raises(AgentRejected, match="names ticket") as refused:
         link.run(mismatched())
     assert refused.value.kind == "invalid_argument"
-    with pytest.raises(NotFound):
+    with pytest.raises(UnknownTicket):
         link.run(link.client.get_status(request.ticket))
 
 
@@ -251,7 +251,7 @@ def test_complete_script_removes_the_ticket_and_its_workspace(link: Link) -> Non
     completed = link.run(link.client.complete_script(request.ticket))
     assert completed.state == "complete"
     assert not ticket_dir.exists()
-    with pytest.raises(NotFound):
+    with pytest.raises(UnknownTicket):
         link.run(link.client.get_status(request.ticket))
 
 
@@ -306,7 +306,7 @@ def test_unknown_ticket_is_a_typed_not_found(link: Link) -> None:
         "download": lambda: link.client.download(ticket, "file.txt", 1024),
     }
     for name, call in calls.items():
-        with pytest.raises(NotFound, match=ticket):
+        with pytest.raises(UnknownTicket, match=ticket):
             link.run(call())
         assert link.tentacle.process is not None
         assert link.tentacle.process.alive(), name
@@ -367,7 +367,7 @@ def test_artifact_download_is_verified_and_bounded(link: Link) -> None:
     assert link.run(link.client.download(request.ticket, artifact.path, 1 << 20)) == report
     with pytest.raises(InvalidArgument, match="limit"):
         link.run(link.client.download(request.ticket, artifact.path, len(report) - 1))
-    with pytest.raises(NotFound):
+    with pytest.raises(UnknownTicket):
         link.run(link.client.download(request.ticket, "missing.txt", 1 << 20))
     with pytest.raises(AgentRejected) as escaped:
         link.run(link.client.download(request.ticket, "../state.json", 1 << 20))

@@ -31,14 +31,15 @@ from cuttle.server.engine.cancel_delivery import CancelDelivery, CancelDeliveryS
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
-from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
-from cuttle.server.engine.transactions import Transactions
+from cuttle.server.engine.runner import RunnerSettings, TaskRunner
+from cuttle.server.engine.script_run import RunSettings
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 
@@ -84,15 +85,19 @@ class ServerNode:
             unavailable_after=settings.unavailable_after_seconds,
         )
         self.completions = TicketCompletions()
-        self.scripts = ScriptTasks(
+        self.runner = TaskRunner(
             self.tx,
             self.connections,
             self.signals,
-            ScriptTaskSettings(
+            RunSettings(
                 agent_lost_after=settings.agent_lost_after_seconds,
                 cancel_retry_interval=settings.cancel_retry_interval_seconds,
             ),
             self.completions,
+            RunnerSettings(
+                store_retry_seconds=settings.store_retry_seconds,
+                watchdog_interval=settings.task_watchdog_interval_seconds,
+            ),
         )
         self.cancels = CancelDelivery(
             self.tx,
@@ -128,6 +133,7 @@ class ServerNode:
         """Migrate, open both endpoints, resume unfinished work."""
         await asyncio.to_thread(database.migrate, self._engine)
         encryptor = await self.tx.run(lambda s: prepare_model(s, self.home))
+        self.runner.encryptor = encryptor
         await self.refresh_machines()
         host = self.settings.listen_host
 
@@ -148,7 +154,7 @@ class ServerNode:
                 machine_removed=self.machine_removed,
                 connected=self.connections.connected,
                 health=self.health,
-                scripts=self.scripts,
+                runner=self.runner,
                 signals=self.signals,
             ),
             admin,
@@ -188,7 +194,7 @@ class ServerNode:
         await admin.start()
         self._polling, self._admin = polling, admin
         self.completions.start()
-        resumed = await self.scripts.resume()
+        resumed = await self.runner.start()
         pending_cancels = await self.cancels.start()
         self._loops.append(
             asyncio.create_task(
@@ -211,7 +217,7 @@ class ServerNode:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.cancels.stop()
-        await self.scripts.stop()
+        await self.runner.stop()
         await self.completions.stop(grace)
         for server in (self._admin, self._polling):
             if server is not None:

@@ -11,7 +11,12 @@ ServerError (internal)
     ├── NotDelivered (not_delivered)  never reached the agent: safe_to_retry is True
     ├── Unreachable (unreachable)     refused, timed out, stream lost; `reason` says which
     ├── Untrusted (untrusted)         the agent's certificate is not the pinned one
+    ├── UnknownTicket (not_found)     the agent has no script under the ticket
     └── AgentRejected (agent's kind)  the agent answered with an error
+
+"No such machine" is NotFound, raised by the server itself; the agent saying it does not know
+a ticket is UnknownTicket, an AgentError: the two must never be confused (a removed machine is
+not a script that ended).
 """
 
 from __future__ import annotations
@@ -88,6 +93,16 @@ class Untrusted(Unreachable):
     """The agent presented a certificate other than the pinned one (or refused ours)."""
 
     kind = "untrusted"
+
+
+class UnknownTicket(AgentError):
+    """The agent answered that it has no script under the ticket (never had, or forgot it)."""
+
+    kind = "not_found"
+
+    def __init__(self, machine: str, message: str) -> None:
+        self.machine = machine
+        super().__init__(f"{machine}: {message}")
 
 
 class AgentRejected(AgentError):

@@ -5,13 +5,48 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from cuttle.server.errors import InvalidArgument
 
 SETTINGS_FILE = "server.json"
+
+
+class _Unit:
+    """Marks what an integer setting counts, for parsing and range checks."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_PORT = _Unit("port")
+_BYTES = _Unit("bytes")
+# A TCP port: 0 asks the system for a free one.
+Port = Annotated[int, _PORT]
+# A size in bytes; files and variables may say "256MiB", "1GB", "4096".
+ByteSize = Annotated[int, _BYTES]
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -20,8 +55,8 @@ class ServerSettings:
 
     database_url: str = ""
     listen_host: str = "0.0.0.0"  # noqa: S104 - agents and admins reach the server from anywhere
-    admin_port: int = 8443
-    polling_port: int = 10943
+    admin_port: Port = 8443
+    polling_port: Port = 10943
     pickup_timeout_seconds: float = 120.0
     heartbeat_interval_seconds: float = 10.0
     heartbeat_timeout_seconds: float = 20.0  # + interval <= 30 s to notice a black hole
@@ -37,6 +72,11 @@ class ServerSettings:
     # long each time, up to the maximum.
     cancel_retry_interval_seconds: float = 15.0
     cancel_retry_max_interval_seconds: float = 300.0
+    # How long the engine retries a transaction while the database is locked or unreachable
+    # before its task is resumed afresh (nothing is lost either way).
+    store_retry_seconds: float = 300.0
+    # How often the engine looks for unfinished tasks nobody works on, and adopts them.
+    task_watchdog_interval_seconds: float = 30.0
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:
@@ -64,12 +104,13 @@ def load_settings(home: Path, environ: dict[str, str] | None = None) -> ServerSe
         if name in env:
             values[field.name] = (env[name], name)
     known = {f.name: f for f in fields(ServerSettings)}
+    hints = get_type_hints(ServerSettings, include_extras=True)
     parsed: dict[str, Any] = {}
     for key, (value, source) in values.items():
         known_field = known.get(key)
         if known_field is None:
             raise InvalidArgument(f"{source}: unknown setting {key!r}")
-        parsed[key] = _coerce(key, known_field.type, value, source)
+        parsed[key] = _coerce(key, hints[key], value, source)
     settings = ServerSettings(**parsed)
     if not settings.database_url:
         settings = dataclasses.replace(
@@ -80,16 +121,52 @@ def load_settings(home: Path, environ: dict[str, str] | None = None) -> ServerSe
 
 def _coerce(key: str, kind: Any, value: Any, source: str) -> Any:
     try:
-        if kind in ("int", int):
-            number = int(value)
-            if not 0 <= number <= 65535:
-                raise ValueError("out of range 0..65535")
+        unit = next((a for a in get_args(kind) if isinstance(a, _Unit)), None)
+        base = get_args(kind)[0] if get_origin(kind) is Annotated else kind
+        if base is bool:
+            return _boolean(value)
+        if base is int:
+            number = _size(value) if unit is _BYTES else _integer(value)
+            if unit is _PORT and not 0 <= number <= 65535:
+                raise ValueError(f"{number} is not a port (0..65535)")
+            if number < 0:
+                raise ValueError(f"{number} is negative")
             return number
-        if kind in ("float", float):
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number of seconds, not {value!r}")
             number_f = float(value)
-            if number_f <= 0:
-                raise ValueError("must be positive")
+            if not number_f > 0 or number_f == float("inf"):
+                raise ValueError(f"{value!r} is not a positive, finite number of seconds")
             return number_f
-        return str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, not {value!r}")
+        return value
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{source}: setting {key}: {exc}") from exc
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected a whole number, not {value!r}")
+    return int(value)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 1048576, 512KiB, 256MiB or 1GB, not {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]

@@ -35,7 +35,8 @@ def newest_task_id(server: Server) -> str | None:
 
 def finished_task(server: Server, task_id: str) -> dict[str, Any] | None:
     task: dict[str, Any] = server.cli_json("task", "show", task_id)
-    return None if task["state"] in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else task
+    unfinished = ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING", "TASK_STATE_CANCELLING")
+    return None if task["state"] in unfinished + ("TASK_STATE_WAITING",) else task
 
 
 def processes_with(marker: bytes) -> list[tuple[int, str]]:

@@ -80,6 +80,12 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     TASK_STATE_SUCCESS: _TaskState.ValueType  # 3
     TASK_STATE_FAILED: _TaskState.ValueType  # 4
     TASK_STATE_CANCELLED: _TaskState.ValueType  # 5
+    TASK_STATE_WAITING: _TaskState.ValueType  # 6
+    """Waiting for a person (guided failure, manual intervention)."""
+    TASK_STATE_CANCELLING: _TaskState.ValueType  # 7
+    """Cancel asked for; not every machine has confirmed yet."""
+    TASK_STATE_TIMED_OUT: _TaskState.ValueType  # 8
+    """The task's own time limit ran out."""
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper): ...
 
@@ -89,6 +95,12 @@ TASK_STATE_RUNNING: TaskState.ValueType  # 2
 TASK_STATE_SUCCESS: TaskState.ValueType  # 3
 TASK_STATE_FAILED: TaskState.ValueType  # 4
 TASK_STATE_CANCELLED: TaskState.ValueType  # 5
+TASK_STATE_WAITING: TaskState.ValueType  # 6
+"""Waiting for a person (guided failure, manual intervention)."""
+TASK_STATE_CANCELLING: TaskState.ValueType  # 7
+"""Cancel asked for; not every machine has confirmed yet."""
+TASK_STATE_TIMED_OUT: TaskState.ValueType  # 8
+"""The task's own time limit ran out."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 @_typing.final
@@ -572,11 +584,19 @@ class Task(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
     FINISHED_UNIX_MS_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    HAS_WARNINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     description: _builtins.str
     state: Global___TaskState.ValueType
     created_unix_ms: _builtins.int
     finished_unix_ms: _builtins.int
+    reason: _builtins.str
+    """Why the task ended as it did (the failure, who cancelled); empty while it runs."""
+    waiting_reason: _builtins.str
+    """Why a queued or waiting task is not moving."""
+    has_warnings: _builtins.bool
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetResult]: ...
     def __init__(
@@ -588,10 +608,13 @@ class Task(_message.Message):
         created_unix_ms: _builtins.int = ...,
         finished_unix_ms: _builtins.int = ...,
         targets: _abc.Iterable[Global___TargetResult] | None = ...,
+        reason: _builtins.str = ...,
+        waiting_reason: _builtins.str = ...,
+        has_warnings: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "id", b"id", "state", b"state", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "id", b"id", "reason", b"reason", "state", b"state", "targets", b"targets", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import InvalidArgument, NotFound, PermissionDenied
 from cuttle.server.store import api_keys
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store.errors import NotFound as StoreNotFound
 from cuttle.server.store.records import ApiKeyRecord
+from cuttle.server.store.transactions import Transactions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SYSTEM_PERMISSIONS = frozenset({"admin", "machine:register"})

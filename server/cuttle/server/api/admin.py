@@ -19,16 +19,18 @@ from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import admin_pb2_grpc
 from cuttle.server.api import convert
 from cuttle.server.domain.scripts import RemoteVariable
+from cuttle.server.domain.task_states import FINISHED_TASK_STATES
+from cuttle.server.engine.adhoc import ScriptSpec
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
-from cuttle.server.engine.script_tasks import ScriptSpec, ScriptTasks
-from cuttle.server.engine.transactions import Transactions
+from cuttle.server.engine.runner import TaskRunner
 from cuttle.server.errors import InvalidArgument, ValidationFailed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import task_log, tasks
 from cuttle.server.store.records import MachineRecord, StoredLine
+from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +64,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         machine_removed: Callable[[MachineRecord], Awaitable[None]],
         connected: Callable[[str], bool | None],
         health: HealthChecker,
-        scripts: ScriptTasks,
+        runner: TaskRunner,
         signals: TaskSignals,
     ) -> None:
         self._tx = tx
@@ -72,7 +74,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._machine_removed = machine_removed
         self._connected = connected
         self._health = health
-        self._scripts = scripts
+        self._runner = runner
         self._signals = signals
 
     def _machine(self, record: MachineRecord) -> apb.Machine:
@@ -226,7 +228,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(f"mutex name longer than {MAX_MUTEX_NAME} characters")
         for file in request.files:
             _check_file_name(file.name, syntax)
-        task = await self._scripts.submit(
+        task = await self._runner.submit_script(
             ScriptSpec(
                 syntax=syntax,
                 body=request.body,
@@ -285,7 +287,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                         break
                     yield apb.TaskEvent(task_id=task_id, target_finished=convert.target(target))
             else:
-                if record.state in ("success", "failed", "cancelled"):
+                if record.state in FINISHED_TASK_STATES:
                     yield apb.TaskEvent(task_id=task_id, finished=convert.task(record))
                     return
                 if not follow:
@@ -312,9 +314,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def CancelTask(self, request: apb.CancelTaskRequest, context: Context) -> apb.Task:  # noqa: N802
         """Cancel a task; running scripts are killed on their machines."""
-        record = await self._scripts.cancel(
-            request.task_id, request.reason or "cancelled by a user"
-        )
+        record = await self._runner.cancel(request.task_id, request.reason or "cancelled by a user")
         return convert.task(record)
 
     async def DownloadArtifact(

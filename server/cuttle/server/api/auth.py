@@ -31,10 +31,10 @@ from cuttle.protocol.errors import (
 from cuttle.protocol.interception import wrap_handler
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import ServerError, ValidationFailed
 from cuttle.server.store import api_keys
 from cuttle.server.store import errors as store_errors
+from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 

@@ -12,6 +12,7 @@ from cuttle.server.store.records import (
     TaskTargetRecord,
 )
 
+MASK = "********"
 _HEALTH = {
     "unknown": apb.HEALTH_STATUS_UNKNOWN,
     "healthy": apb.HEALTH_STATUS_HEALTHY,
@@ -25,6 +26,9 @@ _TASK_STATE = {
     "success": apb.TASK_STATE_SUCCESS,
     "failed": apb.TASK_STATE_FAILED,
     "cancelled": apb.TASK_STATE_CANCELLED,
+    "waiting": apb.TASK_STATE_WAITING,
+    "cancelling": apb.TASK_STATE_CANCELLING,
+    "timed_out": apb.TASK_STATE_TIMED_OUT,
 }
 _SCRIPT_STATE = {
     "pending": tpb.SCRIPT_STATE_PENDING,
@@ -79,8 +83,9 @@ def target(record: TaskTargetRecord) -> apb.TargetResult:
         state=_SCRIPT_STATE[record.state],
         exit_code=record.exit_code if record.exit_code is not None else -1,
         message=message,
+        # A sensitive output is stored encrypted, for later steps; nobody is shown it.
         output_variables=[
-            tpb.Variable(name=v.name, value=v.value, sensitive=v.sensitive)
+            tpb.Variable(name=v.name, value=MASK if v.sensitive else v.value, sensitive=v.sensitive)
             for v in record.output_variables
         ],
         artifacts=[
@@ -99,6 +104,9 @@ def task(record: TaskRecord) -> apb.Task:
         created_unix_ms=record.created_ms,
         finished_unix_ms=record.finished_ms or 0,
         targets=[target(t) for t in record.targets],
+        reason=record.reason,
+        waiting_reason=record.waiting_reason,
+        has_warnings=record.has_warnings,
     )
 
 

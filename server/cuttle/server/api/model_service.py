@@ -20,7 +20,6 @@ from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
 from cuttle.server.encryption import Encryptor
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import FailedPrecondition, InvalidArgument, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
 from cuttle.server.model.kinds import KINDS, Kind, kind
@@ -29,6 +28,7 @@ from cuttle.server.store import documents as doc_store
 from cuttle.server.store import events
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.transactions import Transactions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")

@@ -14,13 +14,13 @@ from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
 from cuttle.server.encryption import Encryptor
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import PermissionDenied
 from cuttle.server.model.releases import Releases
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store.releases import ReleaseRecord
 from cuttle.server.store.runbook_snapshots import RunbookSnapshotRecord
+from cuttle.server.store.transactions import Transactions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")

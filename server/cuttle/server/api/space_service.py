@@ -16,7 +16,6 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.encryption import Encryptor
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import FailedPrecondition, ValidationFailed
 from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS
 from cuttle.server.model.repository import ModelRepository
@@ -24,6 +23,7 @@ from cuttle.server.store import documents as doc_store
 from cuttle.server.store import events
 from cuttle.server.store.documents import SpaceRecord
 from cuttle.server.store.models import NAME_LENGTH
+from cuttle.server.store.transactions import Transactions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

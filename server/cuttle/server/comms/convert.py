@@ -64,7 +64,7 @@ def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:
         state=STATE_NAMES.get(status.state, "result_unknown"),
         exit_code=status.exit_code,
         runs=tuple(
-            scripts.RemoteRun(
+            scripts.LogRun(
                 run.sequence,
                 run.time_unix_ms,
                 int(run.source),
@@ -80,7 +80,7 @@ def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:
             scripts.RemoteVariable(v.name, v.value, v.sensitive) for v in status.output_variables
         ),
         artifacts=tuple(
-            scripts.RemoteArtifact(a.name, a.path, a.size, a.sha256) for a in status.artifacts
+            scripts.Artifact(a.name, a.path, a.size, a.sha256) for a in status.artifacts
         ),
         failure_message=status.failure_message,
         state_reason=status.state_reason,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 
 from cuttle.protocol.errors import code_from_number, explicit_kind, kind_for_code
-from cuttle.server.errors import AgentError, AgentRejected, NotFound, Unreachable, Untrusted
+from cuttle.server.errors import AgentError, AgentRejected, UnknownTicket, Unreachable, Untrusted
 
 _TLS_HINTS = ("handshake", "ssl", "certificate", "tls")
 
 
-def from_rpc_error(machine: str, error: grpc.aio.AioRpcError) -> AgentError | NotFound:
+def from_rpc_error(machine: str, error: grpc.aio.AioRpcError) -> AgentError:
     """Map a failed gRPC call to a listening agent onto a typed error."""
     details = error.details() or ""
     lowered = details.lower()
@@ -36,13 +36,14 @@ def from_rpc_error(machine: str, error: grpc.aio.AioRpcError) -> AgentError | No
     return from_kind(machine, kind_for_code(code), details)
 
 
-def from_kind(machine: str, kind: str, message: str) -> AgentError | NotFound:
+def from_kind(machine: str, kind: str, message: str) -> AgentError:
     """Map an error the agent reported (by kind) onto a typed error."""
     if kind == "not_found":
-        return NotFound(f"{machine}: {message}")
+        # The only thing an agent can fail to find is a ticket (or a file under one).
+        return UnknownTicket(machine, message)
     return AgentRejected(machine, kind, message)
 
 
-def from_frame(machine: str, status_code: int, kind: str, message: str) -> AgentError | NotFound:
+def from_frame(machine: str, status_code: int, kind: str, message: str) -> AgentError:
     """Map an error Response frame from a polling agent onto a typed error."""
     return from_kind(machine, kind or kind_for_code(code_from_number(status_code)), message)

@@ -10,19 +10,21 @@ FINISHED_STATES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteRun:
-    """Consecutive journal lines from an agent sharing time, source and level.
+class LogRun:
+    """Consecutive journal lines sharing one time, source and level: the unit of a log.
 
     ``text`` is the raw bytes of ``count`` lines joined by "\\n"; they have the sequences
-    ``sequence`` to ``last_sequence``.
+    ``sequence`` to ``last_sequence``. The agent journals, sends and the store keeps runs, so a
+    burst of output costs per run, not per line. Declared once: the wire, the engine and the
+    store all use this type.
     """
 
     sequence: int
-    time_unix_ms: int
+    time_ms: int
     source: int
     level: int
     text: bytes
-    count: int
+    count: int = 1
 
     @property
     def last_sequence(self) -> int:
@@ -32,7 +34,8 @@ class RemoteRun:
 
 @dataclass(frozen=True, slots=True)
 class RemoteVariable:
-    """An input or output variable."""
+    """An input or output variable of a script run (an output marked sensitive is stored
+    encrypted, see engine/script_run.py)."""
 
     name: str
     value: str
@@ -40,8 +43,8 @@ class RemoteVariable:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteArtifact:
-    """A file a script published, still on the agent."""
+class Artifact:
+    """A file a script published: where it was on the agent, its size and SHA-256."""
 
     name: str
     path: str
@@ -56,11 +59,11 @@ class ScriptStatus:
     ticket: str
     state: str
     exit_code: int
-    runs: tuple[RemoteRun, ...]
+    runs: tuple[LogRun, ...]
     last_sequence: int
     more_lines: bool
     output_variables: tuple[RemoteVariable, ...]
-    artifacts: tuple[RemoteArtifact, ...]
+    artifacts: tuple[Artifact, ...]
     failure_message: str
     state_reason: str
 

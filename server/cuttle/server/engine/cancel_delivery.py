@@ -23,14 +23,14 @@ from structlog.typing import FilteringBoundLogger
 
 from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections
-from cuttle.server.domain.scripts import ScriptStatus
+from cuttle.server.domain.scripts import LogRun, ScriptStatus
 from cuttle.server.engine.notifications import TaskSignals
-from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import AgentError, NotFound
+from cuttle.server.errors import AgentError, NotFound, UnknownTicket
 from cuttle.server.store import errors as store_errors
 from cuttle.server.store import pending_cancels, task_log, tasks
 from cuttle.server.store.pending_cancels import PendingCancelRecord
-from cuttle.server.store.records import LogRunRecord, now_ms
+from cuttle.server.store.records import now_ms
+from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +174,7 @@ class CancelDelivery:
             return
         try:
             status = await client.cancel_script(record.ticket, record.reason or "cancelled")
-        except NotFound as exc:
+        except UnknownTicket as exc:
             # The agent no longer knows the ticket (reinstalled, or it was completed): nothing
             # of the script is left there to kill.
             message = (
@@ -196,12 +196,12 @@ class CancelDelivery:
             # Before the agent may delete the journal: what the script wrote while the server
             # was not following it (and the agent's note on the kill) belongs in the task log.
             stored = await self._store_rest(client, record)
-        except (AgentError, NotFound) as exc:
+        except AgentError as exc:
             await self._retry_later(record, f"could not fetch the script's output: {exc}", bound)
             return
         try:
             await client.complete_script(record.ticket)
-        except (AgentError, NotFound) as exc:
+        except AgentError as exc:
             # The tree is dead, which is what mattered; the agent's cleaner removes the rest.
             bound.warning("complete_script_failed", error=str(exc))
         if await self._forget(record, _delivered_message(record.machine_name, status, stored)):
@@ -215,9 +215,9 @@ class CancelDelivery:
 
     async def _store_rest(self, client: TentacleClient, record: PendingCancelRecord) -> int:
         """Store the journal lines after the last one the task log has; returns how many."""
-        task_id, machine = record.task_id, record.machine_name
+        task_id = record.task_id
         try:
-            target = await self._tx.read(lambda s: tasks.get_target(s, task_id, machine))
+            target = await self._tx.read(lambda s: tasks.get_run(s, record.ticket))
         except store_errors.NotFound:
             return 0  # the task's history is gone: there is no log to add to
         after, stored = target.last_sequence, 0
@@ -228,11 +228,11 @@ class CancelDelivery:
             # Masked by the agent, which has the sensitive values; the server held them in
             # memory only while it followed the script, so it cannot mask a second time here.
             runs = [
-                LogRunRecord(r.sequence, r.time_unix_ms, r.source, r.level, r.text, r.count)
+                LogRun(r.sequence, r.time_ms, r.source, r.level, r.text, r.count)
                 for r in status.runs
             ]
             # append_runs skips what is stored already: a second attempt adds nothing twice.
-            stored += await self._tx.run(partial(_append, task_id, machine, runs))
+            stored += await self._tx.run(partial(_append, record.ticket, runs))
             self._signals.notify(task_id)
             after = status.runs[-1].last_sequence
             if not status.more_lines:
@@ -266,18 +266,16 @@ def _remove_and_tell(session: Session, record: PendingCancelRecord, message: str
     if pending_cancels.remove(session, record.ticket) is None:
         return False
     try:
-        target = tasks.get_target(session, record.task_id, record.machine_name)
+        run = tasks.get_run(session, record.ticket)
     except store_errors.NotFound:
         return True  # the task's history is gone; the cancel mattered to the agent only
-    # The state stays (a finished target never changes state); the message tells the outcome.
-    tasks.update_target(
-        session, record.task_id, record.machine_name, state=target.state, message=message
-    )
+    # The state stays (a finished run never changes state); the message tells the outcome.
+    tasks.update_run(session, record.ticket, state=run.state, message=message)
     return True
 
 
-def _append(task_id: str, machine: str, runs: Sequence[LogRunRecord], session: Session) -> int:
-    return task_log.append_runs(session, task_id, machine, runs)
+def _append(ticket: str, runs: Sequence[LogRun], session: Session) -> int:
+    return task_log.append_runs(session, ticket, runs)
 
 
 def _delivered_message(machine: str, status: ScriptStatus, lines: int) -> str:

@@ -19,7 +19,7 @@ import contextlib
 import structlog
 
 from cuttle.server.comms.client import TentacleClient
-from cuttle.server.errors import AgentError, AgentRejected, NotFound
+from cuttle.server.errors import AgentError, AgentRejected, UnknownTicket
 
 __all__ = ["TicketCompletions"]
 
@@ -123,7 +123,7 @@ async def _complete(client: TentacleClient, tickets: list[str]) -> None:
         for ticket in tickets:
             try:
                 await client.complete_script(ticket)
-            except NotFound:
+            except UnknownTicket:
                 continue  # completed before: nothing left to delete
             except AgentRejected as exc:
                 # This ticket was refused; the others may not be. (An unreachable agent ends

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.machine_health import after_check, becomes_unavailable_at_ms
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import AgentError, NotFound
 from cuttle.server.model.documents import MachinePolicy
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.records import MachineRecord, now_ms
+from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cuttle.server.store.errors import Conflict, NotFound
-from cuttle.server.store.models import ArtifactBlob, TaskTarget
+from cuttle.server.store.models import ArtifactBlob, ScriptRun
 from cuttle.server.store.records import ArtifactBlobRecord
 
 
@@ -26,8 +26,15 @@ def put(
     session: Session, task_id: str, machine_name: str, name: str, content: bytes
 ) -> ArtifactBlobRecord:
     """Store an artifact's content; storing the same content again is harmless."""
-    if session.get(TaskTarget, (task_id, machine_name)) is None:
-        raise NotFound("task target", f"{task_id}/{machine_name}")
+    if (
+        session.scalar(
+            select(ScriptRun.ticket)
+            .where(ScriptRun.task_id == task_id, ScriptRun.machine_name == machine_name)
+            .limit(1)
+        )
+        is None
+    ):
+        raise NotFound("task machine", f"{task_id}/{machine_name}")
     digest = hashlib.sha256(content).hexdigest()
     existing = session.get(ArtifactBlob, (task_id, machine_name, name))
     if existing is not None:

@@ -4,7 +4,9 @@ StoreError            root: anything the store refuses or cannot find
 ├── NotFound          the named row does not exist
 ├── Conflict          the row exists already
 ├── FailedPrecondition its state forbids the change (still referenced, stale revision)
-└── InvalidArgument   the value can never be stored (malformed thumbprint, unknown state)
+├── InvalidArgument   the value can never be stored (malformed thumbprint, unknown state)
+├── StoreUnavailable  the database stayed locked or unreachable past the retry window
+└── ServerDiskFull    the database could not write: no space left
 """
 
 from __future__ import annotations
@@ -33,3 +35,11 @@ class FailedPrecondition(StoreError):
 
 class InvalidArgument(StoreError):
     """A value that can never be stored; nothing was written."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not serve a transaction within the retry window (locked, gone)."""
+
+
+class ServerDiskFull(StoreError):
+    """The database could not write: the server's disk (or quota) is full."""

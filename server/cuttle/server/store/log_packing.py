@@ -16,7 +16,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 
-from cuttle.server.store.records import LogLineRecord, LogRunRecord
+from cuttle.server.domain.scripts import LogRun
+from cuttle.server.store.records import LogLineRecord
 
 __all__ = ["pack", "unpack"]
 
@@ -25,7 +26,7 @@ _RUN_HEADER = struct.Struct(">qIqBBI")
 _LINE_HEADER = struct.Struct(">qqBBI")
 
 
-def pack(runs: Sequence[LogRunRecord]) -> bytes:
+def pack(runs: Sequence[LogRun]) -> bytes:
     """Pack runs into one chunk."""
     header = _RUN_HEADER.pack
     parts: list[bytes] = [bytes((_FORMAT_RUNS,))]

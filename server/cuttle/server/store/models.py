@@ -6,6 +6,7 @@ ids are uuid4 hex strings.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -14,7 +15,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -25,7 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cuttle.server.store.records import COMMS_STYLES, HEALTHS, SCRIPT_STATES, TASK_STATES
+from cuttle.server.domain.task_states import NodeKind, NodeState, RunState, TaskKind, TaskState
+from cuttle.server.store.records import COMMS_STYLES, HEALTHS
 
 # Named constraints: SQLite batch migrations rebuild tables and can only drop or alter a
 # constraint that has a name, and both dialects then agree on what it is called.
@@ -38,7 +39,13 @@ NAMING_CONVENTION = {
 }
 
 NAME_LENGTH = 200
+# As migration 0002 made them; the deployment engine gives deployments the task vocabulary.
+_DEPLOYMENT_STATES = ("queued", "running", "success", "failed", "cancelled")
 ID_LENGTH = 32
+
+
+def _values(enum: type[StrEnum]) -> tuple[str, ...]:
+    return tuple(member.value for member in enum)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -122,8 +129,8 @@ class Task(Base):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        CheckConstraint("kind IN ('script')", name="kind"),
-        CheckConstraint(_one_of("state", TASK_STATES), name="state"),
+        CheckConstraint(_one_of("kind", _values(TaskKind)), name="kind"),
+        CheckConstraint(_one_of("state", _values(TaskState)), name="state"),
         # Listing is newest first; resumption looks for unfinished ones.
         Index("ix_tasks_created_ms_id", "created_ms", "id"),
         Index("ix_tasks_state", "state"),
@@ -133,6 +140,7 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(16))
     description: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
+    # The kind's typed spec (domain/task_specs.py) as JSON.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     started_ms: Mapped[int | None] = mapped_column(BigInteger)
@@ -141,58 +149,100 @@ class Task(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean)
     cancel_reason: Mapped[str] = mapped_column(Text)
     log_count: Mapped[int] = mapped_column(BigInteger)
+    # Why a queued or waiting task is not moving (a slot, a mutex, a person); empty otherwise.
+    waiting_reason: Mapped[str] = mapped_column(Text, default="")
+    has_warnings: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the task ended as it did: the failure, who cancelled.
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
-class TaskTarget(Base):
-    """One machine's part of a task; last_sequence is how far its journal is stored."""
+class TaskNode(Base):
+    """A step, action or machine of a task's tree, ordered by position among its siblings."""
 
-    __tablename__ = "task_targets"
+    __tablename__ = "task_nodes"
     __table_args__ = (
-        CheckConstraint(_one_of("state", SCRIPT_STATES), name="state"),
-        # The Tentacle knows a script only by its ticket; re-attaching after a restart looks
-        # it up.
-        Index("ix_task_targets_ticket", "ticket", unique=True),
+        CheckConstraint(_one_of("kind", _values(NodeKind)), name="kind"),
+        CheckConstraint(_one_of("state", _values(NodeState)), name="state"),
+        # A task's tree is always read whole, in order.
+        Index("ix_task_nodes_task_id_position", "task_id", "position"),
     )
 
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     task_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE")
     )
+    parent_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("task_nodes.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    # Tree order over the whole task (a pre-order walk): siblings keep the plan's order.
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     # Not a foreign key to machines: the history outlives a removed machine.
-    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
-    ticket: Mapped[str] = mapped_column(String(64))
+    machine_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    started_ms: Mapped[int | None] = mapped_column(BigInteger)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ScriptRun(Base):
+    """One ticket on one agent; last_sequence is how far its journal is stored."""
+
+    __tablename__ = "script_runs"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", _values(RunState)), name="state"),
+        UniqueConstraint("node_id", "attempt"),
+        Index("ix_script_runs_task_id", "task_id"),
+    )
+
+    # The Tentacle knows a script only by its ticket; re-attaching after a restart uses it.
+    ticket: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("task_nodes.id", ondelete="CASCADE")
+    )
+    machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    # 1 for the first run of a machine node; a retry is the next number.
+    attempt: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     last_sequence: Mapped[int] = mapped_column(BigInteger)
     message: Mapped[str] = mapped_column(Text)
     output_variables: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
     finished_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TaskLogChunk(Base):
-    """A batch of consecutive log lines of one machine, packed into one row.
+    """A batch of consecutive log lines of one script run, packed into one row.
 
     One row per batch, not per line: a busy script sends thousands of lines a second and the
     per-row cost of an insert (two index entries, parameter handling) dominated the whole
     path. Positions first_position..last_position belong to this chunk's lines in order;
-    (task, machine, first_sequence) is unique so a replayed batch cannot be stored twice.
+    (ticket, first_sequence) is unique so a replayed batch cannot be stored twice.
     """
 
     __tablename__ = "task_log_chunks"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["task_id", "machine_name"],
-            ["task_targets.task_id", "task_targets.machine_name"],
-            ondelete="CASCADE",
-        ),
-        UniqueConstraint("task_id", "machine_name", "first_sequence"),
+        UniqueConstraint("ticket", "first_sequence"),
         # Readers ask for "the lines after position N": the chunk holding N+1 and those after.
         Index("ix_task_log_chunks_task_id_last_position", "task_id", "last_position"),
     )
 
-    task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
     first_position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     last_position: Mapped[int] = mapped_column(BigInteger)
+    # The run whose journal these lines are; None for lines the server wrote itself.
+    ticket: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("script_runs.ticket", ondelete="CASCADE")
+    )
+    # Kept beside the ticket so reading a log needs no join.
     machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     first_sequence: Mapped[int] = mapped_column(BigInteger)
     last_sequence: Mapped[int] = mapped_column(BigInteger)
@@ -204,15 +254,10 @@ class ArtifactBlob(Base):
     """An artifact downloaded from a Tentacle, kept in the database for now."""
 
     __tablename__ = "artifact_blobs"
-    __table_args__ = (
-        ForeignKeyConstraint(
-            ["task_id", "machine_name"],
-            ["task_targets.task_id", "task_targets.machine_name"],
-            ondelete="CASCADE",
-        ),
-    )
 
-    task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
     machine_name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)
@@ -337,7 +382,7 @@ class Deployment(Base):
 
     __tablename__ = "deployments"
     __table_args__ = (
-        CheckConstraint(_one_of("state", TASK_STATES), name="state"),
+        CheckConstraint(_one_of("state", _DEPLOYMENT_STATES), name="state"),
         Index("ix_deployments_release_id_created_ms", "release_id", "created_ms"),
         Index("ix_deployments_environment_id", "environment_id"),
     )

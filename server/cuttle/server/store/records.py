@@ -7,6 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeAlias, TypeVar, get_args
 
+from cuttle.server.domain.scripts import Artifact, RemoteVariable
+from cuttle.server.domain.task_specs import TaskSpec
+from cuttle.server.domain.task_states import NodeKind, NodeState, RunState, TaskKind, TaskState
+
 JsonValue: TypeAlias = (
     str | int | float | bool | None | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
 )
@@ -15,35 +19,8 @@ CommsStyle = Literal["listening", "polling"]
 # "unreachable": the last health check failed, for less than the machine policy's
 # unavailable_after_seconds; "unavailable": failing for at least that long (see machine_health).
 Health = Literal["unknown", "healthy", "unreachable", "unavailable"]
-TaskKind = Literal["script"]
-TaskState = Literal["queued", "running", "success", "failed", "cancelled"]
-# The Tentacle's script states (ScriptState in tentacle.proto) plus 'not_delivered': the server
-# never got the script to the agent, so it is safe to run it again.
-ScriptState = Literal[
-    "pending",
-    "running",
-    "complete",
-    "cancelled",
-    "timed_out",
-    "result_unknown",
-    "failed_to_start",
-    "not_delivered",
-]
-
 COMMS_STYLES: tuple[CommsStyle, ...] = get_args(CommsStyle)
 HEALTHS: tuple[Health, ...] = get_args(Health)
-TASK_STATES: tuple[TaskState, ...] = get_args(TaskState)
-SCRIPT_STATES: tuple[ScriptState, ...] = get_args(ScriptState)
-UNFINISHED_TASK_STATES: tuple[TaskState, ...] = ("queued", "running")
-FINISHED_TASK_STATES: tuple[TaskState, ...] = ("success", "failed", "cancelled")
-FINISHED_SCRIPT_STATES: tuple[ScriptState, ...] = (
-    "complete",
-    "cancelled",
-    "timed_out",
-    "result_unknown",
-    "failed_to_start",
-    "not_delivered",
-)
 
 T = TypeVar("T")
 
@@ -104,60 +81,6 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class OutputVariable:
-    """An output variable a script set; sensitive values are stored masked."""
-
-    name: str
-    value: str
-    sensitive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactRef:
-    """An artifact a script published, as the Tentacle described it."""
-
-    name: str
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class TaskTargetRecord:
-    """One machine's part of a task: the ticket the Tentacle knows it by and how far it got."""
-
-    task_id: str
-    machine_name: str
-    ticket: str
-    state: ScriptState
-    exit_code: int | None
-    last_sequence: int
-    message: str
-    output_variables: tuple[OutputVariable, ...]
-    artifacts: tuple[ArtifactRef, ...]
-    finished_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """A unit of server work (for now: a script run on some machines) and its targets."""
-
-    id: str
-    kind: TaskKind
-    description: str
-    state: TaskState
-    spec: Mapping[str, JsonValue]
-    created_ms: int
-    started_ms: int | None
-    finished_ms: int | None
-    owner_node: str | None
-    cancel_requested: bool
-    cancel_reason: str
-    log_count: int
-    targets: tuple[TaskTargetRecord, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class LogLineRecord:
     """A log line as a Tentacle journaled it (sequence is per ticket, increasing)."""
 
@@ -166,28 +89,6 @@ class LogLineRecord:
     source: int
     level: int
     text: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LogRunRecord:
-    """Consecutive lines a Tentacle journaled with one time, source and level.
-
-    ``text`` holds ``count`` lines joined by "\\n"; their sequences are ``sequence`` to
-    ``sequence + count - 1``. The log is written in runs so that storing a burst of output
-    costs per run, not per line.
-    """
-
-    sequence: int
-    time_ms: int
-    source: int
-    level: int
-    text: bytes
-    count: int = 1
-
-    @property
-    def last_sequence(self) -> int:
-        """The sequence of the run's last line."""
-        return self.sequence + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +114,117 @@ class ArtifactBlobRecord:
     name: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRunRecord:
+    """One script run: a ticket on one agent, its outcome and how far its log is stored."""
+
+    ticket: str
+    task_id: str
+    node_id: str
+    machine_name: str
+    attempt: int
+    state: RunState
+    exit_code: int | None
+    last_sequence: int
+    message: str
+    output_variables: tuple[RemoteVariable, ...]
+    artifacts: tuple[Artifact, ...]
+    created_ms: int
+    finished_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskNodeRecord:
+    """A step, action or machine of a task's tree; machine nodes carry their script runs."""
+
+    id: str
+    task_id: str
+    parent_id: str | None
+    kind: NodeKind
+    position: int
+    name: str
+    machine_name: str | None
+    state: NodeState
+    reason: str
+    started_ms: int | None
+    ended_ms: int | None
+    runs: tuple[ScriptRunRecord, ...] = ()
+
+    @property
+    def latest_run(self) -> ScriptRunRecord | None:
+        """The newest run (the one a retry made last), if any."""
+        return self.runs[-1] if self.runs else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTargetRecord:
+    """A machine's part of a task as the script console shows it: its node and latest run."""
+
+    task_id: str
+    node_id: str
+    machine_name: str
+    ticket: str
+    state: RunState
+    exit_code: int | None
+    last_sequence: int
+    message: str
+    output_variables: tuple[RemoteVariable, ...]
+    artifacts: tuple[Artifact, ...]
+    finished_ms: int | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A unit of server work and its tree of steps, actions and machines."""
+
+    id: str
+    kind: TaskKind
+    description: str
+    state: TaskState
+    spec: TaskSpec
+    created_ms: int
+    started_ms: int | None
+    finished_ms: int | None
+    owner_node: str | None
+    cancel_requested: bool
+    cancel_reason: str
+    log_count: int
+    nodes: tuple[TaskNodeRecord, ...]
+    waiting_reason: str = ""
+    has_warnings: bool = False
+    # Why the task ended as it did (failed with the reason, cancelled by whom); empty while open.
+    reason: str = ""
+
+    @property
+    def machine_nodes(self) -> tuple[TaskNodeRecord, ...]:
+        """The machine nodes, in tree order."""
+        return tuple(n for n in self.nodes if n.kind == NodeKind.MACHINE)
+
+    @property
+    def targets(self) -> tuple[TaskTargetRecord, ...]:
+        """Each machine node with its latest run (machines without a run yet are left out)."""
+        found: list[TaskTargetRecord] = []
+        for node in self.machine_nodes:
+            run = node.latest_run
+            if run is None:
+                continue
+            found.append(
+                TaskTargetRecord(
+                    task_id=self.id,
+                    node_id=node.id,
+                    machine_name=run.machine_name,
+                    ticket=run.ticket,
+                    state=run.state,
+                    exit_code=run.exit_code,
+                    last_sequence=run.last_sequence,
+                    message=run.message,
+                    output_variables=run.output_variables,
+                    artifacts=run.artifacts,
+                    finished_ms=run.finished_ms,
+                    attempts=len(node.runs),
+                )
+            )
+        return tuple(found)

@@ -6,11 +6,11 @@ holds the batch's runs as the Tentacle sent them: the per-row cost of an insert 
 per-line Python work, not the bytes, are what limited how many lines a second a server could
 store.
 
-Exactly once: a Tentacle numbers the lines of a script (its journal sequence) and streams them in
-order; task_targets.last_sequence says how far we have stored. A batch is trimmed against it and
-last_sequence is advanced in the same transaction as the insert, so a batch replayed after a
-crash or a reconnect stores nothing twice, and (task_id, machine_name, first_sequence) is unique
-in the table as a last line of defence.
+Exactly once: a Tentacle numbers the lines of a script run (its journal sequence, per ticket) and
+streams them in order; script_runs.last_sequence says how far we have stored. A batch is trimmed
+against it and last_sequence is advanced in the same transaction as the insert, so a batch
+replayed after a crash or a reconnect stores nothing twice, and (ticket, first_sequence) is
+unique in the table as a last line of defence.
 
 Order: positions number all of a task's lines 1, 2, 3, ... across its machines. They are
 allocated from tasks.log_count under that row's lock, held until commit, so a writer that got
@@ -28,28 +28,26 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.logruns import head_lines
+from cuttle.server.domain.scripts import LogRun
 from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound
 from cuttle.server.store.models import Base
-from cuttle.server.store.records import LogRunRecord, StoredLine
+from cuttle.server.store.records import StoredLine
 
 MAX_READ = 10_000
 # Chunks fetched per round trip while reading; a chunk holds one batch (about 100 lines).
 _CHUNKS_PER_READ = 32
 
 _tasks: Table = Base.metadata.tables["tasks"]
-_targets: Table = Base.metadata.tables["task_targets"]
+_runs: Table = Base.metadata.tables["script_runs"]
 _log: Table = Base.metadata.tables["task_log_chunks"]
 
-# Lock order is the task row, then the target row (see tasks.py). FOR UPDATE OF tasks makes
+# Lock order is the task row, then the run row (see tasks.py). FOR UPDATE OF tasks makes
 # concurrent writers of one task take turns on PostgreSQL; SQLite's BEGIN IMMEDIATE already has.
 _LOCK_AND_READ = (
-    select(_tasks.c.log_count, _targets.c.last_sequence)
-    .select_from(_tasks.join(_targets, _targets.c.task_id == _tasks.c.id))
-    .where(
-        _tasks.c.id == bindparam("p_task_id"),
-        _targets.c.machine_name == bindparam("p_machine_name"),
-    )
+    select(_tasks.c.id, _tasks.c.log_count, _runs.c.last_sequence, _runs.c.machine_name)
+    .select_from(_tasks.join(_runs, _runs.c.task_id == _tasks.c.id))
+    .where(_runs.c.ticket == bindparam("p_ticket"))
     .with_for_update(of=_tasks)
 )
 _INSERT = insert(_log)
@@ -59,11 +57,8 @@ _SET_LOG_COUNT = (
     .values(log_count=bindparam("p_log_count"))
 )
 _SET_LAST_SEQUENCE = (
-    update(_targets)
-    .where(
-        _targets.c.task_id == bindparam("p_task_id"),
-        _targets.c.machine_name == bindparam("p_machine_name"),
-    )
+    update(_runs)
+    .where(_runs.c.ticket == bindparam("p_ticket"))
     .values(last_sequence=bindparam("p_last_sequence"))
 )
 _READ_COLUMNS = (
@@ -95,25 +90,24 @@ def _connection(conn: Connection | Session) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
-def append_runs(
-    conn: Connection | Session,
-    task_id: str,
-    machine_name: str,
-    runs: Sequence[LogRunRecord],
-) -> int:
-    """Store the lines of these runs not stored yet for this task and machine; return how many.
+def append_runs(conn: Connection | Session, ticket: str, runs: Sequence[LogRun]) -> int:
+    """Store the lines of these runs not stored yet for this script run; return how many.
 
     A run that is partly stored already (a replay after a reconnect) is trimmed to its new
     lines; repeats and runs out of order are tolerated (sorted, per run, not per line).
     """
     connection = _connection(conn)
-    key = {"p_task_id": task_id, "p_machine_name": machine_name}
-    current = connection.execute(_LOCK_AND_READ, key).one_or_none()
+    current = connection.execute(_LOCK_AND_READ, {"p_ticket": ticket}).one_or_none()
     if current is None:
-        raise NotFound("task target", f"{task_id}/{machine_name}")
-    log_count, last_sequence = int(current[0]), int(current[1])
+        raise NotFound("ticket", ticket)
+    task_id, log_count, last_sequence, machine_name = (
+        str(current[0]),
+        int(current[1]),
+        int(current[2]),
+        str(current[3]),
+    )
 
-    fresh: list[LogRunRecord] = []
+    fresh: list[LogRun] = []
     stored_to = last_sequence
     for run in sorted(runs, key=attrgetter("sequence")):
         if run.last_sequence <= stored_to:
@@ -135,6 +129,7 @@ def append_runs(
             "task_id": task_id,
             "first_position": first_position,
             "last_position": last_position,
+            "ticket": ticket,
             "machine_name": machine_name,
             "first_sequence": fresh[0].sequence,
             "last_sequence": stored_to,
@@ -142,16 +137,14 @@ def append_runs(
         },
     )
     connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": last_position})
-    connection.execute(_SET_LAST_SEQUENCE, {**key, "p_last_sequence": stored_to})
-    return count
+    connection.execute(_SET_LAST_SEQUENCE, {"p_ticket": ticket, "p_last_sequence": stored_to})
+    return int(count)
 
 
-def _drop_head(run: LogRunRecord, lines: int) -> LogRunRecord:
+def _drop_head(run: LogRun, lines: int) -> LogRun:
     """The run without its first `lines` lines."""
     _, rest = head_lines(run.text, lines)
-    return LogRunRecord(
-        run.sequence + lines, run.time_ms, run.source, run.level, rest, run.count - lines
-    )
+    return LogRun(run.sequence + lines, run.time_ms, run.source, run.level, rest, run.count - lines)
 
 
 def read_lines(

@@ -1,95 +1,135 @@
-"""Tasks and their per-machine targets: creation, state changes, claims, cancellation.
+"""Tasks, their trees (step → action → machine nodes) and script runs: creation, moves, claims.
 
 State changes are conditional updates whose row count is checked, so two server nodes can never
-both move a task out of the same state. Lock order, where a transaction takes both: the tasks
-row first, then its task_targets rows (task_log.append_lines does the same).
+both move a task out of the same state; the allowed moves are the domain's (task_states.py).
+Lock order, where a transaction takes several: the tasks row first, then its nodes and runs
+(task_log.append_runs does the same).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cuttle.server.domain.scripts import Artifact, RemoteVariable
+from cuttle.server.domain.task_specs import TaskSpec, spec_from_json, spec_to_json
+from cuttle.server.domain.task_states import (
+    FINISHED_TASK_STATES,
+    UNFINISHED_TASK_STATES,
+    NodeKind,
+    NodeState,
+    RunState,
+    TaskKind,
+    TaskState,
+    node_may_move,
+    node_state_of_run,
+    run_may_move,
+    task_states_moving_to,
+)
 from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
-from cuttle.server.store.models import NAME_LENGTH, Task, TaskTarget
+from cuttle.server.store.models import NAME_LENGTH, ScriptRun, Task, TaskNode
 from cuttle.server.store.paging import check_page_size, newest_first, next_token
 from cuttle.server.store.records import (
-    FINISHED_SCRIPT_STATES,
-    FINISHED_TASK_STATES,
-    SCRIPT_STATES,
-    TASK_STATES,
-    UNFINISHED_TASK_STATES,
-    ArtifactRef,
-    JsonValue,
-    OutputVariable,
     Page,
-    ScriptState,
+    ScriptRunRecord,
+    TaskNodeRecord,
     TaskRecord,
-    TaskState,
-    TaskTargetRecord,
     now_ms,
 )
 
 MAX_PAGE_SIZE = 1000
+SCRIPT_STEP = "Run script"
 
 
-def _task_state(value: str) -> TaskState:
-    for state in TASK_STATES:
-        if state == value:
-            return state
-    raise InvalidArgument(f"task state {value!r} is not one of {', '.join(TASK_STATES)}")
+@dataclass(frozen=True)
+class PlannedNode:
+    """A node to create with a task: its kind, name, machine and children, in plan order."""
+
+    kind: NodeKind
+    name: str
+    machine_name: str | None = None
+    children: tuple[PlannedNode, ...] = ()
+    state: NodeState = NodeState.PENDING
+    reason: str = ""
 
 
-def _script_state(value: str) -> ScriptState:
-    for state in SCRIPT_STATES:
-        if state == value:
-            return state
-    raise InvalidArgument(f"script state {value!r} is not one of {', '.join(SCRIPT_STATES)}")
+@dataclass
+class _Counter:
+    next: int = 0
+    rows: list[TaskNode] = field(default_factory=list)
 
 
-def _target_record(row: TaskTarget) -> TaskTargetRecord:
-    return TaskTargetRecord(
-        task_id=row.task_id,
-        machine_name=row.machine_name,
+def _run_record(row: ScriptRun) -> ScriptRunRecord:
+    return ScriptRunRecord(
         ticket=row.ticket,
-        state=_script_state(row.state),
+        task_id=row.task_id,
+        node_id=row.node_id,
+        machine_name=row.machine_name,
+        attempt=row.attempt,
+        state=RunState(row.state),
         exit_code=row.exit_code,
         last_sequence=row.last_sequence,
         message=row.message,
         output_variables=tuple(
-            OutputVariable(name=v["name"], value=v["value"], sensitive=v["sensitive"])
+            RemoteVariable(name=v["name"], value=v["value"], sensitive=v["sensitive"])
             for v in row.output_variables
         ),
         artifacts=tuple(
-            ArtifactRef(name=a["name"], path=a["path"], size=a["size"], sha256=a["sha256"])
+            Artifact(name=a["name"], path=a["path"], size=a["size"], sha256=a["sha256"])
             for a in row.artifacts
         ),
+        created_ms=row.created_ms,
         finished_ms=row.finished_ms,
     )
 
 
+def _node_record(row: TaskNode, runs: Sequence[ScriptRunRecord]) -> TaskNodeRecord:
+    return TaskNodeRecord(
+        id=row.id,
+        task_id=row.task_id,
+        parent_id=row.parent_id,
+        kind=NodeKind(row.kind),
+        position=row.position,
+        name=row.name,
+        machine_name=row.machine_name,
+        state=NodeState(row.state),
+        reason=row.reason,
+        started_ms=row.started_ms,
+        ended_ms=row.ended_ms,
+        runs=tuple(runs),
+    )
+
+
 def _records(session: Session, rows: Sequence[Task]) -> list[TaskRecord]:
-    """Convert task rows to records, loading all their targets in one query."""
-    targets: dict[str, list[TaskTargetRecord]] = {row.id: [] for row in rows}
-    if rows:
-        query = (
-            select(TaskTarget)
-            .where(TaskTarget.task_id.in_(list(targets)))
-            .order_by(TaskTarget.task_id, TaskTarget.machine_name)
-        )
-        for target in session.scalars(query):
-            targets[target.task_id].append(_target_record(target))
+    """Convert task rows to records, loading their trees and runs in two queries."""
+    ids = [row.id for row in rows]
+    nodes: dict[str, list[TaskNode]] = {i: [] for i in ids}
+    runs: dict[str, list[ScriptRunRecord]] = {}
+    if ids:
+        for node in session.scalars(
+            select(TaskNode)
+            .where(TaskNode.task_id.in_(ids))
+            .order_by(TaskNode.task_id, TaskNode.position)
+        ):
+            nodes[node.task_id].append(node)
+        for run in session.scalars(
+            select(ScriptRun)
+            .where(ScriptRun.task_id.in_(ids))
+            .order_by(ScriptRun.node_id, ScriptRun.attempt)
+        ):
+            runs.setdefault(run.node_id, []).append(_run_record(run))
     return [
         TaskRecord(
             id=row.id,
-            kind="script",
+            kind=TaskKind(row.kind),
             description=row.description,
-            state=_task_state(row.state),
-            spec=dict(row.spec),
+            state=TaskState(row.state),
+            spec=spec_from_json(TaskKind(row.kind), row.spec),
             created_ms=row.created_ms,
             started_ms=row.started_ms,
             finished_ms=row.finished_ms,
@@ -97,7 +137,10 @@ def _records(session: Session, rows: Sequence[Task]) -> list[TaskRecord]:
             cancel_requested=row.cancel_requested,
             cancel_reason=row.cancel_reason,
             log_count=row.log_count,
-            targets=tuple(targets[row.id]),
+            nodes=tuple(_node_record(n, runs.get(n.id, ())) for n in nodes[row.id]),
+            waiting_reason=row.waiting_reason,
+            has_warnings=row.has_warnings,
+            reason=row.reason,
         )
         for row in rows
     ]
@@ -111,15 +154,72 @@ def _load(session: Session, task_id: str) -> Task:
     return row
 
 
+def create_task(
+    session: Session,
+    *,
+    description: str,
+    spec: TaskSpec,
+    plan: Sequence[PlannedNode],
+    created_ms: int | None = None,
+) -> TaskRecord:
+    """Queue a task with its tree of pending nodes, in plan order."""
+    task = Task(
+        id=uuid.uuid4().hex,
+        kind=spec.kind,
+        description=description,
+        state=TaskState.QUEUED.value,
+        spec=spec_to_json(spec),
+        created_ms=now_ms() if created_ms is None else created_ms,
+        started_ms=None,
+        finished_ms=None,
+        owner_node=None,
+        cancel_requested=False,
+        cancel_reason="",
+        log_count=0,
+        waiting_reason="",
+        has_warnings=False,
+        reason="",
+    )
+    session.add(task)
+    # Flush the task before its nodes: their foreign key needs the row.
+    session.flush()
+    counter = _Counter()
+    for planned in plan:
+        _add_nodes(task.id, None, planned, counter)
+    session.add_all(counter.rows)
+    session.flush()
+    return _records(session, [task])[0]
+
+
+def _add_nodes(task_id: str, parent: str | None, planned: PlannedNode, counter: _Counter) -> None:
+    row = TaskNode(
+        id=uuid.uuid4().hex,
+        task_id=task_id,
+        parent_id=parent,
+        kind=planned.kind.value,
+        position=counter.next,
+        name=planned.name[:NAME_LENGTH],
+        machine_name=planned.machine_name,
+        state=planned.state.value,
+        reason=planned.reason,
+        started_ms=None,
+        ended_ms=None,
+    )
+    counter.next += 1
+    counter.rows.append(row)
+    for child in planned.children:
+        _add_nodes(task_id, row.id, child, counter)
+
+
 def create_script_task(
     session: Session,
     *,
     description: str,
-    spec: Mapping[str, JsonValue],
+    spec: TaskSpec,
     machine_names: Sequence[str],
     created_ms: int | None = None,
 ) -> TaskRecord:
-    """Queue a script task with one pending target (and a fresh ticket) per machine."""
+    """Queue an ad-hoc script: one step and action, a machine node with a first run each."""
     if not machine_names:
         raise InvalidArgument("a script task needs at least one target machine")
     folded = [name.casefold() for name in machine_names]
@@ -128,45 +228,51 @@ def create_script_task(
     for name in machine_names:
         if not name or len(name) > NAME_LENGTH:
             raise InvalidArgument(f"target machine name {name!r} is empty or too long")
-    task = Task(
-        id=uuid.uuid4().hex,
-        kind="script",
+    machines = tuple(PlannedNode(NodeKind.MACHINE, name, name) for name in machine_names)
+    action = PlannedNode(NodeKind.ACTION, SCRIPT_STEP, children=machines)
+    task = create_task(
+        session,
         description=description,
-        state="queued",
-        spec=dict(spec),
-        created_ms=now_ms() if created_ms is None else created_ms,
-        started_ms=None,
+        spec=spec,
+        plan=[PlannedNode(NodeKind.STEP, SCRIPT_STEP, children=(action,))],
+        created_ms=created_ms,
+    )
+    for node in task.machine_nodes:
+        add_run(session, node.id)
+    return get(session, task.id)
+
+
+def add_run(session: Session, node_id: str) -> ScriptRunRecord:
+    """Give a machine node its next script run, under a fresh ticket (a retry is a new run)."""
+    node = session.get(TaskNode, node_id, populate_existing=True)
+    if node is None or node.kind != NodeKind.MACHINE or node.machine_name is None:
+        raise NotFound("machine node", node_id)
+    attempts = session.scalar(
+        select(func.count()).select_from(ScriptRun).where(ScriptRun.node_id == node_id)
+    )
+    row = ScriptRun(
+        # The Tentacle knows the script only by this: unique across all tasks.
+        ticket=uuid.uuid4().hex,
+        task_id=node.task_id,
+        node_id=node_id,
+        machine_name=node.machine_name,
+        attempt=int(attempts or 0) + 1,
+        state=RunState.PENDING.value,
+        exit_code=None,
+        last_sequence=0,
+        message="",
+        output_variables=[],
+        artifacts=[],
+        created_ms=now_ms(),
         finished_ms=None,
-        owner_node=None,
-        cancel_requested=False,
-        cancel_reason="",
-        log_count=0,
     )
-    session.add(task)
-    # Flush the task before its targets: their foreign key needs the row.
+    session.add(row)
     session.flush()
-    session.add_all(
-        TaskTarget(
-            task_id=task.id,
-            machine_name=name,
-            # The Tentacle knows the script only by this: unique across all tasks.
-            ticket=uuid.uuid4().hex,
-            state="pending",
-            exit_code=None,
-            last_sequence=0,
-            message="",
-            output_variables=[],
-            artifacts=[],
-            finished_ms=None,
-        )
-        for name in machine_names
-    )
-    session.flush()
-    return _records(session, [task])[0]
+    return _run_record(row)
 
 
 def get(session: Session, task_id: str) -> TaskRecord:
-    """Return the task with this id and its targets, or raise NotFound."""
+    """Return the task with this id and its tree, or raise NotFound."""
     return _records(session, [_load(session, task_id)])[0]
 
 
@@ -181,7 +287,7 @@ def list_tasks(
     check_page_size(page_size, MAX_PAGE_SIZE)
     query = select(Task)
     if states:
-        query = query.where(Task.state.in_(sorted(states)))
+        query = query.where(Task.state.in_(sorted(TaskState(s).value for s in states)))
     query = newest_first(query, Task.created_ms, Task.id, page_token, page_size)
     rows = session.scalars(query).all()
     items = tuple(_records(session, rows[:page_size]))
@@ -196,18 +302,24 @@ def set_state(
     state: TaskState,
     *,
     expected: Collection[TaskState] | None = None,
+    reason: str | None = None,
     at_ms: int | None = None,
 ) -> TaskRecord:
-    """Move a task to state, but only from one of expected (default: any unfinished state)."""
-    state = _task_state(state)
-    from_states = sorted(UNFINISHED_TASK_STATES if expected is None else expected)
+    """Move a task to state, only from one of expected (default: any it may move from)."""
+    state = TaskState(state)
+    from_states = sorted(
+        TaskState(s).value for s in (task_states_moving_to(state) if expected is None else expected)
+    )
     at = now_ms() if at_ms is None else at_ms
-    values: dict[str, Any] = {"state": state}
-    if state == "running":
+    values: dict[str, Any] = {"state": state.value}
+    if state == TaskState.RUNNING:
         # Resuming a task that was running already must not move its start.
         values["started_ms"] = func.coalesce(Task.started_ms, at)
     if state in FINISHED_TASK_STATES:
         values["finished_ms"] = at
+        values["waiting_reason"] = ""
+    if reason is not None:
+        values["reason"] = reason
     statement = update(Task).where(Task.id == task_id, Task.state.in_(from_states))
     result = session.execute(
         statement.values(**values).execution_options(synchronize_session=False)
@@ -216,9 +328,19 @@ def set_state(
         current = _load(session, task_id)
         raise Conflict(
             f"task {task_id} is {current.state}, not {' or '.join(from_states)}:"
-            f" it cannot become {state}"
+            f" it cannot become {state.value}"
         )
     return get(session, task_id)
+
+
+def set_waiting_reason(session: Session, task_id: str, reason: str) -> None:
+    """Say why an unfinished task is not moving (empty: it is)."""
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.state.in_(sorted(UNFINISHED_TASK_STATES)))
+        .values(waiting_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _rowcount(result: Any) -> int:
@@ -237,7 +359,7 @@ def claim_next_queued(
     # queueing behind one row lock. (SQLite ignores it; BEGIN IMMEDIATE serializes there.)
     candidate = session.scalar(
         select(Task.id)
-        .where(Task.state == "queued")
+        .where(Task.state == TaskState.QUEUED.value)
         .order_by(Task.created_ms, Task.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -246,8 +368,8 @@ def claim_next_queued(
         return None
     result = session.execute(
         update(Task)
-        .where(Task.id == candidate, Task.state == "queued")
-        .values(state="running", owner_node=node, started_ms=at)
+        .where(Task.id == candidate, Task.state == TaskState.QUEUED.value)
+        .values(state=TaskState.RUNNING.value, owner_node=node, started_ms=at)
         .execution_options(synchronize_session=False)
     )
     if _rowcount(result) == 0:
@@ -262,7 +384,11 @@ def claim(session: Session, task_id: str, node: str, *, previous_owner: str | No
     )
     result = session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.state.in_(UNFINISHED_TASK_STATES), owner_matches)
+        .where(
+            Task.id == task_id,
+            Task.state.in_(sorted(UNFINISHED_TASK_STATES)),
+            owner_matches,
+        )
         .values(owner_node=node)
         .execution_options(synchronize_session=False)
     )
@@ -276,8 +402,8 @@ def claim(session: Session, task_id: str, node: str, *, previous_owner: str | No
 
 
 def unfinished_tasks(session: Session, *, owner_node: str | None = None) -> list[TaskRecord]:
-    """Return queued and running tasks, oldest first (optionally only those owned by a node)."""
-    query = select(Task).where(Task.state.in_(UNFINISHED_TASK_STATES))
+    """Return the tasks not finished yet, oldest first (optionally only those of one node)."""
+    query = select(Task).where(Task.state.in_(sorted(UNFINISHED_TASK_STATES)))
     if owner_node is not None:
         query = query.where(Task.owner_node == owner_node)
     rows = session.scalars(query.order_by(Task.created_ms, Task.id)).all()
@@ -287,69 +413,87 @@ def unfinished_tasks(session: Session, *, owner_node: str | None = None) -> list
 def request_cancel(
     session: Session, task_id: str, reason: str, *, at_ms: int | None = None
 ) -> TaskRecord:
-    """Ask for a task to stop: a queued one is cancelled at once, a running one flagged."""
+    """Ask for a task to stop: a queued one is cancelled at once, a started one is cancelling."""
     at = now_ms() if at_ms is None else at_ms
     # A queued task has reached no Tentacle yet, so nothing needs to be told: cancel it here.
     session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.state == "queued")
+        .where(Task.id == task_id, Task.state == TaskState.QUEUED.value)
         .values(
-            state="cancelled",
+            state=TaskState.CANCELLED.value,
             cancel_requested=True,
             cancel_reason=reason,
+            reason=reason,
             finished_ms=at,
+            waiting_reason="",
         )
         .execution_options(synchronize_session=False)
     )
     # The first reason wins: the engine may already be acting on it.
     session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.state == "running", Task.cancel_requested.is_(False))
-        .values(cancel_requested=True, cancel_reason=reason)
+        .where(
+            Task.id == task_id,
+            Task.state.in_([TaskState.RUNNING.value, TaskState.WAITING.value]),
+            Task.cancel_requested.is_(False),
+        )
+        .values(
+            state=TaskState.CANCELLING.value,
+            cancel_requested=True,
+            cancel_reason=reason,
+            waiting_reason="",
+        )
         .execution_options(synchronize_session=False)
     )
     # Cancelling a finished task changes nothing and is not an error: the caller's intent holds.
     return get(session, task_id)
 
 
-def get_target(session: Session, task_id: str, machine_name: str) -> TaskTargetRecord:
-    """Return one machine's part of a task, or raise NotFound."""
-    row = session.get(TaskTarget, (task_id, machine_name), populate_existing=True)
-    if row is None:
-        raise NotFound("task target", f"{task_id}/{machine_name}")
-    return _target_record(row)
-
-
-def get_target_by_ticket(session: Session, ticket: str) -> TaskTargetRecord:
-    """Return the task target a Tentacle knows by ticket, or raise NotFound."""
-    row = session.scalars(select(TaskTarget).where(TaskTarget.ticket == ticket)).one_or_none()
+def get_run(session: Session, ticket: str) -> ScriptRunRecord:
+    """Return the script run a Tentacle knows by ticket, or raise NotFound."""
+    row = session.get(ScriptRun, ticket, populate_existing=True)
     if row is None:
         raise NotFound("ticket", ticket)
-    return _target_record(row)
+    return _run_record(row)
 
 
-def update_target(
+def get_node(session: Session, node_id: str) -> TaskNodeRecord:
+    """Return one node of a task's tree (with its runs), or raise NotFound."""
+    row = session.get(TaskNode, node_id, populate_existing=True)
+    if row is None:
+        raise NotFound("task node", node_id)
+    runs = session.scalars(
+        select(ScriptRun).where(ScriptRun.node_id == node_id).order_by(ScriptRun.attempt)
+    )
+    return _node_record(row, [_run_record(r) for r in runs])
+
+
+def update_run(
     session: Session,
-    task_id: str,
-    machine_name: str,
+    ticket: str,
     *,
-    state: ScriptState,
+    state: RunState,
     exit_code: int | None = None,
     message: str | None = None,
-    output_variables: Sequence[OutputVariable] | None = None,
-    artifacts: Sequence[ArtifactRef] | None = None,
+    output_variables: Sequence[RemoteVariable] | None = None,
+    artifacts: Sequence[Artifact] | None = None,
     at_ms: int | None = None,
-) -> TaskTargetRecord:
-    """Record a target's script state and results; None leaves a field as it was."""
-    row = session.get(TaskTarget, (task_id, machine_name), populate_existing=True)
+) -> ScriptRunRecord:
+    """Record a run's state and results, and its machine node's; None leaves a field as it was.
+
+    A finished run never changes state: a late or replayed status must not rewrite it.
+    """
+    state = RunState(state)
+    row = session.get(ScriptRun, ticket, populate_existing=True)
     if row is None:
-        raise NotFound("task target", f"{task_id}/{machine_name}")
-    if row.state in FINISHED_SCRIPT_STATES and row.state != state:
-        # A finished script stays finished: a late or replayed status must not rewrite it.
+        raise NotFound("ticket", ticket)
+    if not run_may_move(RunState(row.state), state):
         raise Conflict(
-            f"the script of task {task_id} on {machine_name!r} already ended as {row.state}"
+            f"the script {ticket} of task {row.task_id} on {row.machine_name!r}"
+            f" is {row.state}: it cannot become {state.value}"
         )
-    row.state = _script_state(state)
+    at = now_ms() if at_ms is None else at_ms
+    row.state = state.value
     if exit_code is not None:
         row.exit_code = exit_code
     if message is not None:
@@ -362,7 +506,46 @@ def update_target(
         row.artifacts = [
             {"name": a.name, "path": a.path, "size": a.size, "sha256": a.sha256} for a in artifacts
         ]
-    if state in FINISHED_SCRIPT_STATES and row.finished_ms is None:
-        row.finished_ms = now_ms() if at_ms is None else at_ms
+    finished = state not in (RunState.PENDING, RunState.RUNNING)
+    if finished and row.finished_ms is None:
+        row.finished_ms = at
+    if state != RunState.PENDING:
+        node_state = node_state_of_run(state, row.exit_code)
+        set_node_state(
+            session,
+            row.node_id,
+            node_state,
+            reason=row.message if node_state != NodeState.SUCCESS else "",
+            at_ms=at,
+        )
     session.flush()
-    return _target_record(row)
+    return _run_record(row)
+
+
+def set_node_state(
+    session: Session,
+    node_id: str,
+    state: NodeState,
+    *,
+    reason: str | None = None,
+    at_ms: int | None = None,
+) -> TaskNodeRecord:
+    """Move a node to state (if the domain allows the move); stamps its start and end."""
+    state = NodeState(state)
+    row = session.get(TaskNode, node_id, populate_existing=True)
+    if row is None:
+        raise NotFound("task node", node_id)
+    if not node_may_move(NodeState(row.state), state):
+        raise Conflict(f"task node {row.name!r} is {row.state}: it cannot become {state.value}")
+    at = now_ms() if at_ms is None else at_ms
+    row.state = state.value
+    if reason is not None:
+        row.reason = reason
+    if state != NodeState.PENDING and row.started_ms is None:
+        row.started_ms = at
+    if state in (NodeState.PENDING, NodeState.RUNNING):
+        row.ended_ms = None
+    elif row.ended_ms is None:
+        row.ended_ms = at
+    session.flush()
+    return _node_record(row, ())

@@ -8,35 +8,38 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from cuttle.server.domain.scripts import RemoteRun, ScriptStatus
+from cuttle.server.domain.scripts import LogRun, ScriptStatus
+from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.engine.cancel_delivery import (
     CancelDelivery,
     CancelDeliverySettings,
     retry_delay_ms,
 )
 from cuttle.server.engine.notifications import TaskSignals
-from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import NotFound, Unreachable
+from cuttle.server.errors import NotFound, UnknownTicket, Unreachable
 from cuttle.server.store import pending_cancels, task_log, tasks
-from cuttle.server.store.records import LogRunRecord, now_ms
+from cuttle.server.store.records import now_ms
+from cuttle.server.store.transactions import Transactions
 from tests.unit.server.machine_rows import add_machine
 
 SETTINGS = CancelDeliverySettings(retry_interval=30.0, max_retry_interval=100.0)
+
+SPEC = ScriptTaskSpec(syntax="bash", body="true")
 
 
 def _status(
     ticket: str,
     state: str,
     exit_code: int = -1,
-    runs: tuple[RemoteRun, ...] = (),
+    runs: tuple[LogRun, ...] = (),
     more: bool = False,
 ) -> ScriptStatus:
     last = runs[-1].last_sequence if runs else 0
     return ScriptStatus(ticket, state, exit_code, runs, last, more, (), (), "", "")
 
 
-def _line(sequence: int, text: str) -> RemoteRun:
-    return RemoteRun(sequence, 1_700_000_000_000 + sequence, 1, 1, text.encode(), 1)
+def _line(sequence: int, text: str) -> LogRun:
+    return LogRun(sequence, 1_700_000_000_000 + sequence, 1, 1, text.encode(), 1)
 
 
 class _Agent:
@@ -49,7 +52,7 @@ class _Agent:
         self.up = True
         self.calls: list[tuple[str, str]] = []
         # ticket -> its journal, one line per run; a status returns at most `page` runs.
-        self.journals: dict[str, list[RemoteRun]] = {}
+        self.journals: dict[str, list[LogRun]] = {}
         self.page = 2
         self.status_fails = False
 
@@ -58,7 +61,7 @@ class _Agent:
         if not self.up:
             raise Unreachable(self.name, "connection refused")
         if ticket not in self.tickets:
-            raise NotFound(f"{self.name}: unknown ticket {ticket!r}")
+            raise UnknownTicket(self.name, f"unknown ticket {ticket!r}")
         if self.tickets[ticket] == "running":
             self.tickets[ticket] = "cancelled"
         state = self.tickets[ticket]
@@ -98,12 +101,11 @@ def _pending_task(sessions: sessionmaker[Session], machines: list[str]) -> tuple
     with sessions.begin() as session:
         for name in machines:
             add_machine(session, name)
-        task = tasks.create_script_task(session, description="t", spec={}, machine_names=machines)
+        task = tasks.create_script_task(session, description="t", spec=SPEC, machine_names=machines)
         for target in task.targets:
-            tasks.update_target(
+            tasks.update_run(
                 session,
-                task.id,
-                target.machine_name,
+                target.ticket,
                 state="result_unknown",
                 exit_code=-1,
                 message="lost contact; the cancel will be delivered",
@@ -295,9 +297,8 @@ def test_output_written_while_the_cancel_was_pending_is_stored_before_the_cleanu
         # The server followed the script up to line 2 before it lost the agent.
         task_log.append_runs(
             session,
-            task_id,
-            "web-01",
-            [LogRunRecord(1, 1, 1, 1, b"one"), LogRunRecord(2, 2, 1, 1, b"two")],
+            ticket,
+            [LogRun(1, 1, 1, 1, b"one"), LogRun(2, 2, 1, 1, b"two")],
         )
     agent = _Agent("web-01", {ticket: "running"})
     agent.journals[ticket] = [

@@ -9,11 +9,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import AgentInfo
 from cuttle.server.engine.health import HealthChecker, PolicyTimes, due_machines
-from cuttle.server.engine.transactions import Transactions
 from cuttle.server.errors import Unreachable
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.records import MachineRecord, now_ms
+from cuttle.server.store.transactions import Transactions
 from tests.unit.server.machine_rows import add_machine
 
 

@@ -6,14 +6,13 @@ import struct
 
 import pytest
 
+from cuttle.server.domain.scripts import LogRun
 from cuttle.server.store import log_packing
-from cuttle.server.store.records import LogLineRecord, LogRunRecord
+from cuttle.server.store.records import LogLineRecord
 
 
 def test_runs_unpack_line_by_line_with_their_sequences() -> None:
-    chunk = log_packing.pack(
-        [LogRunRecord(5, 100, 1, 2, b"a\n\nc", 3), LogRunRecord(8, 101, 2, 5, b"\xff", 1)]
-    )
+    chunk = log_packing.pack([LogRun(5, 100, 1, 2, b"a\n\nc", 3), LogRun(8, 101, 2, 5, b"\xff", 1)])
     assert list(log_packing.unpack(chunk)) == [
         LogLineRecord(5, 100, 1, 2, b"a"),
         LogLineRecord(6, 100, 1, 2, b""),
@@ -32,6 +31,6 @@ def test_chunks_written_before_runs_stay_readable() -> None:
 
 
 def test_a_run_whose_count_disagrees_with_its_text_is_an_error() -> None:
-    chunk = log_packing.pack([LogRunRecord(1, 100, 1, 2, b"a\nb", 3)])
+    chunk = log_packing.pack([LogRun(1, 100, 1, 2, b"a\nb", 3)])
     with pytest.raises(ValueError, match="holds 2, not 3"):
         list(log_packing.unpack(chunk))

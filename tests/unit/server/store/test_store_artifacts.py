@@ -7,15 +7,18 @@ import hashlib
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.store import artifacts, tasks
 from cuttle.server.store.errors import Conflict, NotFound
+
+SPEC = ScriptTaskSpec(syntax="bash", body="true")
 
 
 def test_put_get_list_and_retry(sessions: sessionmaker[Session]) -> None:
     content = b"\x00\xffreport"
     with sessions.begin() as session:
         task = tasks.create_script_task(
-            session, description="a", spec={}, machine_names=["Web-1", "Web-2"]
+            session, description="a", spec=SPEC, machine_names=["Web-1", "Web-2"]
         )
         stored = artifacts.put(session, task.id, "Web-1", "report.bin", content)
         again = artifacts.put(session, task.id, "Web-1", "report.bin", content)

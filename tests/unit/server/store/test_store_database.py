@@ -89,8 +89,8 @@ def test_a_new_database_has_no_revision_until_migrated(tmp_path: Path) -> None:
 def test_read_transactions_do_not_take_the_sqlite_write_lock(engine: Engine) -> None:
     import asyncio
 
-    from cuttle.server.engine.transactions import Transactions
     from cuttle.server.store.database import session_maker
+    from cuttle.server.store.transactions import Transactions
 
     seen = _statements(engine)
     tx = Transactions(session_maker(engine), workers=1)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.store import machines, pending_cancels, tasks
 from tests.unit.server.machine_rows import add_machine
+
+SPEC = ScriptTaskSpec(syntax="bash", body="true")
 
 
 def _add(session: Session, ticket: str, machine: str, task_id: str, next_ms: int) -> object:
@@ -25,7 +28,7 @@ def test_add_list_and_remove(sessions: sessionmaker[Session]) -> None:
         add_machine(session, "Web-1")
         add_machine(session, "Web-2")
         task = tasks.create_script_task(
-            session, description="a", spec={}, machine_names=["Web-1", "Web-2"]
+            session, description="a", spec=SPEC, machine_names=["Web-1", "Web-2"]
         )
         first = _add(session, "t1", "Web-1", task.id, 5_000)
         # The same ticket again keeps what was recorded first.

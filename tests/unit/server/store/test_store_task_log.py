@@ -12,25 +12,32 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cuttle.server.domain.scripts import LogRun
+from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.store import task_log, tasks
 from cuttle.server.store.errors import InvalidArgument, NotFound
-from cuttle.server.store.records import LogRunRecord, StoredLine, TaskRecord
+from cuttle.server.store.records import StoredLine, TaskRecord
 
 MACHINES = ("Web-1", "Web-2", "Web-3", "Web-4")
 
 
-def lines(sequences: Iterable[int], prefix: bytes = b"line") -> list[LogRunRecord]:
+def _ticket(task: TaskRecord, machine: str) -> str:
+    """The ticket of the machine's (first) script run."""
+    return next(t.ticket for t in task.targets if t.machine_name == machine)
+
+
+def lines(sequences: Iterable[int], prefix: bytes = b"line") -> list[LogRun]:
     """One run per line."""
     return [
-        LogRunRecord(sequence=s, time_ms=1_000 + s, source=1, level=1, text=prefix + b" %d" % s)
+        LogRun(sequence=s, time_ms=1_000 + s, source=1, level=1, text=prefix + b" %d" % s)
         for s in sequences
     ]
 
 
-def run(first: int, last: int, prefix: bytes = b"line") -> LogRunRecord:
+def run(first: int, last: int, prefix: bytes = b"line") -> LogRun:
     """One run holding the lines first..last."""
     text = b"\n".join(prefix + b" %d" % s for s in range(first, last + 1))
-    return LogRunRecord(first, 1_000 + first, 1, 1, text, last - first + 1)
+    return LogRun(first, 1_000 + first, 1, 1, text, last - first + 1)
 
 
 @pytest.fixture
@@ -39,7 +46,7 @@ def task(sessions: sessionmaker[Session]) -> TaskRecord:
         return tasks.create_script_task(
             session,
             description="log test",
-            spec={"syntax": "bash", "body": "yes | head"},
+            spec=ScriptTaskSpec(syntax="bash", body="yes | head"),
             machine_names=MACHINES,
         )
 
@@ -66,8 +73,8 @@ def assert_exactly_once(stored: list[StoredLine], expected: dict[str, range]) ->
 
 def test_append_then_read(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        assert task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 4))) == 3
-        assert task_log.append_runs(connection, task.id, "Web-1", [run(4, 6)]) == 3
+        assert task_log.append_runs(connection, _ticket(task, "Web-1"), lines(range(1, 4))) == 3
+        assert task_log.append_runs(connection, _ticket(task, "Web-1"), [run(4, 6)]) == 3
     assert [(s.position, s.sequence, s.text, s.time_ms) for s in read_all(engine, task.id)] == [
         (1, 1, b"line 1", 1001),
         (2, 2, b"line 2", 1002),
@@ -83,27 +90,27 @@ def test_appending_the_same_batch_twice_stores_it_once(
 ) -> None:
     batch = [*lines(range(1, 51)), run(51, 100)]
     with engine.begin() as connection:
-        first = task_log.append_runs(connection, task.id, "Web-1", batch)
+        first = task_log.append_runs(connection, _ticket(task, "Web-1"), batch)
     with engine.begin() as connection:
-        second = task_log.append_runs(connection, task.id, "Web-1", batch)
+        second = task_log.append_runs(connection, _ticket(task, "Web-1"), batch)
     assert first == 100
     assert second == 0
     assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 101)})
     with sessions.begin() as session:
-        assert tasks.get_target(session, task.id, "Web-1").last_sequence == 100
+        assert tasks.get_run(session, _ticket(task, "Web-1")).last_sequence == 100
         assert tasks.get(session, task.id).log_count == 100
 
 
 def test_overlapping_batches_store_only_what_is_new(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 51)))
-        task_log.append_runs(connection, task.id, "Web-2", lines(range(1, 11)))
+        task_log.append_runs(connection, _ticket(task, "Web-1"), lines(range(1, 51)))
+        task_log.append_runs(connection, _ticket(task, "Web-2"), lines(range(1, 11)))
     with engine.begin() as connection:
         # A replay after a reconnect: 41-50 again, then 51-80; out of order and repeated too.
         replay = lines(range(80, 40, -1)) + lines([60, 60])
-        assert task_log.append_runs(connection, task.id, "Web-1", replay) == 30
+        assert task_log.append_runs(connection, _ticket(task, "Web-1"), replay) == 30
         # A run that straddles what is stored keeps only its new lines, with their sequences.
-        assert task_log.append_runs(connection, task.id, "Web-1", [run(71, 90)]) == 10
+        assert task_log.append_runs(connection, _ticket(task, "Web-1"), [run(71, 90)]) == 10
     stored = read_all(engine, task.id)
     web1 = [s for s in stored if s.machine_name == "Web-1" and s.sequence > 50]
     assert [s.sequence for s in web1] == list(range(51, 91))
@@ -117,12 +124,12 @@ def test_a_rolled_back_append_leaves_no_trace(
 ) -> None:
     with engine.connect() as connection:
         transaction = connection.begin()
-        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 11)))
+        task_log.append_runs(connection, _ticket(task, "Web-1"), lines(range(1, 11)))
         transaction.rollback()
     with sessions.begin() as session:
         # The caller's session transaction is the one the lines join.
-        assert task_log.append_runs(session, task.id, "Web-1", lines(range(1, 11))) == 10
-        assert tasks.get_target(session, task.id, "Web-1").last_sequence == 10
+        assert task_log.append_runs(session, _ticket(task, "Web-1"), lines(range(1, 11))) == 10
+        assert tasks.get_run(session, _ticket(task, "Web-1")).last_sequence == 10
     assert_exactly_once(read_all(engine, task.id), {"Web-1": range(1, 11)})
 
 
@@ -137,12 +144,11 @@ def test_bytes_that_are_not_utf8_round_trip(engine: Engine, task: TaskRecord) ->
     ]
     # One-line runs, and the same texts again as one run: newlines only separate lines.
     batch = [
-        LogRunRecord(sequence=n, time_ms=0, source=2, level=5, text=t)
-        for n, t in enumerate(texts, 1)
+        LogRun(sequence=n, time_ms=0, source=2, level=5, text=t) for n, t in enumerate(texts, 1)
     ]
-    batch.append(LogRunRecord(len(texts) + 1, 0, 2, 5, b"\n".join(texts), len(texts)))
+    batch.append(LogRun(len(texts) + 1, 0, 2, 5, b"\n".join(texts), len(texts)))
     with engine.begin() as connection:
-        task_log.append_runs(connection, task.id, "Web-1", batch)
+        task_log.append_runs(connection, _ticket(task, "Web-1"), batch)
     stored = read_all(engine, task.id)
     assert [s.text for s in stored] == texts + texts
     assert {(s.source, s.level) for s in stored} == {(2, 5)}
@@ -151,7 +157,9 @@ def test_bytes_that_are_not_utf8_round_trip(engine: Engine, task: TaskRecord) ->
 def test_ten_thousand_lines_in_batches(engine: Engine, task: TaskRecord) -> None:
     for start in range(1, 10_001, 100):
         with engine.begin() as connection:
-            stored = task_log.append_runs(connection, task.id, "Web-1", [run(start, start + 99)])
+            stored = task_log.append_runs(
+                connection, _ticket(task, "Web-1"), [run(start, start + 99)]
+            )
         assert stored == 100
     stored_lines = read_all(engine, task.id)
     assert len(stored_lines) == 10_000
@@ -167,7 +175,7 @@ def test_concurrent_writers_of_one_task_get_dense_positions(
             for _ in range(2):
                 with engine.begin() as connection:
                     task_log.append_runs(
-                        connection, task.id, machine, lines(range(start, start + 20))
+                        connection, _ticket(task, machine), lines(range(start, start + 20))
                     )
 
     with ThreadPoolExecutor(max_workers=len(MACHINES)) as pool:
@@ -180,9 +188,9 @@ def test_concurrent_writers_of_one_task_get_dense_positions(
 
 def test_read_one_machine_and_with_limits(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        task_log.append_runs(connection, task.id, "Web-1", lines(range(1, 6)))
-        task_log.append_runs(connection, task.id, "Web-2", lines(range(1, 6)))
-        task_log.append_runs(connection, task.id, "Web-1", lines(range(6, 9)))
+        task_log.append_runs(connection, _ticket(task, "Web-1"), lines(range(1, 6)))
+        task_log.append_runs(connection, _ticket(task, "Web-2"), lines(range(1, 6)))
+        task_log.append_runs(connection, _ticket(task, "Web-1"), lines(range(6, 9)))
     web2 = read_all(engine, task.id, machine_name="Web-2")
     assert [(s.position, s.sequence) for s in web2] == [(n + 5, n) for n in range(1, 6)]
     with engine.connect() as connection:
@@ -192,12 +200,12 @@ def test_read_one_machine_and_with_limits(engine: Engine, task: TaskRecord) -> N
     assert [s.position for s in page] == [4, 5]
 
 
-def test_unknown_target_is_not_found(engine: Engine, task: TaskRecord) -> None:
-    with engine.begin() as connection, pytest.raises(NotFound, match="Web-9"):
-        task_log.append_runs(connection, task.id, "Web-9", lines([1]))
+def test_unknown_ticket_is_not_found(engine: Engine, task: TaskRecord) -> None:
+    with engine.begin() as connection, pytest.raises(NotFound, match="ticket 'nope'"):
+        task_log.append_runs(connection, "nope", lines([1]))
 
 
 def test_empty_batch_stores_nothing(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
-        assert task_log.append_runs(connection, task.id, "Web-1", []) == 0
+        assert task_log.append_runs(connection, _ticket(task, "Web-1"), []) == 0
     assert read_all(engine, task.id) == []

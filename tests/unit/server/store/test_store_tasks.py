@@ -1,21 +1,28 @@
-"""Tasks: creation with targets, listing, guarded state changes, claims, cancellation."""
+"""Tasks: creation with their trees, listing, guarded state changes, claims, cancellation."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from cuttle.server.domain.scripts import Artifact
+from cuttle.server.domain.scripts import RemoteVariable as OutputVariable
+from cuttle.server.domain.task_specs import ScriptTaskSpec, SpecVariable
 from cuttle.server.store import tasks
 from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
-from cuttle.server.store.records import ArtifactRef, JsonValue, OutputVariable, TaskRecord
+from cuttle.server.store.records import TaskRecord
 
-SPEC: dict[str, JsonValue] = {
-    "syntax": "bash",
-    "body": "echo hello",
-    "machines": ["Web-1", "Web-2"],
-    "timeout_s": 600,
-    "variables": {"Greeting": "hello"},
-}
+SPEC = ScriptTaskSpec(
+    syntax="bash",
+    body="echo hello",
+    timeout_seconds=600,
+    variables=(SpecVariable(name="Greeting", value="hello"),),
+)
+
+
+def _ticket(task: TaskRecord, machine: str) -> str:
+    """The ticket of the machine's (first) script run."""
+    return next(t.ticket for t in task.targets if t.machine_name == machine)
 
 
 def new_task(
@@ -44,6 +51,16 @@ def test_create_queues_the_task_with_a_pending_target_per_machine(
     assert fetched.log_count == 0
     assert [t.machine_name for t in fetched.targets] == ["Web-1", "Web-2"]
     assert all(t.state == "pending" and t.last_sequence == 0 for t in fetched.targets)
+    # The tree: one step, one action, a machine node per machine, each with its first run.
+    assert [(n.kind, n.name, n.state) for n in fetched.nodes] == [
+        ("step", "Run script", "pending"),
+        ("action", "Run script", "pending"),
+        ("machine", "Web-1", "pending"),
+        ("machine", "Web-2", "pending"),
+    ]
+    step, action, web1, web2 = fetched.nodes
+    assert (action.parent_id, web1.parent_id, web2.parent_id) == (step.id, action.id, action.id)
+    assert [r.attempt for r in web1.runs] == [1]
     assert len({t.ticket for t in fetched.targets}) == 2
 
 
@@ -176,7 +193,7 @@ def test_cancel_running_task_flags_it_and_keeps_the_first_reason(
     with sessions.begin() as session:
         tasks.request_cancel(session, task.id, "user: alice")
         flagged = tasks.request_cancel(session, task.id, "shutdown")
-    assert (flagged.state, flagged.cancel_requested) == ("running", True)
+    assert (flagged.state, flagged.cancel_requested) == ("cancelling", True)
     assert flagged.cancel_reason == "user: alice"
     with sessions.begin() as session:
         tasks.set_state(session, task.id, "cancelled")
@@ -189,11 +206,10 @@ def test_target_results_and_ticket_lookup(sessions: sessionmaker[Session]) -> No
         task = new_task(session)
     ticket = task.targets[0].ticket
     with sessions.begin() as session:
-        tasks.update_target(session, task.id, "Web-1", state="running")
-        done = tasks.update_target(
+        tasks.update_run(session, ticket, state="running")
+        done = tasks.update_run(
             session,
-            task.id,
-            "Web-1",
+            ticket,
             state="complete",
             exit_code=0,
             message="",
@@ -201,17 +217,41 @@ def test_target_results_and_ticket_lookup(sessions: sessionmaker[Session]) -> No
                 OutputVariable("Healthy", "True", sensitive=False),
                 OutputVariable("Password", "********", sensitive=True),
             ],
-            artifacts=[ArtifactRef("report.txt", "artifacts/report.txt", 12, "ab" * 32)],
+            artifacts=[Artifact("report.txt", "artifacts/report.txt", 12, "ab" * 32)],
             at_ms=77,
         )
     with sessions.begin() as session:
-        by_ticket = tasks.get_target_by_ticket(session, ticket)
+        by_ticket = tasks.get_run(session, ticket)
         with pytest.raises(NotFound, match="ticket 'nope'"):
-            tasks.get_target_by_ticket(session, "nope")
+            tasks.get_run(session, "nope")
         # A late "running" must not reopen a finished script.
         with pytest.raises(Conflict, match="complete"):
-            tasks.update_target(session, task.id, "Web-1", state="running")
+            tasks.update_run(session, ticket, state="running")
+        node = tasks.get_node(session, by_ticket.node_id)
     assert by_ticket == done
     assert (done.state, done.exit_code, done.finished_ms) == ("complete", 0, 77)
     assert done.output_variables[1] == OutputVariable("Password", "********", True)
     assert done.artifacts[0].path == "artifacts/report.txt"
+    # The machine node follows its run, in the deployment's words.
+    assert (node.state, node.ended_ms) == ("success", 77)
+
+
+def test_a_retry_is_a_new_run_of_the_same_machine_node(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+    first = task.targets[0]
+    with sessions.begin() as session:
+        tasks.update_run(session, first.ticket, state="complete", exit_code=1, message="exit 1")
+        failed = tasks.get_node(session, first.node_id)
+        retry = tasks.add_run(session, first.node_id)
+        tasks.update_run(session, retry.ticket, state="running")
+        running = tasks.get_node(session, first.node_id)
+    assert (failed.state, failed.reason) == ("failed", "exit 1")
+    assert (retry.attempt, retry.machine_name) == (2, first.machine_name)
+    assert retry.ticket != first.ticket
+    assert running.state == "running"
+    assert [r.attempt for r in running.runs] == [1, 2]
+    with sessions.begin() as session:
+        target = tasks.get(session, task.id).targets[0]
+    # The script console shows the latest run, and how many there were.
+    assert (target.ticket, target.attempts) == (retry.ticket, 2)

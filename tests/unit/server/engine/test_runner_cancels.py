@@ -1,4 +1,4 @@
-"""A cancel the script engine cannot deliver is kept in the store with the target's outcome."""
+"""A cancel the task runner cannot deliver is kept in the store with the run's outcome, at once."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import ScriptRequest, ScriptStatus
+from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.engine.notifications import TaskSignals
-from cuttle.server.engine.script_tasks import ScriptTasks, ScriptTaskSettings
-from cuttle.server.engine.transactions import Transactions
-from cuttle.server.errors import NotFound, Unreachable
+from cuttle.server.engine.runner import TaskRunner
+from cuttle.server.engine.script_run import RunSettings
+from cuttle.server.errors import UnknownTicket, Unreachable
 from cuttle.server.store import pending_cancels, tasks
 from cuttle.server.store.records import TaskRecord, now_ms
+from cuttle.server.store.transactions import Transactions
 from tests.unit.server.machine_rows import add_machine
 
-SETTINGS = ScriptTaskSettings(agent_lost_after=0.05, cancel_retry_interval=30.0)
+SETTINGS = RunSettings(agent_lost_after=0.05, cancel_retry_interval=30.0)
+# A cancel must not wait for the agent to count as lost: with this, waiting would time out.
+PATIENT = RunSettings(agent_lost_after=600.0, cancel_retry_interval=30.0)
 
 
 class _Agent:
@@ -32,7 +36,7 @@ class _Agent:
         self.calls.append(call)
         if self.away:
             raise Unreachable(self.name, "timed out")
-        raise NotFound(f"{self.name}: unknown ticket {ticket!r}")
+        raise UnknownTicket(self.name, f"unknown ticket {ticket!r}")
 
     async def cancel_script(self, ticket: str, reason: str) -> ScriptStatus:
         self._answer("cancel", ticket)
@@ -65,7 +69,7 @@ def _running_task(sessions: sessionmaker[Session], *, cancel: bool) -> TaskRecor
         task = tasks.create_script_task(
             session,
             description="t",
-            spec={"syntax": "bash", "body": "sleep 300"},
+            spec=ScriptTaskSpec(syntax="bash", body="sleep 300"),
             machine_names=["web-01"],
         )
         tasks.set_state(session, task.id, "running")
@@ -74,21 +78,29 @@ def _running_task(sessions: sessionmaker[Session], *, cancel: bool) -> TaskRecor
         return tasks.get(session, task.id)
 
 
-def _resume(sessions: sessionmaker[Session], agent: _Agent, task_id: str) -> TaskRecord:
+def _resume(
+    sessions: sessionmaker[Session],
+    agent: _Agent,
+    task_id: str,
+    settings: RunSettings = SETTINGS,
+) -> TaskRecord:
     """Resume the task as a restarted server does and wait until it is finished."""
     tx = Transactions(sessions)
     signals = TaskSignals()
 
     async def run() -> TaskRecord:
-        scripts = ScriptTasks(tx, _Connections(agent), signals, SETTINGS)
+        runner = TaskRunner(tx, _Connections(agent), signals, settings)
         try:
-            assert await scripts.resume() == 1
+            assert await runner.resume() == 1
             async with asyncio.timeout(20):
-                while (task := await tx.read(lambda s: tasks.get(s, task_id))).state == "running":
+                while (task := await tx.read(lambda s: tasks.get(s, task_id))).state in (
+                    "running",
+                    "cancelling",
+                ):
                     await signals.wait(task_id, 1.0)
             return task
         finally:
-            await scripts.stop()
+            await runner.stop()
 
     try:
         return asyncio.run(run())
@@ -102,14 +114,14 @@ def test_an_undeliverable_cancel_is_kept_and_the_target_says_so(
     task = _running_task(sessions, cancel=True)
     agent = _Agent("web-01", away=True)
     before = now_ms()
-    finished = _resume(sessions, agent, task.id)
+    finished = _resume(sessions, agent, task.id, PATIENT)
 
     assert finished.state == "cancelled"
     (target,) = finished.targets
     # Whether the script died is unknown until the agent confirms: not "cancelled".
     assert target.state == "result_unknown"
-    assert "lost contact with web-01" in target.message
-    assert "the cancel is kept and will be delivered when web-01 is back" in target.message
+    assert "could not reach web-01 to cancel" in target.message
+    assert "cancel pending: it will be delivered when web-01 is back" in target.message
     # Nothing but cancels was asked: a cancelled script is never started.
     assert set(agent.calls) == {"cancel"}
     with sessions() as session:
@@ -132,6 +144,9 @@ def test_a_lost_agent_without_a_cancel_leaves_nothing_pending(
     (target,) = finished.targets
     assert (finished.state, target.state) == ("failed", "result_unknown")
     assert "will be delivered" not in target.message
+    # It was running when the server restarted: never an invitation to run it again.
+    assert "may have run on web-01" in target.message
+    assert "safe to retry" not in target.message
     with sessions() as session:
         assert pending_cancels.list_pending(session) == []
 

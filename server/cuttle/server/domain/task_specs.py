@@ -1,0 +1,73 @@
+"""What a task was asked to do, typed per kind; stored as JSON with the task, read back validated.
+
+A spec holds everything needed to run (or rerun, or resume) the task without the request that
+created it. Sensitive values are never in a spec in clear text: a spec carries them encrypted
+(`sealed`), and only the engine opens them, to send to the machine that needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from cuttle.server.domain.task_states import TaskKind
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpecVariable(_Spec):
+    """A variable given to a task; a sensitive one's value is sealed (encrypted)."""
+
+    name: str
+    value: str = ""
+    sensitive: bool = False
+    # The encrypted value of a sensitive variable (see cuttle.server.encryption); empty otherwise.
+    sealed: str = ""
+
+
+class SpecFile(_Spec):
+    """A file sent with a script, written next to it in the workspace."""
+
+    name: str
+    content_hex: str = Field(alias="content")
+
+    @property
+    def content(self) -> bytes:
+        """The file's bytes."""
+        return bytes.fromhex(self.content_hex)
+
+
+class ScriptTaskSpec(_Spec):
+    """An ad-hoc script run on chosen machines (the script console)."""
+
+    kind: Literal["script"] = "script"
+    syntax: str
+    body: str
+    timeout_seconds: float = 0.0
+    full_isolation: bool = False
+    mutex_name: str = ""
+    isolation_timeout_seconds: float = 0.0
+    variables: tuple[SpecVariable, ...] = ()
+    # Before sensitive values were sealed into the spec they were held in memory only; a task
+    # stored then names them here, and cannot start after a restart (the values are gone).
+    sensitive_names: tuple[str, ...] = ()
+    files: tuple[SpecFile, ...] = ()
+
+
+# One kind so far; deployments and runbook runs join as a union discriminated by `kind`.
+TaskSpec = ScriptTaskSpec
+_ADAPTER: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
+
+
+def spec_to_json(spec: TaskSpec) -> dict[str, Any]:
+    """The JSON form the store keeps."""
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def spec_from_json(kind: TaskKind, data: Mapping[str, Any]) -> TaskSpec:
+    """Read a stored spec back; specs stored before kinds were recorded get the row's kind."""
+    return _ADAPTER.validate_python({"kind": kind.value, **data})

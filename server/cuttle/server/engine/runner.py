@@ -1,0 +1,263 @@
+"""The task runner: owns every task this node works on, supervised, resumable.
+
+Each task is worked on by one asyncio task that this component owns (started, cancelled and
+awaited by it, never fire-and-forget). Whatever the work raises is caught here: a database that
+stayed locked or unreachable past the store's retry window resumes the task after a backoff (its
+scripts keep running on the agents and are re-attached by ticket); anything else is logged with
+the task id and ends the task `failed` with the reason. A full server disk ends it `failed` with
+"server disk full". The final write is itself retried until the database takes it, so no task
+is ever left `running` with nobody working on it; and a watchdog adopts any unfinished task
+that no runner holds (e.g. one whose runner died in a way nothing here foresaw).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cuttle.protocol.backoff import Backoff
+from cuttle.server.comms.registry import Connections
+from cuttle.server.domain.task_states import (
+    FINISHED_TASK_STATES,
+    TaskKind,
+    TaskState,
+)
+from cuttle.server.encryption import Encryptor
+from cuttle.server.engine import adhoc
+from cuttle.server.engine.completions import TicketCompletions
+from cuttle.server.engine.notifications import TaskSignals
+from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
+from cuttle.server.store import tasks
+from cuttle.server.store.errors import Conflict, ServerDiskFull, StoreUnavailable
+from cuttle.server.store.records import TaskRecord
+from cuttle.server.store.transactions import Transactions
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Supervision intervals of the task runner; all configurable."""
+
+    # How long the engine's transactions are retried while the database is locked or gone.
+    store_retry_seconds: float = 300.0
+    # How often the watchdog looks for unfinished tasks that nobody works on.
+    watchdog_interval: float = 30.0
+    # First and longest wait before a task whose runner hit an unavailable store is resumed.
+    resume_delay: float = 1.0
+    resume_max_delay: float = 30.0
+
+
+@dataclass
+class _Held:
+    task: asyncio.Task[None]
+    cancel: CancelSignal = field(default_factory=CancelSignal)
+
+
+class TaskRunner:
+    """Runs, resumes, supervises and cancels tasks on this node."""
+
+    def __init__(
+        self,
+        tx: Transactions,
+        connections: Connections,
+        signals: TaskSignals,
+        settings: RunSettings,
+        completions: TicketCompletions | None = None,
+        runner_settings: RunnerSettings | None = None,
+        encryptor: Encryptor | None = None,
+    ) -> None:
+        self._runner_settings = runner_settings or RunnerSettings()
+        # The engine waits out a locked database; the admin API answers "busy" instead.
+        self._tx = tx.with_retry(self._runner_settings.store_retry_seconds)
+        self._signals = signals
+        self._settings = settings
+        self._connections = connections
+        # Not started (as in unit tests): each completion is then awaited in place.
+        self._completions = completions or TicketCompletions()
+        self.encryptor = encryptor
+        self._held: dict[str, _Held] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._backoffs: dict[str, Backoff] = {}
+
+    def _context(self) -> RunContext:
+        return RunContext(
+            self._tx,
+            self._connections,
+            self._signals,
+            self._completions,
+            self._settings,
+            self.encryptor,
+        )
+
+    async def start(self) -> int:
+        """Resume every unfinished task and start the watchdog; returns how many resumed."""
+        resumed = await self.resume()
+        self._watchdog = asyncio.create_task(self._watch(), name="task-watchdog")
+        return resumed
+
+    async def resume(self) -> int:
+        """Pick up every unfinished task nobody here holds; returns how many."""
+        unfinished = await self._tx.read(lambda s: tasks.unfinished_tasks(s))
+        count = 0
+        for task in unfinished:
+            if task.id not in self._held:
+                log.info("task_resumed", task_id=task.id, state=task.state.value)
+                self._spawn(task.id)
+                count += 1
+        return count
+
+    async def stop(self) -> None:
+        """Stop working here; scripts go on on their agents and are resumed on the next start."""
+        self._stopping = True
+        pending = [h.task for h in self._held.values()]
+        if self._watchdog is not None:
+            pending.append(self._watchdog)
+        for work in pending:
+            work.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._held.clear()
+        self._watchdog = None
+
+    def holds(self, task_id: str) -> bool:
+        """Whether a runner on this node works on the task now."""
+        return task_id in self._held
+
+    async def submit_script(self, spec: adhoc.ScriptSpec) -> TaskRecord:
+        """Validate, pick the machines, store the task and start running it."""
+        adhoc.validate(spec)
+        stored = adhoc.task_spec(spec, self.encryptor)
+        # The API's own store (no long retries): the caller hears "busy" rather than waits.
+        task = await self._tx.with_retry(0).run(lambda s: adhoc.create(s, spec, stored))
+        log.info("task_submitted", task_id=task.id, machines=len(task.targets))
+        self._spawn(task.id)
+        return task
+
+    async def cancel(self, task_id: str, reason: str) -> TaskRecord:
+        """Cancel a task: answered at once; its scripts are killed, confirmed by the agents."""
+        record = await self._tx.with_retry(0).run(
+            lambda s: tasks.request_cancel(s, task_id, reason)
+        )
+        held = self._held.get(task_id)
+        if held is not None:
+            held.cancel.set(reason)
+        self._signals.notify(task_id)
+        return record
+
+    def _spawn(self, task_id: str) -> None:
+        if task_id in self._held or self._stopping:
+            return
+        work = asyncio.create_task(self._supervise(task_id), name=f"task-{task_id}")
+        self._held[task_id] = _Held(work)
+
+    async def _supervise(self, task_id: str) -> None:
+        structlog.contextvars.bind_contextvars(task_id=task_id)
+        try:
+            resume_after = await self._attempt(task_id)
+            while resume_after is not None:
+                # A backoff between attempts, not a poll: each attempt runs the task to its end.
+                await asyncio.sleep(resume_after)
+                resume_after = await self._attempt(task_id)
+        finally:
+            self._held.pop(task_id, None)
+            self._backoffs.pop(task_id, None)
+
+    async def _attempt(self, task_id: str) -> float | None:
+        """Work on the task once; the delay before resuming it, or None when it is done."""
+        delay: float | None = None
+        try:
+            await self._execute(task_id)
+        except* StoreUnavailable as group:
+            # Nothing is lost: what is stored stays, the scripts run on; resume from the store.
+            backoff = self._backoffs.setdefault(
+                task_id,
+                Backoff(
+                    initial=self._runner_settings.resume_delay,
+                    maximum=self._runner_settings.resume_max_delay,
+                ),
+            )
+            delay = backoff.next_delay()
+            log.warning(
+                "task_runner_store_unavailable",
+                error=str(group.exceptions[0]),
+                resume_in=round(delay, 2),
+            )
+        except* ServerDiskFull as group:
+            log.error("task_failed_disk_full", error=str(group.exceptions[0]))
+            await self._end(task_id, f"server disk full: {group.exceptions[0]}")
+        except* Exception as group:
+            error = group.exceptions[0]
+            log.error("task_runner_crashed", exc_info=error)
+            await self._end(task_id, f"internal error ({type(error).__name__}: {error})")
+        return delay
+
+    async def _execute(self, task_id: str) -> None:
+        task = await self._tx.read(lambda s: tasks.get(s, task_id))
+        if task.state in FINISHED_TASK_STATES:
+            return
+        held = self._held[task_id]
+        resumed = task.state != TaskState.QUEUED
+        if task.state == TaskState.QUEUED:
+            try:
+                task = await self._tx.run(
+                    lambda s: tasks.set_state(
+                        s, task_id, TaskState.RUNNING, expected=(TaskState.QUEUED,)
+                    )
+                )
+            except Conflict:
+                return  # cancelled while queued: nothing was sent anywhere
+            self._signals.notify(task_id)
+        if task.cancel_requested:
+            held.cancel.set(task.cancel_reason)
+        executor = _EXECUTORS.get(task.kind)
+        if executor is None:
+            raise NotImplementedError(f"no executor for {task.kind.value} tasks on this server")
+        state = await executor(self._context(), task, held.cancel, resumed=resumed)
+        reason = held.cancel.reason if state == TaskState.CANCELLED else ""
+        await self._tx.run(lambda s: tasks.set_state(s, task_id, state, reason=reason))
+        self._signals.notify(task_id)
+        log.info("task_finished", state=state.value)
+
+    async def _end(self, task_id: str, reason: str) -> None:
+        """End a task failed with the reason; the write is retried until the store takes it."""
+        backoff = Backoff(initial=0.2, maximum=self._runner_settings.resume_max_delay)
+        while True:
+            try:
+                current = await self._tx.read(lambda s: tasks.get(s, task_id))
+                if current.state in FINISHED_TASK_STATES:
+                    return
+                await self._tx.run(
+                    lambda s: tasks.set_state(s, task_id, TaskState.FAILED, reason=reason)
+                )
+                self._signals.notify(task_id)
+                log.info("task_finished", state="failed", reason=reason)
+                return
+            except (StoreUnavailable, ServerDiskFull) as exc:
+                # A full disk frees up, a lock is released: the task's end must land.
+                delay = backoff.next_delay()
+                log.warning("task_end_retrying", error=str(exc), delay=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._runner_settings.watchdog_interval)
+            with contextlib.suppress(StoreUnavailable, ServerDiskFull):
+                try:
+                    adopted = await self.resume()
+                except (StoreUnavailable, ServerDiskFull):
+                    raise
+                except Exception:
+                    log.exception("task_watchdog_failed")
+                    continue
+                if adopted:
+                    log.warning("task_watchdog_adopted", tasks=adopted)
+
+
+Executor = Callable[..., Coroutine[Any, Any, TaskState]]
+_EXECUTORS: dict[TaskKind, Executor] = {TaskKind.SCRIPT: adhoc.execute}
