@@ -18,7 +18,12 @@ import grpc
 from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
-from cuttle.server.cli.connection import AdminConnection, field_violations
+from cuttle.server.cli.connection import (
+    AdminConnection,
+    check_request_size,
+    field_violations,
+    format_bytes,
+)
 from cuttle.server.cli.context import (
     console,
     err_console,
@@ -30,8 +35,8 @@ from cuttle.server.cli.context import (
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
 from cuttle.server.cli.space_commands import space
+from cuttle.server.model import bounded_yaml, files
 from cuttle.server.model import documents as d
-from cuttle.server.model import files
 from cuttle.server.model.kinds import KINDS, Kind, kind
 
 EXIT_CHANGES = 3
@@ -130,6 +135,12 @@ def apply(
             for doc in loaded.documents
         ],
     )
+    check_request_size(
+        request,
+        _largest_sources(request, loaded),
+        "Split the documents over several files and apply them in parts "
+        "(each apply is all or nothing on its own).",
+    )
 
     async def work(conn: AdminConnection) -> mpb.ApplyResponse:
         try:
@@ -183,6 +194,17 @@ def apply(
         console.print(f"{len(changed)} {summary}{of_which}, {unchanged} unchanged", highlight=False)
     if dry_run and exit_code and changed:
         ctx.exit(EXIT_CHANGES)
+
+
+def _largest_sources(request: mpb.ApplyRequest, loaded: files.LoadedFiles) -> str:
+    """The files that make up most of an apply request, largest first, with their share."""
+    sizes: dict[str, int] = {}
+    for spec, doc in zip(request.documents, loaded.documents, strict=True):
+        sizes[doc.file] = sizes.get(doc.file, 0) + spec.ByteSize()
+    ranked = sorted(sizes.items(), key=lambda item: -item[1])
+    named = ", ".join(f"{file} ({format_bytes(size)} as sent)" for file, size in ranked[:3])
+    more = f" and {len(ranked) - 3} more file(s)" if len(ranked) > 3 else ""
+    return f"apply of {named}{more}"
 
 
 @click.command()
@@ -405,13 +427,17 @@ def _kind_group(document_kind: Kind) -> click.Group:
             except ValueError:
                 data[field] = raw
 
+        request = mpb.CreateDocumentRequest(
+            space=space, kind=document_kind.name, spec_json=json.dumps(data)
+        )
+        check_request_size(
+            request,
+            f"{label} {name}" + (f" from {spec_file}" if spec_file else ""),
+            "Keep large content out of the document.",
+        )
+
         async def work(conn: AdminConnection) -> mpb.Document:
-            created: mpb.Document = await conn.model.CreateDocument(
-                mpb.CreateDocumentRequest(
-                    space=space, kind=document_kind.name, spec_json=json.dumps(data)
-                ),
-                metadata=conn.metadata,
-            )
+            created: mpb.Document = await conn.model.CreateDocument(request, metadata=conn.metadata)
             return created
 
         run_call(ctx, work)
@@ -464,7 +490,7 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = bounded_yaml.safe_load(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise click.UsageError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
