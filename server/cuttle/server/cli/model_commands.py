@@ -667,24 +667,11 @@ def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None
 
     keys = run_call(ctx, work).keys
     if output == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": k.id,
-                        "name": k.name,
-                        "prefix": k.prefix,
-                        "user": k.user,
-                        "permissions": list(k.permissions),
-                        "created_unix_ms": k.created_unix_ms,
-                        "revoked": k.revoked,
-                    }
-                    for k in keys
-                ]
-            )
-        )
+        click.echo(json.dumps([_key_json(k) for k in keys]))
         return
-    table = Table("Id", "Name", "Prefix", "User", "Permissions", "Created", "Revoked")
+    table = Table(
+        "Id", "Name", "Prefix", "User", "Permissions", "Created", "Created with", "Revoked"
+    )
     for k in keys:
         table.add_row(
             k.id,
@@ -693,19 +680,63 @@ def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None
             k.user or "-",
             ", ".join(k.permissions) or "-",
             format_ms(k.created_unix_ms),
+            k.created_by_key_id or "-",
             "yes" if k.revoked else "",
         )
     console.print(table)
 
 
+def _key_json(k: mpb.ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "user": k.user,
+        "permissions": list(k.permissions),
+        "created_unix_ms": k.created_unix_ms,
+        "created_by_key_id": k.created_by_key_id,
+        "revoked": k.revoked,
+    }
+
+
 @api_key.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", required=False)
+@click.option("--all", "all_keys", is_flag=True, help="Revoke every key of --user.")
+@click.option("--user", default="", help="With --all: the user whose keys to revoke.")
+@space_option
+@output_option
 @click.pass_context
-def api_key_revoke(ctx: click.Context, key_id: str) -> None:
-    """Revoke a key (effective within seconds)."""
+def api_key_revoke(
+    ctx: click.Context, key_id: str | None, all_keys: bool, user: str, space: str, output: str
+) -> None:
+    """Revoke a key, or all of a user's, and every key created with them (within seconds).
 
-    async def work(conn: AdminConnection) -> None:
-        await conn.access.RevokeApiKey(mpb.RevokeApiKeyRequest(id=key_id), metadata=conn.metadata)
+    \b
+      cuttle api-key revoke 3f2a...
+      cuttle api-key revoke --all --user alice
+    """
+    if all_keys != bool(user):
+        raise click.UsageError("--all and --user go together")
+    if bool(key_id) == all_keys:
+        raise click.UsageError("give a key id, or --all --user USER (not both)")
+    request = mpb.RevokeApiKeysRequest(id=key_id or "", user=user, space=space if user else "")
 
-    run_call(ctx, work)
-    err_console.print(f"revoked {key_id}")
+    async def work(conn: AdminConnection) -> mpb.RevokeApiKeysResponse:
+        done: mpb.RevokeApiKeysResponse = await conn.access.RevokeApiKeys(
+            request, metadata=conn.metadata
+        )
+        return done
+
+    revoked = run_call(ctx, work).revoked
+    if output == "json":
+        click.echo(json.dumps([_key_json(k) for k in revoked]))
+        return
+    if not revoked:
+        click.echo(f"{user} has no API keys", err=True)
+        return
+    named = [k for k in revoked if (k.user == user if user else k.id == key_id)]
+    # Plain echo, not rich: ids must stay whole on one line for scripts and people to copy.
+    for k in revoked:
+        owner = f", user {k.user}" if k.user else ""
+        made = "" if k in named else f": created with {k.created_by_key_id}"
+        click.echo(f"revoked {k.id} ({k.name}{owner}){made}", err=True)
