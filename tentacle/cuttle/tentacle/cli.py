@@ -25,6 +25,7 @@ from cuttle.tentacle.config import (
     ServerLink,
     TentacleConfig,
 )
+from cuttle.tentacle.home_lock import HomeLock, HomeLocked
 
 DEFAULT_HOME = "/etc/cuttle/tentacle"
 home_option = click.option(
@@ -78,7 +79,13 @@ def new_certificate(home: Path) -> None:
     instance = _home(home)
     if not instance.exists():
         raise CliError(f"{home} has no instance: run `tentacle create-instance` first")
-    identity = instance.new_certificate()
+    # A running agent keeps serving with the key it loaded: replacing the files under it would
+    # leave it and its home disagreeing about who it is until an unplanned restart.
+    try:
+        with HomeLock(home, "replace the certificate"):
+            identity = instance.new_certificate()
+    except HomeLocked as exc:
+        raise CliError(str(exc)) from exc
     click.echo(f"New thumbprint: {identity.thumbprint}")
 
 
@@ -337,7 +344,16 @@ def run(home: Path, log_level: str) -> None:
     configure_logging(log_level)
     instance = _home(home)
     _load(instance)
-    asyncio.run(run_agent(home))
+    # Held until this process ends: a second agent on the same home is refused at once.
+    lock = HomeLock(home, "run a second Tentacle on this home")
+    try:
+        lock.acquire()
+    except HomeLocked as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        asyncio.run(run_agent(home))
+    finally:
+        lock.release()
 
 
 @main.group()

@@ -1,8 +1,9 @@
 """A Tentacle instance's home: its identity, the servers it trusts and how it talks to them.
 
 Layout of `<home>`: `tentacle.json` (this configuration), `key.pem` (owner-only) and
-`certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tickets/`
-(script state and journals), `uploads/` (file transfers in progress).
+`certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tentacle.lock`
+(held by the one `run` of this home, see home_lock), `tickets/` (script state and journals),
+`uploads/` (file transfers in progress).
 """
 
 from __future__ import annotations

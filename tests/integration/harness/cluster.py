@@ -273,14 +273,16 @@ class Tentacle:
     host: str = "127.0.0.1"
     prefix: list[str] = field(default_factory=list)
 
-    def tentacle(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def tentacle(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run `tentacle ARGS --home HOME`."""
         result = subprocess.run(
             [*self.prefix, str(BIN / "tentacle"), *args, "--home", str(self.home)],
             capture_output=True,
             text=True,
             env=_env(),
-            timeout=60,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"tentacle {args[0]} failed:\n{result.stdout}\n{result.stderr}")

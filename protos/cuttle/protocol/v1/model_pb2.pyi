@@ -688,6 +688,7 @@ class ApiKey(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    CREATED_BY_KEY_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     prefix: _builtins.str
@@ -695,6 +696,10 @@ class ApiKey(_message.Message):
     user: _builtins.str
     created_unix_ms: _builtins.int
     revoked: _builtins.bool
+    created_by_key_id: _builtins.str
+    """The key whose caller created this one (empty: made by `cuttle-server init`, or before
+    lineage was recorded). Revoking that key revokes this one.
+    """
     @_builtins.property
     def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -707,10 +712,11 @@ class ApiKey(_message.Message):
         created_unix_ms: _builtins.int = ...,
         revoked: _builtins.bool = ...,
         permissions: _abc.Iterable[_builtins.str] | None = ...,
+        created_by_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "id", b"id", "name", b"name", "permissions", b"permissions", "prefix", b"prefix", "revoked", b"revoked", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_by_key_id", b"created_by_key_id", "created_unix_ms", b"created_unix_ms", "id", b"id", "name", b"name", "permissions", b"permissions", "prefix", b"prefix", "revoked", b"revoked", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -832,6 +838,54 @@ class RevokeApiKeyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeApiKeyRequest: _TypeAlias = RevokeApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SPACE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """One key by id, or every key of `user` (in `space`): exactly one of the two."""
+    user: _builtins.str
+    space: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        space: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "space", b"space", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeysRequest: _TypeAlias = RevokeApiKeysRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revoked(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
+        """Every key the request reached: the ones named, then those created with them."""
+
+    def __init__(
+        self,
+        *,
+        revoked: _abc.Iterable[Global___ApiKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeysResponse: _TypeAlias = RevokeApiKeysResponse  # noqa: Y015
 
 @_typing.final
 class Release(_message.Message):

@@ -681,6 +681,11 @@ class AccessServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.RevokeApiKeys = channel.unary_unary(
+                '/cuttle.protocol.v1.AccessService/RevokeApiKeys',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -700,7 +705,15 @@ class AccessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Revokes the key and every key created with it, transitively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKeys(self, request, context):
+        """Revokes one key or all of a user's, with every key created with them; lists them all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -722,6 +735,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ApiKey.SerializeToString,
+            ),
+            'RevokeApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKeys,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -806,6 +824,33 @@ class AccessService:
             '/cuttle.protocol.v1.AccessService/RevokeApiKey',
             cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeyRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_model__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.AccessService/RevokeApiKeys',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RevokeApiKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -222,6 +222,9 @@ class AccessServiceStub:
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_model_pb2.CreateApiKeyRequest, _model_pb2.CreateApiKeyResponse]
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListApiKeysRequest, _model_pb2.ListApiKeysResponse]
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_model_pb2.RevokeApiKeyRequest, _model_pb2.ApiKey]
+    """Revokes the key and every key created with it, transitively."""
+    RevokeApiKeys: _grpc.UnaryUnaryMultiCallable[_model_pb2.RevokeApiKeysRequest, _model_pb2.RevokeApiKeysResponse]
+    """Revokes one key or all of a user's, with every key created with them; lists them all."""
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -231,6 +234,9 @@ class AccessServiceAsyncStub(AccessServiceStub):
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_model_pb2.CreateApiKeyRequest, _model_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_model_pb2.ListApiKeysRequest, _model_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_model_pb2.RevokeApiKeyRequest, _model_pb2.ApiKey]  # type: ignore[assignment]
+    """Revokes the key and every key created with it, transitively."""
+    RevokeApiKeys: _aio.UnaryUnaryMultiCallable[_model_pb2.RevokeApiKeysRequest, _model_pb2.RevokeApiKeysResponse]  # type: ignore[assignment]
+    """Revokes one key or all of a user's, with every key created with them; lists them all."""
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """API keys of users: the secret is returned once, at creation."""
@@ -254,7 +260,16 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _model_pb2.RevokeApiKeyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_model_pb2.ApiKey, _abc.Awaitable[_model_pb2.ApiKey]]: ...
+    ) -> _typing.Union[_model_pb2.ApiKey, _abc.Awaitable[_model_pb2.ApiKey]]:
+        """Revokes the key and every key created with it, transitively."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKeys(
+        self,
+        request: _model_pb2.RevokeApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.RevokeApiKeysResponse, _abc.Awaitable[_model_pb2.RevokeApiKeysResponse]]:
+        """Revokes one key or all of a user's, with every key created with them; lists them all."""
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

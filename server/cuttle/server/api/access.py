@@ -68,6 +68,10 @@ class Principal:
     grants_space_id: str = ""
     # Whether that space is the default one, whose unrestricted administrators run the server.
     grants_from_default_space: bool = False
+    # The API key the caller presented, recorded on the keys it creates (lineage).
+    key_id: str = ""
+    # The user the key acts as ("" for system keys): names repeat across spaces, ids do not.
+    user_id: str = ""
 
     @property
     def is_system_admin(self) -> bool:
@@ -127,7 +131,7 @@ class Principal:
 def principal_for(session: Session, key: ApiKeyRecord) -> Principal:
     """The principal an API key acts as: its system permissions, or its user's team grants."""
     if key.user_id is None:
-        return Principal(key.name, frozenset(key.permissions), ())
+        return Principal(key.name, frozenset(key.permissions), (), key_id=key.id)
     try:
         user = doc_store.get(session, key.user_id)
     except Exception:  # noqa: BLE001 - a key whose user vanished acts as nobody
@@ -140,6 +144,8 @@ def principal_for(session: Session, key: ApiKeyRecord) -> Principal:
         grants,
         grants_space_id=user.space_id,
         grants_from_default_space=user.space_id == default.id,
+        key_id=key.id,
+        user_id=user.id,
     )
 
 

@@ -1,4 +1,10 @@
-"""AccessService: API keys for users (and system keys), secrets shown once."""
+"""AccessService: API keys for users (and system keys), secrets shown once.
+
+A key records the key its creator called with; revoking a key revokes every key created with
+it, so containing a leaked key also contains whatever its holder minted. A user may create keys
+for themselves only while they hold a role: a role-less user's key could do nothing but make
+more keys, and keys parked that way would wake up the day the user is given a role.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from cuttle.server.api import access
 from cuttle.server.errors import InvalidArgument, NotFound, PermissionDenied
 from cuttle.server.store import api_keys
 from cuttle.server.store import documents as doc_store
+from cuttle.server.store.documents import DocumentRecord
 from cuttle.server.store.errors import NotFound as StoreNotFound
 from cuttle.server.store.records import ApiKeyRecord
 from cuttle.server.store.transactions import Transactions
@@ -31,6 +38,7 @@ def _key(record: ApiKeyRecord, user: str) -> mpb.ApiKey:
         created_unix_ms=record.created_ms,
         revoked=record.revoked,
         permissions=list(record.permissions),
+        created_by_key_id=record.created_by_key_id or "",
     )
 
 
@@ -64,8 +72,14 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
                 if user is None:
                     raise NotFound(f"user {request.user!r} was not found")
                 user_id = user.id
-                if user.name != who.name:
+                if user.id != who.user_id:
                     who.require("administer", action=f"create API keys for {user.name!r}")
+                elif not who.grants and not who.system_permissions:
+                    raise PermissionDenied(
+                        f"{user.name!r} holds no role in any team, so a key for it could do "
+                        "nothing but make more keys; an administrator adds the user to a team "
+                        "first (or creates the key for them)"
+                    )
             if request.permissions and not who.is_system_admin:
                 raise PermissionDenied(
                     "only a system administrator key may create keys with system permissions"
@@ -75,6 +89,7 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
                 request.name or "api key",
                 list(request.permissions),
                 user_id=user_id,
+                created_by_key_id=caller.key_id or None,
             )
             return mpb.CreateApiKeyResponse(key=_key(record, request.user), secret=secret)
 
@@ -113,20 +128,63 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
         return await self._tx.run(work)
 
     async def RevokeApiKey(self, request: mpb.RevokeApiKeyRequest, context: Context) -> mpb.ApiKey:  # noqa: N802
-        """Revoke a key; it stops working within the server's key cache time (5 s)."""
+        """Revoke a key and the keys created with it; effective within the key cache time (5 s)."""
         caller = access.current()
 
         def work(session: Session) -> mpb.ApiKey:
-            key = api_keys.get(session, request.id)
-            owner = None
-            if key.user_id:
-                with contextlib.suppress(NotFound, StoreNotFound):
-                    owner = doc_store.get(session, key.user_id)
-            # A space's administrators revoke the keys of that space's users. A key made by
-            # `cuttle-server init` (or one whose user is gone) belongs to no space: only full
-            # rights may revoke it.
-            who = caller.in_space(owner.space_id if owner is not None else "")
-            who.require("administer", action="revoke API keys")
+            owner = _authorize_revoke(session, caller, api_keys.get(session, request.id))
             return _key(api_keys.revoke(session, request.id), owner.name if owner else "")
 
         return await self._tx.run(work)
+
+    async def RevokeApiKeys(
+        self, request: mpb.RevokeApiKeysRequest, context: Context
+    ) -> mpb.RevokeApiKeysResponse:  # noqa: N802
+        """Revoke one key or all of a user's, with every key created with them, and list them."""
+        caller = access.current()
+        if bool(request.id) == bool(request.user):
+            raise InvalidArgument("give either a key id or a user whose keys to revoke")
+
+        def work(session: Session) -> mpb.RevokeApiKeysResponse:
+            if request.id:
+                _authorize_revoke(session, caller, api_keys.get(session, request.id))
+                roots = [request.id]
+            else:
+                space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+                user = doc_store.find(session, space.id, "user", request.user)
+                if user is None:
+                    raise NotFound(f"user {request.user!r} was not found")
+                if user.id != caller.user_id:
+                    caller.in_space(space.id).require(
+                        "administer", action=f"revoke the API keys of {user.name!r}"
+                    )
+                roots = api_keys.keys_of_user(session, user.id)
+            # Keys created with these go too, whoever they act as: that is the containment.
+            records = api_keys.revoke_with_descendants(session, roots) if roots else []
+            names = doc_store.names_by_id(session, {r.user_id for r in records if r.user_id})
+            return mpb.RevokeApiKeysResponse(
+                revoked=[
+                    _key(r, names.get(r.user_id, ("", ""))[1] if r.user_id else "") for r in records
+                ]
+            )
+
+        return await self._tx.run(work)
+
+
+def _authorize_revoke(
+    session: Session, caller: access.Principal, key: ApiKeyRecord
+) -> DocumentRecord | None:
+    """The key's owner (a user document, or None); raise PermissionDenied if caller may not."""
+    owner: DocumentRecord | None = None
+    if key.user_id:
+        with contextlib.suppress(NotFound, StoreNotFound):
+            owner = doc_store.get(session, key.user_id)
+    # Anyone may revoke their own keys: containing a leak should not wait for an administrator.
+    if owner is not None and owner.id == caller.user_id:
+        return owner
+    # A space's administrators revoke the keys of that space's users. A key made by
+    # `cuttle-server init` (or one whose user is gone) belongs to no space: only full
+    # rights may revoke it.
+    who = caller.in_space(owner.space_id if owner is not None else "")
+    who.require("administer", action="revoke API keys")
+    return owner

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
-from cuttle.server.cli.connection import AdminConnection
+from cuttle.server.cli.connection import AdminConnection, check_request_size
 from cuttle.server.cli.context import (
     console,
     err_console,
@@ -356,6 +356,11 @@ def script_run(
         full_isolation=isolation == "full",
         mutex_name=mutex,
         isolation_timeout_seconds=isolation_timeout,
+    )
+    check_request_size(
+        request,
+        f"script file {file}" if file is not None else "the script",
+        "Keep the script small: ship large content as a package or file it reads.",
     )
 
     async def work(conn: AdminConnection) -> apb.Task | None:

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import click
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from cuttle.protocol import channel, pki
@@ -81,6 +82,15 @@ class AdminConnection:
 def describe(error: grpc.aio.AioRpcError) -> str:
     """An explanation of a failed admin call, one line per field problem when there are any."""
     kind = kind_from_rpc_error(error)
+    details = error.details() or ""
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        # gRPC's own words ("Received message larger than max (N vs. M)") name no limit a
+        # user knows: say which one it is and that nothing was done.
+        return (
+            f"a message was larger than the {format_bytes(channel.MAX_MESSAGE_BYTES)} that one "
+            f"gRPC message between the CLI and the server may hold; the call was not carried "
+            f"out ({details}) [{kind}]"
+        )
     violations = field_violations(error)
     if violations:
         lines = "\n".join(
@@ -88,6 +98,27 @@ def describe(error: grpc.aio.AioRpcError) -> str:
         )
         return f"the server refused the request [{kind}]:\n{lines}"
     return f"{error.details()} [{kind}]"
+
+
+def format_bytes(size: int) -> str:
+    """A byte count for people: 16 MiB, 4.2 MiB, 812 KiB, 12 bytes."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def check_request_size(request: Message, source: str, hint: str) -> None:
+    """Refuse, before sending, a request larger than one gRPC message may be."""
+    size = request.ByteSize()
+    if size <= channel.MAX_MESSAGE_BYTES:
+        return
+    raise click.ClickException(
+        f"{source}: the request would be {format_bytes(size)} ({size:,} bytes), more than the "
+        f"{format_bytes(channel.MAX_MESSAGE_BYTES)} limit of one message to the server; "
+        f"nothing was sent. {hint}"
+    )
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:

@@ -18,7 +18,12 @@ import grpc
 from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
-from cuttle.server.cli.connection import AdminConnection, field_violations
+from cuttle.server.cli.connection import (
+    AdminConnection,
+    check_request_size,
+    field_violations,
+    format_bytes,
+)
 from cuttle.server.cli.context import (
     console,
     err_console,
@@ -30,8 +35,8 @@ from cuttle.server.cli.context import (
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
 from cuttle.server.cli.space_commands import space
+from cuttle.server.model import bounded_yaml, files
 from cuttle.server.model import documents as d
-from cuttle.server.model import files
 from cuttle.server.model.kinds import KINDS, Kind, kind
 
 EXIT_CHANGES = 3
@@ -130,6 +135,12 @@ def apply(
             for doc in loaded.documents
         ],
     )
+    check_request_size(
+        request,
+        _largest_sources(request, loaded),
+        "Split the documents over several files and apply them in parts "
+        "(each apply is all or nothing on its own).",
+    )
 
     async def work(conn: AdminConnection) -> mpb.ApplyResponse:
         try:
@@ -183,6 +194,17 @@ def apply(
         console.print(f"{len(changed)} {summary}{of_which}, {unchanged} unchanged", highlight=False)
     if dry_run and exit_code and changed:
         ctx.exit(EXIT_CHANGES)
+
+
+def _largest_sources(request: mpb.ApplyRequest, loaded: files.LoadedFiles) -> str:
+    """The files that make up most of an apply request, largest first, with their share."""
+    sizes: dict[str, int] = {}
+    for spec, doc in zip(request.documents, loaded.documents, strict=True):
+        sizes[doc.file] = sizes.get(doc.file, 0) + spec.ByteSize()
+    ranked = sorted(sizes.items(), key=lambda item: -item[1])
+    named = ", ".join(f"{file} ({format_bytes(size)} as sent)" for file, size in ranked[:3])
+    more = f" and {len(ranked) - 3} more file(s)" if len(ranked) > 3 else ""
+    return f"apply of {named}{more}"
 
 
 @click.command()
@@ -405,13 +427,17 @@ def _kind_group(document_kind: Kind) -> click.Group:
             except ValueError:
                 data[field] = raw
 
+        request = mpb.CreateDocumentRequest(
+            space=space, kind=document_kind.name, spec_json=json.dumps(data)
+        )
+        check_request_size(
+            request,
+            f"{label} {name}" + (f" from {spec_file}" if spec_file else ""),
+            "Keep large content out of the document.",
+        )
+
         async def work(conn: AdminConnection) -> mpb.Document:
-            created: mpb.Document = await conn.model.CreateDocument(
-                mpb.CreateDocumentRequest(
-                    space=space, kind=document_kind.name, spec_json=json.dumps(data)
-                ),
-                metadata=conn.metadata,
-            )
+            created: mpb.Document = await conn.model.CreateDocument(request, metadata=conn.metadata)
             return created
 
         run_call(ctx, work)
@@ -464,7 +490,7 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = bounded_yaml.safe_load(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise click.UsageError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
@@ -641,24 +667,11 @@ def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None
 
     keys = run_call(ctx, work).keys
     if output == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": k.id,
-                        "name": k.name,
-                        "prefix": k.prefix,
-                        "user": k.user,
-                        "permissions": list(k.permissions),
-                        "created_unix_ms": k.created_unix_ms,
-                        "revoked": k.revoked,
-                    }
-                    for k in keys
-                ]
-            )
-        )
+        click.echo(json.dumps([_key_json(k) for k in keys]))
         return
-    table = Table("Id", "Name", "Prefix", "User", "Permissions", "Created", "Revoked")
+    table = Table(
+        "Id", "Name", "Prefix", "User", "Permissions", "Created", "Created with", "Revoked"
+    )
     for k in keys:
         table.add_row(
             k.id,
@@ -667,19 +680,63 @@ def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None
             k.user or "-",
             ", ".join(k.permissions) or "-",
             format_ms(k.created_unix_ms),
+            k.created_by_key_id or "-",
             "yes" if k.revoked else "",
         )
     console.print(table)
 
 
+def _key_json(k: mpb.ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "user": k.user,
+        "permissions": list(k.permissions),
+        "created_unix_ms": k.created_unix_ms,
+        "created_by_key_id": k.created_by_key_id,
+        "revoked": k.revoked,
+    }
+
+
 @api_key.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", required=False)
+@click.option("--all", "all_keys", is_flag=True, help="Revoke every key of --user.")
+@click.option("--user", default="", help="With --all: the user whose keys to revoke.")
+@space_option
+@output_option
 @click.pass_context
-def api_key_revoke(ctx: click.Context, key_id: str) -> None:
-    """Revoke a key (effective within seconds)."""
+def api_key_revoke(
+    ctx: click.Context, key_id: str | None, all_keys: bool, user: str, space: str, output: str
+) -> None:
+    """Revoke a key, or all of a user's, and every key created with them (within seconds).
 
-    async def work(conn: AdminConnection) -> None:
-        await conn.access.RevokeApiKey(mpb.RevokeApiKeyRequest(id=key_id), metadata=conn.metadata)
+    \b
+      cuttle api-key revoke 3f2a...
+      cuttle api-key revoke --all --user alice
+    """
+    if all_keys != bool(user):
+        raise click.UsageError("--all and --user go together")
+    if bool(key_id) == all_keys:
+        raise click.UsageError("give a key id, or --all --user USER (not both)")
+    request = mpb.RevokeApiKeysRequest(id=key_id or "", user=user, space=space if user else "")
 
-    run_call(ctx, work)
-    err_console.print(f"revoked {key_id}")
+    async def work(conn: AdminConnection) -> mpb.RevokeApiKeysResponse:
+        done: mpb.RevokeApiKeysResponse = await conn.access.RevokeApiKeys(
+            request, metadata=conn.metadata
+        )
+        return done
+
+    revoked = run_call(ctx, work).revoked
+    if output == "json":
+        click.echo(json.dumps([_key_json(k) for k in revoked]))
+        return
+    if not revoked:
+        click.echo(f"{user} has no API keys", err=True)
+        return
+    named = [k for k in revoked if (k.user == user if user else k.id == key_id)]
+    # Plain echo, not rich: ids must stay whole on one line for scripts and people to copy.
+    for k in revoked:
+        owner = f", user {k.user}" if k.user else ""
+        made = "" if k in named else f": created with {k.created_by_key_id}"
+        click.echo(f"revoked {k.id} ({k.name}{owner}){made}", err=True)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cuttle.server.model import bounded_yaml
 from cuttle.server.model import documents as d
 from cuttle.server.model.kinds import BY_PLURAL, KINDS, Kind
 from cuttle.server.model.problems import validation_problems
@@ -141,7 +142,7 @@ def _load_file(path: Path, loaded: LoadedFiles, environ: Mapping[str, str]) -> N
         loaded.problems.append(Problem(name, 0, "", f"cannot read it: {exc}"))
         return
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = bounded_yaml.compose(text, name)
     except yaml.YAMLError as exc:
         loaded.problems.append(_yaml_problem(name, exc))
         return
@@ -203,7 +204,10 @@ def _load_file(path: Path, loaded: LoadedFiles, environ: Mapping[str, str]) -> N
 def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else 0
-    message = f"malformed YAML: {getattr(exc, 'problem', None) or exc}"
+    problem = getattr(exc, "problem", None) or exc
+    # An alias bomb is well-formed YAML: say what was refused, not that it is malformed.
+    kind = "refused YAML" if isinstance(exc, bounded_yaml.AliasLimitExceeded) else "malformed YAML"
+    message = f"{kind}: {problem}"
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and context_mark is not None:
         # Where the unfinished construct began is usually where the mistake is.

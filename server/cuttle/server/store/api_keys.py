@@ -1,4 +1,8 @@
-"""API keys: created once with their secret shown once; only a SHA-256 of the secret is kept."""
+"""API keys: created once with their secret shown once; only a SHA-256 of the secret is kept.
+
+Each key remembers the key its creator called with. Revoking a key revokes every key created
+with it, transitively: a leaked key's holder may have minted more, and those must go with it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import string
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cuttle.server.store.errors import InvalidArgument, NotFound
@@ -43,6 +47,7 @@ def _record(row: ApiKey) -> ApiKeyRecord:
         created_ms=row.created_ms,
         revoked=row.revoked,
         user_id=row.user_id,
+        created_by_key_id=row.created_by_key_id,
     )
 
 
@@ -53,6 +58,7 @@ def create(
     *,
     created_ms: int | None = None,
     user_id: str | None = None,
+    created_by_key_id: str | None = None,
 ) -> tuple[ApiKeyRecord, str]:
     """Create a key; return its record and the plaintext key, which is never available again."""
     if not name.strip() or len(name) > NAME_LENGTH:
@@ -69,6 +75,7 @@ def create(
         created_ms=now_ms() if created_ms is None else created_ms,
         revoked=False,
         user_id=user_id,
+        created_by_key_id=created_by_key_id,
     )
     session.add(row)
     session.flush()
@@ -112,10 +119,51 @@ def get(session: Session, key_id: str) -> ApiKeyRecord:
 
 
 def revoke(session: Session, key_id: str) -> ApiKeyRecord:
-    """Revoke the key with this id (revoking twice is harmless), or raise NotFound."""
-    row = session.get(ApiKey, key_id)
-    if row is None:
-        raise NotFound("API key", key_id)
-    row.revoked = True
+    """Revoke the key and every key created with it (twice is harmless), or raise NotFound."""
+    return revoke_with_descendants(session, [key_id])[0]
+
+
+def keys_of_user(session: Session, user_id: str) -> list[str]:
+    """The ids of every key acting as this user, revoked ones included, oldest first."""
+    query = select(ApiKey.id).where(ApiKey.user_id == user_id)
+    return list(session.scalars(query.order_by(ApiKey.created_ms, ApiKey.id)).all())
+
+
+def revoke_with_descendants(session: Session, key_ids: Sequence[str]) -> list[ApiKeyRecord]:
+    """Revoke these keys and, transitively, every key created with them; return them all.
+
+    The named keys come first, then the keys created with them, generation by generation.
+    Raise NotFound, revoking nothing, if a named key does not exist.
+    """
+    roots = list(dict.fromkeys(key_ids))
+    found = set(session.scalars(select(ApiKey.id).where(ApiKey.id.in_(roots))).all())
+    missing = [key_id for key_id in roots if key_id not in found]
+    if missing:
+        raise NotFound("API key", missing[0])
+    order = list(roots)
+    seen = set(roots)
+    generation = roots
+    # Breadth first over created_by_key_id; already revoked keys are walked too, so a key made
+    # with a key that was revoked before lineage reached it is still found.
+    while generation:
+        children = [
+            child
+            for child in session.scalars(
+                select(ApiKey.id)
+                .where(ApiKey.created_by_key_id.in_(generation))
+                .order_by(ApiKey.created_ms, ApiKey.id)
+            ).all()
+            if child not in seen
+        ]
+        seen.update(children)
+        order.extend(children)
+        generation = children
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id.in_(order))
+        .values(revoked=True)
+        .execution_options(synchronize_session="fetch")
+    )
     session.flush()
-    return _record(row)
+    rows = {row.id: row for row in session.scalars(select(ApiKey).where(ApiKey.id.in_(order)))}
+    return [_record(rows[key_id]) for key_id in order]

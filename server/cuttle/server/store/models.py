@@ -108,6 +108,8 @@ class ApiKey(Base):
         Index("ix_api_keys_key_hash", "key_hash", unique=True),
         # Verification finds candidates by the displayed prefix, then compares hashes.
         Index("ix_api_keys_prefix", "prefix"),
+        # Revocation walks from a key to the keys created with it.
+        Index("ix_api_keys_created_by_key_id", "created_by_key_id"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -121,6 +123,12 @@ class ApiKey(Base):
     # `cuttle-server init`, whose permissions column says what they may do.
     user_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    # The key whose caller created this one; None for init keys and keys older than 0007.
+    # Revoking a key revokes those created with it; deleting it (its user was removed) deletes
+    # them, for the same reason: what a key made is worth no more than the key.
+    created_by_key_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("api_keys.id", ondelete="CASCADE")
     )
 
 

@@ -78,6 +78,8 @@ class ApiKeyRecord:
     revoked: bool
     # The user the key acts as; None for system keys (see permissions).
     user_id: str | None = None
+    # The key whose caller created this one; None for init keys (and keys older than lineage).
+    created_by_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
