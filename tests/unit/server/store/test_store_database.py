@@ -53,7 +53,8 @@ def test_sqlite_writer_waits_for_another_writer(sqlite_engine: Engine) -> None:
         with engine.begin() as connection:
             connection.exec_driver_sql("SELECT count(*) FROM api_keys")
             connection.exec_driver_sql(
-                "INSERT INTO api_keys VALUES (?, ?, ?, 'p', '[]', 0, 0, NULL)", (key, key, key)
+                "INSERT INTO api_keys VALUES (?, ?, ?, 'p', '[]', 0, 0, NULL, NULL)",
+                (key, key, key),
             )
 
     # Both transactions read before they write. With a deferred BEGIN the second one would
@@ -64,7 +65,9 @@ def test_sqlite_writer_waits_for_another_writer(sqlite_engine: Engine) -> None:
         second = pool.submit(read_then_write, "b")
         with pytest.raises(FutureTimeout):
             second.result(timeout=0.3)
-        first.exec_driver_sql("INSERT INTO api_keys VALUES ('a', 'a', 'a', 'p', '[]', 0, 0, NULL)")
+        first.exec_driver_sql(
+            "INSERT INTO api_keys VALUES ('a', 'a', 'a', 'p', '[]', 0, 0, NULL, NULL)"
+        )
         first.commit()
         second.result(timeout=10)
     with engine.connect() as reader:

@@ -1,6 +1,6 @@
-"""Migrations 0003 and 0007 carry every stored log line and task forward and back, unchanged.
+"""Migrations 0003 and 0008 carry every stored log line and task forward and back, unchanged.
 
-0003 moved lines into chunks; 0007 made tasks trees with script runs, the chunks keyed by run.
+0003 moved lines into chunks; 0008 made tasks trees with script runs, the chunks keyed by run.
 A task stored before either stays readable through today's store.
 """
 

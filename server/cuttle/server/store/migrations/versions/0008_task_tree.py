@@ -11,8 +11,8 @@ copying the table, and dropping a table that others reference cascades into them
 tables are filled first, the old ones dropped children first, and the new tasks table takes
 the old name last (SQLite rewrites the references to it; PostgreSQL refers by identity).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -90,7 +90,7 @@ def upgrade() -> None:
         # Primary keys are indexes, whose names PostgreSQL wants unique in the schema: the
         # old tables give theirs up before the new ones take them.
         for table in ("tasks", "task_log_chunks", "artifact_blobs"):
-            op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT pk_{table} TO pk_{table}_0006")
+            op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT pk_{table} TO pk_{table}_0007")
     op.create_table(
         "tasks_v7",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -377,13 +377,13 @@ def downgrade() -> None:
     """Back to one target per machine: each machine's latest run becomes its target.
 
     Earlier runs of a machine (retries) and their log lines are dropped, and tasks that are not
-    ad-hoc scripts are removed with everything under them: revision 0006 cannot hold them.
+    ad-hoc scripts are removed with everything under them: revision 0007 cannot hold them.
     """
     bind = op.get_bind()
     bind.execute(sa.text("DELETE FROM tasks WHERE kind <> 'script'"))
     if bind.dialect.name == "postgresql":
         for table in ("tasks", "task_log_chunks", "artifact_blobs"):
-            op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT pk_{table} TO pk_{table}_0007")
+            op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT pk_{table} TO pk_{table}_0008")
     op.create_table(
         "tasks_v6",
         sa.Column("id", sa.String(length=32), nullable=False),
