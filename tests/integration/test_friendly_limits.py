@@ -9,10 +9,9 @@ without the CLI's memory growing.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
-import threading
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -67,42 +66,53 @@ class Finished:
     max_rss: int
 
 
+# Runs the CLI as its child and prints the child's peak RSS. A launcher of its own, because a
+# process forked from the test worker starts its life with the worker's high-water mark (the
+# kernel carries it across exec), which in a full run is hundreds of MiB that are not the CLI's.
+_LAUNCHER = """
+import resource, subprocess, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+code = subprocess.run(sys.argv[2:]).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def _cli_measured(server: Server, tmp_path: Path, *args: str) -> Finished:
     """Run `cuttle ARGS` bounded in time and address space, and report its peak RSS."""
     out, err = tmp_path / "cli.out", tmp_path / "cli.err"
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
-
     started = time.monotonic()
     with out.open("wb") as stdout, err.open("wb") as stderr:
         popen = subprocess.Popen(
-            [str(BIN / "cuttle"), *args],
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                str(ADDRESS_SPACE_LIMIT),
+                str(BIN / "cuttle"),
+                *args,
+            ],
             stdout=stdout,
             stderr=stderr,
             env=server.cli_env(),
-            preexec_fn=limit,  # noqa: PLW1509 - only setrlimit, before exec
             start_new_session=True,
         )
-    # wait4 reports this child's own peak RSS (getrusage would mix in every child).
-    ended: list[tuple[int, int, resource.struct_rusage]] = []
-    reaper = threading.Thread(target=lambda: ended.append(os.wait4(popen.pid, 0)))
-    reaper.start()
-    reaper.join(REFUSAL_SECONDS)
-    if reaper.is_alive():
+    try:
+        returncode = popen.wait(REFUSAL_SECONDS)
+    except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
             os.killpg(popen.pid, signal.SIGKILL)
-        reaper.join(10)
+        popen.wait(10)
         pytest.fail(f"cuttle {' '.join(args)} was still running after {REFUSAL_SECONDS}s")
     seconds = time.monotonic() - started
-    popen.returncode = 0  # reaped by wait4: stop Popen from waiting on the pid again
-    _, status, usage = ended[0]
+    *messages, peak = err.read_text(errors="replace").rstrip("\n").split("\n")
     return Finished(
-        os.waitstatus_to_exitcode(status),
+        returncode,
         out.read_text(errors="replace"),
-        err.read_text(errors="replace"),
+        "\n".join(messages),
         seconds,
-        usage.ru_maxrss * 1024,
+        int(peak) * 1024,
     )
 
 

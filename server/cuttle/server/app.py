@@ -20,6 +20,7 @@ from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, model_pb2, model_pb2_g
 from cuttle.server.api.access_service import AccessService
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
+from cuttle.server.api.deployment_service import DeploymentService
 from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.api.space_service import SpaceService
@@ -168,6 +169,9 @@ class ServerNode:
             RunbookService(self.tx, encryptor), admin
         )
         model_pb2_grpc.add_SpaceServiceServicer_to_server(SpaceService(self.tx, encryptor), admin)
+        model_pb2_grpc.add_DeploymentServiceServicer_to_server(
+            DeploymentService(self.tx, encryptor, self.runner), admin
+        )
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, admin)
         reflection.enable_server_reflection(
@@ -178,6 +182,7 @@ class ServerNode:
                 model_pb2.DESCRIPTOR.services_by_name["ReleaseService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["RunbookService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["SpaceService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),

@@ -587,6 +587,8 @@ class Task(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     HAS_WARNINGS_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     description: _builtins.str
     state: Global___TaskState.ValueType
@@ -597,8 +599,14 @@ class Task(_message.Message):
     waiting_reason: _builtins.str
     """Why a queued or waiting task is not moving."""
     has_warnings: _builtins.bool
+    kind: _builtins.str
+    """"script", "deployment", "runbook"."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetResult]: ...
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskNode]:
+        """The tree: steps, their actions, their machines, in plan order (parent_id links them)."""
+
     def __init__(
         self,
         *,
@@ -611,14 +619,72 @@ class Task(_message.Message):
         reason: _builtins.str = ...,
         waiting_reason: _builtins.str = ...,
         has_warnings: _builtins.bool = ...,
+        nodes: _abc.Iterable[Global___TaskNode] | None = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "id", b"id", "reason", b"reason", "state", b"state", "targets", b"targets", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "id", b"id", "kind", b"kind", "nodes", b"nodes", "reason", b"reason", "state", b"state", "targets", b"targets", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskNode(_message.Message):
+    """A node of a task's tree. States and kinds are plain lower-case words (see task_states.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STARTED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    ENDED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    OUTPUT_VARIABLES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    parent_id: _builtins.str
+    kind: _builtins.str
+    name: _builtins.str
+    state: _builtins.str
+    reason: _builtins.str
+    started_unix_ms: _builtins.int
+    ended_unix_ms: _builtins.int
+    machine: _builtins.str
+    """Machine nodes: the machine, the latest run's exit code, how many runs, their outputs."""
+    exit_code: _builtins.int
+    attempts: _builtins.int
+    @_builtins.property
+    def output_variables(self) -> _containers.RepeatedCompositeFieldContainer[_tentacle_pb2.Variable]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        started_unix_ms: _builtins.int = ...,
+        ended_unix_ms: _builtins.int = ...,
+        machine: _builtins.str = ...,
+        exit_code: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        output_variables: _abc.Iterable[_tentacle_pb2.Variable] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "ended_unix_ms", b"ended_unix_ms", "exit_code", b"exit_code", "id", b"id", "kind", b"kind", "machine", b"machine", "name", b"name", "output_variables", b"output_variables", "parent_id", b"parent_id", "reason", b"reason", "started_unix_ms", b"started_unix_ms", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskNode: _TypeAlias = TaskNode  # noqa: Y015
 
 @_typing.final
 class TaskLogLine(_message.Message):

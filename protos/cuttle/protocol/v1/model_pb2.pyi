@@ -1165,6 +1165,111 @@ class Progression(_message.Message):
 Global___Progression: _TypeAlias = Progression  # noqa: Y015
 
 @_typing.final
+class PromptedValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    sensitive: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        sensitive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sensitive", b"sensitive", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptedValue: _TypeAlias = PromptedValue  # noqa: Y015
+
+@_typing.final
+class DeployRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SKIP_STEPS_FIELD_NUMBER: _builtins.int
+    SPECIFIC_MACHINES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_MACHINES_FIELD_NUMBER: _builtins.int
+    VARIABLES_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    space: _builtins.str
+    project: _builtins.str
+    release: _builtins.str
+    environment: _builtins.str
+    dry_run: _builtins.bool
+    @_builtins.property
+    def skip_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def specific_machines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def excluded_machines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def variables(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptedValue]: ...
+    def __init__(
+        self,
+        *,
+        space: _builtins.str = ...,
+        project: _builtins.str = ...,
+        release: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        skip_steps: _abc.Iterable[_builtins.str] | None = ...,
+        specific_machines: _abc.Iterable[_builtins.str] | None = ...,
+        excluded_machines: _abc.Iterable[_builtins.str] | None = ...,
+        variables: _abc.Iterable[Global___PromptedValue] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "project", b"project", "release", b"release", "skip_steps", b"skip_steps", "space", b"space", "specific_machines", b"specific_machines", "variables", b"variables"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeployRequest: _TypeAlias = DeployRequest  # noqa: Y015
+
+@_typing.final
+class DeployResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    PLAN_JSON_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """Empty for a dry run."""
+    state: _builtins.str
+    plan_json: _builtins.str
+    """The plan as JSON (steps, machines, actions, skipped reasons)."""
+    @_builtins.property
+    def plan(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The plan in words, one line per step and action."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        plan: _abc.Iterable[_builtins.str] | None = ...,
+        plan_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "plan_json", b"plan_json", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeployResponse: _TypeAlias = DeployResponse  # noqa: Y015
+
+@_typing.final
 class RunbookSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -1153,9 +1153,87 @@ class ReleaseService:
             _registered_method=True)
 
 
-class RunbookServiceStub:
+class DeploymentServiceStub:
     """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
     """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Deploy = channel.unary_unary(
+                '/cuttle.protocol.v1.DeploymentService/Deploy',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+                _registered_method=True)
+
+
+class DeploymentServiceServicer:
+    """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
+    """
+
+    def Deploy(self, request, context):
+        """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DeploymentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cuttle.protocol.v1.DeploymentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cuttle.protocol.v1.DeploymentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DeploymentService:
+    """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
+    """
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.DeploymentService/Deploy',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RunbookServiceStub:
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -1176,8 +1254,7 @@ class RunbookServiceStub:
 
 
 class RunbookServiceServicer:
-    """Runbooks: a process of a project for operations; a published snapshot is what runs.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def PublishRunbook(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -1213,8 +1290,7 @@ def add_RunbookServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RunbookService:
-    """Runbooks: a process of a project for operations; a published snapshot is what runs.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def PublishRunbook(request,

@@ -349,9 +349,44 @@ class ReleaseServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_ReleaseServiceServicer_to_server(servicer: ReleaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
-class RunbookServiceStub:
-    """Runbooks: a process of a project for operations; a published snapshot is what runs."""
+class DeploymentServiceStub:
+    """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
+    """
 
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> DeploymentServiceAsyncStub: ...
+    Deploy: _grpc.UnaryUnaryMultiCallable[_model_pb2.DeployRequest, _model_pb2.DeployResponse]
+    """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+
+@_typing.type_check_only
+class DeploymentServiceAsyncStub(DeploymentServiceStub):
+    """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Deploy: _aio.UnaryUnaryMultiCallable[_model_pb2.DeployRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
+    """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+
+class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Runbooks: a process of a project for operations; a published snapshot is what runs.
+    Deploying releases: the engine takes a release into an environment (DESIGN §5).
+    """
+
+    @_abc_1.abstractmethod
+    def Deploy(
+        self,
+        request: _model_pb2.DeployRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
+        """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+
+def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class RunbookServiceStub:
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -361,15 +396,11 @@ class RunbookServiceStub:
 
 @_typing.type_check_only
 class RunbookServiceAsyncStub(RunbookServiceStub):
-    """Runbooks: a process of a project for operations; a published snapshot is what runs."""
-
     def __init__(self, channel: _aio.Channel) -> None: ...
     PublishRunbook: _aio.UnaryUnaryMultiCallable[_model_pb2.PublishRunbookRequest, _model_pb2.RunbookSnapshot]  # type: ignore[assignment]
     ListRunbookSnapshots: _aio.UnaryUnaryMultiCallable[_model_pb2.ListRunbookSnapshotsRequest, _model_pb2.ListRunbookSnapshotsResponse]  # type: ignore[assignment]
 
 class RunbookServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Runbooks: a process of a project for operations; a published snapshot is what runs."""
-
     @_abc_1.abstractmethod
     def PublishRunbook(
         self,

@@ -51,6 +51,7 @@ SELF_AUTHORIZING_PREFIXES = (
     "/cuttle.protocol.v1.AccessService/",
     "/cuttle.protocol.v1.ReleaseService/",
     "/cuttle.protocol.v1.RunbookService/",
+    "/cuttle.protocol.v1.DeploymentService/",
 )
 REGISTER_METHODS = frozenset(
     {

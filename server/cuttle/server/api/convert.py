@@ -8,6 +8,7 @@ from cuttle.server.store.records import (
     CommsStyle,
     MachineRecord,
     StoredLine,
+    TaskNodeRecord,
     TaskRecord,
     TaskTargetRecord,
 )
@@ -107,6 +108,32 @@ def task(record: TaskRecord) -> apb.Task:
         reason=record.reason,
         waiting_reason=record.waiting_reason,
         has_warnings=record.has_warnings,
+        nodes=[node(n) for n in record.nodes],
+        kind=record.kind.value,
+    )
+
+
+def node(record: TaskNodeRecord) -> apb.TaskNode:
+    """A node of a task's tree; a machine node with its latest run's result."""
+    latest = record.latest_run
+    return apb.TaskNode(
+        id=record.id,
+        parent_id=record.parent_id or "",
+        kind=record.kind.value,
+        name=record.name,
+        state=record.state.value,
+        reason=record.reason,
+        started_unix_ms=record.started_ms or 0,
+        ended_unix_ms=record.ended_ms or 0,
+        machine=record.machine_name or "",
+        exit_code=-1 if latest is None or latest.exit_code is None else latest.exit_code,
+        attempts=len(record.runs),
+        output_variables=[]
+        if latest is None
+        else [
+            tpb.Variable(name=v.name, value=MASK if v.sensitive else v.value, sensitive=v.sensitive)
+            for v in latest.output_variables
+        ],
     )
 
 

@@ -72,6 +72,7 @@ class AdminConnection:
         self.access = model_pb2_grpc.AccessServiceStub(self.channel)
         self.releases = model_pb2_grpc.ReleaseServiceStub(self.channel)
         self.runbooks = model_pb2_grpc.RunbookServiceStub(self.channel)
+        self.deployments = model_pb2_grpc.DeploymentServiceStub(self.channel)
         self.metadata = (("x-api-key", address.api_key),)
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ created it. Sensitive values are never in a spec in clear text: a spec carries t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -58,9 +58,35 @@ class ScriptTaskSpec(_Spec):
     files: tuple[SpecFile, ...] = ()
 
 
-# One kind so far; deployments and runbook runs join as a union discriminated by `kind`.
-TaskSpec = ScriptTaskSpec
-_ADAPTER: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
+class DeploymentTaskSpec(_Spec):
+    """A release deployed to an environment, with the choices made when it was asked for.
+
+    The process and the variables are not copied here: they are the release's snapshot, which
+    never changes, read by `release_id` when the task runs (or resumes, or is rerun).
+    """
+
+    kind: Literal["deployment"] = "deployment"
+    space_id: str
+    deployment_id: str
+    project_id: str
+    project_name: str
+    release_id: str
+    release_version: str
+    channel: str
+    environment_id: str
+    environment_name: str
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    skip_steps: tuple[str, ...] = ()
+    specific_machines: tuple[str, ...] = ()
+    excluded_machines: tuple[str, ...] = ()
+    # Values given for prompted variables; sensitive ones sealed.
+    prompted: tuple[SpecVariable, ...] = ()
+
+
+# Runbook runs join as another member of the union, discriminated by `kind`.
+TaskSpec = Annotated[ScriptTaskSpec | DeploymentTaskSpec, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[ScriptTaskSpec | DeploymentTaskSpec] = TypeAdapter(TaskSpec)
 
 
 def spec_to_json(spec: TaskSpec) -> dict[str, Any]:

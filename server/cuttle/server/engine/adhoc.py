@@ -141,13 +141,16 @@ def _secrets(spec: ScriptTaskSpec, encryptor: Encryptor | None) -> tuple[RemoteV
 
 
 def _request(
-    task: TaskRecord, node: TaskNodeRecord, ticket: str, secrets: tuple[RemoteVariable, ...]
+    task_id: str,
+    spec: ScriptTaskSpec,
+    node: TaskNodeRecord,
+    ticket: str,
+    secrets: tuple[RemoteVariable, ...],
 ) -> ScriptRequest:
-    spec = task.spec
     machine = node.machine_name or node.name
     variables = [RemoteVariable(v.name, v.value) for v in spec.variables if not v.sensitive]
     variables.append(RemoteVariable("Octopus.Machine.Name", machine))
-    variables.append(RemoteVariable("Octopus.Task.Id", task.id))
+    variables.append(RemoteVariable("Octopus.Task.Id", task_id))
     variables.extend(secrets)
     return ScriptRequest(
         ticket=ticket,
@@ -166,7 +169,10 @@ async def execute(
     context: RunContext, task: TaskRecord, cancel: CancelSignal, *, resumed: bool
 ) -> TaskState:
     """Run every unfinished machine of the task; returns the state the task ended in."""
-    secrets = _secrets(task.spec, context.encryptor)
+    spec = task.spec
+    if not isinstance(spec, ScriptTaskSpec):
+        raise TypeError(f"task {task.id} is not an ad-hoc script")
+    secrets = _secrets(spec, context.encryptor)
     masker = Masker(v.value for v in secrets)
     runs: list[ScriptRun] = []
     lost_secrets: list[str] = []
@@ -174,7 +180,7 @@ async def execute(
         run = node.latest_run
         if run is None or run.state in FINISHED_RUN_STATES:
             continue
-        if task.spec.sensitive_names and not secrets and run.state == RunState.PENDING:
+        if spec.sensitive_names and not secrets and run.state == RunState.PENDING:
             # Stored before sensitive values were sealed into the spec: they are gone.
             lost_secrets.append(run.ticket)
             continue
@@ -182,7 +188,7 @@ async def execute(
             ScriptRun(
                 context,
                 run,
-                _request(task, node, run.ticket, secrets),
+                _request(task.id, spec, node, run.ticket, secrets),
                 masker,
                 cancel,
                 resumed=resumed,

@@ -28,7 +28,7 @@ from cuttle.server.domain.task_states import (
     TaskState,
 )
 from cuttle.server.encryption import Encryptor
-from cuttle.server.engine import adhoc
+from cuttle.server.engine import adhoc, deployment
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
@@ -138,6 +138,10 @@ class TaskRunner:
         log.info("task_submitted", task_id=task.id, machines=len(task.targets))
         self._spawn(task.id)
         return task
+
+    def start_task(self, task_id: str) -> None:
+        """Start working on a task stored by someone else (the deployment service)."""
+        self._spawn(task_id)
 
     async def cancel(self, task_id: str, reason: str) -> TaskRecord:
         """Cancel a task: answered at once; its scripts are killed, confirmed by the agents."""
@@ -260,4 +264,7 @@ class TaskRunner:
 
 
 Executor = Callable[..., Coroutine[Any, Any, TaskState]]
-_EXECUTORS: dict[TaskKind, Executor] = {TaskKind.SCRIPT: adhoc.execute}
+_EXECUTORS: dict[TaskKind, Executor] = {
+    TaskKind.SCRIPT: adhoc.execute,
+    TaskKind.DEPLOYMENT: deployment.execute,
+}

@@ -355,6 +355,8 @@ class Action(Spec):
     disabled: bool = False
     required: bool = False
     retries: int = Field(default=0, ge=0, le=100)
+    # How long to wait before retrying a failed action on a machine (Octopus waits 15 s).
+    retry_delay_seconds: int = Field(default=15, ge=0, le=3600)
     execution_timeout_seconds: int = Field(default=0, ge=0)
     # Evaluated per machine; the action runs on machines where it is true.
     machine_condition: str = ""

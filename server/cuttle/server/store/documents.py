@@ -383,3 +383,11 @@ def set_references(
     rows = [{"from_id": document_id, "path": path, "to_id": to} for path, to in references]
     if rows:
         session.execute(insert(DocumentReference), rows)
+
+
+def get_space_by_id(session: Session, space_id: str) -> SpaceRecord:
+    """The space with this id, or NotFound."""
+    row = session.get(Space, space_id)
+    if row is None:
+        raise NotFound("space", space_id)
+    return _space_record(row)

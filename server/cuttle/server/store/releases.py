@@ -212,3 +212,22 @@ def record_deployment(
     session.add(row)
     session.flush()
     return deployments(session, release_id)[-1]
+
+
+def get_by_id(session: Session, release_id: str) -> ReleaseRecord:
+    """The release with this id, or NotFound."""
+    row = session.get(Release, release_id)
+    if row is None:
+        raise NotFound("release", release_id)
+    return _record(row)
+
+
+def set_deployment_state(session: Session, task_id: str, state: str) -> None:
+    """Move the deployment run by a task to state; finished states stamp finished_ms."""
+    row = session.scalars(select(Deployment).where(Deployment.task_id == task_id)).first()
+    if row is None:
+        raise NotFound("deployment of task", task_id)
+    row.state = state
+    if state in ("success", "failed", "cancelled") and row.finished_ms is None:
+        row.finished_ms = now_ms()
+    session.flush()

@@ -32,7 +32,7 @@ from cuttle.server.domain.scripts import LogRun
 from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound
 from cuttle.server.store.models import Base
-from cuttle.server.store.records import StoredLine
+from cuttle.server.store.records import StoredLine, now_ms
 
 MAX_READ = 10_000
 # Chunks fetched per round trip while reading; a chunk holds one batch (about 100 lines).
@@ -191,3 +191,36 @@ def read_lines(
         if len(chunks) < _CHUNKS_PER_READ:
             break
     return found
+
+
+_LOCK_TASK = (
+    select(_tasks.c.log_count).where(_tasks.c.id == bindparam("p_task_id")).with_for_update()
+)
+# LogSource.TENTACLE's neighbour on the server side: lines the engine writes itself carry the
+# unspecified source and the info level, with no ticket and no sequence.
+_SERVER_SOURCE = 0
+_INFO = 1
+
+
+def append_server_line(conn: Connection | Session, task_id: str, text: str) -> None:
+    """Store one line the server writes into a task's log (why a step was skipped, ...)."""
+    connection = _connection(conn)
+    current = connection.execute(_LOCK_TASK, {"p_task_id": task_id}).one_or_none()
+    if current is None:
+        raise NotFound("task", task_id)
+    position = int(current[0]) + 1
+    line = LogRun(0, now_ms(), _SERVER_SOURCE, _INFO, text.encode(), 1)
+    connection.execute(
+        _INSERT,
+        {
+            "task_id": task_id,
+            "first_position": position,
+            "last_position": position,
+            "ticket": None,
+            "machine_name": "",
+            "first_sequence": 0,
+            "last_sequence": 0,
+            "lines": log_packing.pack([line]),
+        },
+    )
+    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": position})

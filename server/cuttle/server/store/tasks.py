@@ -17,7 +17,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.server.domain.scripts import Artifact, RemoteVariable
-from cuttle.server.domain.task_specs import TaskSpec, spec_from_json, spec_to_json
+from cuttle.server.domain.task_specs import (
+    ScriptTaskSpec,
+    TaskSpec,
+    spec_from_json,
+    spec_to_json,
+)
 from cuttle.server.domain.task_states import (
     FINISHED_TASK_STATES,
     UNFINISHED_TASK_STATES,
@@ -215,7 +220,7 @@ def create_script_task(
     session: Session,
     *,
     description: str,
-    spec: TaskSpec,
+    spec: ScriptTaskSpec,
     machine_names: Sequence[str],
     created_ms: int | None = None,
 ) -> TaskRecord:

@@ -1,0 +1,106 @@
+"""The deployment service: thin handlers that authorize, plan and hand the task to the engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import structlog
+from sqlalchemy.orm import Session
+
+from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.protocol.v1 import model_pb2_grpc
+from cuttle.server.api import access
+from cuttle.server.encryption import Encryptor
+from cuttle.server.engine.runner import TaskRunner
+from cuttle.server.errors import InvalidArgument
+from cuttle.server.model import deployments
+from cuttle.server.model.releases import Releases
+from cuttle.server.model.repository import ModelRepository
+from cuttle.server.store import documents as doc_store
+from cuttle.server.store import events
+from cuttle.server.store.records import TaskRecord
+from cuttle.server.store.transactions import Transactions
+
+log = structlog.get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
+    """Implements DeploymentService over the model and the task runner."""
+
+    def __init__(self, tx: Transactions, encryptor: Encryptor, runner: TaskRunner) -> None:
+        self._tx = tx
+        self._encryptor = encryptor
+        self._runner = runner
+
+    async def Deploy(self, request: mpb.DeployRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
+        """Plan a deployment; unless it is a dry run, queue it and start it."""
+        for field, value in (
+            ("project", request.project),
+            ("release", request.release),
+            ("environment", request.environment),
+        ):
+            if not value.strip():
+                raise InvalidArgument(f"{field} is empty: say which {field} to deploy")
+        ask = deployments.DeploymentRequest(
+            project=request.project,
+            release=request.release,
+            environment=request.environment,
+            skip_steps=tuple(request.skip_steps),
+            specific_machines=tuple(request.specific_machines),
+            excluded_machines=tuple(request.excluded_machines),
+            variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
+        )
+        caller = access.current()
+        encryptor = self._encryptor
+
+        def work(session: Session) -> tuple[deployments.PreparedDeployment, TaskRecord | None]:
+            space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+            who = caller.in_space(space.id)
+            repo = ModelRepository(session, space, encryptor, who.name)
+            project_id = repo.find_id("project", ask.project) or ""
+            environment_id = repo.find_id("environment", ask.environment) or ""
+            who.require(
+                "deploy",
+                project=(project_id, ask.project),
+                environment=(environment_id, ask.environment),
+                action="deploy",
+            )
+            prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
+            if request.dry_run:
+                return prepared, None
+            task = deployments.create(session, prepared, ask, encryptor, space.id)
+            events.record(
+                session,
+                space_id=space.id,
+                actor=who.name,
+                category="deployed",
+                kind="release",
+                document_id=prepared.release.id,
+                document_name=f"{prepared.project_name} {prepared.release.version}",
+                message=(
+                    f"Deployed {prepared.project_name} release {prepared.release.version} to "
+                    f"{prepared.environment_name} (task {task.id})"
+                ),
+                details={
+                    "project": prepared.project_name,
+                    "version": prepared.release.version,
+                    "environment": prepared.environment_name,
+                    "task_id": task.id,
+                },
+            )
+            return prepared, task
+
+        prepared, task = await self._tx.run(work)
+        plan = deployments.plan_lines(prepared)
+        plan_json = json.dumps(deployments.describe_json(prepared))
+        if task is None:
+            return mpb.DeployResponse(state="planned", plan=plan, plan_json=plan_json)
+        log.info("deployment_queued", task_id=task.id, release=prepared.release.version)
+        self._runner.start_task(task.id)
+        return mpb.DeployResponse(
+            task_id=task.id, state=task.state.value, plan=plan, plan_json=plan_json
+        )

@@ -1,0 +1,192 @@
+"""`cuttle deploy`: take a release into an environment, optionally waiting with live progress.
+
+Exit codes, which scripts rely on: 0 the deployment succeeded (or a dry run planned), 1 it
+ended otherwise (or was refused), 3 `--wait-timeout` ran out first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import click
+
+from cuttle.protocol.v1 import admin_pb2 as apb
+from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.connection import AdminConnection
+from cuttle.server.cli.context import err_console, run_call, space_option, to_json
+
+WAIT_TIMED_OUT = 3
+_FINISHED = {
+    apb.TASK_STATE_SUCCESS: "success",
+    apb.TASK_STATE_FAILED: "failed",
+    apb.TASK_STATE_CANCELLED: "cancelled",
+    apb.TASK_STATE_TIMED_OUT: "timed_out",
+}
+
+
+@click.command("deploy")
+@click.option("--project", required=True, help="The project.")
+@click.option("--release", required=True, help="The release version to deploy.")
+@click.option("--environment", required=True, help="The environment to deploy to.")
+@click.option("--skip-step", "skip_steps", multiple=True, help="A step not to run (repeatable).")
+@click.option("--specific-machine", "specific", multiple=True, help="Deploy only to this machine.")
+@click.option("--exclude-machine", "excluded", multiple=True, help="Leave this machine out.")
+@click.option("--variable", "variables", multiple=True, help="NAME=VALUE for a prompted variable.")
+@click.option(
+    "--sensitive-variable",
+    "sensitive",
+    multiple=True,
+    help="NAME=ENV_VAR: a sensitive prompted value, read from the environment (never argv).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--wait", is_flag=True, help="Follow the deployment until it ends.")
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="With --wait: give up waiting after this many seconds (exit 3; 0: no limit).",
+)
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    project: str,
+    release: str,
+    environment: str,
+    skip_steps: tuple[str, ...],
+    specific: tuple[str, ...],
+    excluded: tuple[str, ...],
+    variables: tuple[str, ...],
+    sensitive: tuple[str, ...],
+    dry_run: bool,
+    wait: bool,
+    wait_timeout: float,
+    space: str,
+    output: str,
+) -> None:
+    """Deploy a release to an environment, as its lifecycle allows.
+
+    \b
+      cuttle deploy --project Web --release 1.4.0 --environment Test --wait
+      cuttle deploy --project Web --release 1.4.0 --environment Production --dry-run
+    """
+    prompted = []
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--variable {item!r}: expected NAME=VALUE")
+        prompted.append(mpb.PromptedValue(name=name, value=value))
+    for item in sensitive:
+        name, sep, env_name = item.partition("=")
+        if not sep or env_name not in os.environ:
+            raise click.UsageError(
+                f"--sensitive-variable {item!r}: expected NAME=ENV_VAR with ENV_VAR set"
+            )
+        prompted.append(mpb.PromptedValue(name=name, value=os.environ[env_name], sensitive=True))
+    request = mpb.DeployRequest(
+        space=space,
+        project=project,
+        release=release,
+        environment=environment,
+        skip_steps=skip_steps,
+        specific_machines=specific,
+        excluded_machines=excluded,
+        variables=prompted,
+        dry_run=dry_run,
+    )
+
+    async def work(conn: AdminConnection) -> tuple[mpb.DeployResponse, apb.Task | None, bool]:
+        response: mpb.DeployResponse = await conn.deployments.Deploy(
+            request, metadata=conn.metadata, timeout=120
+        )
+        _show_response(response, output, dry_run)
+        if dry_run or not wait:
+            return response, None, False
+        try:
+            async with asyncio.timeout(wait_timeout or None):
+                final = await _follow(conn, response.task_id, output)
+        except TimeoutError:
+            return response, None, True
+        return response, final, False
+
+    response, final, timed_out = run_call(ctx, work)
+    if timed_out:
+        err_console.print(
+            f"Stopped waiting after {wait_timeout:g}s; task {response.task_id} goes on"
+        )
+        sys.exit(WAIT_TIMED_OUT)
+    if final is not None:
+        sys.exit(0 if final.state == apb.TASK_STATE_SUCCESS else 1)
+
+
+def _show_response(response: mpb.DeployResponse, output: str, dry_run: bool) -> None:
+    if output == "json":
+        data: dict[str, object] = {"task_id": response.task_id, "state": response.state}
+        if dry_run:
+            data["plan"] = json.loads(response.plan_json)
+        click.echo(json.dumps(data))
+        return
+    if dry_run:
+        for line in response.plan:
+            click.echo(line)
+        return
+    err_console.print(f"Deploying: task {response.task_id} ({response.state})", highlight=False)
+
+
+async def _follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task | None:
+    final: apb.Task | None = None
+    shown: dict[str, str] = {}
+    stream = conn.stub.WatchTask(apb.WatchTaskRequest(task_id=task_id), metadata=conn.metadata)
+    async for event in stream:
+        kind = event.WhichOneof("kind")
+        if output == "json":
+            click.echo(json.dumps(to_json(event)))
+        elif kind == "lines":
+            out = sys.stdout.buffer
+            for line in event.lines.lines:
+                prefix = f"{line.machine}: " if line.machine else ""
+                out.write(prefix.encode() + line.line.text + b"\n")
+            out.flush()
+        if kind in ("lines", "target_finished"):
+            await _progress(conn, task_id, shown, output)
+        if kind == "finished":
+            final = event.finished
+            if output != "json":
+                _print_tree(final, shown)
+                err_console.print(
+                    f"Task {task_id} {_FINISHED.get(final.state, 'ended')}", highlight=False
+                )
+    return final
+
+
+async def _progress(
+    conn: AdminConnection, task_id: str, shown: dict[str, str], output: str
+) -> None:
+    """Print each step's and machine's state as it changes (text output only)."""
+    if output == "json":
+        return
+    task: apb.Task = await conn.stub.GetTask(
+        apb.GetTaskRequest(task_id=task_id), metadata=conn.metadata, timeout=60
+    )
+    _print_tree(task, shown)
+
+
+def _print_tree(task: apb.Task, shown: dict[str, str]) -> None:
+    names = {n.id: n for n in task.nodes}
+    for node in task.nodes:
+        if node.kind == "action":
+            continue
+        if shown.get(node.id) == node.state or node.state in ("pending",):
+            continue
+        shown[node.id] = node.state
+        if node.kind == "step":
+            label = f"Step {node.name}"
+        else:
+            action = names.get(node.parent_id)
+            label = f"  {action.name if action else '?'} on {node.name}"
+        reason = f" - {node.reason}" if node.reason and node.state != "success" else ""
+        err_console.print(f"{label}: {node.state}{reason}", highlight=False)

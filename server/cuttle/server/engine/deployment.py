@@ -1,0 +1,466 @@
+"""The deployment executor: walks a deployment task's tree, step by step, machine by machine.
+
+The tree (step → action → machine) was planned when the task was created (domain/plan.py);
+this module decides, as the deployment goes, what the plan could not know: step conditions
+(success, failure, always, a variable expression that can read Octopus.Deployment.Error),
+machine conditions evaluated per machine with the outputs written so far, windows and the
+failure that stops a rolling step, retries. Every decision is a stored transition before it
+is acted on, so a restart resumes from the store: finished nodes stay finished, a running
+script is re-attached by its ticket, nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import structlog
+from sqlalchemy.orm import Session
+
+from cuttle.protocol.masking import Masker
+from cuttle.protocol.variables import condition_is_true, evaluate
+from cuttle.server.domain import plan as p
+from cuttle.server.domain.deployment_variables import (
+    ActionDescription,
+    ActionVariables,
+    DeploymentDescription,
+    OutputVariable,
+    assemble_action_variables,
+)
+from cuttle.server.domain.scripts import RemoteVariable, ScriptRequest
+from cuttle.server.domain.task_specs import DeploymentTaskSpec
+from cuttle.server.domain.task_states import (
+    FINISHED_NODE_STATES,
+    FINISHED_RUN_STATES,
+    NodeKind,
+    NodeState,
+    RunState,
+    TaskState,
+)
+from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
+from cuttle.server.model import documents as d
+from cuttle.server.model.deployments import Material, load_material, set_deployment_state
+from cuttle.server.store import task_log, tasks
+from cuttle.server.store.records import ScriptRunRecord, TaskNodeRecord, TaskRecord
+
+log = structlog.get_logger(__name__)
+
+_FAILED = frozenset(
+    {NodeState.FAILED, NodeState.TIMED_OUT, NodeState.RESULT_UNKNOWN, NodeState.CANCELLED}
+)
+
+
+@dataclass
+class _Deployment:
+    """What one execution of a deployment task knows while it walks the tree."""
+
+    context: RunContext
+    task: TaskRecord
+    spec: DeploymentTaskSpec
+    material: Material
+    cancel: CancelSignal
+    resumed: bool
+    masker: Masker
+    prompted: dict[str, str]
+    outputs: list[OutputVariable] = field(default_factory=list)
+    error: str = ""
+    error_detail: str = ""
+    children: dict[str | None, list[TaskNodeRecord]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+async def execute(
+    context: RunContext, task: TaskRecord, cancel: CancelSignal, *, resumed: bool
+) -> TaskState:
+    """Run the deployment to its end; returns the state the task ended in."""
+    spec = task.spec
+    if not isinstance(spec, DeploymentTaskSpec):
+        raise TypeError(f"task {task.id} is not a deployment")
+    encryptor = context.encryptor
+    if encryptor is None:
+        raise RuntimeError("deployments need the server's encryption key")
+    material = await context.tx.read(lambda s: load_material(s, encryptor, spec))
+    prompted = {
+        v.name: encryptor.decrypt(v.sealed, v.name) if v.sensitive else v.value
+        for v in spec.prompted
+    }
+    secrets = [v.value for v in material.values if v.sensitive and v.value]
+    secrets.extend(encryptor.decrypt(v.sealed, v.name) for v in spec.prompted if v.sensitive)
+    run = _Deployment(context, task, spec, material, cancel, resumed, Masker(secrets), prompted)
+    for node in task.nodes:
+        run.children.setdefault(node.parent_id, []).append(node)
+    _restore_outputs(run)
+    if task.state == TaskState.RUNNING:
+        await context.tx.run(lambda s: set_deployment_state(s, task.id, "running"))
+    steps = run.children.get(None, [])
+    # Steps in order; a step that starts with the previous one joins its group.
+    groups: list[list[TaskNodeRecord]] = []
+    for node in steps:
+        step = _step(material.process, node.name)
+        if groups and step is not None and step.start_trigger == "with_previous":
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+    for group in groups:
+        async with asyncio.TaskGroup() as running:
+            for node in group:
+                running.create_task(_run_step(run, node))
+    if cancel.is_set:
+        state = TaskState.CANCELLED
+    elif run.failed:
+        state = TaskState.FAILED
+    else:
+        state = TaskState.SUCCESS
+    await context.tx.run(lambda s: set_deployment_state(s, task.id, state.value))
+    return state
+
+
+def _step(process: d.Process, name: str) -> d.Step | None:
+    return next((s for s in process.steps if s.name == name), None)
+
+
+def _action(step: d.Step, name: str) -> d.Action | None:
+    return next((a for a in step.actions if a.name == name), None)
+
+
+def _restore_outputs(run: _Deployment) -> None:
+    """Rebuild the outputs and the error of what finished before a restart, in tree order."""
+    encryptor = run.context.encryptor
+    for node in run.task.nodes:
+        if node.kind != NodeKind.MACHINE:
+            continue
+        latest = node.latest_run
+        if node.state in _FAILED and not run.error:
+            run.error = f"{node.name}: {node.reason or node.state.value}"
+            run.error_detail = node.reason
+        if latest is None or latest.state != RunState.COMPLETE:
+            continue
+        action = next(n for n in run.task.nodes if n.id == node.parent_id)
+        _add_outputs(run, action.name, node.name, latest, encryptor)
+
+
+def _add_outputs(
+    run: _Deployment, action: str, machine: str, latest: ScriptRunRecord, encryptor: object
+) -> None:
+    for index, variable in enumerate(latest.output_variables):
+        value = variable.value
+        if variable.sensitive and run.context.encryptor is not None and value:
+            value = run.context.encryptor.decrypt(value, variable.name)
+            run.masker.add(value)
+        run.outputs.append(
+            OutputVariable(
+                action,
+                machine,
+                variable.name,
+                value,
+                variable.sensitive,
+                (latest.finished_ms or 0) * 1000 + index,
+            )
+        )
+
+
+def _description(run: _Deployment) -> DeploymentDescription:
+    spec = run.spec
+    return DeploymentDescription(
+        deployment_id=spec.deployment_id,
+        task_id=run.task.id,
+        project_id=spec.project_id,
+        project_name=spec.project_name,
+        release_number=spec.release_version,
+        environment_id=spec.environment_id,
+        environment_name=spec.environment_name,
+        channel_name=spec.channel,
+        space_id=spec.space_id,
+        space_name=run.material.space_name,
+        release_id=spec.release_id,
+    )
+
+
+def _variables(
+    run: _Deployment, step: d.Step, action: d.Action, machine: str | None
+) -> ActionVariables:
+    description = None if machine is None else run.material.machines.get(machine.casefold())
+    assembled = assemble_action_variables(
+        run.material.values,
+        _description(run),
+        ActionDescription(step.name, action.name, tuple(step.target_tags)),
+        description,
+        run.outputs,
+        run.prompted,
+    )
+    extra = {
+        "Octopus.Deployment.Error": run.error,
+        "Octopus.Deployment.ErrorDetail": run.error_detail,
+    }
+    values = dict(assembled.values)
+    values.update(extra)
+    return ActionVariables(values, assembled.sensitive_names, assembled.overridden)
+
+
+async def _node(run: _Deployment, node_id: str) -> TaskNodeRecord:
+    """The node as stored now."""
+    return await run.context.tx.read(partial(_get_node, node_id))
+
+
+def _get_node(node_id: str, session: Session) -> TaskNodeRecord:
+    return tasks.get_node(session, node_id)
+
+
+async def _set(run: _Deployment, node: TaskNodeRecord, state: NodeState, reason: str = "") -> None:
+    await run.context.tx.run(
+        lambda s: tasks.set_node_state(s, node.id, state, reason=reason or None)
+    )
+    run.context.signals.notify(run.task.id)
+
+
+async def _note(run: _Deployment, text: str) -> None:
+    """A line of the deployment's own in the task log (why a step was skipped, ...)."""
+    await run.context.tx.run(lambda s: task_log.append_server_line(s, run.task.id, text))
+    run.context.signals.notify(run.task.id)
+
+
+async def _skip_tree(run: _Deployment, node: TaskNodeRecord, reason: str) -> None:
+    def work(session: Session) -> None:
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            if current.state not in FINISHED_NODE_STATES:
+                tasks.set_node_state(session, current.id, NodeState.SKIPPED, reason=reason)
+            pending.extend(run.children.get(current.id, []))
+
+    await run.context.tx.run(work)
+    run.context.signals.notify(run.task.id)
+
+
+async def _run_step(run: _Deployment, node: TaskNodeRecord) -> None:
+    if node.state in FINISHED_NODE_STATES:
+        return
+    step = _step(run.material.process, node.name)
+    if step is None:
+        raise RuntimeError(f"step {node.name!r} is not in the release's process")
+    if run.cancel.is_set:
+        await _skip_tree(run, node, "the deployment was cancelled")
+        return
+    run_it, why = _condition(run, step)
+    if not run_it:
+        await _skip_tree(run, node, why)
+        await _note(run, f"Step {step.name!r} skipped: {why}")
+        return
+    await _set(run, node, NodeState.RUNNING)
+    actions = run.children.get(node.id, [])
+    first_action = _action(step, actions[0].name) if actions else None
+    limit_text = None
+    if first_action is not None:
+        limit_text = _variables(run, step, first_action, None).values.get(
+            p.MAX_PARALLELISM_VARIABLE
+        )
+    width, why_width = p.parallelism(step.window_size, limit_text)
+    if why_width:
+        await _note(run, f"Step {step.name!r}: {why_width}")
+    machines = _machines_of(run, actions)
+    gate = asyncio.Semaphore(width)
+    stop = asyncio.Event()
+    failures: list[str] = []
+
+    async def one_machine(machine: str) -> None:
+        async with gate:
+            if stop.is_set() or run.cancel.is_set:
+                return
+            ok = await _run_machine(run, step, actions, machine)
+            if not ok:
+                failures.append(machine)
+                if step.window_size:
+                    # A failure stops the rollout: no further machine starts.
+                    stop.set()
+
+    async with asyncio.TaskGroup() as group:
+        for machine in machines:
+            group.create_task(one_machine(machine))
+    # Machines the rollout never reached, or that a cancel kept from starting.
+    reason = "the deployment was cancelled" if run.cancel.is_set else "an earlier machine failed"
+    for action_node in actions:
+        for machine_node in run.children.get(action_node.id, []):
+            current = await _node(run, machine_node.id)
+            if current.state == NodeState.PENDING:
+                await _set(run, current, NodeState.SKIPPED, reason)
+    for action_node in actions:
+        if action_node.state in FINISHED_NODE_STATES:
+            continue  # skipped when planned
+        states = [(await _node(run, m.id)).state for m in run.children.get(action_node.id, [])]
+        await _set(run, action_node, _summary(states))
+    if failures and not run.error:
+        run.error = f"step {step.name!r} failed on {', '.join(sorted(failures))}"
+    state = (
+        NodeState.CANCELLED
+        if run.cancel.is_set
+        else (NodeState.FAILED if failures else NodeState.SUCCESS)
+    )
+    await _set(run, node, state, run.error if failures else "")
+
+
+def _summary(states: Sequence[NodeState]) -> NodeState:
+    if any(s in _FAILED for s in states):
+        return NodeState.FAILED
+    if states and all(s == NodeState.SKIPPED for s in states):
+        return NodeState.SKIPPED
+    return NodeState.SUCCESS
+
+
+def _machines_of(run: _Deployment, actions: Sequence[TaskNodeRecord]) -> list[str]:
+    seen: dict[str, None] = {}
+    for action in actions:
+        for machine in run.children.get(action.id, []):
+            seen.setdefault(machine.name, None)
+    return list(seen)
+
+
+def _condition(run: _Deployment, step: d.Step) -> tuple[bool, str]:
+    if step.condition == "always":
+        return True, ""
+    if step.condition == "failure":
+        if run.failed:
+            return True, ""
+        return False, "it runs only when an earlier step failed, and none did"
+    if step.condition == "variable":
+        action = step.actions[0]
+        variables = _variables(run, step, action, None).values
+        if condition_is_true(step.condition_expression, variables):
+            return True, ""
+        return False, f"its condition {step.condition_expression!r} is false"
+    if run.failed:
+        return False, f"an earlier step failed ({run.error})"
+    return True, ""
+
+
+async def _run_machine(
+    run: _Deployment, step: d.Step, actions: Sequence[TaskNodeRecord], machine: str
+) -> bool:
+    """Every action of the step on one machine, in order; False if one failed."""
+    for action_node in actions:
+        planned = next((n for n in run.children.get(action_node.id, []) if n.name == machine), None)
+        if planned is None:
+            continue
+        node = await _node(run, planned.id)
+        action = _action(step, action_node.name)
+        if action is None:
+            raise RuntimeError(f"action {action_node.name!r} is not in step {step.name!r}")
+        if node.state in FINISHED_NODE_STATES:
+            if node.state in _FAILED:
+                return False
+            continue
+        if run.cancel.is_set:
+            await _set(run, node, NodeState.SKIPPED, "the deployment was cancelled")
+            return False
+        if action_node.state == NodeState.SKIPPED:
+            await _set(run, node, NodeState.SKIPPED, action_node.reason)
+            continue
+        if action_node.state == NodeState.PENDING:
+            await run.context.tx.run(partial(_start_once, action_node.id))
+        variables = _variables(run, step, action, machine)
+        if action.machine_condition and not condition_is_true(
+            action.machine_condition, variables.values
+        ):
+            why = f"its machine condition is false on {machine}"
+            await _set(run, node, NodeState.SKIPPED, why)
+            await _note(run, f"{action.name} on {machine}: skipped, {why}")
+            continue
+        if not await _run_action(run, action, node, machine, variables):
+            return False
+    return True
+
+
+def _start_once(node_id: str, session: Session) -> None:
+    current = tasks.get_node(session, node_id)
+    if current.state == NodeState.PENDING:
+        tasks.set_node_state(session, node_id, NodeState.RUNNING)
+
+
+async def _run_action(
+    run: _Deployment,
+    action: d.Action,
+    node: TaskNodeRecord,
+    machine: str,
+    variables: ActionVariables,
+) -> bool:
+    """One action on one machine, retried as the action asks; True when it succeeded."""
+    if action.script is None or action.script.body is None:
+        raise RuntimeError(f"action {action.name!r} has no inline script (refused when planned)")
+    body_template = action.script.body
+    syntax = action.script.syntax
+    for value in (variables.values[n] for n in variables.sensitive_names):
+        if value:
+            run.masker.add(value)
+    body = evaluate(body_template, variables.values)
+    remote = tuple(
+        RemoteVariable(name, value, name in variables.sensitive_names)
+        for name, value in variables.values.items()
+    )
+    while True:
+        latest = node.latest_run
+        resumed = latest is not None and run.resumed
+        if latest is None or latest.state in FINISHED_RUN_STATES:
+            if latest is not None and _succeeded(latest):
+                break
+            latest = await run.context.tx.run(partial(_add_run, node.id))
+            resumed = False
+        request = ScriptRequest(
+            ticket=latest.ticket,
+            body=body,
+            syntax=syntax,
+            variables=remote,
+            timeout_seconds=float(action.execution_timeout_seconds),
+        )
+        outcome = await ScriptRun(
+            run.context, latest, request, run.masker, run.cancel, resumed=resumed
+        ).execute()
+        node = await _node(run, node.id)
+        if outcome.state == RunState.COMPLETE and outcome.exit_code == 0:
+            break
+        attempts = len(node.runs)
+        if run.cancel.is_set or attempts > action.retries:
+            if not run.error:
+                detail = outcome.message or _describe(outcome.state, outcome.exit_code)
+                run.error = f"{action.name} failed on {machine}: {detail}"
+                run.error_detail = detail
+            return False
+        delay = action.retry_delay_seconds
+        await _note(
+            run,
+            f"{action.name} on {machine} failed "
+            f"({outcome.message or _describe(outcome.state, outcome.exit_code)}); "
+            f"retrying in {delay} s (attempt {attempts + 1} of {action.retries + 1})",
+        )
+        await _wait_or_cancel(run.cancel, delay)
+    final = node.latest_run
+    if final is not None:
+        _add_outputs(run, action.name, machine, final, run.context.encryptor)
+    return True
+
+
+def _add_run(node_id: str, session: Session) -> ScriptRunRecord:
+    return tasks.add_run(session, node_id)
+
+
+def _describe(state: RunState, exit_code: int) -> str:
+    if state == RunState.COMPLETE:
+        return f"exit code {exit_code}"
+    return state.value.replace("_", " ")
+
+
+def _succeeded(record: ScriptRunRecord) -> bool:
+    return record.state == RunState.COMPLETE and record.exit_code == 0
+
+
+async def _wait_or_cancel(cancel: CancelSignal, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await cancel.event.wait()
+    except TimeoutError:
+        return

@@ -1,0 +1,232 @@
+"""Deployments end to end: a release through its lifecycle onto real Tentacles.
+
+The seed example of the engine issue: a rolling step over three web servers (one polling),
+window 1, whose sanity test sets an output variable that a machine-level condition of the
+next action reads. The machine whose sanity test says False is not added back; the others
+are; the log says why; each machine finishes all its actions before the next one starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness.cluster import Cluster, Server
+from tests.integration.harness.tasks import log_lines
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+# The seed example's condition, as Octopus users write it.
+CONDITION = (
+    "#{if Octopus.Action[Sanity Test Web Service].Output[#{Octopus.Machine.Name}]"
+    '.ShouldAddBackToWebFarm == "True"}True#{/if}'
+)
+# Script bodies are block scalars: in YAML, " #" starts a comment.
+MODEL = """
+environments:
+  - name: Dev
+  - name: Test
+lifecycles:
+  - name: Dev then Test
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+      - name: Testing
+        optional_environments: [Test]
+projects:
+  - name: Trading Website
+    lifecycle: Dev then Test
+    channels:
+      - name: Default
+        is_default: true
+    variables:
+      - name: Greeting
+        value: hello-dev
+        scope:
+          environments: [Dev]
+    process:
+      steps:
+        - name: Trading Website Rolling
+          target_tags: [web-server]
+          window_size: 1
+          actions:
+            - name: Remove from load balancer
+              type: run_script
+              script:
+                body: |
+                  echo "removing #{Octopus.Machine.Name}"
+            - name: Deploy
+              type: run_script
+              script:
+                body: |
+                  echo "deploying #{Octopus.Release.Number} #{Greeting} on #{Octopus.Machine.Name}"
+            - name: Sanity Test Web Service
+              type: run_script
+              script:
+                body: |
+                  ok=True
+                  if [ "#{Octopus.Machine.Name}" = "web-02" ]; then ok=False; fi
+                  echo "sanity #{Octopus.Machine.Name} $ok"
+                  set_octopusvariable "ShouldAddBackToWebFarm" "$ok"
+            - name: Add back to web farm
+              type: run_script
+              machine_condition: 'CONDITION'
+              script:
+                body: |
+                  echo "added back #{Octopus.Machine.Name}"
+        - name: Only after a failure
+          target_tags: [web-server]
+          condition: failure
+          actions:
+            - name: Page someone
+              type: run_script
+              script:
+                body: |
+                  echo "paging"
+        - name: Production only
+          target_tags: [web-server]
+          actions:
+            - name: Prod thing
+              type: run_script
+              environments: [Test]
+              script:
+                body: |
+                  echo "should not run in Dev"
+"""
+
+
+@pytest.fixture
+def deployed(cluster: Cluster, tmp_path: Path) -> tuple[Server, dict[str, Any]]:
+    server = cluster.start_server()
+    for name, style in (("web-01", "listening"), ("web-02", "polling"), ("web-03", "listening")):
+        cluster.add_tentacle(name, style, environments=("Dev",), roles=("web-server",))
+    model = tmp_path / "model.yaml"
+    model.write_text(MODEL.replace("CONDITION", CONDITION))
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli(
+        "release", "create", "--project", "Trading Website", "--version", "1.4.0", check=True
+    )
+    run = server.cli(
+        "deploy",
+        "--project",
+        "Trading Website",
+        "--release",
+        "1.4.0",
+        "--environment",
+        "Dev",
+        "--wait",
+        "--wait-timeout",
+        "150",
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    task_id = next(
+        line.split("task ", 1)[1].split(" ", 1)[0]
+        for line in run.stderr.splitlines()
+        if line.startswith("Deploying: task ")
+    )
+    task = json.loads(server.cli("task", "show", task_id, "--output", "json", check=True).stdout)
+    return server, task
+
+
+def _nodes(task: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Machine nodes by (action, machine), and step and action nodes by (name, '')."""
+    by_id = {n["id"]: n for n in task["nodes"]}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for node in task["nodes"]:
+        if node["kind"] == "machine":
+            found[(by_id[node["parent_id"]]["name"], node["name"])] = node
+        else:
+            found[(node["name"], "")] = node
+    return found
+
+
+def test_the_seed_example_rolls_out_and_a_failed_sanity_test_keeps_a_machine_out(
+    deployed: tuple[Server, dict[str, Any]],
+) -> None:
+    server, task = deployed
+    assert task["state"] == "TASK_STATE_SUCCESS", task
+    nodes = _nodes(task)
+    assert nodes[("Trading Website Rolling", "")]["state"] == "success"
+    for machine in ("web-01", "web-02", "web-03"):
+        for action in ("Remove from load balancer", "Deploy", "Sanity Test Web Service"):
+            assert nodes[(action, machine)]["state"] == "success", (action, machine)
+    assert nodes[("Add back to web farm", "web-01")]["state"] == "success"
+    assert nodes[("Add back to web farm", "web-03")]["state"] == "success"
+    kept_out = nodes[("Add back to web farm", "web-02")]
+    assert kept_out["state"] == "skipped", kept_out
+    assert "machine condition is false" in kept_out["reason"]
+    sanity = nodes[("Sanity Test Web Service", "web-02")]
+    assert [(v["name"], v["value"]) for v in sanity["output_variables"]] == [
+        ("ShouldAddBackToWebFarm", "False")
+    ]
+    # The failure-only step did not run; the action scoped to Test made its step skip.
+    assert nodes[("Only after a failure", "")]["state"] == "skipped"
+    assert "earlier step failed" in nodes[("Only after a failure", "")]["reason"]
+    assert nodes[("Production only", "")]["state"] == "skipped"
+
+    lines = log_lines(server, task["id"])
+    assert "added back web-01" in lines
+    assert "added back web-03" in lines
+    assert "added back web-02" not in lines
+    assert "deploying 1.4.0 hello-dev on web-02" in lines
+    assert not any("paging" in line or "should not run" in line for line in lines)
+    assert any("machine condition is false on web-02" in line for line in lines)
+    # Rolling, one at a time: each machine ran all its actions before the next began.
+    order = [
+        line.split()[-1]
+        for line in lines
+        if line.startswith(("removing ", "added back ")) or line.startswith("sanity ")
+    ]
+    firsts = [order.index(m) for m in ("web-01", "web-02", "web-03")]
+    lasts = [len(order) - 1 - order[::-1].index(m) for m in ("web-01", "web-02", "web-03")]
+    assert lasts[0] < firsts[1], order
+    assert lasts[1] < firsts[2], order
+
+
+def test_the_lifecycle_and_the_plan_are_checked_before_anything_runs(
+    deployed: tuple[Server, dict[str, Any]],
+) -> None:
+    server, _ = deployed
+    server.cli(
+        "release", "create", "--project", "Trading Website", "--version", "1.5.0", check=True
+    )
+    # Test comes after Dev: 1.5.0 has not been to Dev.
+    early = server.cli(
+        "deploy", "--project", "Trading Website", "--release", "1.5.0", "--environment", "Test"
+    )
+    assert early.returncode != 0
+    assert "cannot be deployed to Test yet" in early.stderr, early.stderr
+    # 1.4.0 has: Test is allowed, but no machine there has the tag.
+    nothing = server.cli(
+        "deploy", "--project", "Trading Website", "--release", "1.4.0", "--environment", "Test"
+    )
+    assert nothing.returncode != 0
+    assert "finds no enabled, available machine with target tag web-server in Test" in (
+        nothing.stderr
+    ), nothing.stderr
+    plan = server.cli(
+        "deploy",
+        "--project",
+        "Trading Website",
+        "--release",
+        "1.5.0",
+        "--environment",
+        "Dev",
+        "--dry-run",
+        "--exclude-machine",
+        "web-03",
+        "--skip-step",
+        "Only after a failure",
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "1. Trading Website Rolling (rolling, 1 at a time) on web-01, web-02" in plan.stdout
+    assert "2. Only after a failure: skipped, the person deploying chose to skip it" in (
+        plan.stdout
+    )
+    assert "Prod thing (run_script): skipped, it runs only in Test" in plan.stdout
+    tasks_after = json.loads(server.cli("task", "list", "--output", "json", check=True).stdout)
+    assert len(tasks_after) == 1  # the dry run and the refusals stored nothing
