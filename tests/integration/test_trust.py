@@ -145,3 +145,79 @@ def _event_time(server: Server, name: str) -> float:
         if isinstance(event, dict) and event.get("event") == name:
             return datetime.fromisoformat(event["timestamp"]).timestamp()
     raise AssertionError(f"the server never logged {name}")
+
+
+def test_trust_by_thumbprint_fetches_and_pins_the_servers_certificate(cluster: Cluster) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "listening")
+    tentacle.tentacle("configure", "--remove-trust", server.thumbprint)
+    # Untrusted, the Tentacle refuses the server's handshake: the script cannot run.
+    wait_for(
+        lambda: server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode,
+        10,
+        "the Tentacle to refuse the server it no longer trusts",
+    )
+
+    # Re-trusted by thumbprint alone (the certificate is fetched from the registered server).
+    tentacle.tentacle("configure", "--trust", server.thumbprint)
+    config = json.loads((tentacle.home / "tentacle.json").read_text())
+    [entry] = config["trusted_servers"]
+    assert entry["thumbprint"] == server.thumbprint
+    assert (
+        entry["certificate_pem"].encode() == (server.home / "server-certificate.pem").read_bytes()
+    )
+    wait_for(
+        lambda: server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode == 0,
+        10,
+        "the re-trusted server to be accepted",
+    )
+
+
+def test_trust_by_a_wrong_thumbprint_or_an_unreachable_server_is_refused(
+    cluster: Cluster,
+) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
+    before = (tentacle.home / "tentacle.json").read_bytes()
+    other = pki.generate_identity("other", pki.SERVER_NAME).thumbprint
+
+    wrong = tentacle.tentacle("configure", "--trust", other, "--server", server.url, check=False)
+    assert wrong.returncode != 0
+    assert f"presented certificate {server.thumbprint}, not the expected {other}" in wrong.stderr
+
+    # A port nothing listens on: bound and closed again, so the connection is refused.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = tentacle.tentacle(
+        "configure", "--trust", other, "--server", f"https://127.0.0.1:{closed_port}", check=False
+    )
+    assert unreachable.returncode != 0
+    assert f"cannot reach the server at 127.0.0.1:{closed_port}" in unreachable.stderr
+    assert "nothing was trusted" in unreachable.stderr
+    # Neither attempt changed what the Tentacle trusts.
+    assert (tentacle.home / "tentacle.json").read_bytes() == before
+
+
+def test_registering_a_taken_name_again_names_the_force_flag(cluster: Cluster) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
+    tentacle.tentacle("new-certificate")
+    again = tentacle.tentacle(
+        "register-with",
+        "--server",
+        server.url,
+        "--server-thumbprint",
+        server.thumbprint,
+        "--api-key",
+        server.api_key,
+        "--name",
+        "web-01",
+        "--environment",
+        "Dev",
+        "--comms-style",
+        "polling",
+        check=False,
+    )
+    assert again.returncode != 0
+    assert "tentacle register-with --force" in again.stderr

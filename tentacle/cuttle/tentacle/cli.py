@@ -98,7 +98,19 @@ def show_thumbprint(home: Path, output: str) -> None:
 @home_option
 @click.option("--port", type=click.IntRange(0, 65535), help="Listening port (0: any free port).")
 @click.option("--listen-host", help="Address to listen on (default 0.0.0.0).")
-@click.option("--trust", "trust", multiple=True, help="Trust a server thumbprint.")
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    help="Trust a server by thumbprint: its certificate is fetched from --server (or the server "
+    "this Tentacle registered with) and must hash to the thumbprint.",
+)
+@click.option(
+    "--server",
+    "server",
+    help="Admin address to fetch the certificate for --trust from, e.g. https://host:8443 "
+    "(default: the address this Tentacle registered with).",
+)
 @click.option(
     "--trust-certificate",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -121,6 +133,7 @@ def configure(
     port: int | None,
     listen_host: str | None,
     trust: tuple[str, ...],
+    server: str | None,
     trust_certificate: tuple[Path, ...],
     remove_trust: tuple[str, ...],
     polling_connections: int | None,
@@ -133,7 +146,8 @@ def configure(
     config = _load(instance)
     try:
         for thumbprint in trust:
-            config.trust(thumbprint)
+            address = _trust_source(config, server, thumbprint)
+            config.trust(thumbprint, _pinned_server_certificate(address, thumbprint).decode())
         for path in trust_certificate:
             pem = path.read_bytes()
             config.trust(pki.check_peer_certificate(pem), pem.decode())
@@ -162,25 +176,41 @@ def configure(
 @home_option
 @click.option("--old", "old", required=True, help="Thumbprint to stop trusting.")
 @click.option("--new", "new", required=True, help="Thumbprint to trust instead.")
-def update_trust(home: Path, old: str, new: str) -> None:
+@click.option(
+    "--server",
+    "server",
+    help="Admin address to fetch the new certificate from (default: the registered server).",
+)
+def update_trust(home: Path, old: str, new: str, server: str | None) -> None:
     """Replace a trusted server thumbprint (after the server's certificate was rotated)."""
     instance = _home(home)
     config = _load(instance)
     try:
         new_thumbprint = pki.normalize_thumbprint(new)
-        pem = ""
-        if config.server is not None:
-            host, port = _split_address(config.server.admin_address)
-            fetched = pki.fetch_peer_certificate(host, port)
-            if pki.thumbprint_of_pem(fetched) == new_thumbprint:
-                pem = fetched.decode()
-        if not config.remove_trust(old):
-            raise CliError(f"{old} is not a trusted thumbprint")
-        config.trust(new_thumbprint, pem)
-    except (pki.CertificateError, OSError) as exc:
+        old_thumbprint = pki.normalize_thumbprint(old)
+    except pki.CertificateError as exc:
         raise CliError(str(exc)) from exc
+    if old_thumbprint not in config.trusted_thumbprints():
+        raise CliError(f"{old} is not a trusted thumbprint")
+    pem = _pinned_server_certificate(_trust_source(config, server, new), new_thumbprint)
+    config.remove_trust(old_thumbprint)
+    config.trust(new_thumbprint, pem.decode())
     instance.save(config)
-    click.echo(f"Now trusting {new_thumbprint} instead of {pki.normalize_thumbprint(old)}")
+    click.echo(f"Now trusting {new_thumbprint} instead of {old_thumbprint}")
+
+
+def _trust_source(config: TentacleConfig, server: str | None, thumbprint: str) -> str:
+    """Where to fetch the certificate of a server trusted by thumbprint."""
+    # The TLS root bundle is made of certificates: a bare thumbprint could never be enforced,
+    # so a trust without a reachable server to fetch the certificate from is refused.
+    if server:
+        return server
+    if config.server is not None:
+        return config.server.admin_address
+    raise CliError(
+        f"cannot trust {thumbprint} by thumbprint alone: give --server URL to fetch its "
+        "certificate from, or --trust-certificate FILE"
+    )
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -203,12 +233,17 @@ def _admin_stub(
 
 def _pinned_server_certificate(address: str, thumbprint: str) -> bytes:
     host, port = _split_address(address)
-    expected = pki.normalize_thumbprint(thumbprint)
     try:
+        expected = pki.normalize_thumbprint(thumbprint)
         pem = pki.fetch_peer_certificate(host, port)
+        actual = pki.check_peer_certificate(pem)
     except OSError as exc:
-        raise CliError(f"cannot reach the server at {host}:{port}: {exc}") from exc
-    actual = pki.thumbprint_of_pem(pem)
+        raise CliError(
+            f"cannot reach the server at {host}:{port} to fetch its certificate ({exc}); "
+            "nothing was trusted"
+        ) from exc
+    except pki.CertificateError as exc:
+        raise CliError(str(exc)) from exc
     if actual != expected:
         raise CliError(
             f"the server at {host}:{port} presented certificate {actual}, not the expected "
