@@ -45,6 +45,7 @@ def _home(path: Path) -> InstanceHome:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cuttle-tentacle", prog_name="tentacle")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:

@@ -39,6 +39,7 @@ SCRIPT_STATE = {
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cuttle-server", prog_name="cuttle")
 @click.option(
     "--server",
     envvar="CUTTLE_SERVER",
