@@ -19,6 +19,7 @@ from cuttle.protocol.errors import kind_from_rpc_error
 from cuttle.protocol.logconfig import configure_logging
 from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc
 from cuttle.tentacle.config import (
+    CONFIG_FILE,
     PORTS_FILE,
     ConfigError,
     InstanceHome,
@@ -26,12 +27,29 @@ from cuttle.tentacle.config import (
     TentacleConfig,
 )
 
-DEFAULT_HOME = "/etc/cuttle/tentacle"
+DEFAULT_HOME = "/var/lib/cuttle-tentacle"
+# Where earlier versions put the home by default; an instance there keeps being found.
+LEGACY_HOME = "/etc/cuttle/tentacle"
+
+
+def default_home() -> str:
+    """CUTTLE_TENTACLE_HOME, else an existing home in the old place, else /var/lib."""
+    configured = os.environ.get("CUTTLE_TENTACLE_HOME")
+    if configured:
+        return configured
+    if (
+        not (Path(DEFAULT_HOME) / CONFIG_FILE).exists()
+        and (Path(LEGACY_HOME) / CONFIG_FILE).exists()
+    ):
+        return LEGACY_HOME
+    return DEFAULT_HOME
+
+
 home_option = click.option(
     "--home",
     type=click.Path(path_type=Path, file_okay=False),
-    default=lambda: os.environ.get("CUTTLE_TENTACLE_HOME", DEFAULT_HOME),
-    show_default=DEFAULT_HOME,
+    default=default_home,
+    show_default=f"{DEFAULT_HOME}, or {LEGACY_HOME} if an instance is there",
     help="The instance's home folder (env CUTTLE_TENTACLE_HOME).",
 )
 
@@ -392,22 +410,49 @@ def service() -> None:
 @click.option("--unit-name", default="cuttle-tentacle", show_default=True)
 def service_install(home: Path, unit_dir: Path, unit_name: str) -> None:
     """Write a systemd unit running this instance; enable it with systemctl."""
-    executable = shutil.which("tentacle") or sys.argv[0]
+    # The program running now, as an absolute path (systemd needs one): not whichever
+    # `tentacle` comes first on PATH, which may be another installation.
+    running = Path(sys.argv[0])
+    executable = str(running.absolute()) if running.is_file() else shutil.which("tentacle")
+    if executable is None:
+        raise CliError("cannot tell where the tentacle program is installed")
     unit = unit_dir / f"{unit_name}.service"
     unit_dir.mkdir(parents=True, exist_ok=True)
-    unit.write_text(
+    unit.write_text(service_unit(Path(executable), home.resolve()))
+    click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
+
+
+def service_unit(executable: Path, home: Path) -> str:
+    """The systemd unit running this instance as root, hardened where scripts do not suffer."""
+    # Root, so that scripts written for Octopus (systemctl, apt, useradd) run unchanged. That
+    # rules out the sandboxing options that would break them: ProtectSystem/ProtectHome
+    # (package installs, deploys into /srv or /home), PrivateTmp (files shared with other
+    # services), NoNewPrivileges and RestrictSUIDSGID (sudo, packages shipping setuid files),
+    # ProtectKernelTunables/Modules, PrivateDevices, RestrictNamespaces (sysctl, modprobe,
+    # disks, containers), MemoryDenyWriteExecute (JITs), ProtectControlGroups (the Tentacle
+    # makes a cgroup per script), ProtectClock (it closes device access to all but the clock),
+    # ProtectKernelLogs (dmesg in health checks). What is left costs a deployment script
+    # nothing; `systemd-analyze security` rates the result as exposed, which is the price of
+    # running scripts as root. A rootless Tentacle can add the rest.
+    return (
         "[Unit]\n"
         "Description=Cuttle Tentacle agent\n"
         "After=network-online.target\nWants=network-online.target\n\n"
         "[Service]\n"
-        f"ExecStart={executable} run --home {home.resolve()}\n"
+        f"ExecStart={executable} run --home {home}\n"
         "Restart=always\nRestartSec=5\n"
         # Scripts may start services of their own: kill only the agent on stop, not the tree.
         "KillMode=process\n"
-        "Environment=CUTTLE_LOG_FORMAT=json\n\n"
+        # Each script gets a child cgroup of the service's (the kill that reaches every
+        # process): systemd must leave that subtree to the Tentacle.
+        "Delegate=yes\n"
+        "Environment=CUTTLE_LOG_FORMAT=json\n"
+        "LockPersonality=yes\n"
+        "RestrictRealtime=yes\n"
+        # 32-bit foreign binaries (rare on a deployment target) are the one thing this blocks.
+        "SystemCallArchitectures=native\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
-    click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
 
 
 def _load(instance: InstanceHome) -> TentacleConfig:
