@@ -72,7 +72,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     \b
     Listening (the server dials in):
       tentacle create-instance --home /opt/tentacle
-      tentacle configure --home /opt/tentacle --port 10933 --trust <server-thumbprint>
+      tentacle configure --home /opt/tentacle --port 10933 --trust <T> --server https://cuttle:8443
       tentacle register-with --home /opt/tentacle --server https://cuttle:8443 \\
           --server-thumbprint <T> --api-key <K> --name web-01 --environment Dev --role web
       tentacle run --home /opt/tentacle
