@@ -189,6 +189,14 @@ def configure(
         config.reconnect_max_delay_seconds = reconnect_max_delay
     instance.save(config)
     click.echo("Configuration saved")
+    for entry in config.trusted_servers:
+        if not entry.certificate_pem:
+            # Written by older versions: the TLS root bundle cannot enforce a bare thumbprint.
+            click.echo(
+                f"warning: {entry.thumbprint} is trusted by thumbprint only and will be refused; "
+                f"run `tentacle configure --trust {entry.thumbprint} --server URL`",
+                err=True,
+            )
 
 
 @main.command("update-trust")
