@@ -195,7 +195,13 @@ def test_trust_by_a_wrong_thumbprint_or_an_unreachable_server_is_refused(
     assert unreachable.returncode != 0
     assert f"cannot reach the server at 127.0.0.1:{closed_port}" in unreachable.stderr
     assert "nothing was trusted" in unreachable.stderr
-    # Neither attempt changed what the Tentacle trusts.
+    # Nor can a rotation be recorded for a certificate the server does not present.
+    rotated = tentacle.tentacle(
+        "update-trust", "--old", server.thumbprint, "--new", other, check=False
+    )
+    assert rotated.returncode != 0
+    assert f"presented certificate {server.thumbprint}, not the expected {other}" in rotated.stderr
+    # No attempt changed what the Tentacle trusts.
     assert (tentacle.home / "tentacle.json").read_bytes() == before
 
 
