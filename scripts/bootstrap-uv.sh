@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/quickstart and scripts/test: put a uv on PATH without touching the system
 # Python. Stock Debian 12 / Ubuntu 24.04 refuse `pip install` outside a virtual environment
 # (PEP 668) and lack pip and python3-venv, so uv goes into a virtual environment of its own,
@@ -23,7 +24,7 @@ cuttle_system_python() {
 }
 
 cuttle_bootstrap_uv() {
-    local tools="${XDG_CACHE_HOME:-$HOME/.cache}/cuttle/uv-bootstrap" python version
+    local tools="${XDG_CACHE_HOME:-$HOME/.cache}/cuttle/uv-bootstrap" python version candidate
     if command -v uv >/dev/null 2>&1; then
         return 0
     fi
