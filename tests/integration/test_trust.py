@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cuttle.protocol import channel, pki
-from tests.integration.harness.cluster import Cluster, Server, wait_for
+from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -209,21 +210,16 @@ def test_registering_a_taken_name_again_names_the_force_flag(cluster: Cluster) -
     server = cluster.start_server()
     tentacle = cluster.add_tentacle("web-01", "polling")
     tentacle.tentacle("new-certificate")
-    again = tentacle.tentacle(
-        "register-with",
-        "--server",
-        server.url,
-        "--server-thumbprint",
-        server.thumbprint,
-        "--api-key",
-        server.api_key,
-        "--name",
-        "web-01",
-        "--environment",
-        "Dev",
-        "--comms-style",
-        "polling",
+    # The server, its thumbprint and the key come from the environment, as for `cuttle`.
+    again = subprocess.run(
+        [str(BIN / "tentacle"), "register-with", "--home", str(tentacle.home)]
+        + ["--name", "web-01", "--environment", "Dev", "--comms-style", "polling"],
+        capture_output=True,
+        text=True,
+        env=server.cli_env(),
+        timeout=60,
         check=False,
     )
     assert again.returncode != 0
+    assert "a machine named 'web-01' is already registered" in again.stderr
     assert "tentacle register-with --force" in again.stderr

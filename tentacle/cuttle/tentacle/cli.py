@@ -281,8 +281,19 @@ def _pinned_server_certificate(address: str, thumbprint: str) -> bytes:
 
 @main.command("register-with")
 @home_option
-@click.option("--server", "server", required=True, help="Admin address, e.g. https://host:8443.")
-@click.option("--server-thumbprint", required=True, help="The server's certificate thumbprint.")
+@click.option(
+    "--server",
+    "server",
+    envvar="CUTTLE_SERVER",
+    required=True,
+    help="Admin address, e.g. https://host:8443 (env CUTTLE_SERVER).",
+)
+@click.option(
+    "--server-thumbprint",
+    envvar="CUTTLE_SERVER_THUMBPRINT",
+    required=True,
+    help="The server's certificate thumbprint (env CUTTLE_SERVER_THUMBPRINT).",
+)
 @click.option("--api-key", envvar="CUTTLE_API_KEY", required=True, help="Env CUTTLE_API_KEY.")
 @click.option("--name", required=True, help="Machine name on the server.")
 @click.option("--environment", "environments", multiple=True, required=True)
