@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +139,62 @@ def test_profiles_are_chosen_by_flag_or_environment(cluster: Cluster, tmp_path: 
     gone = _cuttle(server, config, "environment", "list", CUTTLE_PROFILE="ops")
     assert gone.returncode != 0
     assert "no profile 'ops'" in gone.stderr
+
+
+def test_login_on_a_terminal_asks_for_the_key_without_echoing_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    config = tmp_path / "config"
+    environ = {k: v for k, v in server.cli_env().items() if k not in CONNECTION_VARIABLES}
+    environ["XDG_CONFIG_HOME"] = str(config)
+    argv = [str(BIN / "cuttle"), "login", "--server", server.url]
+    argv += ["--server-thumbprint", server.thumbprint]
+    # `setsid --ctty` makes the pty the controlling terminal, which the hidden prompt opens
+    # (/dev/tty), without forking the test process itself.
+    terminal, child_side = pty.openpty()
+    with subprocess.Popen(
+        ["setsid", "--ctty", *argv],
+        stdin=child_side,
+        stdout=child_side,
+        stderr=child_side,
+        env=environ,
+    ) as login:
+        os.close(child_side)
+        try:
+            shown = _read_until(terminal, b"API key: ")
+            os.write(terminal, server.api_key.encode() + b"\n")
+            shown += _read_until(terminal, b"")
+            status = login.wait(60)
+        finally:
+            if login.poll() is None:
+                login.kill()
+            os.close(terminal)
+    assert status == 0, shown.decode(errors="replace")
+    assert b"Logged in to" in shown
+    assert server.api_key.encode() not in shown, "the key was echoed"
+    saved = json.loads((config / "cuttle" / "profiles.json").read_text())
+    assert saved["profiles"]["default"]["api_key"] == server.api_key
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 60) -> bytes:
+    """What the terminal shows until marker (or end of output when marker is empty)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not marker or marker not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {marker!r} on the terminal; it showed {seen!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            if marker:
+                raise AssertionError(f"the terminal closed before {marker!r}: {seen!r}")
+            break
+        seen += chunk
+    return seen
