@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import chroot
-from tests.integration.harness.cluster import Cluster, Process, wait_for
+from tests.integration.harness.cluster import BIN, Cluster, Process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -299,3 +299,27 @@ def _exited(process: Process) -> bool:
     if not process.alive():
         raise AssertionError(f"{process.name} exited:\n{process.tail()}")
     return False
+
+
+def test_the_service_unit_passes_systemd_analyze_here_too(tmp_path: Path) -> None:
+    # The Debian 12 test checks the unit with Debian's systemd; this one runs wherever
+    # systemd-analyze is installed, chroot or not (systemd need not be running).
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    units = tmp_path / "units"
+    subprocess.run(
+        [str(BIN / "tentacle"), "service", "install", "--home", str(tmp_path / "home")]
+        + ["--unit-dir", str(units)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    unit = units / "cuttle-tentacle.service"
+    assert f"ExecStart={BIN / 'tentacle'} run --home {tmp_path / 'home'}" in unit.read_text()
+    for command in (
+        [analyze, "verify", str(unit)],
+        [analyze, "security", "--offline=yes", "--threshold=93", str(unit)],
+    ):
+        checked = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
