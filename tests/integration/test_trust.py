@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cuttle.protocol import channel, pki
-from tests.integration.harness.cluster import Cluster, Server, wait_for
+from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +146,80 @@ def _event_time(server: Server, name: str) -> float:
         if isinstance(event, dict) and event.get("event") == name:
             return datetime.fromisoformat(event["timestamp"]).timestamp()
     raise AssertionError(f"the server never logged {name}")
+
+
+def test_trust_by_thumbprint_fetches_and_pins_the_servers_certificate(cluster: Cluster) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "listening")
+    tentacle.tentacle("configure", "--remove-trust", server.thumbprint)
+    # Untrusted, the Tentacle refuses the server's handshake: the script cannot run.
+    wait_for(
+        lambda: server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode,
+        10,
+        "the Tentacle to refuse the server it no longer trusts",
+    )
+
+    # Re-trusted by thumbprint alone (the certificate is fetched from the registered server).
+    tentacle.tentacle("configure", "--trust", server.thumbprint)
+    config = json.loads((tentacle.home / "tentacle.json").read_text())
+    [entry] = config["trusted_servers"]
+    assert entry["thumbprint"] == server.thumbprint
+    assert (
+        entry["certificate_pem"].encode() == (server.home / "server-certificate.pem").read_bytes()
+    )
+    wait_for(
+        lambda: server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode == 0,
+        10,
+        "the re-trusted server to be accepted",
+    )
+
+
+def test_trust_by_a_wrong_thumbprint_or_an_unreachable_server_is_refused(
+    cluster: Cluster,
+) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
+    before = (tentacle.home / "tentacle.json").read_bytes()
+    other = pki.generate_identity("other", pki.SERVER_NAME).thumbprint
+
+    wrong = tentacle.tentacle("configure", "--trust", other, "--server", server.url, check=False)
+    assert wrong.returncode != 0
+    assert f"presented certificate {server.thumbprint}, not the expected {other}" in wrong.stderr
+
+    # A port nothing listens on: bound and closed again, so the connection is refused.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = tentacle.tentacle(
+        "configure", "--trust", other, "--server", f"https://127.0.0.1:{closed_port}", check=False
+    )
+    assert unreachable.returncode != 0
+    assert f"cannot reach the server at 127.0.0.1:{closed_port}" in unreachable.stderr
+    assert "nothing was trusted" in unreachable.stderr
+    # Nor can a rotation be recorded for a certificate the server does not present.
+    rotated = tentacle.tentacle(
+        "update-trust", "--old", server.thumbprint, "--new", other, check=False
+    )
+    assert rotated.returncode != 0
+    assert f"presented certificate {server.thumbprint}, not the expected {other}" in rotated.stderr
+    # No attempt changed what the Tentacle trusts.
+    assert (tentacle.home / "tentacle.json").read_bytes() == before
+
+
+def test_registering_a_taken_name_again_names_the_force_flag(cluster: Cluster) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
+    tentacle.tentacle("new-certificate")
+    # The server, its thumbprint and the key come from the environment, as for `cuttle`.
+    again = subprocess.run(
+        [str(BIN / "tentacle"), "register-with", "--home", str(tentacle.home)]
+        + ["--name", "web-01", "--environment", "Dev", "--comms-style", "polling"],
+        capture_output=True,
+        text=True,
+        env=server.cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode != 0
+    assert "a machine named 'web-01' is already registered" in again.stderr
+    assert "tentacle register-with --force" in again.stderr

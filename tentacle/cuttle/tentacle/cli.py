@@ -19,6 +19,7 @@ from cuttle.protocol.errors import kind_from_rpc_error
 from cuttle.protocol.logconfig import configure_logging
 from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc
 from cuttle.tentacle.config import (
+    CONFIG_FILE,
     PORTS_FILE,
     ConfigError,
     InstanceHome,
@@ -27,12 +28,29 @@ from cuttle.tentacle.config import (
 )
 from cuttle.tentacle.home_lock import HomeLock, HomeLocked
 
-DEFAULT_HOME = "/etc/cuttle/tentacle"
+DEFAULT_HOME = "/var/lib/cuttle-tentacle"
+# Where earlier versions put the home by default; an instance there keeps being found.
+LEGACY_HOME = "/etc/cuttle/tentacle"
+
+
+def default_home() -> str:
+    """CUTTLE_TENTACLE_HOME, else an existing home in the old place, else /var/lib."""
+    configured = os.environ.get("CUTTLE_TENTACLE_HOME")
+    if configured:
+        return configured
+    if (
+        not (Path(DEFAULT_HOME) / CONFIG_FILE).exists()
+        and (Path(LEGACY_HOME) / CONFIG_FILE).exists()
+    ):
+        return LEGACY_HOME
+    return DEFAULT_HOME
+
+
 home_option = click.option(
     "--home",
     type=click.Path(path_type=Path, file_okay=False),
-    default=lambda: os.environ.get("CUTTLE_TENTACLE_HOME", DEFAULT_HOME),
-    show_default=DEFAULT_HOME,
+    default=default_home,
+    show_default=f"{DEFAULT_HOME}, or {LEGACY_HOME} if an instance is there",
     help="The instance's home folder (env CUTTLE_TENTACLE_HOME).",
 )
 
@@ -46,6 +64,7 @@ def _home(path: Path) -> InstanceHome:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cuttle-tentacle", prog_name="tentacle")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -54,7 +73,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     \b
     Listening (the server dials in):
       tentacle create-instance --home /opt/tentacle
-      tentacle configure --home /opt/tentacle --port 10933 --trust <server-thumbprint>
+      tentacle configure --home /opt/tentacle --port 10933 --trust <T> --server https://cuttle:8443
       tentacle register-with --home /opt/tentacle --server https://cuttle:8443 \\
           --server-thumbprint <T> --api-key <K> --name web-01 --environment Dev --role web
       tentacle run --home /opt/tentacle
@@ -105,7 +124,19 @@ def show_thumbprint(home: Path, output: str) -> None:
 @home_option
 @click.option("--port", type=click.IntRange(0, 65535), help="Listening port (0: any free port).")
 @click.option("--listen-host", help="Address to listen on (default 0.0.0.0).")
-@click.option("--trust", "trust", multiple=True, help="Trust a server thumbprint.")
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    help="Trust a server by thumbprint: its certificate is fetched from --server (or the server "
+    "this Tentacle registered with) and must hash to the thumbprint.",
+)
+@click.option(
+    "--server",
+    "server",
+    help="Admin address to fetch the certificate for --trust from, e.g. https://host:8443 "
+    "(default: the address this Tentacle registered with).",
+)
 @click.option(
     "--trust-certificate",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -128,6 +159,7 @@ def configure(
     port: int | None,
     listen_host: str | None,
     trust: tuple[str, ...],
+    server: str | None,
     trust_certificate: tuple[Path, ...],
     remove_trust: tuple[str, ...],
     polling_connections: int | None,
@@ -140,7 +172,8 @@ def configure(
     config = _load(instance)
     try:
         for thumbprint in trust:
-            config.trust(thumbprint)
+            address = _trust_source(config, server, thumbprint)
+            config.trust(thumbprint, _pinned_server_certificate(address, thumbprint).decode())
         for path in trust_certificate:
             pem = path.read_bytes()
             config.trust(pki.check_peer_certificate(pem), pem.decode())
@@ -163,31 +196,55 @@ def configure(
         config.reconnect_max_delay_seconds = reconnect_max_delay
     instance.save(config)
     click.echo("Configuration saved")
+    for entry in config.trusted_servers:
+        if not entry.certificate_pem:
+            # Written by older versions: the TLS root bundle cannot enforce a bare thumbprint.
+            click.echo(
+                f"warning: {entry.thumbprint} is trusted by thumbprint only and will be refused; "
+                f"run `tentacle configure --trust {entry.thumbprint} --server URL`",
+                err=True,
+            )
 
 
 @main.command("update-trust")
 @home_option
 @click.option("--old", "old", required=True, help="Thumbprint to stop trusting.")
 @click.option("--new", "new", required=True, help="Thumbprint to trust instead.")
-def update_trust(home: Path, old: str, new: str) -> None:
+@click.option(
+    "--server",
+    "server",
+    help="Admin address to fetch the new certificate from (default: the registered server).",
+)
+def update_trust(home: Path, old: str, new: str, server: str | None) -> None:
     """Replace a trusted server thumbprint (after the server's certificate was rotated)."""
     instance = _home(home)
     config = _load(instance)
     try:
         new_thumbprint = pki.normalize_thumbprint(new)
-        pem = ""
-        if config.server is not None:
-            host, port = _split_address(config.server.admin_address)
-            fetched = pki.fetch_peer_certificate(host, port)
-            if pki.thumbprint_of_pem(fetched) == new_thumbprint:
-                pem = fetched.decode()
-        if not config.remove_trust(old):
-            raise CliError(f"{old} is not a trusted thumbprint")
-        config.trust(new_thumbprint, pem)
-    except (pki.CertificateError, OSError) as exc:
+        old_thumbprint = pki.normalize_thumbprint(old)
+    except pki.CertificateError as exc:
         raise CliError(str(exc)) from exc
+    if old_thumbprint not in config.trusted_thumbprints():
+        raise CliError(f"{old} is not a trusted thumbprint")
+    pem = _pinned_server_certificate(_trust_source(config, server, new), new_thumbprint)
+    config.remove_trust(old_thumbprint)
+    config.trust(new_thumbprint, pem.decode())
     instance.save(config)
-    click.echo(f"Now trusting {new_thumbprint} instead of {pki.normalize_thumbprint(old)}")
+    click.echo(f"Now trusting {new_thumbprint} instead of {old_thumbprint}")
+
+
+def _trust_source(config: TentacleConfig, server: str | None, thumbprint: str) -> str:
+    """Where to fetch the certificate of a server trusted by thumbprint."""
+    # The TLS root bundle is made of certificates: a bare thumbprint could never be enforced,
+    # so a trust without a reachable server to fetch the certificate from is refused.
+    if server:
+        return server
+    if config.server is not None:
+        return config.server.admin_address
+    raise CliError(
+        f"cannot trust {thumbprint} by thumbprint alone: give --server URL to fetch its "
+        "certificate from, or --trust-certificate FILE"
+    )
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -210,12 +267,17 @@ def _admin_stub(
 
 def _pinned_server_certificate(address: str, thumbprint: str) -> bytes:
     host, port = _split_address(address)
-    expected = pki.normalize_thumbprint(thumbprint)
     try:
+        expected = pki.normalize_thumbprint(thumbprint)
         pem = pki.fetch_peer_certificate(host, port)
+        actual = pki.check_peer_certificate(pem)
     except OSError as exc:
-        raise CliError(f"cannot reach the server at {host}:{port}: {exc}") from exc
-    actual = pki.thumbprint_of_pem(pem)
+        raise CliError(
+            f"cannot reach the server at {host}:{port} to fetch its certificate ({exc}); "
+            "nothing was trusted"
+        ) from exc
+    except pki.CertificateError as exc:
+        raise CliError(str(exc)) from exc
     if actual != expected:
         raise CliError(
             f"the server at {host}:{port} presented certificate {actual}, not the expected "
@@ -226,8 +288,19 @@ def _pinned_server_certificate(address: str, thumbprint: str) -> bytes:
 
 @main.command("register-with")
 @home_option
-@click.option("--server", "server", required=True, help="Admin address, e.g. https://host:8443.")
-@click.option("--server-thumbprint", required=True, help="The server's certificate thumbprint.")
+@click.option(
+    "--server",
+    "server",
+    envvar="CUTTLE_SERVER",
+    required=True,
+    help="Admin address, e.g. https://host:8443 (env CUTTLE_SERVER).",
+)
+@click.option(
+    "--server-thumbprint",
+    envvar="CUTTLE_SERVER_THUMBPRINT",
+    required=True,
+    help="The server's certificate thumbprint (env CUTTLE_SERVER_THUMBPRINT).",
+)
 @click.option("--api-key", envvar="CUTTLE_API_KEY", required=True, help="Env CUTTLE_API_KEY.")
 @click.option("--name", required=True, help="Machine name on the server.")
 @click.option("--environment", "environments", multiple=True, required=True)
@@ -372,22 +445,49 @@ def service() -> None:
 @click.option("--unit-name", default="cuttle-tentacle", show_default=True)
 def service_install(home: Path, unit_dir: Path, unit_name: str) -> None:
     """Write a systemd unit running this instance; enable it with systemctl."""
-    executable = shutil.which("tentacle") or sys.argv[0]
+    # The program running now, as an absolute path (systemd needs one): not whichever
+    # `tentacle` comes first on PATH, which may be another installation.
+    running = Path(sys.argv[0])
+    executable = str(running.absolute()) if running.is_file() else shutil.which("tentacle")
+    if executable is None:
+        raise CliError("cannot tell where the tentacle program is installed")
     unit = unit_dir / f"{unit_name}.service"
     unit_dir.mkdir(parents=True, exist_ok=True)
-    unit.write_text(
+    unit.write_text(service_unit(Path(executable), home.resolve()))
+    click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
+
+
+def service_unit(executable: Path, home: Path) -> str:
+    """The systemd unit running this instance as root, hardened where scripts do not suffer."""
+    # Root, so that scripts written for Octopus (systemctl, apt, useradd) run unchanged. That
+    # rules out the sandboxing options that would break them: ProtectSystem/ProtectHome
+    # (package installs, deploys into /srv or /home), PrivateTmp (files shared with other
+    # services), NoNewPrivileges and RestrictSUIDSGID (sudo, packages shipping setuid files),
+    # ProtectKernelTunables/Modules, PrivateDevices, RestrictNamespaces (sysctl, modprobe,
+    # disks, containers), MemoryDenyWriteExecute (JITs), ProtectControlGroups (the Tentacle
+    # makes a cgroup per script), ProtectClock (it closes device access to all but the clock),
+    # ProtectKernelLogs (dmesg in health checks). What is left costs a deployment script
+    # nothing; `systemd-analyze security` rates the result as exposed, which is the price of
+    # running scripts as root. A rootless Tentacle can add the rest.
+    return (
         "[Unit]\n"
         "Description=Cuttle Tentacle agent\n"
         "After=network-online.target\nWants=network-online.target\n\n"
         "[Service]\n"
-        f"ExecStart={executable} run --home {home.resolve()}\n"
+        f"ExecStart={executable} run --home {home}\n"
         "Restart=always\nRestartSec=5\n"
         # Scripts may start services of their own: kill only the agent on stop, not the tree.
         "KillMode=process\n"
-        "Environment=CUTTLE_LOG_FORMAT=json\n\n"
+        # Each script gets a child cgroup of the service's (the kill that reaches every
+        # process): systemd must leave that subtree to the Tentacle.
+        "Delegate=yes\n"
+        "Environment=CUTTLE_LOG_FORMAT=json\n"
+        "LockPersonality=yes\n"
+        "RestrictRealtime=yes\n"
+        # 32-bit foreign binaries (rare on a deployment target) are the one thing this blocks.
+        "SystemCallArchitectures=native\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
-    click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
 
 
 def _load(instance: InstanceHome) -> TentacleConfig:

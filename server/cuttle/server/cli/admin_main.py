@@ -21,7 +21,9 @@ from cuttle.server.cli.context import (
     run_call,
     to_json,
 )
+from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
+from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
 HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
@@ -39,21 +41,22 @@ SCRIPT_STATE = {
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cuttle-server", prog_name="cuttle")
 @click.option(
     "--server",
     envvar="CUTTLE_SERVER",
-    default="https://127.0.0.1:8443",
-    show_default=True,
-    help="Admin API address (env CUTTLE_SERVER).",
+    help=f"Admin API address (env CUTTLE_SERVER; else the profile's; else {DEFAULT_SERVER}).",
 )
-@click.option(
-    "--api-key", envvar="CUTTLE_API_KEY", default="", help="API key (env CUTTLE_API_KEY)."
-)
+@click.option("--api-key", envvar="CUTTLE_API_KEY", help="API key (env CUTTLE_API_KEY).")
 @click.option(
     "--server-thumbprint",
     envvar="CUTTLE_SERVER_THUMBPRINT",
-    default="",
     help="Pinned server thumbprint (env CUTTLE_SERVER_THUMBPRINT).",
+)
+@click.option(
+    "--profile",
+    envvar="CUTTLE_PROFILE",
+    help="Saved login to use (env CUTTLE_PROFILE; default: 'default'); see `cuttle login`.",
 )
 @click.option(
     "--space",
@@ -64,19 +67,33 @@ SCRIPT_STATE = {
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def main(
-    ctx: click.Context, server: str, api_key: str, server_thumbprint: str, space: str, debug: bool
+    ctx: click.Context,
+    server: str | None,
+    api_key: str | None,
+    server_thumbprint: str | None,
+    profile: str | None,
+    space: str,
+    debug: bool,
 ) -> None:
     """Drive a Cuttle server.
 
     \b
+      cuttle login --server https://cuttle:8443 --server-thumbprint T   # once; asks for the key
       cuttle machine list
       cuttle script run --environment Dev --role web --syntax bash -- 'echo hello from $(hostname)'
       cuttle task log <task-id>
+
+    The connection comes from the flags, then the CUTTLE_* environment variables, then the
+    profile saved by `cuttle login`.
     """
     ctx.obj = {
-        "server": server,
-        "api_key": api_key,
-        "thumbprint": server_thumbprint,
+        "connection": ConnectionChoice(
+            profile=check_name(profile) if profile else DEFAULT_PROFILE,
+            profile_chosen=bool(profile),
+            server=server or None,
+            server_thumbprint=server_thumbprint or None,
+            api_key=api_key or None,
+        ),
         "space": space,
         "debug": debug,
     }
@@ -542,3 +559,5 @@ def artifact_download(
 
 
 register_model_commands(main)
+main.add_command(login)
+main.add_command(logout)

@@ -37,9 +37,11 @@ def parse_server(url: str, thumbprint: str, api_key: str) -> ServerAddress:
     if not parsed.hostname:
         raise click.UsageError(f"--server {url!r}: expected https://host:port")
     if not thumbprint:
-        raise click.UsageError("--server-thumbprint (or CUTTLE_SERVER_THUMBPRINT) is required")
+        raise click.UsageError(
+            "--server-thumbprint (or CUTTLE_SERVER_THUMBPRINT) is required, or `cuttle login`"
+        )
     if not api_key:
-        raise click.UsageError("--api-key (or CUTTLE_API_KEY) is required")
+        raise click.UsageError("--api-key (or CUTTLE_API_KEY) is required, or `cuttle login`")
     try:
         thumbprint = pki.normalize_thumbprint(thumbprint)
     except pki.CertificateError as exc:

@@ -12,7 +12,8 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 
-from cuttle.server.cli.connection import AdminConnection, describe, parse_server
+from cuttle.server.cli.connection import AdminConnection, ServerAddress, describe, parse_server
+from cuttle.server.cli.profiles import ConnectionChoice
 
 T = TypeVar("T")
 console = Console()
@@ -21,7 +22,16 @@ err_console = Console(stderr=True)
 
 def run_call(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]) -> T:
     """Connect, run work on the connection, and turn a failed call into a clean CLI error."""
-    address = parse_server(ctx.obj["server"], ctx.obj["thumbprint"], ctx.obj["api_key"])
+    choice: ConnectionChoice = ctx.obj["connection"]
+    settings = choice.resolve()
+    address = parse_server(settings.server, settings.server_thumbprint, settings.api_key)
+    return run_at(address, bool(ctx.obj["debug"]), work)
+
+
+def run_at(
+    address: ServerAddress, debug: bool, work: Callable[[AdminConnection], Awaitable[T]]
+) -> T:
+    """Run work on a connection to the given server; a failed call becomes a clean CLI error."""
 
     async def go() -> T:
         conn = AdminConnection(address)
@@ -33,7 +43,7 @@ def run_call(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]
     try:
         return asyncio.run(go())
     except grpc.aio.AioRpcError as exc:
-        if ctx.obj["debug"]:
+        if debug:
             raise
         raise click.ClickException(describe(exc)) from None
 

@@ -35,6 +35,7 @@ home_option = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cuttle-server", prog_name="cuttle-server")
 def main() -> None:
     """The Cuttle server.
 

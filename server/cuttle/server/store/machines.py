@@ -121,7 +121,7 @@ def add(
     if same_name is not None and not replace:
         raise Conflict(
             f"a machine named {same_name.name!r} is already registered"
-            " (register with replace to give it a new certificate)"
+            " (re-register with `tentacle register-with --force` to give it a new certificate)"
         )
     try:
         # A savepoint, so that losing a race to another registration leaves the caller's
