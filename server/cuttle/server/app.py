@@ -21,6 +21,7 @@ from cuttle.server.api.access_service import AccessService
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
 from cuttle.server.api.deployment_service import DeploymentService
+from cuttle.server.api.interruption_service import InterruptionService
 from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.api.space_service import SpaceService
@@ -172,6 +173,9 @@ class ServerNode:
         model_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentService(self.tx, encryptor, self.runner), admin
         )
+        model_pb2_grpc.add_InterruptionServiceServicer_to_server(
+            InterruptionService(self.tx, self.signals), admin
+        )
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, admin)
         reflection.enable_server_reflection(
@@ -183,6 +187,7 @@ class ServerNode:
                 model_pb2.DESCRIPTOR.services_by_name["RunbookService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["SpaceService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["InterruptionService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),

@@ -722,6 +722,7 @@ class TaskEvent(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     TARGET_FINISHED_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
     def started(self) -> Global___Task: ...
@@ -731,6 +732,10 @@ class TaskEvent(_message.Message):
     def target_finished(self) -> Global___TargetResult: ...
     @_builtins.property
     def finished(self) -> Global___Task: ...
+    @_builtins.property
+    def updated(self) -> Global___Task:
+        """The task's state changed without ending (waiting for a person, cancelling, ...)."""
+
     def __init__(
         self,
         *,
@@ -739,12 +744,13 @@ class TaskEvent(_message.Message):
         lines: Global___TaskLogBatch | None = ...,
         target_finished: Global___TargetResult | None = ...,
         finished: Global___Task | None = ...,
+        updated: Global___Task | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished", "updated"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

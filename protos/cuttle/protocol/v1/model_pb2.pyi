@@ -1202,11 +1202,14 @@ class DeployRequest(_message.Message):
     EXCLUDED_MACHINES_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    GUIDED_FAILURE_FIELD_NUMBER: _builtins.int
     space: _builtins.str
     project: _builtins.str
     release: _builtins.str
     environment: _builtins.str
     dry_run: _builtins.bool
+    guided_failure: _builtins.str
+    """"default" (empty too), "on" or "off"."""
     @_builtins.property
     def skip_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1227,10 +1230,11 @@ class DeployRequest(_message.Message):
         excluded_machines: _abc.Iterable[_builtins.str] | None = ...,
         variables: _abc.Iterable[Global___PromptedValue] | None = ...,
         dry_run: _builtins.bool = ...,
+        guided_failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "project", b"project", "release", b"release", "skip_steps", b"skip_steps", "space", b"space", "specific_machines", b"specific_machines", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "guided_failure", b"guided_failure", "project", b"project", "release", b"release", "skip_steps", b"skip_steps", "space", b"space", "specific_machines", b"specific_machines", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1268,6 +1272,142 @@ class DeployResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeployResponse: _TypeAlias = DeployResponse  # noqa: Y015
+
+@_typing.final
+class Interruption(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_TEAMS_FIELD_NUMBER: _builtins.int
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    ANSWERED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    task_id: _builtins.str
+    kind: _builtins.str
+    """"guided_failure" or "manual_intervention"."""
+    step: _builtins.str
+    action: _builtins.str
+    machine: _builtins.str
+    """Empty for a manual intervention."""
+    title: _builtins.str
+    instructions: _builtins.str
+    created_unix_ms: _builtins.int
+    response: _builtins.str
+    """Empty while open."""
+    answered_by: _builtins.str
+    answered_unix_ms: _builtins.int
+    note: _builtins.str
+    @_builtins.property
+    def responsible_teams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Offered answers: retry, ignore, fail, exclude_machine, proceed, abort."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        step: _builtins.str = ...,
+        action: _builtins.str = ...,
+        machine: _builtins.str = ...,
+        title: _builtins.str = ...,
+        instructions: _builtins.str = ...,
+        responsible_teams: _abc.Iterable[_builtins.str] | None = ...,
+        responses: _abc.Iterable[_builtins.str] | None = ...,
+        created_unix_ms: _builtins.int = ...,
+        response: _builtins.str = ...,
+        answered_by: _builtins.str = ...,
+        answered_unix_ms: _builtins.int = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "answered_by", b"answered_by", "answered_unix_ms", b"answered_unix_ms", "created_unix_ms", b"created_unix_ms", "id", b"id", "instructions", b"instructions", "kind", b"kind", "machine", b"machine", "note", b"note", "response", b"response", "responses", b"responses", "responsible_teams", b"responsible_teams", "step", b"step", "task_id", b"task_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interruption: _TypeAlias = Interruption  # noqa: Y015
+
+@_typing.final
+class ListInterruptionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """Empty: every task's."""
+    open_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        open_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_only", b"open_only", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInterruptionsRequest: _TypeAlias = ListInterruptionsRequest  # noqa: Y015
+
+@_typing.final
+class ListInterruptionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interruptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interruption]: ...
+    def __init__(
+        self,
+        *,
+        interruptions: _abc.Iterable[Global___Interruption] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interruptions", b"interruptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInterruptionsResponse: _TypeAlias = ListInterruptionsResponse  # noqa: Y015
+
+@_typing.final
+class RespondInterruptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    response: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        response: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "note", b"note", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RespondInterruptionRequest: _TypeAlias = RespondInterruptionRequest  # noqa: Y015
 
 @_typing.final
 class RunbookSnapshot(_message.Message):

@@ -1232,6 +1232,125 @@ class DeploymentService:
             _registered_method=True)
 
 
+class InterruptionServiceStub:
+    """People answering deployments that wait for them (guided failure, manual intervention).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListInterruptions = channel.unary_unary(
+                '/cuttle.protocol.v1.InterruptionService/ListInterruptions',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsResponse.FromString,
+                _registered_method=True)
+        self.RespondInterruption = channel.unary_unary(
+                '/cuttle.protocol.v1.InterruptionService/RespondInterruption',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RespondInterruptionRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Interruption.FromString,
+                _registered_method=True)
+
+
+class InterruptionServiceServicer:
+    """People answering deployments that wait for them (guided failure, manual intervention).
+    """
+
+    def ListInterruptions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondInterruption(self, request, context):
+        """Only one answer ever wins; it must be one the interruption offers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InterruptionServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListInterruptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInterruptions,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsResponse.SerializeToString,
+            ),
+            'RespondInterruption': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondInterruption,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RespondInterruptionRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Interruption.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cuttle.protocol.v1.InterruptionService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cuttle.protocol.v1.InterruptionService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class InterruptionService:
+    """People answering deployments that wait for them (guided failure, manual intervention).
+    """
+
+    @staticmethod
+    def ListInterruptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.InterruptionService/ListInterruptions',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.ListInterruptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondInterruption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.InterruptionService/RespondInterruption',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RespondInterruptionRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.Interruption.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class RunbookServiceStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -386,6 +386,46 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class InterruptionServiceStub:
+    """People answering deployments that wait for them (guided failure, manual intervention)."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> InterruptionServiceAsyncStub: ...
+    ListInterruptions: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListInterruptionsRequest, _model_pb2.ListInterruptionsResponse]
+    RespondInterruption: _grpc.UnaryUnaryMultiCallable[_model_pb2.RespondInterruptionRequest, _model_pb2.Interruption]
+    """Only one answer ever wins; it must be one the interruption offers."""
+
+@_typing.type_check_only
+class InterruptionServiceAsyncStub(InterruptionServiceStub):
+    """People answering deployments that wait for them (guided failure, manual intervention)."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListInterruptions: _aio.UnaryUnaryMultiCallable[_model_pb2.ListInterruptionsRequest, _model_pb2.ListInterruptionsResponse]  # type: ignore[assignment]
+    RespondInterruption: _aio.UnaryUnaryMultiCallable[_model_pb2.RespondInterruptionRequest, _model_pb2.Interruption]  # type: ignore[assignment]
+    """Only one answer ever wins; it must be one the interruption offers."""
+
+class InterruptionServiceServicer(metaclass=_abc_1.ABCMeta):
+    """People answering deployments that wait for them (guided failure, manual intervention)."""
+
+    @_abc_1.abstractmethod
+    def ListInterruptions(
+        self,
+        request: _model_pb2.ListInterruptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.ListInterruptionsResponse, _abc.Awaitable[_model_pb2.ListInterruptionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RespondInterruption(
+        self,
+        request: _model_pb2.RespondInterruptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.Interruption, _abc.Awaitable[_model_pb2.Interruption]]:
+        """Only one answer ever wins; it must be one the interruption offers."""
+
+def add_InterruptionServiceServicer_to_server(servicer: InterruptionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class RunbookServiceStub:
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...

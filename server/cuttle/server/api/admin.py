@@ -262,6 +262,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> AsyncIterator[apb.TaskEvent]:
         record = await self._tx.read(lambda s: tasks.get(s, task_id))
         yield apb.TaskEvent(task_id=task_id, started=convert.task(record))
+        last_state = record.state
         reported: dict[str, str] = {}
         while True:
             lines = await self._tx.read(partial(_read_lines, task_id, after))
@@ -287,6 +288,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                         break
                     yield apb.TaskEvent(task_id=task_id, target_finished=convert.target(target))
             else:
+                if record.state != last_state and record.state not in FINISHED_TASK_STATES:
+                    last_state = record.state
+                    yield apb.TaskEvent(task_id=task_id, updated=convert.task(record))
                 if record.state in FINISHED_TASK_STATES:
                     yield apb.TaskEvent(task_id=task_id, finished=convert.task(record))
                     return

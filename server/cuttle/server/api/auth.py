@@ -52,6 +52,7 @@ SELF_AUTHORIZING_PREFIXES = (
     "/cuttle.protocol.v1.ReleaseService/",
     "/cuttle.protocol.v1.RunbookService/",
     "/cuttle.protocol.v1.DeploymentService/",
+    "/cuttle.protocol.v1.InterruptionService/",
 )
 REGISTER_METHODS = frozenset(
     {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import structlog
@@ -26,6 +26,16 @@ from cuttle.server.store.transactions import Transactions
 log = structlog.get_logger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _guided_failure(value: str) -> Literal["default", "on", "off"]:
+    if value in ("", "default"):
+        return "default"
+    if value == "on":
+        return "on"
+    if value == "off":
+        return "off"
+    raise InvalidArgument(f"guided failure must be on, off or default, not {value!r}")
 
 
 class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
@@ -53,6 +63,7 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
             specific_machines=tuple(request.specific_machines),
             excluded_machines=tuple(request.excluded_machines),
             variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
+            guided_failure=_guided_failure(request.guided_failure),
         )
         caller = access.current()
         encryptor = self._encryptor

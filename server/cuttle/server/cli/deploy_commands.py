@@ -10,15 +10,24 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 
 import click
+from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import err_console, run_call, space_option, to_json
+from cuttle.server.cli.context import console, err_console, run_call, space_option, to_json
 
 WAIT_TIMED_OUT = 3
+
+
+def rfc3339(unix_ms: int) -> str:
+    """A time as RFC 3339 in UTC (the JSON convention for *_at fields)."""
+    return datetime.fromtimestamp(unix_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 _FINISHED = {
     apb.TASK_STATE_SUCCESS: "success",
     apb.TASK_STATE_FAILED: "failed",
@@ -41,6 +50,14 @@ _FINISHED = {
     multiple=True,
     help="NAME=ENV_VAR: a sensitive prompted value, read from the environment (never argv).",
 )
+@click.option(
+    "--guided-failure",
+    type=click.Choice(["default", "on", "off"]),
+    default="default",
+    show_default=True,
+    help="Wait for a person when an action fails (default: as the project, else the "
+    "environment, says).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--wait", is_flag=True, help="Follow the deployment until it ends.")
 @click.option(
@@ -62,6 +79,7 @@ def deploy(
     excluded: tuple[str, ...],
     variables: tuple[str, ...],
     sensitive: tuple[str, ...],
+    guided_failure: str,
     dry_run: bool,
     wait: bool,
     wait_timeout: float,
@@ -97,6 +115,7 @@ def deploy(
         excluded_machines=excluded,
         variables=prompted,
         dry_run=dry_run,
+        guided_failure=guided_failure,
     )
 
     async def work(conn: AdminConnection) -> tuple[mpb.DeployResponse, apb.Task | None, bool]:
@@ -151,7 +170,7 @@ async def _follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task 
                 prefix = f"{line.machine}: " if line.machine else ""
                 out.write(prefix.encode() + line.line.text + b"\n")
             out.flush()
-        if kind in ("lines", "target_finished"):
+        if kind in ("lines", "target_finished", "updated"):
             await _progress(conn, task_id, shown, output)
         if kind == "finished":
             final = event.finished
@@ -173,6 +192,24 @@ async def _progress(
         apb.GetTaskRequest(task_id=task_id), metadata=conn.metadata, timeout=60
     )
     _print_tree(task, shown)
+    if task.state != apb.TASK_STATE_WAITING:
+        return
+    waiting: mpb.ListInterruptionsResponse = await conn.interruptions.ListInterruptions(
+        mpb.ListInterruptionsRequest(task_id=task_id, open_only=True),
+        metadata=conn.metadata,
+        timeout=60,
+    )
+    for i in waiting.interruptions:
+        if shown.get(i.id) == "shown":
+            continue
+        shown[i.id] = "shown"
+        flags = " | ".join("--" + r.replace("_", "-") for r in i.responses)
+        err_console.print(
+            f"Waiting for a person: {i.title}\n"
+            + (f"  {i.instructions}\n" if i.instructions else "")
+            + f"  cuttle interruption respond {i.id} {flags} [--note TEXT]",
+            highlight=False,
+        )
 
 
 def _print_tree(task: apb.Task, shown: dict[str, str]) -> None:
@@ -190,3 +227,104 @@ def _print_tree(task: apb.Task, shown: dict[str, str]) -> None:
             label = f"  {action.name if action else '?'} on {node.name}"
         reason = f" - {node.reason}" if node.reason and node.state != "success" else ""
         err_console.print(f"{label}: {node.state}{reason}", highlight=False)
+
+
+@click.group()
+def interruption() -> None:
+    """Deployments waiting for a person: guided failures and manual interventions."""
+
+
+def _interruption_json(i: mpb.Interruption) -> dict[str, object]:
+    return {
+        "id": i.id,
+        "task_id": i.task_id,
+        "kind": i.kind,
+        "step": i.step,
+        "action": i.action,
+        "machine": i.machine,
+        "title": i.title,
+        "instructions": i.instructions,
+        "responsible_teams": list(i.responsible_teams),
+        "responses": list(i.responses),
+        "created_at": rfc3339(i.created_unix_ms),
+        "response": i.response,
+        "answered_by": i.answered_by,
+        "answered_at": rfc3339(i.answered_unix_ms) if i.answered_unix_ms else "",
+        "note": i.note,
+    }
+
+
+@interruption.command("list")
+@click.option("--task", "task_id", default="", help="Only this task's.")
+@click.option("--all", "show_all", is_flag=True, help="Answered ones too.")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def interruption_list(ctx: click.Context, task_id: str, show_all: bool, output: str) -> None:
+    """What waits for a person (open ones, unless --all).
+
+    \b
+      cuttle interruption list
+      cuttle interruption list --task 3f2c... --output json
+    """
+
+    async def work(conn: AdminConnection) -> mpb.ListInterruptionsResponse:
+        found: mpb.ListInterruptionsResponse = await conn.interruptions.ListInterruptions(
+            mpb.ListInterruptionsRequest(task_id=task_id, open_only=not show_all),
+            metadata=conn.metadata,
+            timeout=60,
+        )
+        return found
+
+    found = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps([_interruption_json(i) for i in found.interruptions], indent=2))
+        return
+    table = Table("Id", "Task", "Kind", "Step / action", "Machine", "Waiting for", "Answer")
+    for i in found.interruptions:
+        answer = f"{i.response} by {i.answered_by}" if i.response else ", ".join(i.responses)
+        table.add_row(i.id, i.task_id, i.kind, f"{i.step} / {i.action}", i.machine, i.title, answer)
+    console.print(table)
+
+
+@interruption.command("respond")
+@click.argument("interruption_id")
+@click.option("--retry", "answer", flag_value="retry", help="Run the failed action again.")
+@click.option("--ignore", "answer", flag_value="ignore", help="Go on as if it had succeeded.")
+@click.option("--fail", "answer", flag_value="fail", help="Let the failure stand.")
+@click.option(
+    "--exclude-machine",
+    "answer",
+    flag_value="exclude_machine",
+    help="Leave the machine out of the rest of the deployment.",
+)
+@click.option("--proceed", "answer", flag_value="proceed", help="Approve a manual step.")
+@click.option("--abort", "answer", flag_value="abort", help="Refuse a manual step.")
+@click.option("--note", default="", help="Why (kept in the task log and the audit trail).")
+@click.pass_context
+def interruption_respond(
+    ctx: click.Context, interruption_id: str, answer: str | None, note: str
+) -> None:
+    """Answer an interruption.
+
+    \b
+      cuttle interruption respond 9a1b... --retry
+      cuttle interruption respond 9a1b... --proceed --note "checked the dashboards"
+    """
+    if answer is None:
+        raise click.UsageError(
+            "choose one of --retry, --ignore, --fail, --exclude-machine, --proceed, --abort"
+        )
+
+    async def work(conn: AdminConnection) -> mpb.Interruption:
+        answered: mpb.Interruption = await conn.interruptions.RespondInterruption(
+            mpb.RespondInterruptionRequest(id=interruption_id, response=answer, note=note),
+            metadata=conn.metadata,
+            timeout=60,
+        )
+        return answered
+
+    answered = run_call(ctx, work)
+    err_console.print(
+        f"Answered {answered.response} to {answered.title!r} (task {answered.task_id})",
+        highlight=False,
+    )

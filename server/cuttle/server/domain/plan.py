@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_PARALLELISM = 10
 MAX_PARALLELISM_VARIABLE = "Octopus.Action.MaxParallelism"
 # Action types the engine runs today; others are refused at deploy time with the reason.
-SUPPORTED_ACTION_TYPES = frozenset({"run_script"})
+SUPPORTED_ACTION_TYPES = frozenset({"run_script", "manual_intervention"})
+# Actions that wait for a person on no machine: a step made only of them needs no target.
+SERVER_ACTION_TYPES = frozenset({"manual_intervention"})
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,10 @@ class Plan:
                 how += f" (rolling, {step.window_size} at a time)"
             if step.skipped:
                 lines.append(f"{number}. {step.name}: skipped, {step.skipped}")
+            elif not step.machines:
+                lines.append(f"{number}. {step.name}{how}: waits for a person")
             else:
-                machines = ", ".join(step.machines) or "no machine"
-                lines.append(f"{number}. {step.name}{how} on {machines}")
+                lines.append(f"{number}. {step.name}{how} on {', '.join(step.machines)}")
             for action in step.actions:
                 if action.skipped == "skipped":
                     continue  # the whole step was skipped by the person deploying
@@ -243,6 +246,18 @@ def plan_deployment(
                     window_size=step.window_size,
                     skipped="none of its actions applies to this deployment",
                 )
+            )
+            continue
+        kinds = {a.type in SERVER_ACTION_TYPES for a in actions if not a.skipped}
+        if len(kinds) > 1:
+            problems.append(
+                f"step {step.name!r} mixes manual interventions with actions that run on "
+                "machines: give the manual intervention a step of its own"
+            )
+            continue
+        if kinds == {True}:
+            planned.append(
+                PlannedStep(step.name, actions, with_previous=step.with_previous, window_size=None)
             )
             continue
         if not step.target_tags:

@@ -82,6 +82,8 @@ class DeploymentTaskSpec(_Spec):
     excluded_machines: tuple[str, ...] = ()
     # Values given for prompted variables; sensitive ones sealed.
     prompted: tuple[SpecVariable, ...] = ()
+    # The deployment's choice: default (the project's, else the environment's), on, off.
+    guided_failure: Literal["default", "on", "off"] = "default"
 
 
 # Runbook runs join as another member of the union, discriminated by `kind`.

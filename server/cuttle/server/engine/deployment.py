@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 
 import structlog
@@ -29,6 +30,13 @@ from cuttle.server.domain.deployment_variables import (
     OutputVariable,
     assemble_action_variables,
 )
+from cuttle.server.domain.interruptions import (
+    GuidedFailure,
+    InterruptionKind,
+    Response,
+    guided_failure_applies,
+    responses_for,
+)
 from cuttle.server.domain.scripts import RemoteVariable, ScriptRequest
 from cuttle.server.domain.task_specs import DeploymentTaskSpec
 from cuttle.server.domain.task_states import (
@@ -42,11 +50,15 @@ from cuttle.server.domain.task_states import (
 from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
 from cuttle.server.model import documents as d
 from cuttle.server.model.deployments import Material, load_material, set_deployment_state
+from cuttle.server.store import interruptions as interruption_store
 from cuttle.server.store import task_log, tasks
+from cuttle.server.store.interruptions import InterruptionRecord
 from cuttle.server.store.records import ScriptRunRecord, TaskNodeRecord, TaskRecord
 
 log = structlog.get_logger(__name__)
 
+# How often a wait for a person re-reads the store when no local signal came (another node).
+ANSWER_POLL_SECONDS = 2.0
 _FAILED = frozenset(
     {NodeState.FAILED, NodeState.TIMED_OUT, NodeState.RESULT_UNKNOWN, NodeState.CANCELLED}
 )
@@ -64,7 +76,12 @@ class _Deployment:
     resumed: bool
     masker: Masker
     prompted: dict[str, str]
+    guided_failure: bool = False
     outputs: list[OutputVariable] = field(default_factory=list)
+    # Machines a person excluded (folded name -> name), for later steps and the variable.
+    excluded: dict[str, str] = field(default_factory=dict)
+    # Interruptions being waited for right now; the task is `waiting` while any is.
+    waiting: int = 0
     error: str = ""
     error_detail: str = ""
     children: dict[str | None, list[TaskNodeRecord]] = field(default_factory=dict)
@@ -91,7 +108,21 @@ async def execute(
     }
     secrets = [v.value for v in material.values if v.sensitive and v.value]
     secrets.extend(encryptor.decrypt(v.sealed, v.name) for v in spec.prompted if v.sensitive)
-    run = _Deployment(context, task, spec, material, cancel, resumed, Masker(secrets), prompted)
+    run = _Deployment(
+        context,
+        task,
+        spec,
+        material,
+        cancel,
+        resumed,
+        Masker(secrets),
+        prompted,
+        guided_failure=guided_failure_applies(
+            GuidedFailure(spec.guided_failure),
+            material.project_guided_failure,
+            material.environment_guided_failure,
+        ),
+    )
     for node in task.nodes:
         run.children.setdefault(node.parent_id, []).append(node)
     _restore_outputs(run)
@@ -132,6 +163,8 @@ def _restore_outputs(run: _Deployment) -> None:
     """Rebuild the outputs and the error of what finished before a restart, in tree order."""
     encryptor = run.context.encryptor
     for node in run.task.nodes:
+        if node.state == NodeState.EXCLUDED and node.machine_name:
+            run.excluded[node.machine_name.casefold()] = node.machine_name
         if node.kind != NodeKind.MACHINE:
             continue
         latest = node.latest_run
@@ -196,6 +229,7 @@ def _variables(
     extra = {
         "Octopus.Deployment.Error": run.error,
         "Octopus.Deployment.ErrorDetail": run.error_detail,
+        "Octopus.Deployment.ExcludedMachines": ",".join(run.excluded.values()),
     }
     values = dict(assembled.values)
     values.update(extra)
@@ -253,6 +287,25 @@ async def _run_step(run: _Deployment, node: TaskNodeRecord) -> None:
         return
     await _set(run, node, NodeState.RUNNING)
     actions = run.children.get(node.id, [])
+    manual = [a for a in actions if a.state not in FINISHED_NODE_STATES or a.state in _FAILED]
+    if actions and all(
+        (found := _action(step, a.name)) is not None and found.type == "manual_intervention"
+        for a in actions
+    ):
+        # Waits for people, on no machine: each action in order.
+        result = _Result.OK
+        for action_node in manual:
+            result = await _run_manual(run, step, await _node(run, action_node.id))
+            if result != _Result.OK:
+                break
+        failed = result != _Result.OK
+        state = (
+            NodeState.CANCELLED
+            if run.cancel.is_set
+            else (NodeState.FAILED if failed else NodeState.SUCCESS)
+        )
+        await _set(run, node, state, run.error if failed else "")
+        return
     first_action = _action(step, actions[0].name) if actions else None
     limit_text = None
     if first_action is not None:
@@ -271,8 +324,8 @@ async def _run_step(run: _Deployment, node: TaskNodeRecord) -> None:
         async with gate:
             if stop.is_set() or run.cancel.is_set:
                 return
-            ok = await _run_machine(run, step, actions, machine)
-            if not ok:
+            result = await _run_machine(run, step, actions, machine)
+            if result == _Result.FAILED:
                 failures.append(machine)
                 if step.window_size:
                     # A failure stops the rollout: no further machine starts.
@@ -337,10 +390,19 @@ def _condition(run: _Deployment, step: d.Step) -> tuple[bool, str]:
     return True, ""
 
 
+class _Result(StrEnum):
+    """How one machine's part of a step ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    # A person excluded the machine (guided failure): not a failure, but nothing more runs there.
+    EXCLUDED = "excluded"
+
+
 async def _run_machine(
     run: _Deployment, step: d.Step, actions: Sequence[TaskNodeRecord], machine: str
-) -> bool:
-    """Every action of the step on one machine, in order; False if one failed."""
+) -> _Result:
+    """Every action of the step on one machine, in order."""
     for action_node in actions:
         planned = next((n for n in run.children.get(action_node.id, []) if n.name == machine), None)
         if planned is None:
@@ -350,14 +412,16 @@ async def _run_machine(
         if action is None:
             raise RuntimeError(f"action {action_node.name!r} is not in step {step.name!r}")
         if node.state in FINISHED_NODE_STATES:
+            if node.state == NodeState.EXCLUDED:
+                return _Result.EXCLUDED
             if node.state in _FAILED:
-                return False
+                return _Result.FAILED
             continue
         if run.cancel.is_set:
             await _set(run, node, NodeState.SKIPPED, "the deployment was cancelled")
-            return False
-        if action_node.state == NodeState.SKIPPED:
-            await _set(run, node, NodeState.SKIPPED, action_node.reason)
+            return _Result.FAILED
+        if machine.casefold() in run.excluded:
+            await _set(run, node, NodeState.SKIPPED, f"{machine} was excluded from the deployment")
             continue
         if action_node.state == NodeState.PENDING:
             await run.context.tx.run(partial(_start_once, action_node.id))
@@ -369,9 +433,10 @@ async def _run_machine(
             await _set(run, node, NodeState.SKIPPED, why)
             await _note(run, f"{action.name} on {machine}: skipped, {why}")
             continue
-        if not await _run_action(run, action, node, machine, variables):
-            return False
-    return True
+        result = await _run_action(run, step, action, node, machine, variables)
+        if result != _Result.OK:
+            return result
+    return _Result.OK
 
 
 def _start_once(node_id: str, session: Session) -> None:
@@ -382,12 +447,13 @@ def _start_once(node_id: str, session: Session) -> None:
 
 async def _run_action(
     run: _Deployment,
+    step: d.Step,
     action: d.Action,
     node: TaskNodeRecord,
     machine: str,
     variables: ActionVariables,
-) -> bool:
-    """One action on one machine, retried as the action asks; True when it succeeded."""
+) -> _Result:
+    """One action on one machine, retried as the action asks, and as a person answers."""
     if action.script is None or action.script.body is None:
         raise RuntimeError(f"action {action.name!r} has no inline script (refused when planned)")
     body_template = action.script.body
@@ -400,14 +466,36 @@ async def _run_action(
         RemoteVariable(name, value, name in variables.sensitive_names)
         for name, value in variables.values.items()
     )
+    # Runs allowed before the failure counts: the first plus the action's automatic retries;
+    # each "retry" a person answers allows one more.
+    allowed = action.retries + 1
+    answer = await _answer_after_restart(run, node)
     while True:
         latest = node.latest_run
         resumed = latest is not None and run.resumed
-        if latest is None or latest.state in FINISHED_RUN_STATES:
-            if latest is not None and _succeeded(latest):
-                break
+        failed_now = latest is not None and latest.state in FINISHED_RUN_STATES
+        if failed_now and latest is not None and _succeeded(latest):
+            break
+        if latest is None or (failed_now and (len(node.runs) < allowed or answer is not None)):
+            if answer is not None:
+                verdict = await _apply_answer(run, node, action, machine, answer)
+                answer = None
+                if verdict is not None:
+                    return verdict
+                allowed = len(node.runs) + 1
+            elif latest is not None:
+                await _retry_pause(run, action, machine, latest, len(node.runs))
+                if run.cancel.is_set:
+                    return _fail(run, action, machine, latest)
             latest = await run.context.tx.run(partial(_add_run, node.id))
             resumed = False
+        elif failed_now and latest is not None:
+            if run.cancel.is_set or not run.guided_failure:
+                return _fail(run, action, machine, latest)
+            answer = await _ask(run, step, action, node, machine, latest)
+            if answer is None:
+                return _fail(run, action, machine, latest)
+            continue
         request = ScriptRequest(
             ticket=latest.ticket,
             body=body,
@@ -415,31 +503,215 @@ async def _run_action(
             variables=remote,
             timeout_seconds=float(action.execution_timeout_seconds),
         )
-        outcome = await ScriptRun(
+        await ScriptRun(
             run.context, latest, request, run.masker, run.cancel, resumed=resumed
         ).execute()
         node = await _node(run, node.id)
-        if outcome.state == RunState.COMPLETE and outcome.exit_code == 0:
-            break
-        attempts = len(node.runs)
-        if run.cancel.is_set or attempts > action.retries:
-            if not run.error:
-                detail = outcome.message or _describe(outcome.state, outcome.exit_code)
-                run.error = f"{action.name} failed on {machine}: {detail}"
-                run.error_detail = detail
-            return False
-        delay = action.retry_delay_seconds
-        await _note(
-            run,
-            f"{action.name} on {machine} failed "
-            f"({outcome.message or _describe(outcome.state, outcome.exit_code)}); "
-            f"retrying in {delay} s (attempt {attempts + 1} of {action.retries + 1})",
-        )
-        await _wait_or_cancel(run.cancel, delay)
     final = node.latest_run
     if final is not None:
         _add_outputs(run, action.name, machine, final, run.context.encryptor)
-    return True
+    return _Result.OK
+
+
+def _fail(run: _Deployment, action: d.Action, machine: str, latest: ScriptRunRecord) -> _Result:
+    if not run.error:
+        detail = latest.message or _describe(latest.state, latest.exit_code or -1)
+        run.error = f"{action.name} failed on {machine}: {detail}"
+        run.error_detail = detail
+    return _Result.FAILED
+
+
+async def _retry_pause(
+    run: _Deployment, action: d.Action, machine: str, latest: ScriptRunRecord, attempts: int
+) -> None:
+    delay = action.retry_delay_seconds
+    detail = latest.message or _describe(latest.state, latest.exit_code or -1)
+    await _note(
+        run,
+        f"{action.name} on {machine} failed ({detail}); retrying in {delay} s "
+        f"(attempt {attempts + 1} of {action.retries + 1})",
+    )
+    await _wait_or_cancel(run.cancel, delay)
+
+
+async def _answer_after_restart(run: _Deployment, node: TaskNodeRecord) -> Response | None:
+    """An answer given to this machine's interruption that no runner acted on yet."""
+    latest = node.latest_run
+    found = await run.context.tx.read(lambda s: interruption_store.list_for(s, task_id=run.task.id))
+    mine = [i for i in found if i.node_id == node.id]
+    if not mine or latest is None:
+        return None
+    newest = mine[-1]
+    if newest.response is None or (newest.answered_ms or 0) < (latest.finished_ms or 0):
+        return None
+    return newest.response
+
+
+async def _apply_answer(
+    run: _Deployment, node: TaskNodeRecord, action: d.Action, machine: str, answer: Response
+) -> _Result | None:
+    """Act on a person's answer; None means run the action again."""
+    if answer == Response.RETRY:
+        await _note(run, f"{action.name} on {machine}: retrying, as a person answered")
+        return None
+    if answer == Response.IGNORE:
+        await _set(run, node, NodeState.SUCCESS, "it failed, and a person chose to ignore that")
+        return _Result.OK
+    if answer == Response.EXCLUDE_MACHINE:
+        run.excluded[machine.casefold()] = machine
+        await _set(run, node, NodeState.EXCLUDED, "a person excluded the machine")
+        await _note(run, f"{machine} is excluded from the rest of the deployment")
+        return _Result.EXCLUDED
+    latest = node.latest_run
+    if latest is None:
+        raise RuntimeError(f"{action.name} on {machine} failed without a run")
+    return _fail(run, action, machine, latest)
+
+
+async def _ask(
+    run: _Deployment,
+    step: d.Step,
+    action: d.Action,
+    node: TaskNodeRecord,
+    machine: str,
+    latest: ScriptRunRecord,
+) -> Response | None:
+    """Open (or find, after a restart) the guided-failure interruption and wait for it."""
+    detail = latest.message or _describe(latest.state, latest.exit_code or -1)
+
+    def open_it(session: Session) -> InterruptionRecord:
+        existing = interruption_store.open_for_node(session, node.id)
+        if existing is not None:
+            return existing
+        retries = interruption_store.count_for_node(session, node.id, Response.RETRY)
+        return interruption_store.open_interruption(
+            session,
+            task_id=run.task.id,
+            node_id=node.id,
+            kind=InterruptionKind.GUIDED_FAILURE,
+            step=step.name,
+            action=action.name,
+            machine=machine,
+            title=f"{action.name} failed on {machine}: {detail}",
+            responses=responses_for(
+                InterruptionKind.GUIDED_FAILURE, required=action.required, retries=retries
+            ),
+        )
+
+    interruption = await run.context.tx.run(open_it)
+    return await _wait_for_person(run, interruption)
+
+
+async def _wait_for_person(run: _Deployment, interruption: InterruptionRecord) -> Response | None:
+    """Wait (task `waiting`) until the interruption is answered; None if cancelled first."""
+    what = (
+        f"approve {interruption.action!r}"
+        if interruption.kind == InterruptionKind.MANUAL_INTERVENTION
+        else f"{interruption.action} failed on {interruption.machine}"
+    )
+    await _note(
+        run,
+        f"Waiting for a person: {interruption.title}. Answer with: cuttle interruption respond "
+        f"{interruption.id} --{interruption.responses[0].value.replace('_', '-')} "
+        f"(offered: {', '.join(r.value for r in interruption.responses)})",
+    )
+    run.waiting += 1
+    if run.waiting == 1:
+        await run.context.tx.run(
+            lambda s: tasks.set_state(
+                s,
+                run.task.id,
+                TaskState.WAITING,
+                expected=(TaskState.RUNNING,),
+                waiting_reason=f"waiting for a person: {what}",
+            )
+        )
+        run.context.signals.notify(run.task.id)
+    try:
+        while True:
+            current = await run.context.tx.read(
+                lambda s: interruption_store.get(s, interruption.id)
+            )
+            if current.response is not None:
+                await _note(
+                    run,
+                    f"{current.answered_by} answered {current.response.value}"
+                    + (f": {current.note}" if current.note else ""),
+                )
+                return current.response
+            if run.cancel.is_set:
+                return None
+            # Woken by the answer on this node; the timeout covers an answer on another node.
+            await run.context.signals.wait(run.task.id, ANSWER_POLL_SECONDS)
+    finally:
+        run.waiting -= 1
+        if run.waiting == 0 and not run.cancel.is_set:
+            await run.context.tx.run(
+                lambda s: tasks.set_state(
+                    s, run.task.id, TaskState.RUNNING, expected=(TaskState.WAITING,)
+                )
+            )
+            run.context.signals.notify(run.task.id)
+
+
+async def _run_manual(run: _Deployment, step: d.Step, node: TaskNodeRecord) -> _Result:
+    """A manual intervention: wait for Proceed or Abort by a responsible person."""
+    action = _action(step, node.name)
+    if action is None:
+        raise RuntimeError(f"action {node.name!r} is not in step {step.name!r}")
+    if node.state in FINISHED_NODE_STATES:
+        return _Result.FAILED if node.state in _FAILED else _Result.OK
+    await run.context.tx.run(partial(_start_once, node.id))
+    variables = _variables(run, step, action, None).values
+
+    def open_it(session: Session) -> InterruptionRecord:
+        found = interruption_store.list_for(session, task_id=run.task.id)
+        mine = [i for i in found if i.node_id == node.id]
+        if mine:
+            return mine[-1]
+        return interruption_store.open_interruption(
+            session,
+            task_id=run.task.id,
+            node_id=node.id,
+            kind=InterruptionKind.MANUAL_INTERVENTION,
+            step=step.name,
+            action=action.name,
+            machine="",
+            title=f"Approve {action.name!r}",
+            instructions=evaluate(action.instructions, variables),
+            responsible_teams=list(action.responsible_teams),
+            responses=responses_for(InterruptionKind.MANUAL_INTERVENTION),
+        )
+
+    interruption = await run.context.tx.run(open_it)
+    answer = interruption.response or await _wait_for_person(run, interruption)
+    answered = await run.context.tx.read(lambda s: interruption_store.get(s, interruption.id))
+    if answer == Response.PROCEED:
+        _manual_outputs(run, answered)
+        await _set(run, node, NodeState.SUCCESS)
+        return _Result.OK
+    why = (
+        f"aborted by {answered.answered_by}" + (f": {answered.note}" if answered.note else "")
+        if answer == Response.ABORT
+        else "the deployment was cancelled"
+    )
+    await _set(run, node, NodeState.FAILED, why)
+    if not run.error:
+        run.error = f"{action.name}: {why}"
+        run.error_detail = why
+    return _Result.FAILED
+
+
+def _manual_outputs(run: _Deployment, answered: InterruptionRecord) -> None:
+    at = (answered.answered_ms or 0) * 1000
+    for index, (name, value) in enumerate(
+        (
+            ("Manual.Notes", answered.note),
+            ("Manual.Approved", "True"),
+            ("Manual.ResponsibleUser.Username", answered.answered_by),
+        )
+    ):
+        run.outputs.append(OutputVariable(answered.action, None, name, value, False, at + index))
 
 
 def _add_run(node_id: str, session: Session) -> ScriptRunRecord:

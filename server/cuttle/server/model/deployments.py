@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ class DeploymentRequest:
     excluded_machines: tuple[str, ...] = ()
     # Prompted variable values; sensitive ones arrive from the CLI's environment, never argv.
     variables: tuple[tuple[str, str, bool], ...] = ()
+    guided_failure: Literal["default", "on", "off"] = "default"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Material:
     values: tuple[scopes.VariableValue, ...]
     machines: dict[str, MachineDescription]
     space_name: str
+    project_guided_failure: str = "default"
+    environment_guided_failure: bool = False
 
 
 def _project_of(release: ReleaseRecord, repo: ModelRepository) -> d.Project:
@@ -193,6 +196,7 @@ def create(
         skip_steps=request.skip_steps,
         specific_machines=request.specific_machines,
         excluded_machines=request.excluded_machines,
+        guided_failure=request.guided_failure,
         prompted=tuple(
             SpecVariable(name=n, sensitive=True, sealed=encryptor.encrypt(v, n))
             if sensitive
@@ -258,7 +262,15 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         m.name.casefold(): MachineDescription(m.id, m.name, tuple(m.roles))
         for m in machine_store.all_machines(session)
     }
-    return Material(project.process, tuple(values), machines, space.name)
+    environment = doc_store.get(session, spec.environment_id)
+    return Material(
+        project.process,
+        tuple(values),
+        machines,
+        space.name,
+        project.use_guided_failure,
+        bool(environment.body.get("use_guided_failure", False)),
+    )
 
 
 def _value(

@@ -501,7 +501,9 @@ class Project(Document):
 
     group: ProjectGroupRef = "Default Project Group"
     lifecycle: LifecycleRef = "Default Lifecycle"
-    use_guided_failure: bool = False
+    # default: as each environment says; on/off: for every environment (a deployment may
+    # still choose). `true`/`false`, as written before, read as on/default.
+    use_guided_failure: Literal["default", "on", "off"] = "default"
     tenanted_mode: Literal["untenanted", "tenanted", "tenanted_or_untenanted"] = "untenanted"
     release_version_template: str = DEFAULT_VERSION_TEMPLATE
     channels: list[Channel] = [Channel(name="Default", is_default=True)]
@@ -509,6 +511,13 @@ class Project(Document):
     variables: list[Variable] = []
     library_variable_sets: list[LibraryVariableSetRef] = []
     runbooks: list[Runbook] = []
+
+    @field_validator("use_guided_failure", mode="before")
+    @classmethod
+    def _guided_failure_from_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "on" if value else "default"
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Project:

@@ -225,6 +225,43 @@ class ScriptRun(Base):
     finished_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class Interruption(Base):
+    """A deployment waiting for a person: what for, who may answer, and the answer once given.
+
+    A row, not a coroutine: a restart or another node finds it open and waits on; answering it
+    is a transition the runner picks up.
+    """
+
+    __tablename__ = "interruptions"
+    __table_args__ = (
+        CheckConstraint("kind IN ('guided_failure', 'manual_intervention')", name="kind"),
+        Index("ix_interruptions_task_id", "task_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    # The machine node (guided failure) or action node (manual intervention) that waits.
+    node_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("task_nodes.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    action: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    machine: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    title: Mapped[str] = mapped_column(Text)
+    instructions: Mapped[str] = mapped_column(Text)
+    responsible_teams: Mapped[list[str]] = mapped_column(JSON)
+    responses: Mapped[list[str]] = mapped_column(JSON)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    # Empty until answered.
+    response: Mapped[str] = mapped_column(String(32))
+    answered_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    answered_ms: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(Text)
+
+
 class TaskLogChunk(Base):
     """A batch of consecutive log lines of one script run, packed into one row.
 

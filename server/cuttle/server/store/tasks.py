@@ -308,6 +308,7 @@ def set_state(
     *,
     expected: Collection[TaskState] | None = None,
     reason: str | None = None,
+    waiting_reason: str | None = None,
     at_ms: int | None = None,
 ) -> TaskRecord:
     """Move a task to state, only from one of expected (default: any it may move from)."""
@@ -325,6 +326,10 @@ def set_state(
         values["waiting_reason"] = ""
     if reason is not None:
         values["reason"] = reason
+    if waiting_reason is not None:
+        values["waiting_reason"] = waiting_reason
+    elif state == TaskState.RUNNING:
+        values["waiting_reason"] = ""
     statement = update(Task).where(Task.id == task_id, Task.state.in_(from_states))
     result = session.execute(
         statement.values(**values).execution_options(synchronize_session=False)
