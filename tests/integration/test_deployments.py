@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness.cluster import Cluster, Server
+from tests.integration.harness.cluster import Cluster, Server, wait_for
 from tests.integration.harness.tasks import log_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -230,3 +230,35 @@ def test_the_lifecycle_and_the_plan_are_checked_before_anything_runs(
     assert "Prod thing (run_script): skipped, it runs only in Test" in plan.stdout
     tasks_after = json.loads(server.cli("task", "list", "--output", "json", check=True).stdout)
     assert len(tasks_after) == 1  # the dry run and the refusals stored nothing
+
+
+def test_promote_rerun_and_the_tree_as_people_read_it(
+    deployed: tuple[Server, dict[str, Any]],
+) -> None:
+    server, first = deployed
+    # Promote takes what succeeded in Dev: 1.4.0; Test has no machine with the tag.
+    promoted = server.cli(
+        "promote", "--project", "Trading Website", "--from", "Dev", "--to", "Test", "--dry-run"
+    )
+    assert "Promoting" not in promoted.stderr or "1.4.0" in promoted.stderr
+    assert promoted.returncode != 0
+    assert "target tag web-server in Test" in promoted.stderr, promoted.stderr
+    nothing = server.cli("promote", "--project", "Trading Website", "--from", "Test", "--to", "Dev")
+    assert nothing.returncode != 0
+    assert "nothing of Trading Website was deployed with success to Test yet" in nothing.stderr
+
+    rerun = server.cli("task", "rerun", first["id"], "--output", "json", check=True)
+    again = json.loads(rerun.stdout)["task_id"]
+    assert again != first["id"]
+
+    def finished() -> dict[str, Any] | None:
+        task: dict[str, Any] = json.loads(
+            server.cli("task", "show", again, "--output", "json", check=True).stdout
+        )
+        return task if task["state"] == "TASK_STATE_SUCCESS" else None
+
+    wait_for(finished, 120, "the rerun to succeed", interval=0.5)
+    shown = server.cli("task", "show", again, check=True).stdout
+    assert "Trading Website Rolling: success" in shown
+    assert "skipped - its machine condition is false on web-02" in shown
+    assert "output ShouldAddBackToWebFarm = False" in shown

@@ -209,6 +209,9 @@ def test_trust_by_a_wrong_thumbprint_or_an_unreachable_server_is_refused(
 def test_registering_a_taken_name_again_names_the_force_flag(cluster: Cluster) -> None:
     server = cluster.start_server()
     tentacle = cluster.add_tentacle("web-01", "polling")
+    # A new certificate needs the agent stopped (it would go on serving the old key).
+    assert tentacle.process is not None
+    tentacle.process.stop()
     tentacle.tentacle("new-certificate")
     # The server, its thumbprint and the key come from the environment, as for `cuttle`.
     again = subprocess.run(

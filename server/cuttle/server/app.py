@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import uuid
 from pathlib import Path
 
 import grpc
@@ -48,6 +50,21 @@ log = structlog.get_logger(__name__)
 KEY_FILE = "server-key.pem"
 CERTIFICATE_FILE = "server-certificate.pem"
 PORTS_FILE = "ports.json"
+
+
+NODE_ID_FILE = "node-id"
+
+
+def node_id(home: Path) -> str:
+    """This node's name in the store, made once per home (claims and heartbeats use it)."""
+    path = home / NODE_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    made = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    tmp = home / (NODE_ID_FILE + ".tmp")
+    tmp.write_text(made + "\n")
+    os.replace(tmp, path)
+    return made
 
 
 def load_identity(home: Path) -> pki.Identity:
@@ -99,6 +116,10 @@ class ServerNode:
             RunnerSettings(
                 store_retry_seconds=settings.store_retry_seconds,
                 watchdog_interval=settings.task_watchdog_interval_seconds,
+                node_id=node_id(home),
+                task_cap=settings.task_cap,
+                lease_seconds=settings.task_lease_seconds,
+                heartbeat_interval=settings.node_heartbeat_interval_seconds,
             ),
         )
         self.cancels = CancelDelivery(

@@ -77,6 +77,13 @@ class ServerSettings:
     store_retry_seconds: float = 300.0
     # How often the engine looks for unfinished tasks nobody works on, and adopts them.
     task_watchdog_interval_seconds: float = 30.0
+    # Tasks this node runs at once (a task waiting for a person does not count); beyond it
+    # tasks queue, oldest first, and say so.
+    task_cap: int = 5
+    # A node's claim on its tasks lasts this long unless its heartbeat renews it; then
+    # another node adopts them (several nodes on one PostgreSQL).
+    task_lease_seconds: float = 30.0
+    node_heartbeat_interval_seconds: float = 10.0
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:

@@ -1165,6 +1165,56 @@ class Progression(_message.Message):
 Global___Progression: _TypeAlias = Progression  # noqa: Y015
 
 @_typing.final
+class PromoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    FROM_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    TO_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    space: _builtins.str
+    project: _builtins.str
+    from_environment: _builtins.str
+    to_environment: _builtins.str
+    dry_run: _builtins.bool
+    def __init__(
+        self,
+        *,
+        space: _builtins.str = ...,
+        project: _builtins.str = ...,
+        from_environment: _builtins.str = ...,
+        to_environment: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "from_environment", b"from_environment", "project", b"project", "space", b"space", "to_environment", b"to_environment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRequest: _TypeAlias = PromoteRequest  # noqa: Y015
+
+@_typing.final
+class RerunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunRequest: _TypeAlias = RerunRequest  # noqa: Y015
+
+@_typing.final
 class PromptedValue(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1245,11 +1295,14 @@ class DeployResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     PLAN_JSON_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Empty for a dry run."""
+    release: _builtins.str
+    """The release deployed (what promote chose)."""
     state: _builtins.str
     plan_json: _builtins.str
     """The plan as JSON (steps, machines, actions, skipped reasons)."""
@@ -1261,13 +1314,14 @@ class DeployResponse(_message.Message):
         self,
         *,
         task_id: _builtins.str = ...,
+        release: _builtins.str = ...,
         state: _builtins.str = ...,
         plan: _abc.Iterable[_builtins.str] | None = ...,
         plan_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "plan_json", b"plan_json", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "plan_json", b"plan_json", "release", b"release", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

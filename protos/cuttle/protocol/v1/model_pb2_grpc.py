@@ -1169,6 +1169,16 @@ class DeploymentServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
                 _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/cuttle.protocol.v1.DeploymentService/Promote',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+                _registered_method=True)
+        self.Rerun = channel.unary_unary(
+                '/cuttle.protocol.v1.DeploymentService/Rerun',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+                _registered_method=True)
 
 
 class DeploymentServiceServicer:
@@ -1183,12 +1193,36 @@ class DeploymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Promote(self, request, context):
+        """Deploys to `to` the release most recently deployed with success to `from`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerun(self, request, context):
+        """The same release, environment, skips, machines and prompted values as an earlier task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeploymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Deploy': grpc.unary_unary_rpc_method_handler(
                     servicer.Deploy,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.PromoteRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
+            ),
+            'Rerun': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerun,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
             ),
     }
@@ -1220,6 +1254,60 @@ class DeploymentService:
             target,
             '/cuttle.protocol.v1.DeploymentService/Deploy',
             cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.DeploymentService/Promote',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.PromoteRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.DeploymentService/Rerun',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
             options,
             channel_credentials,

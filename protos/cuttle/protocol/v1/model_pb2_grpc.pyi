@@ -360,6 +360,10 @@ class DeploymentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DeploymentServiceAsyncStub: ...
     Deploy: _grpc.UnaryUnaryMultiCallable[_model_pb2.DeployRequest, _model_pb2.DeployResponse]
     """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+    Promote: _grpc.UnaryUnaryMultiCallable[_model_pb2.PromoteRequest, _model_pb2.DeployResponse]
+    """Deploys to `to` the release most recently deployed with success to `from`."""
+    Rerun: _grpc.UnaryUnaryMultiCallable[_model_pb2.RerunRequest, _model_pb2.DeployResponse]
+    """The same release, environment, skips, machines and prompted values as an earlier task."""
 
 @_typing.type_check_only
 class DeploymentServiceAsyncStub(DeploymentServiceStub):
@@ -370,6 +374,10 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Deploy: _aio.UnaryUnaryMultiCallable[_model_pb2.DeployRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
     """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+    Promote: _aio.UnaryUnaryMultiCallable[_model_pb2.PromoteRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
+    """Deploys to `to` the release most recently deployed with success to `from`."""
+    Rerun: _aio.UnaryUnaryMultiCallable[_model_pb2.RerunRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
+    """The same release, environment, skips, machines and prompted values as an earlier task."""
 
 class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runbooks: a process of a project for operations; a published snapshot is what runs.
@@ -383,6 +391,22 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
         """Checks the lifecycle and permissions, plans, and (unless dry_run) queues the task."""
+
+    @_abc_1.abstractmethod
+    def Promote(
+        self,
+        request: _model_pb2.PromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
+        """Deploys to `to` the release most recently deployed with success to `from`."""
+
+    @_abc_1.abstractmethod
+    def Rerun(
+        self,
+        request: _model_pb2.RerunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
+        """The same release, environment, skips, machines and prompted values as an earlier task."""
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import grpc
@@ -65,13 +66,55 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
             variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
             guided_failure=_guided_failure(request.guided_failure),
         )
+        return await self._deploy(request.space, lambda _s, _r: ask, request.dry_run, "deployed")
+
+    async def Promote(self, request: mpb.PromoteRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
+        """Deploy to one environment what was last deployed with success to another."""
+        for field, value in (
+            ("project", request.project),
+            ("from environment", request.from_environment),
+            ("to environment", request.to_environment),
+        ):
+            if not value.strip():
+                raise InvalidArgument(f"{field} is empty")
+
+        def ask(session: Session, repo: ModelRepository) -> deployments.DeploymentRequest:
+            release = deployments.latest_successful_release(
+                session, repo, request.project, request.from_environment
+            )
+            return deployments.DeploymentRequest(
+                project=request.project,
+                release=release,
+                environment=request.to_environment,
+            )
+
+        return await self._deploy(request.space, ask, request.dry_run, "promoted")
+
+    async def Rerun(self, request: mpb.RerunRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
+        """Deploy again with everything an earlier deployment task was given."""
+        encryptor = self._encryptor
+        space_name = await self._tx.read(lambda s: deployments.space_of_task(s, request.task_id))
+
+        def ask(session: Session, repo: ModelRepository) -> deployments.DeploymentRequest:
+            return deployments.request_of_task(session, encryptor, request.task_id)
+
+        return await self._deploy(space_name, ask, False, "redeployed")
+
+    async def _deploy(
+        self,
+        space_name: str,
+        ask_for: Callable[[Session, ModelRepository], deployments.DeploymentRequest],
+        dry_run: bool,
+        verb: str,
+    ) -> mpb.DeployResponse:
         caller = access.current()
         encryptor = self._encryptor
 
         def work(session: Session) -> tuple[deployments.PreparedDeployment, TaskRecord | None]:
-            space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+            space = doc_store.get_space(session, space_name or doc_store.DEFAULT_SPACE)
             who = caller.in_space(space.id)
             repo = ModelRepository(session, space, encryptor, who.name)
+            ask = ask_for(session, repo)
             project_id = repo.find_id("project", ask.project) or ""
             environment_id = repo.find_id("environment", ask.environment) or ""
             who.require(
@@ -81,20 +124,20 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
                 action="deploy",
             )
             prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
-            if request.dry_run:
+            if dry_run:
                 return prepared, None
             task = deployments.create(session, prepared, ask, encryptor, space.id)
             events.record(
                 session,
                 space_id=space.id,
                 actor=who.name,
-                category="deployed",
+                category=verb,
                 kind="release",
                 document_id=prepared.release.id,
                 document_name=f"{prepared.project_name} {prepared.release.version}",
                 message=(
-                    f"Deployed {prepared.project_name} release {prepared.release.version} to "
-                    f"{prepared.environment_name} (task {task.id})"
+                    f"{verb.capitalize()} {prepared.project_name} release "
+                    f"{prepared.release.version} to {prepared.environment_name} (task {task.id})"
                 ),
                 details={
                     "project": prepared.project_name,
@@ -108,10 +151,13 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
         prepared, task = await self._tx.run(work)
         plan = deployments.plan_lines(prepared)
         plan_json = json.dumps(deployments.describe_json(prepared))
+        version = prepared.release.version
         if task is None:
-            return mpb.DeployResponse(state="planned", plan=plan, plan_json=plan_json)
-        log.info("deployment_queued", task_id=task.id, release=prepared.release.version)
+            return mpb.DeployResponse(
+                state="planned", plan=plan, plan_json=plan_json, release=version
+            )
+        log.info("deployment_queued", task_id=task.id, release=version)
         self._runner.start_task(task.id)
         return mpb.DeployResponse(
-            task_id=task.id, state=task.state.value, plan=plan, plan_json=plan_json
+            task_id=task.id, state=task.state.value, plan=plan, plan_json=plan_json, release=version
         )

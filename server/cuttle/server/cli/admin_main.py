@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
+from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
 from cuttle.server.cli.connection import AdminConnection, check_request_size
 from cuttle.server.cli.context import (
@@ -21,6 +22,7 @@ from cuttle.server.cli.context import (
     run_call,
     to_json,
 )
+from cuttle.server.cli.deploy_commands import task_tree
 from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
@@ -481,6 +483,13 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
         click.echo(json.dumps(to_json(t), indent=2))
         return
     console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
+    if t.waiting_reason:
+        console.print(f"Waiting: {t.waiting_reason}", highlight=False)
+    if t.reason:
+        console.print(f"Reason: {t.reason}", highlight=False)
+    if t.kind == "deployment":
+        console.print(task_tree(t))
+        return
     table = Table("Machine", "State", "Exit", "Message")
     for target in t.targets:
         table.add_row(
@@ -490,6 +499,30 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
             target.message,
         )
     console.print(table)
+
+
+@task.command("rerun")
+@click.argument("task_id")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
+    """Deploy again: the same release, environment, skips, machines and prompted values.
+
+    \b
+      cuttle task rerun 3f2c...
+    """
+
+    async def work(conn: AdminConnection) -> mpb.DeployResponse:
+        done: mpb.DeployResponse = await conn.deployments.Rerun(
+            mpb.RerunRequest(task_id=task_id), metadata=conn.metadata, timeout=120
+        )
+        return done
+
+    done = run_call(ctx, work)
+    if output == "json":
+        click.echo(json.dumps({"task_id": done.task_id, "state": done.state}))
+    else:
+        err_console.print(f"Rerunning as task {done.task_id} ({done.state})", highlight=False)
 
 
 @task.command("log")

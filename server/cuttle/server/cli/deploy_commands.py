@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import click
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
@@ -328,3 +330,71 @@ def interruption_respond(
         f"Answered {answered.response} to {answered.title!r} (task {answered.task_id})",
         highlight=False,
     )
+
+
+def task_tree(task: apb.Task) -> Tree:
+    """A deployment's tree for people: steps, actions, machines, with why and what they set."""
+    root = Tree(f"{task.description}")
+    branches: dict[str, Tree] = {"": root}
+    for node in task.nodes:
+        parent = branches.get(node.parent_id, root)
+        label = f"{node.name}: {node.state}"
+        if node.kind == "machine" and node.attempts > 1:
+            label += f" ({node.attempts} runs)"
+        if node.kind == "machine" and node.exit_code >= 0 and node.state != "skipped":
+            label += f", exit code {node.exit_code}"
+        if node.reason and node.state != "success":
+            label += f" - {node.reason}"
+        branch = parent.add(Text(label))
+        for variable in node.output_variables:
+            branch.add(Text(f"output {variable.name} = {variable.value}"))
+        branches[node.id] = branch
+    return root
+
+
+@click.command("promote")
+@click.option("--project", required=True, help="The project.")
+@click.option("--from", "from_environment", required=True, help="Where the release is now.")
+@click.option("--to", "to_environment", required=True, help="Where to deploy it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--wait", is_flag=True, help="Follow the deployment until it ends.")
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def promote(
+    ctx: click.Context,
+    project: str,
+    from_environment: str,
+    to_environment: str,
+    dry_run: bool,
+    wait: bool,
+    space: str,
+    output: str,
+) -> None:
+    """Deploy to one environment the release last deployed with success to another.
+
+    \b
+      cuttle promote --project Web --from Dev --to Test --wait
+    """
+    request = mpb.PromoteRequest(
+        space=space,
+        project=project,
+        from_environment=from_environment,
+        to_environment=to_environment,
+        dry_run=dry_run,
+    )
+
+    async def work(conn: AdminConnection) -> tuple[mpb.DeployResponse, apb.Task | None]:
+        response: mpb.DeployResponse = await conn.deployments.Promote(
+            request, metadata=conn.metadata, timeout=120
+        )
+        if output != "json":
+            err_console.print(f"Promoting release {response.release}", highlight=False)
+        _show_response(response, output, dry_run)
+        if dry_run or not wait:
+            return response, None
+        return response, await _follow(conn, response.task_id, output)
+
+    _, final = run_call(ctx, work)
+    if final is not None:
+        sys.exit(0 if final.state == apb.TASK_STATE_SUCCESS else 1)

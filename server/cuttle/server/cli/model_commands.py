@@ -32,7 +32,7 @@ from cuttle.server.cli.context import (
     run_call,
     space_option,
 )
-from cuttle.server.cli.deploy_commands import deploy, interruption
+from cuttle.server.cli.deploy_commands import deploy, interruption, promote
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
 from cuttle.server.cli.space_commands import space
@@ -58,6 +58,7 @@ def register(main: click.Group) -> None:
     main.add_command(runbook)
     main.add_command(deploy)
     main.add_command(interruption)
+    main.add_command(promote)
     main.add_command(space)
 
 

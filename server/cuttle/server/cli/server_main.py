@@ -22,7 +22,8 @@ from cuttle.server.app import (
 from cuttle.server.encryption import create_key_file
 from cuttle.server.errors import ServerError
 from cuttle.server.settings import ServerSettings, load_settings
-from cuttle.server.store import api_keys, database
+from cuttle.server.store import api_keys, database, task_queue
+from cuttle.server.store.records import now_ms
 
 DEFAULT_HOME = "/var/lib/cuttle"
 home_option = click.option(
@@ -47,8 +48,12 @@ def main() -> None:
 
 @main.command()
 @home_option
+@click.option(
+    "--database-url",
+    help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite in the home).",
+)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-def init(home: Path, output: str) -> None:
+def init(home: Path, database_url: str | None, output: str) -> None:
     """Create the data folder, database, server certificate and the first admin API key."""
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
@@ -56,7 +61,7 @@ def init(home: Path, output: str) -> None:
         raise click.ClickException(f"{home} is already initialised (found {KEY_FILE})")
     identity = pki.generate_identity("Cuttle Server", pki.SERVER_NAME)
     pki.save_identity(identity, home / KEY_FILE, home / CERTIFICATE_FILE)
-    settings = _settings(home)
+    settings = _settings(home).with_overrides(database_url=database_url)
     engine = database.create_engine_for(settings.database_url)
     database.migrate(engine)
     create_key_file(home)
@@ -116,6 +121,44 @@ def run(
     except ServerError as exc:
         # Refusals at start (a key file others can read, a missing key): say why, no traceback.
         raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def node() -> None:
+    """The server nodes sharing this home's database."""
+
+
+@node.command("list")
+@home_option
+@click.option("--database-url", help="SQLAlchemy URL (default: SQLite in the home).")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table")
+def node_list(home: Path, database_url: str | None, output: str) -> None:
+    """Each node, its heartbeat age, its task cap and the unfinished tasks it holds."""
+    settings = _settings(home).with_overrides(database_url=database_url)
+    engine = database.create_engine_for(settings.database_url)
+    try:
+        with database.session_maker(engine)() as session:
+            found = task_queue.nodes(session)
+    finally:
+        engine.dispose()
+    now = now_ms()
+    rows = [
+        {
+            "id": n.id,
+            "heartbeat_age_seconds": round((now - n.heartbeat_ms) / 1000, 1),
+            "task_cap": n.task_cap,
+            "tasks": n.tasks,
+        }
+        for n in found
+    ]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}  heartbeat {row['heartbeat_age_seconds']}s ago  "
+            f"cap {row['task_cap']}  holds {row['tasks']} task(s)"
+        )
 
 
 @main.command("show-thumbprint")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
@@ -32,9 +33,9 @@ from cuttle.server.engine import adhoc, deployment
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
-from cuttle.server.store import tasks
+from cuttle.server.store import task_queue, tasks
 from cuttle.server.store.errors import Conflict, ServerDiskFull, StoreUnavailable
-from cuttle.server.store.records import TaskRecord
+from cuttle.server.store.records import TaskRecord, now_ms
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -51,12 +52,24 @@ class RunnerSettings:
     # First and longest wait before a task whose runner hit an unavailable store is resumed.
     resume_delay: float = 1.0
     resume_max_delay: float = 30.0
+    # This node's name in the store (its claims and heartbeat row).
+    node_id: str = "node"
+    # Tasks this node runs at once; beyond it they queue, oldest first. Waiting for a person
+    # does not take a slot.
+    task_cap: int = 5
+    # A claim lasts this long unless renewed; then any node may adopt the task.
+    lease_seconds: float = 30.0
+    # How often the node renews its claims and looks for queued or orphaned tasks when
+    # nothing woke it sooner.
+    heartbeat_interval: float = 10.0
 
 
 @dataclass
 class _Held:
     task: asyncio.Task[None]
     cancel: CancelSignal = field(default_factory=CancelSignal)
+    # Claimed from the queue just now: nothing of it was started anywhere before.
+    fresh: bool = False
 
 
 class TaskRunner:
@@ -83,8 +96,11 @@ class TaskRunner:
         self.encryptor = encryptor
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._queue: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._stopping = False
         self._backoffs: dict[str, Backoff] = {}
+        self._started_ms = now_ms()
 
     def _context(self) -> RunContext:
         return RunContext(
@@ -97,33 +113,97 @@ class TaskRunner:
         )
 
     async def start(self) -> int:
-        """Resume every unfinished task and start the watchdog; returns how many resumed."""
+        """Resume this node's tasks, claim what waits, start the queue and the watchdog."""
         resumed = await self.resume()
+        self._queue = asyncio.create_task(self._run_queue(), name="task-queue")
         self._watchdog = asyncio.create_task(self._watch(), name="task-watchdog")
         return resumed
 
     async def resume(self) -> int:
-        """Pick up every unfinished task nobody here holds; returns how many."""
-        unfinished = await self._tx.read(lambda s: tasks.unfinished_tasks(s))
+        """Take up this node's unfinished tasks nobody here holds, and claim others; how many."""
+        settings = self._runner_settings
+        node = settings.node_id
+        own = await self._tx.read(lambda s: tasks.unfinished_tasks(s, owner_node=node))
         count = 0
-        for task in unfinished:
-            if task.id not in self._held:
+        for task in own:
+            if task.id not in self._held and task.state != TaskState.QUEUED:
                 log.info("task_resumed", task_id=task.id, state=task.state.value)
                 self._spawn(task.id)
                 count += 1
-        return count
+        return count + await self._claim()
+
+    async def _claim(self) -> int:
+        """Renew this node's leases, adopt orphaned tasks and start queued ones; how many."""
+        settings = self._runner_settings
+        node, cap = settings.node_id, settings.task_cap
+        lease_ms = int(settings.lease_seconds * 1000)
+
+        def work(
+            session: Session,
+        ) -> tuple[list[str], task_queue.Claimed, list[tuple[str, str]]]:
+            at = now_ms()
+            owned = task_queue.heartbeat(
+                session,
+                node,
+                now_ms=at,
+                lease_ms=lease_ms,
+                task_cap=cap,
+                started_ms=self._started_ms,
+            )
+            claimed = task_queue.claim(session, node, now_ms=at, lease_ms=lease_ms, task_cap=cap)
+            held = list(self._held)
+            cancelled = tasks.cancel_requested_among(session, held) if held else []
+            return owned, claimed, cancelled
+
+        owned, claimed, cancelled = await self._tx.run(work)
+        mine = set(owned) | set(claimed.started) | set(claimed.adopted)
+        for task_id, held in list(self._held.items()):
+            if task_id not in mine and not held.task.done():
+                # Another node adopted it (this one stalled past its lease): let go; the
+                # scripts go on and the new owner re-attaches to them.
+                log.warning("task_lease_lost", task_id=task_id)
+                held.task.cancel()
+        for task_id, reason in cancelled:
+            cancelling = self._held.get(task_id)
+            if cancelling is not None:
+                cancelling.cancel.set(reason)
+        for task_id in claimed.adopted:
+            log.info("task_adopted", task_id=task_id)
+            self._spawn(task_id)
+        for task_id in claimed.started:
+            self._spawn(task_id, fresh=True)
+        return len(claimed.adopted) + len(claimed.started)
+
+    async def _run_queue(self) -> None:
+        interval = self._runner_settings.heartbeat_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._claim()
+            except (StoreUnavailable, ServerDiskFull) as exc:
+                log.warning("task_claim_failed", error=str(exc))
+            except Exception:
+                log.exception("task_claim_crashed")
+
+    def wake(self) -> None:
+        """Look at the queue now (a task was stored, or one ended and freed a slot)."""
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop working here; scripts go on on their agents and are resumed on the next start."""
         self._stopping = True
         pending = [h.task for h in self._held.values()]
-        if self._watchdog is not None:
-            pending.append(self._watchdog)
+        for loop in (self._watchdog, self._queue):
+            if loop is not None:
+                pending.append(loop)
         for work in pending:
             work.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._held.clear()
-        self._watchdog = None
+        self._watchdog = self._queue = None
 
     def holds(self, task_id: str) -> bool:
         """Whether a runner on this node works on the task now."""
@@ -136,12 +216,12 @@ class TaskRunner:
         # The API's own store (no long retries): the caller hears "busy" rather than waits.
         task = await self._tx.with_retry(0).run(lambda s: adhoc.create(s, spec, stored))
         log.info("task_submitted", task_id=task.id, machines=len(task.targets))
-        self._spawn(task.id)
+        self.wake()
         return task
 
     def start_task(self, task_id: str) -> None:
-        """Start working on a task stored by someone else (the deployment service)."""
-        self._spawn(task_id)
+        """A task was queued by someone else (the deployment service): claim it soon."""
+        self.wake()
 
     async def cancel(self, task_id: str, reason: str) -> TaskRecord:
         """Cancel a task: answered at once; its scripts are killed, confirmed by the agents."""
@@ -154,11 +234,11 @@ class TaskRunner:
         self._signals.notify(task_id)
         return record
 
-    def _spawn(self, task_id: str) -> None:
+    def _spawn(self, task_id: str, *, fresh: bool = False) -> None:
         if task_id in self._held or self._stopping:
             return
         work = asyncio.create_task(self._supervise(task_id), name=f"task-{task_id}")
-        self._held[task_id] = _Held(work)
+        self._held[task_id] = _Held(work, fresh=fresh)
 
     async def _supervise(self, task_id: str) -> None:
         structlog.contextvars.bind_contextvars(task_id=task_id)
@@ -171,6 +251,8 @@ class TaskRunner:
         finally:
             self._held.pop(task_id, None)
             self._backoffs.pop(task_id, None)
+            # A slot is free, or a deployment behind this one may go now.
+            self.wake()
 
     async def _attempt(self, task_id: str) -> float | None:
         """Work on the task once; the delay before resuming it, or None when it is done."""
@@ -206,7 +288,10 @@ class TaskRunner:
         if task.state in FINISHED_TASK_STATES:
             return
         held = self._held[task_id]
-        resumed = task.state != TaskState.QUEUED
+        # Only a task this runner claimed from the queue, on its first attempt, surely has
+        # nothing running on any agent yet.
+        resumed = not held.fresh and task.state != TaskState.QUEUED
+        held.fresh = False
         if task.state == TaskState.QUEUED:
             try:
                 task = await self._tx.run(

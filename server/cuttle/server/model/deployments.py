@@ -31,6 +31,7 @@ from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import releases as release_store
 from cuttle.server.store import tasks
+from cuttle.server.store.errors import NotFound as StoreNotFound
 from cuttle.server.store.records import TaskRecord
 from cuttle.server.store.releases import ReleaseRecord
 
@@ -332,3 +333,56 @@ def describe_json(prepared: PreparedDeployment) -> dict[str, Any]:
 def step_names(process: d.Process) -> Sequence[str]:
     """The process's step names, in order."""
     return [s.name for s in process.steps]
+
+
+def latest_successful_release(
+    session: Session, repo: ModelRepository, project: str, environment: str
+) -> str:
+    """The version last deployed with success to an environment (what promote deploys)."""
+    project_id = repo.find_id("project", project)
+    if project_id is None:
+        raise NotFound(f"no project named {project!r}")
+    found = doc_store.find(session, repo.space.id, "environment", environment)
+    if found is None:
+        raise NotFound(f"no environment named {environment!r}")
+    try:
+        return release_store.latest_successful(session, project_id, found.id).version
+    except StoreNotFound:
+        raise FailedPrecondition(
+            f"nothing of {project} was deployed with success to {found.name} yet: "
+            "there is nothing to promote"
+        ) from None
+
+
+def space_of_task(session: Session, task_id: str) -> str:
+    """The name of the space a deployment task belongs to (rerun looks there)."""
+    spec = tasks.get(session, task_id).spec
+    if not isinstance(spec, DeploymentTaskSpec):
+        raise FailedPrecondition(
+            f"task {task_id} is not a deployment: only deployments can be rerun"
+        )
+    return doc_store.get_space_by_id(session, spec.space_id).name
+
+
+def request_of_task(session: Session, encryptor: Encryptor, task_id: str) -> DeploymentRequest:
+    """What an earlier deployment was asked with, for `task rerun` (sensitive values opened)."""
+    spec = tasks.get(session, task_id).spec
+    if not isinstance(spec, DeploymentTaskSpec):
+        raise FailedPrecondition(
+            f"task {task_id} is not a deployment: only deployments can be rerun"
+        )
+    environment = doc_store.get(session, spec.environment_id)
+    project = doc_store.get(session, spec.project_id)
+    return DeploymentRequest(
+        project=project.name,
+        release=spec.release_version,
+        environment=environment.name,
+        skip_steps=spec.skip_steps,
+        specific_machines=spec.specific_machines,
+        excluded_machines=spec.excluded_machines,
+        variables=tuple(
+            (v.name, encryptor.decrypt(v.sealed, v.name) if v.sensitive else v.value, v.sensitive)
+            for v in spec.prompted
+        ),
+        guided_failure=spec.guided_failure,
+    )

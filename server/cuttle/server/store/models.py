@@ -162,6 +162,20 @@ class Task(Base):
     has_warnings: Mapped[bool] = mapped_column(Boolean, default=False)
     # Why the task ended as it did: the failure, who cancelled.
     reason: Mapped[str] = mapped_column(Text, default="")
+    # The owner's claim holds until then; it renews it while alive, and any node may adopt
+    # an unfinished task whose claim ran out (its owner died).
+    lease_expires_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ServerNode(Base):
+    """A server node that is (or was) alive: its heartbeat and how many tasks it runs at once."""
+
+    __tablename__ = "server_nodes"
+
+    id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_ms: Mapped[int] = mapped_column(BigInteger)
+    task_cap: Mapped[int] = mapped_column(Integer)
 
 
 class TaskNode(Base):

@@ -231,3 +231,21 @@ def set_deployment_state(session: Session, task_id: str, state: str) -> None:
     if state in ("success", "failed", "cancelled") and row.finished_ms is None:
         row.finished_ms = now_ms()
     session.flush()
+
+
+def latest_successful(session: Session, project_id: str, environment_id: str) -> ReleaseRecord:
+    """The release most recently deployed with success to an environment (what promote takes)."""
+    row = session.scalars(
+        select(Release)
+        .join(Deployment, Deployment.release_id == Release.id)
+        .where(
+            Release.project_id == project_id,
+            Deployment.environment_id == environment_id,
+            Deployment.state == "success",
+        )
+        .order_by(Deployment.finished_ms.desc(), Deployment.created_ms.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        raise NotFound("successful deployment", environment_id)
+    return _record(row)

@@ -559,3 +559,13 @@ def set_node_state(
         row.ended_ms = at
     session.flush()
     return _node_record(row, ())
+
+
+def cancel_requested_among(session: Session, task_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(id, reason) of those tasks whose cancel was asked for (perhaps on another node)."""
+    rows = session.execute(
+        select(Task.id, Task.cancel_reason).where(
+            Task.id.in_(list(task_ids)), Task.cancel_requested.is_(True)
+        )
+    )
+    return [(str(task_id), str(reason)) for task_id, reason in rows]

@@ -1,0 +1,188 @@
+"""The task queue in the database: node heartbeats, claims with leases, and why a task waits.
+
+Every node claims tasks for itself, in one transaction each time: it adopts unfinished tasks
+whose owner's lease ran out (the owner died), then starts queued tasks oldest first while it
+has free slots (its task cap; a task waiting for a person does not take a slot), never two
+deployments of one project, environment and tenant at once. Queued tasks it cannot start get
+their waiting reason written. Rows are taken with FOR UPDATE SKIP LOCKED, so nodes claiming at
+the same moment each get different tasks (SQLite serializes writers with BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cuttle.server.domain.task_states import UNFINISHED_TASK_STATES, TaskKind, TaskState
+from cuttle.server.store.models import ServerNode, Task
+
+# How many queued tasks one claim looks at (the rest wait for the next pass).
+_LOOK_AHEAD = 200
+_SLOT_STATES = (TaskState.RUNNING.value, TaskState.CANCELLING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim gave this node: tasks to start, and tasks to resume from a dead owner."""
+
+    started: tuple[str, ...]
+    adopted: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A server node as its heartbeat row says."""
+
+    id: str
+    started_ms: int
+    heartbeat_ms: int
+    task_cap: int
+    tasks: int
+
+
+def _concurrency_key(kind: str, spec: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    if kind != TaskKind.DEPLOYMENT.value:
+        return None
+    return (
+        str(spec.get("project_id", "")),
+        str(spec.get("environment_id", "")),
+        str(spec.get("tenant_id") or ""),
+    )
+
+
+def heartbeat(
+    session: Session, node: str, *, now_ms: int, lease_ms: int, task_cap: int, started_ms: int
+) -> list[str]:
+    """Say this node lives and renew its leases; returns the unfinished tasks it owns."""
+    row = session.get(ServerNode, node)
+    if row is None:
+        session.add(
+            ServerNode(id=node, started_ms=started_ms, heartbeat_ms=now_ms, task_cap=task_cap)
+        )
+    else:
+        row.heartbeat_ms = now_ms
+        row.task_cap = task_cap
+        row.started_ms = started_ms
+    session.execute(
+        update(Task)
+        .where(Task.owner_node == node, Task.state.in_(sorted(UNFINISHED_TASK_STATES)))
+        .values(lease_expires_ms=now_ms + lease_ms)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return list(
+        session.scalars(
+            select(Task.id).where(
+                Task.owner_node == node, Task.state.in_(sorted(UNFINISHED_TASK_STATES))
+            )
+        )
+    )
+
+
+def claim(session: Session, node: str, *, now_ms: int, lease_ms: int, task_cap: int) -> Claimed:
+    """Adopt tasks whose owner's lease ran out, then start queued ones while slots are free."""
+    expires = now_ms + lease_ms
+    unfinished_started = sorted(UNFINISHED_TASK_STATES - {TaskState.QUEUED})
+    orphans = list(
+        session.scalars(
+            select(Task.id)
+            .where(
+                Task.state.in_(unfinished_started),
+                or_(Task.owner_node.is_(None), Task.owner_node != node),
+                or_(Task.lease_expires_ms.is_(None), Task.lease_expires_ms < now_ms),
+            )
+            .order_by(Task.created_ms, Task.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if orphans:
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(orphans))
+            .values(owner_node=node, lease_expires_ms=expires)
+            .execution_options(synchronize_session=False)
+        )
+    busy = int(
+        session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.owner_node == node, Task.state.in_(_SLOT_STATES))
+        )
+        or 0
+    )
+    # Deployments already started hold their project/environment/tenant.
+    held: dict[tuple[str, str, str], str] = {}
+    for task_id, kind, spec in session.execute(
+        select(Task.id, Task.kind, Task.spec).where(
+            Task.kind == TaskKind.DEPLOYMENT.value, Task.state.in_(unfinished_started)
+        )
+    ):
+        key = _concurrency_key(kind, spec)
+        if key is not None:
+            held.setdefault(key, task_id)
+    queued = session.execute(
+        select(Task.id, Task.kind, Task.spec, Task.waiting_reason)
+        .where(Task.state == TaskState.QUEUED.value)
+        .order_by(Task.created_ms, Task.id)
+        .limit(_LOOK_AHEAD)
+        .with_for_update(skip_locked=True)
+    ).all()
+    started: list[str] = []
+    reasons: dict[str, str] = {}
+    for task_id, kind, spec, current_reason in queued:
+        key = _concurrency_key(kind, spec)
+        if key is not None and key in held:
+            reason = f"waiting for task {held[key]} (same project and environment)"
+        elif busy >= task_cap:
+            reason = f"waiting for a task slot ({busy} of {task_cap} busy)"
+        else:
+            started.append(task_id)
+            busy += 1
+            if key is not None:
+                held[key] = task_id
+            continue
+        if key is not None:
+            # FIFO per project and environment: a later one waits behind this one too.
+            held.setdefault(key, task_id)
+        if reason != current_reason:
+            reasons[task_id] = reason
+    if started:
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(started), Task.state == TaskState.QUEUED.value)
+            .values(
+                state=TaskState.RUNNING.value,
+                owner_node=node,
+                lease_expires_ms=expires,
+                started_ms=func.coalesce(Task.started_ms, now_ms),
+                waiting_reason="",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    for task_id, reason in reasons.items():
+        session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.state == TaskState.QUEUED.value)
+            .values(waiting_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+    return Claimed(tuple(started), tuple(orphans))
+
+
+def nodes(session: Session) -> list[NodeRecord]:
+    """Every node that ever beat, with how many unfinished tasks it holds."""
+    held = dict(
+        session.execute(
+            select(Task.owner_node, func.count())
+            .where(Task.state.in_(sorted(UNFINISHED_TASK_STATES)))
+            .group_by(Task.owner_node)
+        ).all()
+    )
+    return [
+        NodeRecord(row.id, row.started_ms, row.heartbeat_ms, row.task_cap, int(held.get(row.id, 0)))
+        for row in session.scalars(select(ServerNode).order_by(ServerNode.id))
+    ]
