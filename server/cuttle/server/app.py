@@ -39,6 +39,7 @@ from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.task_log import LogLimits
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,11 @@ class ServerNode:
         self.identity = load_identity(home)
         self._engine = database.create_engine_for(settings.database_url)
         self.tx = Transactions(database.session_maker(self._engine))
+        self.log_limits = LogLimits(
+            max_bytes=settings.task_log_limit_bytes,
+            min_free_bytes=settings.data_dir_min_free_bytes,
+            data_dir=database.data_dir(self._engine),
+        )
         self.polling_peers = PinnedPeers(self.identity)
         self.connections = Connections(
             self.identity,
@@ -92,6 +98,7 @@ class ServerNode:
             RunSettings(
                 agent_lost_after=settings.agent_lost_after_seconds,
                 cancel_retry_interval=settings.cancel_retry_interval_seconds,
+                log_limits=self.log_limits,
             ),
             self.completions,
             RunnerSettings(
@@ -106,6 +113,7 @@ class ServerNode:
             CancelDeliverySettings(
                 retry_interval=settings.cancel_retry_interval_seconds,
                 max_retry_interval=settings.cancel_retry_max_interval_seconds,
+                log_limits=self.log_limits,
             ),
         )
         self._admin: grpc.aio.Server | None = None

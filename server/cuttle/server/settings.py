@@ -77,6 +77,11 @@ class ServerSettings:
     store_retry_seconds: float = 300.0
     # How often the engine looks for unfinished tasks nobody works on, and adopts them.
     task_watchdog_interval_seconds: float = 30.0
+    # A task's log keeps this much script output; lines past it are counted, not stored.
+    task_log_limit_bytes: ByteSize = 256 * 1024**2
+    # Below this much free space in the database's directory, new output is refused and the
+    # task fails saying so: the server keeps room to record that, and to serve reads.
+    data_dir_min_free_bytes: ByteSize = 64 * 1024**2
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
@@ -32,7 +34,7 @@ from cuttle.server.engine import adhoc
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
-from cuttle.server.store import tasks
+from cuttle.server.store import task_log, tasks
 from cuttle.server.store.errors import Conflict, ServerDiskFull, StoreUnavailable
 from cuttle.server.store.records import TaskRecord
 from cuttle.server.store.transactions import Transactions
@@ -220,9 +222,14 @@ class TaskRunner:
             raise NotImplementedError(f"no executor for {task.kind.value} tasks on this server")
         state = await executor(self._context(), task, held.cancel, resumed=resumed)
         reason = held.cancel.reason if state == TaskState.CANCELLED else ""
-        await self._tx.run(lambda s: tasks.set_state(s, task_id, state, reason=reason))
+        await self._tx.run(partial(self._close, task_id, state, reason))
         self._signals.notify(task_id)
         log.info("task_finished", state=state.value)
+
+    def _close(self, task_id: str, state: TaskState, reason: str, session: Session) -> None:
+        """End the task; its log says first what the size limit kept out of it."""
+        task_log.note_dropped(session, task_id, self._settings.log_limits.max_bytes)
+        tasks.set_state(session, task_id, state, reason=reason)
 
     async def _end(self, task_id: str, reason: str) -> None:
         """End a task failed with the reason; the write is retried until the store takes it."""
@@ -232,9 +239,7 @@ class TaskRunner:
                 current = await self._tx.read(lambda s: tasks.get(s, task_id))
                 if current.state in FINISHED_TASK_STATES:
                     return
-                await self._tx.run(
-                    lambda s: tasks.set_state(s, task_id, TaskState.FAILED, reason=reason)
-                )
+                await self._tx.run(partial(self._close, task_id, TaskState.FAILED, reason))
                 self._signals.notify(task_id)
                 log.info("task_finished", state="failed", reason=reason)
                 return
