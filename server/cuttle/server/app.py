@@ -38,6 +38,7 @@ from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.records import MachineRecord
 from cuttle.server.store.task_log import LogLimits
 from cuttle.server.store.transactions import Transactions
@@ -104,6 +105,11 @@ class ServerNode:
             RunnerSettings(
                 store_retry_seconds=settings.store_retry_seconds,
                 watchdog_interval=settings.task_watchdog_interval_seconds,
+            ),
+            reserve=(
+                None
+                if self.log_limits.data_dir is None
+                else DiskReserve(self.log_limits.data_dir, settings.disk_reserve_bytes)
             ),
         )
         self.cancels = CancelDelivery(

@@ -82,6 +82,9 @@ class ServerSettings:
     # Below this much free space in the database's directory, new output is refused and the
     # task fails saying so: the server keeps room to record that, and to serve reads.
     data_dir_min_free_bytes: ByteSize = 64 * 1024**2
+    # Kept free beside the database (a file released when the disk fills), so the task that
+    # met a full disk can still be recorded as failed. 0: no reserve.
+    disk_reserve_bytes: ByteSize = 8 * 1024**2
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:
