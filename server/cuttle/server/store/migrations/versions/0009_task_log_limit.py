@@ -25,14 +25,13 @@ _COLUMNS = ("log_bytes", "log_dropped_lines", "log_dropped_bytes")
 
 def upgrade() -> None:
     """Apply this revision."""
-    # Batch mode: one table copy on SQLite for the three columns, plain ALTERs on PostgreSQL.
-    with op.batch_alter_table("tasks") as batch:
-        for name in _COLUMNS:
-            batch.add_column(sa.Column(name, sa.BigInteger(), nullable=False, server_default="0"))
+    # Plain ALTERs, not batch mode: SQLite adds (3.35+ drops) such a column in place, while a
+    # batch copy of `tasks` would drop the old table, and that cascades into its log chunks.
+    for name in _COLUMNS:
+        op.add_column("tasks", sa.Column(name, sa.BigInteger(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
     """Revert this revision; the counts are forgotten (the stored lines stay)."""
-    with op.batch_alter_table("tasks") as batch:
-        for name in reversed(_COLUMNS):
-            batch.drop_column(name)
+    for name in reversed(_COLUMNS):
+        op.drop_column("tasks", name)
