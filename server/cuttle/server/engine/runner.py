@@ -25,8 +25,11 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.task_states import (
+    FINISHED_NODE_STATES,
     FINISHED_RUN_STATES,
     FINISHED_TASK_STATES,
+    NodeKind,
+    NodeState,
     RunState,
     TaskKind,
     TaskState,
@@ -259,6 +262,8 @@ class TaskRunner:
         reason: str,
         session: Session,
         outcomes: Sequence[_Outcome] = (),
+        *,
+        early: bool = False,
     ) -> None:
         """End the task; its log says first what the size limit kept out of it."""
         for outcome in outcomes:
@@ -270,6 +275,11 @@ class TaskRunner:
                     exit_code=-1,
                     message=outcome.message,
                 )
+        if early:
+            # Nothing will walk the rest of the tree: what was still open ended with the task.
+            for node in tasks.get(session, task_id).nodes:
+                if node.kind != NodeKind.MACHINE and node.state not in FINISHED_NODE_STATES:
+                    tasks.set_node_state(session, node.id, NodeState.FAILED, reason=reason)
         task_log.note_dropped(session, task_id, self._settings.log_limits.max_bytes)
         tasks.set_state(session, task_id, state, reason=reason)
 
@@ -317,7 +327,14 @@ class TaskRunner:
                 if current.state in FINISHED_TASK_STATES:
                     return
                 await self._tx.run(
-                    partial(self._close, task_id, TaskState.FAILED, reason, outcomes=outcomes)
+                    partial(
+                        self._close,
+                        task_id,
+                        TaskState.FAILED,
+                        reason,
+                        outcomes=outcomes,
+                        early=True,
+                    )
                 )
                 self._signals.notify(task_id)
                 log.info("task_finished", state="failed", reason=reason)
