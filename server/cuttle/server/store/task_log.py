@@ -95,6 +95,8 @@ _LOCK_TASK = (
 _NOTE_SOURCE = 3
 _NOTE_LEVEL = 4
 DEFAULT_MAX_BYTES = 256 * 1024**2
+# Shown where a machine's name would be, for a line about the whole task, not one machine.
+TASK_NOTE_SOURCE_NAME = "(task log)"
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,7 @@ def note_dropped(conn: Connection | Session, task_id: str, max_bytes: int) -> No
         connection,
         task_id,
         log_count,
-        "",
+        TASK_NOTE_SOURCE_NAME,
         at,
         f"{lines} lines ({size} bytes) of output were dropped: the task log is limited to "
         f"{_size(max_bytes)} (task_log_limit_bytes)",
