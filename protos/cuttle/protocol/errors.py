@@ -14,6 +14,7 @@ polling transports in the Response frame.
     not_delivered        UNAVAILABLE            the request never reached the agent: safe to retry
     unreachable          UNAVAILABLE            the agent could not be reached (refused, timed out)
     busy                 UNAVAILABLE            the server's database is busy: retry shortly
+    disk_full            RESOURCE_EXHAUSTED     the server's disk is full: nothing was written
     untrusted            UNAVAILABLE            the peer presented a certificate we do not trust
     internal             INTERNAL               a bug: the message says where
 """
@@ -38,6 +39,7 @@ KIND_TO_CODE: dict[str, grpc.StatusCode] = {
     "not_delivered": grpc.StatusCode.UNAVAILABLE,
     "unreachable": grpc.StatusCode.UNAVAILABLE,
     "busy": grpc.StatusCode.UNAVAILABLE,
+    "disk_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "untrusted": grpc.StatusCode.UNAVAILABLE,
     "cancelled": grpc.StatusCode.CANCELLED,
     "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,

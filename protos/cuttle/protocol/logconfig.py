@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 import structlog
 
 
+class _TolerantStream:
+    """A log stream whose writes never raise: a full disk must not fail the code that logs.
+
+    The server keeps running on a full disk (it answers reads and fails the task that filled
+    it); a log line it cannot write is lost, not turned into an error in whatever logged it.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        """Write, or drop the text when the stream cannot take it."""
+        try:
+            return self._out.write(text)
+        except (OSError, ValueError):
+            return 0
+
+    def flush(self) -> None:
+        """Flush, dropping what the stream cannot take."""
+        with contextlib.suppress(OSError, ValueError):
+            self._out.flush()
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger once per process."""
-    out = stream if stream is not None else sys.stderr
+    given = stream if stream is not None else sys.stderr
+    out = cast(TextIO, _TolerantStream(given))
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    use_console = out.isatty() and os.environ.get("CUTTLE_LOG_FORMAT", "") != "json"
+    use_console = given.isatty() and os.environ.get("CUTTLE_LOG_FORMAT", "") != "json"
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
         if use_console

@@ -42,7 +42,9 @@ from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.task_log import LogLimits
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -81,6 +83,11 @@ class ServerNode:
         self.identity = load_identity(home)
         self._engine = database.create_engine_for(settings.database_url)
         self.tx = Transactions(database.session_maker(self._engine))
+        self.log_limits = LogLimits(
+            max_bytes=settings.task_log_limit_bytes,
+            min_free_bytes=settings.data_dir_min_free_bytes,
+            data_dir=database.data_dir(self._engine),
+        )
         self.polling_peers = PinnedPeers(self.identity)
         self.connections = Connections(
             self.identity,
@@ -111,6 +118,7 @@ class ServerNode:
             RunSettings(
                 agent_lost_after=settings.agent_lost_after_seconds,
                 cancel_retry_interval=settings.cancel_retry_interval_seconds,
+                log_limits=self.log_limits,
             ),
             self.completions,
             RunnerSettings(
@@ -121,6 +129,11 @@ class ServerNode:
                 lease_seconds=settings.task_lease_seconds,
                 heartbeat_interval=settings.node_heartbeat_interval_seconds,
             ),
+            reserve=(
+                None
+                if self.log_limits.data_dir is None
+                else DiskReserve(self.log_limits.data_dir, settings.disk_reserve_bytes)
+            ),
         )
         self.cancels = CancelDelivery(
             self.tx,
@@ -129,6 +142,7 @@ class ServerNode:
             CancelDeliverySettings(
                 retry_interval=settings.cancel_retry_interval_seconds,
                 max_retry_interval=settings.cancel_retry_max_interval_seconds,
+                log_limits=self.log_limits,
             ),
         )
         self._admin: grpc.aio.Server | None = None

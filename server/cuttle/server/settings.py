@@ -84,6 +84,14 @@ class ServerSettings:
     # another node adopts them (several nodes on one PostgreSQL).
     task_lease_seconds: float = 30.0
     node_heartbeat_interval_seconds: float = 10.0
+    # A task's log keeps this much script output; lines past it are counted, not stored.
+    task_log_limit_bytes: ByteSize = 256 * 1024**2
+    # Below this much free space in the database's directory, new output is refused and the
+    # task fails saying so: the server keeps room to record that, and to serve reads.
+    data_dir_min_free_bytes: ByteSize = 64 * 1024**2
+    # Kept free beside the database (a file released when the disk fills), so the task that
+    # met a full disk can still be recorded as failed. 0: no reserve.
+    disk_reserve_bytes: ByteSize = 8 * 1024**2
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:

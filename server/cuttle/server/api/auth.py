@@ -78,6 +78,11 @@ def error_kind(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
         # SQLite waited busy_timeout for another writer: nothing was done, a retry will do.
         return "busy", "the server's database is busy with other writes; retry shortly"
+    if isinstance(exc, store_errors.ServerDiskFull):
+        # Reads still work; a write waits for space, which the operator must make.
+        return "disk_full", f"server disk full: nothing was written ({exc})"
+    if isinstance(exc, store_errors.StoreUnavailable):
+        return "busy", f"the server's database is unavailable; retry shortly ({exc})"
     for cls, kind in _STORE_KINDS.items():
         if isinstance(exc, cls):
             return kind, str(exc)

@@ -198,10 +198,15 @@ async def execute(
         await context.tx.run(partial(_fail_lost_secrets, lost_secrets))
     await _set_containers(context, task, NodeState.RUNNING)
     async with asyncio.TaskGroup() as group:
-        for script_run in runs:
-            group.create_task(script_run.execute())
+        running = [group.create_task(script_run.execute()) for script_run in runs]
+    outcomes = [work.result() for work in running]
     final = await context.tx.read(lambda s: tasks.get(s, task.id))
-    if final.cancel_requested:
+    # Cancelled means: on every machine the agent saw the tree gone, the script never started,
+    # it had ended by itself, or the cancel is kept for an agent that is away. A machine whose
+    # agent could not say the script is gone (it outlived SIGKILL, or the agent forgot it)
+    # leaves the task failed: its node says why.
+    unconfirmed = any(o.state == RunState.RESULT_UNKNOWN and not o.cancel_pending for o in outcomes)
+    if final.cancel_requested and not unconfirmed:
         state = TaskState.CANCELLED
     elif all(t.state == RunState.COMPLETE and t.exit_code == 0 for t in final.targets):
         state = TaskState.SUCCESS

@@ -48,6 +48,8 @@ class CancelDeliverySettings:
     max_retry_interval: float = 300.0
     # Deliveries in flight on one node at once (each may wait on a slow agent).
     max_in_flight: int = 32
+    # The output a script wrote while its cancel was pending obeys the same bounds.
+    log_limits: task_log.LogLimits = task_log.LogLimits()
 
 
 def retry_delay_ms(settings: CancelDeliverySettings, attempt: int) -> int:
@@ -232,7 +234,8 @@ class CancelDelivery:
                 for r in status.runs
             ]
             # append_runs skips what is stored already: a second attempt adds nothing twice.
-            stored += await self._tx.run(partial(_append, record.ticket, runs))
+            limits = self._settings.log_limits
+            stored += await self._tx.run(partial(_append, record.ticket, runs, limits))
             self._signals.notify(task_id)
             after = status.runs[-1].last_sequence
             if not status.more_lines:
@@ -274,8 +277,10 @@ def _remove_and_tell(session: Session, record: PendingCancelRecord, message: str
     return True
 
 
-def _append(ticket: str, runs: Sequence[LogRun], session: Session) -> int:
-    return task_log.append_runs(session, ticket, runs)
+def _append(
+    ticket: str, runs: Sequence[LogRun], limits: task_log.LogLimits, session: Session
+) -> int:
+    return task_log.append_runs(session, ticket, runs, limits)
 
 
 def _delivered_message(machine: str, status: ScriptStatus, lines: int) -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -24,7 +25,12 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.task_states import (
+    FINISHED_NODE_STATES,
+    FINISHED_RUN_STATES,
     FINISHED_TASK_STATES,
+    NodeKind,
+    NodeState,
+    RunState,
     TaskKind,
     TaskState,
 )
@@ -33,7 +39,10 @@ from cuttle.server.engine import adhoc, deployment
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
-from cuttle.server.store import task_queue, tasks
+from cuttle.server.errors import AgentError, UnknownTicket
+from cuttle.server.errors import NotFound as ServerNotFound
+from cuttle.server.store import task_log, task_queue, tasks
+from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.errors import Conflict, ServerDiskFull, StoreUnavailable
 from cuttle.server.store.records import TaskRecord, now_ms
 from cuttle.server.store.transactions import Transactions
@@ -62,6 +71,17 @@ class RunnerSettings:
     # How often the node renews its claims and looks for queued or orphaned tasks when
     # nothing woke it sooner.
     heartbeat_interval: float = 10.0
+    # How long a task failed by a full disk waits for each agent to confirm its cancel.
+    cancel_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one script run when its task ended early."""
+
+    ticket: str
+    state: RunState
+    message: str
 
 
 @dataclass
@@ -84,6 +104,7 @@ class TaskRunner:
         completions: TicketCompletions | None = None,
         runner_settings: RunnerSettings | None = None,
         encryptor: Encryptor | None = None,
+        reserve: DiskReserve | None = None,
     ) -> None:
         self._runner_settings = runner_settings or RunnerSettings()
         # The engine waits out a locked database; the admin API answers "busy" instead.
@@ -94,6 +115,7 @@ class TaskRunner:
         # Not started (as in unit tests): each completion is then awaited in place.
         self._completions = completions or TicketCompletions()
         self.encryptor = encryptor
+        self._reserve = reserve
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._queue: asyncio.Task[None] | None = None
@@ -114,6 +136,7 @@ class TaskRunner:
 
     async def start(self) -> int:
         """Resume this node's tasks, claim what waits, start the queue and the watchdog."""
+        await self._hold_reserve()
         resumed = await self.resume()
         self._queue = asyncio.create_task(self._run_queue(), name="task-queue")
         self._watchdog = asyncio.create_task(self._watch(), name="task-watchdog")
@@ -275,8 +298,15 @@ class TaskRunner:
                 resume_in=round(delay, 2),
             )
         except* ServerDiskFull as group:
+            reason = f"server disk full: {group.exceptions[0]}"
             log.error("task_failed_disk_full", error=str(group.exceptions[0]))
-            await self._end(task_id, f"server disk full: {group.exceptions[0]}")
+            if self._reserve is not None:
+                # Room for the writes that end the task: without it they wait for an operator.
+                await asyncio.to_thread(self._reserve.release)
+            # The task is over, so its scripts are stopped: output nobody can store would run
+            # on unseen, and a script left behind keeps its machine's isolation mutex.
+            outcomes = await self._cancel_scripts(task_id, reason)
+            await self._end(task_id, reason, outcomes)
         except* Exception as group:
             error = group.exceptions[0]
             log.error("task_runner_crashed", exc_info=error)
@@ -309,11 +339,74 @@ class TaskRunner:
             raise NotImplementedError(f"no executor for {task.kind.value} tasks on this server")
         state = await executor(self._context(), task, held.cancel, resumed=resumed)
         reason = held.cancel.reason if state == TaskState.CANCELLED else ""
-        await self._tx.run(lambda s: tasks.set_state(s, task_id, state, reason=reason))
+        await self._tx.run(partial(self._close, task_id, state, reason))
         self._signals.notify(task_id)
         log.info("task_finished", state=state.value)
 
-    async def _end(self, task_id: str, reason: str) -> None:
+    def _close(
+        self,
+        task_id: str,
+        state: TaskState,
+        reason: str,
+        session: Session,
+        outcomes: Sequence[_Outcome] = (),
+        *,
+        early: bool = False,
+    ) -> None:
+        """End the task; its log says first what the size limit kept out of it."""
+        for outcome in outcomes:
+            if tasks.get_run(session, outcome.ticket).state not in FINISHED_RUN_STATES:
+                tasks.update_run(
+                    session,
+                    outcome.ticket,
+                    state=outcome.state,
+                    exit_code=-1,
+                    message=outcome.message,
+                )
+        if early:
+            # Nothing will walk the rest of the tree: what was still open ended with the task.
+            for node in tasks.get(session, task_id).nodes:
+                if node.kind != NodeKind.MACHINE and node.state not in FINISHED_NODE_STATES:
+                    tasks.set_node_state(session, node.id, NodeState.FAILED, reason=reason)
+        task_log.note_dropped(session, task_id, self._settings.log_limits.max_bytes)
+        tasks.set_state(session, task_id, state, reason=reason)
+
+    async def _cancel_scripts(self, task_id: str, reason: str) -> list[_Outcome]:
+        """Ask the agents to kill the task's unfinished scripts; what each one answered."""
+        try:
+            task = await self._tx.read(lambda s: tasks.get(s, task_id))
+        except (StoreUnavailable, ServerDiskFull):
+            return []
+        runs = [
+            run
+            for node in task.machine_nodes
+            if (run := node.latest_run) is not None and run.state not in FINISHED_RUN_STATES
+        ]
+        return list(
+            await asyncio.gather(
+                *(self._cancel_one(r.machine_name, r.ticket, reason) for r in runs)
+            )
+        )
+
+    async def _cancel_one(self, machine: str, ticket: str, reason: str) -> _Outcome:
+        try:
+            client = self._connections.client(machine)
+            async with asyncio.timeout(self._runner_settings.cancel_timeout):
+                await client.cancel_script(ticket, reason)
+        except UnknownTicket:
+            return _Outcome(ticket, RunState.CANCELLED, f"{reason}; {machine} no longer had it")
+        except (AgentError, ServerNotFound, TimeoutError) as exc:
+            # Nothing is stored while the disk is full, so the cancel cannot be kept for later.
+            log.warning("disk_full_cancel_failed", machine=machine, ticket=ticket, error=str(exc))
+            return _Outcome(
+                ticket,
+                RunState.RESULT_UNKNOWN,
+                f"result unknown: {reason}; the cancel did not reach {machine} ({exc}), "
+                "the script may still run",
+            )
+        return _Outcome(ticket, RunState.CANCELLED, f"cancelled: {reason}")
+
+    async def _end(self, task_id: str, reason: str, outcomes: Sequence[_Outcome] = ()) -> None:
         """End a task failed with the reason; the write is retried until the store takes it."""
         backoff = Backoff(initial=0.2, maximum=self._runner_settings.resume_max_delay)
         while True:
@@ -322,7 +415,14 @@ class TaskRunner:
                 if current.state in FINISHED_TASK_STATES:
                     return
                 await self._tx.run(
-                    lambda s: tasks.set_state(s, task_id, TaskState.FAILED, reason=reason)
+                    partial(
+                        self._close,
+                        task_id,
+                        TaskState.FAILED,
+                        reason,
+                        outcomes=outcomes,
+                        early=True,
+                    )
                 )
                 self._signals.notify(task_id)
                 log.info("task_finished", state="failed", reason=reason)
@@ -333,9 +433,15 @@ class TaskRunner:
                 log.warning("task_end_retrying", error=str(exc), delay=round(delay, 2))
                 await asyncio.sleep(delay)
 
+    async def _hold_reserve(self) -> None:
+        if self._reserve is not None:
+            await asyncio.to_thread(self._reserve.ensure)
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._runner_settings.watchdog_interval)
+            # Space came back after a full disk: keep room for the next one.
+            await self._hold_reserve()
             with contextlib.suppress(StoreUnavailable, ServerDiskFull):
                 try:
                     adopted = await self.resume()

@@ -65,6 +65,7 @@ class RunSettings:
     cancel_retry_interval: float = 15.0
     max_artifact_bytes: int = 64 * 1024 * 1024
     reconnect_max_delay: float = 10.0
+    log_limits: task_log.LogLimits = task_log.LogLimits()
 
 
 @dataclass
@@ -282,7 +283,7 @@ class ScriptRun:
 
         def store(session: Session) -> None:
             if records:
-                task_log.append_runs(session, ticket, records)
+                task_log.append_runs(session, ticket, records, self._ctx.settings.log_limits)
             if running and tasks.get_run(session, ticket).state == RunState.PENDING:
                 tasks.update_run(session, ticket, state=RunState.RUNNING)
 

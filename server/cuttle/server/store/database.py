@@ -66,6 +66,14 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def data_dir(engine: Engine) -> Path | None:
+    """The directory an SQLite database lives in (whose free space matters); None otherwise."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).resolve().parent
+
+
 def session_maker(engine: Engine) -> sessionmaker[Session]:
     """Return a session factory whose objects stay readable after commit."""
     # expire_on_commit=False: repositories convert rows to records inside the transaction, but a

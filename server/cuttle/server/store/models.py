@@ -157,6 +157,11 @@ class Task(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean)
     cancel_reason: Mapped[str] = mapped_column(Text)
     log_count: Mapped[int] = mapped_column(BigInteger)
+    # The bytes of script output stored in the task's log, measured against its size limit;
+    # past the limit lines are only counted (task_log.py), so the log can say what it lost.
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    log_dropped_lines: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    log_dropped_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Why a queued or waiting task is not moving (a slot, a mutex, a person); empty otherwise.
     waiting_reason: Mapped[str] = mapped_column(Text, default="")
     has_warnings: Mapped[bool] = mapped_column(Boolean, default=False)

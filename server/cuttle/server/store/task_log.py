@@ -16,12 +16,22 @@ Order: positions number all of a task's lines 1, 2, 3, ... across its machines. 
 allocated from tasks.log_count under that row's lock, held until commit, so a writer that got
 lower positions has always committed before one with higher positions can: a reader following
 the log with after_position never skips a line that commits later.
+
+Bounds: a task's log holds at most LogLimits.max_bytes of script output. Past it, lines are
+counted on the task row, not stored anywhere (as GitLab CI does with a job log): the log gets
+one line saying the limit was reached where it was, and one with the counts when the task ends
+(note_dropped). Dropped lines still advance last_sequence, so exactly-once holds for them too.
+And output is refused (ServerDiskFull) while the data directory has less free space than the
+floor, so a flood ends its task with the reason instead of filling the server's disk.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
@@ -30,7 +40,7 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.logruns import head_lines
 from cuttle.server.domain.scripts import LogRun
 from cuttle.server.store import log_packing
-from cuttle.server.store.errors import InvalidArgument, NotFound
+from cuttle.server.store.errors import InvalidArgument, NotFound, ServerDiskFull
 from cuttle.server.store.models import Base
 from cuttle.server.store.records import StoredLine, now_ms
 
@@ -45,7 +55,14 @@ _log: Table = Base.metadata.tables["task_log_chunks"]
 # Lock order is the task row, then the run row (see tasks.py). FOR UPDATE OF tasks makes
 # concurrent writers of one task take turns on PostgreSQL; SQLite's BEGIN IMMEDIATE already has.
 _LOCK_AND_READ = (
-    select(_tasks.c.id, _tasks.c.log_count, _runs.c.last_sequence, _runs.c.machine_name)
+    select(
+        _tasks.c.id,
+        _tasks.c.log_count,
+        _runs.c.last_sequence,
+        _runs.c.machine_name,
+        _tasks.c.log_bytes,
+        _tasks.c.log_dropped_lines,
+    )
     .select_from(_tasks.join(_runs, _runs.c.task_id == _tasks.c.id))
     .where(_runs.c.ticket == bindparam("p_ticket"))
     .with_for_update(of=_tasks)
@@ -54,8 +71,75 @@ _INSERT = insert(_log)
 _SET_LOG_COUNT = (
     update(_tasks)
     .where(_tasks.c.id == bindparam("p_task_id"))
-    .values(log_count=bindparam("p_log_count"))
+    .values(log_count=bindparam("p_log_count"), log_bytes=bindparam("p_log_bytes"))
 )
+_COUNT_DROPPED = (
+    update(_tasks)
+    .where(_tasks.c.id == bindparam("p_task_id"))
+    .values(
+        log_dropped_lines=_tasks.c.log_dropped_lines + bindparam("p_lines"),
+        log_dropped_bytes=_tasks.c.log_dropped_bytes + bindparam("p_bytes"),
+    )
+)
+_LOCK_TASK = (
+    select(
+        _tasks.c.log_count,
+        _tasks.c.log_dropped_lines,
+        _tasks.c.log_dropped_bytes,
+    )
+    .where(_tasks.c.id == bindparam("p_task_id"))
+    .with_for_update()
+)
+# Lines the server writes into a log itself are marked as not the script's: the Tentacle's
+# source (LOG_SOURCE_TENTACLE), at warning level.
+_NOTE_SOURCE = 3
+_NOTE_LEVEL = 4
+DEFAULT_MAX_BYTES = 256 * 1024**2
+# Shown where a machine's name would be, for a line about the whole task, not one machine.
+TASK_NOTE_SOURCE_NAME = "(task log)"
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """How much of a task's output the store keeps, and how full the server's disk may get."""
+
+    # Bytes of script output (each line with its newline) stored per task; the rest is counted.
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # Below this much free space in data_dir, new output is refused (0 or no dir: no floor).
+    min_free_bytes: int = 0
+    data_dir: Path | None = None
+
+
+UNLIMITED = LogLimits(max_bytes=2**62)
+
+
+def run_bytes(run: LogRun) -> int:
+    """The size of a run as the script wrote it: its lines, each with its newline."""
+    return len(run.text) + 1 if run.count else 0
+
+
+def _check_free_space(limits: LogLimits) -> None:
+    if limits.min_free_bytes <= 0 or limits.data_dir is None:
+        return
+    try:
+        stat = os.statvfs(limits.data_dir)
+    except OSError:
+        return  # no directory to measure (a remote database): the floor does not apply
+    free = stat.f_bavail * stat.f_frsize
+    if free < limits.min_free_bytes:
+        raise ServerDiskFull(
+            f"{_size(free)} free in {limits.data_dir}, below the floor of "
+            f"{_size(limits.min_free_bytes)} (data_dir_min_free_bytes): new output is refused"
+        )
+
+
+def _size(count: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= factor:
+            return f"{count / factor:.1f} {unit}"
+    return f"{count} bytes"
+
+
 _SET_LAST_SEQUENCE = (
     update(_runs)
     .where(_runs.c.ticket == bindparam("p_ticket"))
@@ -90,21 +174,30 @@ def _connection(conn: Connection | Session) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
-def append_runs(conn: Connection | Session, ticket: str, runs: Sequence[LogRun]) -> int:
+def append_runs(
+    conn: Connection | Session,
+    ticket: str,
+    runs: Sequence[LogRun],
+    limits: LogLimits = UNLIMITED,
+) -> int:
     """Store the lines of these runs not stored yet for this script run; return how many.
 
     A run that is partly stored already (a replay after a reconnect) is trimmed to its new
-    lines; repeats and runs out of order are tolerated (sorted, per run, not per line).
+    lines; repeats and runs out of order are tolerated (sorted, per run, not per line). Lines
+    past the task's limit are counted, not stored; below the free-space floor nothing is
+    taken (ServerDiskFull) and the Tentacle keeps the lines in its journal.
     """
     connection = _connection(conn)
     current = connection.execute(_LOCK_AND_READ, {"p_ticket": ticket}).one_or_none()
     if current is None:
         raise NotFound("ticket", ticket)
-    task_id, log_count, last_sequence, machine_name = (
+    task_id, log_count, last_sequence, machine_name, log_bytes, dropped_before = (
         str(current[0]),
         int(current[1]),
         int(current[2]),
         str(current[3]),
+        int(current[4]),
+        int(current[5]),
     )
 
     fresh: list[LogRun] = []
@@ -119,26 +212,140 @@ def append_runs(conn: Connection | Session, ticket: str, runs: Sequence[LogRun])
         stored_to = run.last_sequence
     if not fresh:
         return 0
+    _check_free_space(limits)
 
-    count = sum(run.count for run in fresh)
-    first_position = log_count + 1
-    last_position = log_count + count
+    kept, dropped = _within(fresh, limits.max_bytes - log_bytes)
+    count = sum(run.count for run in kept)
+    position = log_count
+    if kept:
+        connection.execute(
+            _INSERT,
+            {
+                "task_id": task_id,
+                "first_position": position + 1,
+                "last_position": position + count,
+                "ticket": ticket,
+                "machine_name": machine_name,
+                "first_sequence": kept[0].sequence,
+                "last_sequence": kept[-1].last_sequence,
+                "lines": log_packing.pack(kept),
+            },
+        )
+        position += count
+    if dropped:
+        if not dropped_before:
+            # The first line this task loses: say so where it happens.
+            position = _write_note(
+                connection,
+                task_id,
+                position,
+                machine_name,
+                dropped[0],
+                f"The task log reached its limit of {_size(limits.max_bytes)}: further output "
+                f"is counted, not stored",
+            )
+        connection.execute(
+            _COUNT_DROPPED,
+            {
+                "p_task_id": task_id,
+                "p_lines": sum(run.count for run in dropped),
+                "p_bytes": sum(run_bytes(run) for run in dropped),
+            },
+        )
+    connection.execute(
+        _SET_LOG_COUNT,
+        {
+            "p_task_id": task_id,
+            "p_log_count": position,
+            "p_log_bytes": log_bytes + sum(run_bytes(run) for run in kept),
+        },
+    )
+    # Dropped lines count as stored here: a replay must not offer them again.
+    connection.execute(_SET_LAST_SEQUENCE, {"p_ticket": ticket, "p_last_sequence": stored_to})
+    return int(count)
+
+
+def _within(runs: list[LogRun], room: int) -> tuple[list[LogRun], list[LogRun]]:
+    """Split runs into those that fit in room bytes and those that do not (by whole lines)."""
+    kept: list[LogRun] = []
+    for index, run in enumerate(runs):
+        size = run_bytes(run)
+        if size <= room:
+            kept.append(run)
+            room -= size
+            continue
+        # The run that crosses the limit: keep the lines that fit, one scan of this run only.
+        lines = 0
+        end = -1
+        while lines < run.count:
+            nxt = run.text.find(b"\n", end + 1)
+            line_end = len(run.text) if nxt < 0 else nxt
+            if line_end + 1 > room:
+                break
+            end = line_end
+            lines += 1
+        rest = runs[index + 1 :]
+        if lines == 0:
+            return kept, [run, *rest]
+        head, tail = run.text[:end], run.text[end + 1 :]
+        kept.append(LogRun(run.sequence, run.time_ms, run.source, run.level, head, lines))
+        left = LogRun(
+            run.sequence + lines, run.time_ms, run.source, run.level, tail, run.count - lines
+        )
+        return kept, [left, *rest]
+    return kept, []
+
+
+def _write_note(
+    connection: Connection,
+    task_id: str,
+    position: int,
+    machine_name: str,
+    at: LogRun,
+    text: str,
+) -> int:
+    """Store one line the server writes itself after position; returns the new position."""
+    note = LogRun(at.sequence, at.time_ms, _NOTE_SOURCE, _NOTE_LEVEL, text.encode())
     connection.execute(
         _INSERT,
         {
             "task_id": task_id,
-            "first_position": first_position,
-            "last_position": last_position,
-            "ticket": ticket,
+            "first_position": position + 1,
+            "last_position": position + 1,
+            # No ticket: not a line of the script's journal, so no replay can meet it.
+            "ticket": None,
             "machine_name": machine_name,
-            "first_sequence": fresh[0].sequence,
-            "last_sequence": stored_to,
-            "lines": log_packing.pack(fresh),
+            "first_sequence": note.sequence,
+            "last_sequence": note.sequence,
+            "lines": log_packing.pack([note]),
         },
     )
-    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": last_position})
-    connection.execute(_SET_LAST_SEQUENCE, {"p_ticket": ticket, "p_last_sequence": stored_to})
-    return int(count)
+    return position + 1
+
+
+def note_dropped(conn: Connection | Session, task_id: str, max_bytes: int) -> None:
+    """At a task's end, say in its log how many lines and bytes the limit kept out (if any)."""
+    connection = _connection(conn)
+    current = connection.execute(_LOCK_TASK, {"p_task_id": task_id}).one_or_none()
+    if current is None or not int(current[1]):
+        return
+    log_count, lines, size = int(current[0]), int(current[1]), int(current[2])
+    at = LogRun(0, now_ms(), _NOTE_SOURCE, _NOTE_LEVEL, b"")
+    position = _write_note(
+        connection,
+        task_id,
+        log_count,
+        TASK_NOTE_SOURCE_NAME,
+        at,
+        f"{lines} lines ({size} bytes) of output were dropped: the task log is limited to "
+        f"{_size(max_bytes)} (task_log_limit_bytes)",
+    )
+    connection.execute(
+        update(_tasks)
+        .where(_tasks.c.id == task_id)
+        .values(log_count=position)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _drop_head(run: LogRun, lines: int) -> LogRun:
@@ -193,7 +400,7 @@ def read_lines(
     return found
 
 
-_LOCK_TASK = (
+_LOCK_LOG_COUNT = (
     select(_tasks.c.log_count).where(_tasks.c.id == bindparam("p_task_id")).with_for_update()
 )
 # LogSource.TENTACLE's neighbour on the server side: lines the engine writes itself carry the
@@ -205,7 +412,7 @@ _INFO = 1
 def append_server_line(conn: Connection | Session, task_id: str, text: str) -> None:
     """Store one line the server writes into a task's log (why a step was skipped, ...)."""
     connection = _connection(conn)
-    current = connection.execute(_LOCK_TASK, {"p_task_id": task_id}).one_or_none()
+    current = connection.execute(_LOCK_LOG_COUNT, {"p_task_id": task_id}).one_or_none()
     if current is None:
         raise NotFound("task", task_id)
     position = int(current[0]) + 1

@@ -31,6 +31,7 @@ __all__ = [
     "kill_tree",
     "process_start_time",
     "reap_zombies",
+    "survivors",
     "tree_pids",
 ]
 
@@ -223,6 +224,11 @@ def kill_tree(
         log.warning("process_tree_survived_kill", ticket=ticket, pids=sorted(alive))
     seen.discard(keep if keep is not None else -1)
     return seen
+
+
+def survivors(ticket: str, pgid: int | None, cgroup: Path | None, keep: int | None) -> set[int]:
+    """What is still alive of a tree that kill_tree gave up on (empty: it is all gone)."""
+    return tree_pids(ticket, pgid, cgroup) - {keep if keep is not None else -1}
 
 
 def remove_cgroup(cgroup: Path | None) -> None:

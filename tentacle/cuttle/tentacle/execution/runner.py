@@ -400,6 +400,20 @@ class TicketRun:
             # them is only worth a thread when something was killed or a child is a zombie.
             if killed or proctree.has_zombie_children():
                 await asyncio.to_thread(proctree.reap_zombies, killed, {proc.pid})
+            if kill and state is not ScriptState.COMPLETE:
+                # "Cancelled" (or "timed out, killed") is a promise that nothing of it runs on:
+                # made only when every process of the tree was seen gone.
+                left = await asyncio.to_thread(
+                    proctree.survivors, self.ticket, proc.pid, cgroup, proc.pid
+                )
+                if left:
+                    reason = (
+                        f"{reason}; but processes {', '.join(map(str, sorted(left)))} of the "
+                        "script survived SIGKILL and may still be running"
+                    )
+                    state = ScriptState.RESULT_UNKNOWN
+                    await self.say(reason, LogLevel.ERROR)
+                    log.error("process_tree_survived", ticket=self.ticket, pids=sorted(left))
             proctree.remove_cgroup(cgroup)
             if state is ScriptState.CANCELLED:
                 await self.say(f"The script was cancelled: {reason}", LogLevel.WARNING)

@@ -33,3 +33,15 @@ def test_store_and_server_errors_keep_their_kinds() -> None:
     assert error_kind(FailedPrecondition("stale"))[0] == "failed_precondition"
     assert error_kind(ValidationFailed([("a.b", "bad")])) == ("invalid_argument", "a.b: bad")
     assert code_for_kind("failed_precondition").name == "FAILED_PRECONDITION"
+
+
+def test_a_full_server_disk_says_so_and_is_not_internal() -> None:
+    kind, message = error_kind(store_errors.ServerDiskFull("database or disk is full"))
+    assert kind == "disk_full"
+    assert message.startswith("server disk full: ")
+    assert code_for_kind(kind).name == "RESOURCE_EXHAUSTED"
+
+
+def test_a_store_that_stayed_unavailable_is_busy() -> None:
+    kind, _ = error_kind(store_errors.StoreUnavailable("locked for 300s"))
+    assert kind == "busy"

@@ -80,7 +80,7 @@ def _running_task(sessions: sessionmaker[Session], *, cancel: bool) -> TaskRecor
 
 def _resume(
     sessions: sessionmaker[Session],
-    agent: _Agent,
+    agent: Any,
     task_id: str,
     settings: RunSettings = SETTINGS,
 ) -> TaskRecord:
@@ -164,3 +164,58 @@ def test_a_cancel_for_a_ticket_the_agent_does_not_know_ends_without_starting_it(
     assert agent.calls == ["cancel"]
     with sessions() as session:
         assert pending_cancels.list_pending(session) == []
+
+
+class _Survivor:
+    """An agent whose kill left a process of the tree alive: it answers result_unknown."""
+
+    def __init__(self) -> None:
+        self.machine = "web-01"
+        self.calls: list[str] = []
+
+    def _status(self, ticket: str) -> ScriptStatus:
+        reason = "stop it; but processes 4242 of the script survived SIGKILL and may still run"
+        return ScriptStatus(
+            ticket=ticket,
+            state="result_unknown",
+            exit_code=-9,
+            runs=(),
+            last_sequence=0,
+            more_lines=False,
+            output_variables=(),
+            artifacts=(),
+            failure_message="",
+            state_reason=reason,
+        )
+
+    async def cancel_script(self, ticket: str, reason: str) -> ScriptStatus:
+        self.calls.append("cancel")
+        return self._status(ticket)
+
+    async def watch_script(
+        self, ticket: str, after_sequence: int = 0, *, start: ScriptRequest | None = None
+    ) -> AsyncIterator[ScriptStatus]:
+        self.calls.append("watch")
+        yield self._status(ticket)
+
+    async def complete_scripts(self, tickets: list[str]) -> list[str]:
+        self.calls.append("complete")
+        return []
+
+    async def complete_script(self, ticket: str) -> ScriptStatus:
+        self.calls.append("complete")
+        return self._status(ticket)
+
+
+def test_a_cancel_the_agent_could_not_finish_leaves_the_task_failed_not_cancelled(
+    sessions: sessionmaker[Session],
+) -> None:
+    task = _running_task(sessions, cancel=True)
+    agent = _Survivor()
+    finished = _resume(sessions, agent, task.id)
+
+    (target,) = finished.targets
+    # "Cancelled" would say nothing runs on; the agent saw a process outlive SIGKILL.
+    assert (finished.state, target.state) == ("failed", "result_unknown")
+    assert "survived SIGKILL" in target.message
+    assert agent.calls[0] == "cancel"

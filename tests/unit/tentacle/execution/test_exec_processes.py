@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cuttle.tentacle.execution import proctree
 from cuttle.tentacle.execution.journal import Journal
 from cuttle.tentacle.execution.manager import (
@@ -63,6 +65,25 @@ def test_cancel_kills_setsid_grandchild_and_returns_when_tree_is_dead(tmp_path: 
         assert marked("t-cancel") == set()
         again = await m.cancel("t-cancel", "second")
         assert again.state_reason == "user pressed cancel"
+
+    run_with(tmp_path, scenario, cancel_grace=0.5)
+
+
+def test_a_tree_that_outlives_sigkill_is_not_reported_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process in uninterruptible sleep outlives SIGKILL; none can be made here on purpose,
+    # so the check after the kill is told one survived (the real tree is still killed).
+    monkeypatch.setattr(proctree, "survivors", lambda *_: {4242})
+
+    async def scenario(m: ScriptManager) -> None:
+        await m.start(StartCommand("t-survivor", SETSID_TREE, Syntax.BASH))
+        await wait_for_line(m, "t-survivor", b"grandchild-up")
+        snapshot = await m.cancel("t-survivor", "user pressed cancel")
+        assert snapshot.state is ScriptState.RESULT_UNKNOWN
+        assert "4242" in snapshot.state_reason
+        assert "survived SIGKILL" in snapshot.state_reason
+        assert marked("t-survivor") == set()
 
     run_with(tmp_path, scenario, cancel_grace=0.5)
 
