@@ -33,6 +33,34 @@ class LogRun:
 
 
 @dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Runs of one machine's lines as stored in a task's log, from `first_position` on.
+
+    Positions number all of a task's lines across its machines; a chunk's lines have the
+    consecutive positions first_position .. last_position, run after run.
+    """
+
+    first_position: int
+    machine_name: str
+    runs: tuple[LogRun, ...]
+
+    @property
+    def count(self) -> int:
+        """How many lines the chunk holds."""
+        return sum(run.count for run in self.runs)
+
+    @property
+    def last_position(self) -> int:
+        """The position of the chunk's last line."""
+        return self.first_position + self.count - 1
+
+    @property
+    def size(self) -> int:
+        """Bytes of text the chunk holds."""
+        return sum(len(run.text) for run in self.runs)
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteVariable:
     """An input or output variable of a script run (an output marked sensitive is stored
     encrypted, see engine/script_run.py)."""
