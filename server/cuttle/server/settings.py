@@ -77,6 +77,12 @@ class ServerSettings:
     store_retry_seconds: float = 300.0
     # How often the engine looks for unfinished tasks nobody works on, and adopts them.
     task_watchdog_interval_seconds: float = 30.0
+    # How often a follower of a task (`task log --follow`, `script run`) looks at the store
+    # without being told of a change. Changes made on this node wake it at once; this only
+    # paces how soon it sees what another server node wrote.
+    follow_poll_interval_seconds: float = 1.0
+    # Log a follower may have waiting in memory; one that falls further behind reads the store.
+    follow_buffer_bytes: ByteSize = 16 * 1024 * 1024
     log_level: str = "info"
 
     def with_overrides(self, **values: Any) -> ServerSettings:

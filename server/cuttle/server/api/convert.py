@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.domain.scripts import LogChunk
 from cuttle.server.store.records import (
     CommsStyle,
     MachineRecord,
@@ -108,6 +111,53 @@ def task(record: TaskRecord) -> apb.Task:
         waiting_reason=record.waiting_reason,
         has_warnings=record.has_warnings,
     )
+
+
+def log_runs(chunks: Sequence[LogChunk]) -> apb.TaskLogRuns:
+    """Stored chunks as whole runs, each with the position of its first line."""
+    message = apb.TaskLogRuns()
+    add = message.runs.add
+    for chunk in chunks:
+        position = chunk.first_position
+        for run in chunk.runs:
+            add(
+                first_position=position,
+                machine=chunk.machine_name,
+                run=tpb.LogRun(
+                    sequence=run.sequence,
+                    time_unix_ms=run.time_ms,
+                    source=run.source,  # type: ignore[arg-type]
+                    level=run.level,  # type: ignore[arg-type]
+                    text=run.text,
+                    count=run.count,
+                ),
+            )
+            position += run.count
+    return message
+
+
+def log_lines(chunks: Sequence[LogChunk]) -> list[apb.TaskLogLine]:
+    """Stored chunks line by line, for clients that do not read runs."""
+    lines: list[apb.TaskLogLine] = []
+    for chunk in chunks:
+        position = chunk.first_position
+        for run in chunk.runs:
+            for index, text in enumerate(run.text.split(b"\n")):
+                lines.append(
+                    apb.TaskLogLine(
+                        position=position,
+                        machine=chunk.machine_name,
+                        line=tpb.LogLine(
+                            sequence=run.sequence + index,
+                            time_unix_ms=run.time_ms,
+                            source=run.source,  # type: ignore[arg-type]
+                            level=run.level,  # type: ignore[arg-type]
+                            text=text,
+                        ),
+                    )
+                )
+                position += 1
+    return lines
 
 
 def log_line(line: StoredLine) -> apb.TaskLogLine:

@@ -1,0 +1,200 @@
+"""Following a task: its log from any position, then what this node stores as it is stored.
+
+A follower subscribes to the task's changes before its first read (engine/notifications.py), so
+nothing that happens after it started is missed. The log comes from memory when this node just
+stored it and the follower is up to date; from the store when it joined late, fell behind (its
+buffer overflowed), or something was written without being handed over (another node, a cancel
+delivered later): one indexed seek, each chunk unpacked once. Target and task ends are sent only
+once every line stored before them has been sent (the task row's log_count says how far that is).
+
+The only timer is `poll_interval`: how often a follower looks at the store even though nothing
+on this node told it of a change, which only matters when another server node writes the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+from cuttle.server.domain.scripts import LogChunk
+from cuttle.server.domain.task_states import FINISHED_TASK_STATES
+from cuttle.server.engine.notifications import Subscription, TaskSignals
+from cuttle.server.store import task_log, tasks
+from cuttle.server.store.records import TaskRecord, TaskTargetRecord
+from cuttle.server.store.transactions import Transactions
+
+# A read-back sends at least this much text per message (all of it when there is less).
+MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Started:
+    """The task as it was when the follower started."""
+
+    task: TaskRecord
+
+
+@dataclass(frozen=True)
+class LogChunks:
+    """Log lines, consecutive in position from the first chunk's first position."""
+
+    chunks: tuple[LogChunk, ...]
+
+
+@dataclass(frozen=True)
+class TargetFinished:
+    """A machine's run ended; every line it stored before was sent before this."""
+
+    target: TaskTargetRecord
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The task ended; nothing follows."""
+
+    task: TaskRecord
+
+
+FollowEvent = Started | LogChunks | TargetFinished | Finished
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    """How a follower reads; all configurable."""
+
+    # The safety net for changes written by another server node; not needed on one node.
+    poll_interval: float = 1.0
+    # Bytes of text read from the store per transaction.
+    read_bytes: int = task_log.READ_BYTES
+    message_bytes: int = MESSAGE_BYTES
+
+
+class TaskFollower:
+    """One follower of one task: yields its events from a log position until it ends."""
+
+    def __init__(
+        self,
+        tx: Transactions,
+        signals: TaskSignals,
+        task_id: str,
+        after_position: int,
+        settings: FollowSettings,
+    ) -> None:
+        self._tx = tx
+        self._signals = signals
+        self._task_id = task_id
+        self._after = after_position
+        self._settings = settings
+        # Chunks handed over from memory and not sent yet, in the order they came.
+        self._held: list[LogChunk] = []
+        # Whether the store may hold lines that memory does not: at first, and after a
+        # change that came without its lines.
+        self._check_store = True
+        # How many times the log was read from the store (memory served the rest).
+        self.store_reads = 0
+
+    async def events(self, *, follow: bool) -> AsyncIterator[FollowEvent]:
+        """The task's events; without `follow`, stop at the end of what is stored now."""
+        with self._signals.subscribe(self._task_id) as changes:
+            record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
+            yield Started(record)
+            reported: dict[str, str] = {}
+            while True:
+                seen = changes.version
+                async for chunks in self._log(changes):
+                    yield LogChunks(chunks)
+                record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
+                if record.log_count > self._after:
+                    # Stored before we looked, handed over or not yet: send it before any end.
+                    if not self._held:
+                        self._check_store = True
+                    continue
+                for target in record.targets:
+                    if target.finished_ms is not None and reported.get(target.machine_name) != (
+                        target.state
+                    ):
+                        reported[target.machine_name] = target.state
+                        yield TargetFinished(target)
+                if record.state in FINISHED_TASK_STATES:
+                    yield Finished(record)
+                    return
+                if not follow:
+                    return
+                if not await changes.wait_past(seen, self._settings.poll_interval):
+                    # Nothing here changed it; another node may have.
+                    self._check_store = True
+
+    async def _log(self, changes: Subscription) -> AsyncIterator[tuple[LogChunk, ...]]:
+        """Everything stored after the last position sent: from memory, else from the store."""
+        while True:
+            fresh, overflowed = changes.take()
+            if overflowed:
+                self._held.clear()
+                self._check_store = True
+            self._held.extend(fresh)
+            if sum(chunk.size for chunk in self._held) > changes.limit_bytes:
+                # Waiting behind a gap for too long: the store has all of it.
+                self._held.clear()
+                self._check_store = True
+            if changes.take_unexplained():
+                self._check_store = True
+            ready = self._from_memory()
+            if ready:
+                for message in _messages(ready, self._settings.message_bytes):
+                    yield message
+                continue
+            if self._held:
+                # A gap before what memory holds: those lines are in the store.
+                self._check_store = True
+            if not self._check_store:
+                return
+            self.store_reads += 1
+            read = await self._tx.read(
+                partial(
+                    task_log.read_chunks,
+                    task_id=self._task_id,
+                    after_position=self._after,
+                    max_bytes=self._settings.read_bytes,
+                )
+            )
+            if not read:
+                self._check_store = False
+                self._drop_sent()
+                continue
+            self._after = read[-1].last_position
+            self._drop_sent()
+            for message in _messages(read, self._settings.message_bytes):
+                yield message
+
+    def _from_memory(self) -> list[LogChunk]:
+        """Held chunks that continue the log from the last position sent, in order."""
+        self._drop_sent()
+        if not self._held:
+            return []
+        self._held.sort(key=lambda chunk: chunk.first_position)
+        ready: list[LogChunk] = []
+        while self._held and self._held[0].first_position <= self._after + 1:
+            chunk = task_log.skip_to(self._held.pop(0), self._after)
+            ready.append(chunk)
+            self._after = chunk.last_position
+        return ready
+
+    def _drop_sent(self) -> None:
+        self._held = [chunk for chunk in self._held if chunk.last_position > self._after]
+
+
+def _messages(chunks: list[LogChunk], size: int) -> list[tuple[LogChunk, ...]]:
+    """Chunks grouped into messages of at least `size` bytes of text (but the last)."""
+    messages: list[tuple[LogChunk, ...]] = []
+    group: list[LogChunk] = []
+    total = 0
+    for chunk in chunks:
+        group.append(chunk)
+        total += chunk.size
+        if total >= size:
+            messages.append(tuple(group))
+            group, total = [], 0
+    if group:
+        messages.append(tuple(group))
+    return messages
