@@ -5,7 +5,8 @@ nothing that happens after it started is missed. The log comes from memory when 
 stored it and the follower is up to date; from the store when it joined late, fell behind (its
 buffer overflowed), or something was written without being handed over (another node, a cancel
 delivered later): one indexed seek, each chunk unpacked once. Target and task ends are sent only
-once every line stored before them has been sent (the task row's log_count says how far that is).
+once every line stored before them has been sent (the task row's log_count says how far that is);
+the task row is read only when something other than lines changed, not once per batch of lines.
 
 The only timer is `poll_interval`: how often a follower looks at the store even though nothing
 on this node told it of a change, which only matters when another server node writes the task.
@@ -91,8 +92,13 @@ class TaskFollower:
         # Whether the store may hold lines that memory does not: at first, and after a
         # change that came without its lines.
         self._check_store = True
-        # How many times the log was read from the store (memory served the rest).
+        # Whether the task row must be read again: at first, and after a change that was not
+        # just lines (ends and states come that way); lines alone never end anything.
+        self._check_record = True
+        # How many times the log was read from the store (memory served the rest), and the
+        # task row: what a follower costs the database.
         self.store_reads = 0
+        self.record_reads = 0
 
     async def events(self, *, follow: bool) -> AsyncIterator[FollowEvent]:
         """The task's events; without `follow`, stop at the end of what is stored now."""
@@ -104,26 +110,29 @@ class TaskFollower:
                 seen = changes.version
                 async for chunks in self._log(changes):
                     yield LogChunks(chunks)
-                record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
-                if record.log_count > self._after:
-                    # Stored before we looked, handed over or not yet: send it before any end.
-                    if not self._held:
-                        self._check_store = True
-                    continue
-                for target in record.targets:
-                    if target.finished_ms is not None and reported.get(target.machine_name) != (
-                        target.state
-                    ):
-                        reported[target.machine_name] = target.state
-                        yield TargetFinished(target)
-                if record.state in FINISHED_TASK_STATES:
-                    yield Finished(record)
-                    return
+                if self._check_record:
+                    self._check_record = False
+                    self.record_reads += 1
+                    record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
+                    if record.log_count > self._after:
+                        # Stored before we looked, handed over or not yet: send it first.
+                        self._check_record = True
+                        if not self._held:
+                            self._check_store = True
+                        continue
+                    for target in record.targets:
+                        name, state = target.machine_name, target.state
+                        if target.finished_ms is not None and reported.get(name) != state:
+                            reported[name] = state
+                            yield TargetFinished(target)
+                    if record.state in FINISHED_TASK_STATES:
+                        yield Finished(record)
+                        return
                 if not follow:
                     return
                 if not await changes.wait_past(seen, self._settings.poll_interval):
                     # Nothing here changed it; another node may have.
-                    self._check_store = True
+                    self._check_store = self._check_record = True
 
     async def _log(self, changes: Subscription) -> AsyncIterator[tuple[LogChunk, ...]]:
         """Everything stored after the last position sent: from memory, else from the store."""
@@ -138,7 +147,8 @@ class TaskFollower:
                 self._held.clear()
                 self._check_store = True
             if changes.take_unexplained():
-                self._check_store = True
+                # A change that came without lines: a state, or lines stored some other way.
+                self._check_store = self._check_record = True
             ready = self._from_memory()
             if ready:
                 for message in _messages(ready, self._settings.message_bytes):
