@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cuttle.protocol.v1 import admin_pb2 as apb
+from tests.integration.harness.clients import AdminApi
 from tests.integration.harness.cluster import BIN, Cluster, wait_for
 from tests.integration.harness.tasks import log_lines
 
@@ -102,3 +104,23 @@ def test_follow_started_mid_run_prints_every_line_once(
     ]
     assert positions == list(range(1, 6001))
     assert "finished" in events[-1]
+
+    # A client that does not ask for runs (an older CLI) still gets every line, as lines.
+    api = AdminApi(server)
+    try:
+        old = [(line.position, line.line.text) for line in api.log(task_id)]
+        request = apb.WatchTaskRequest(task_id=task_id, no_follow=True, accept_runs=True)
+        runs = [
+            item
+            for event in api.stub.WatchTask(request, metadata=api.metadata, timeout=60)
+            for item in event.runs.runs
+        ]
+    finally:
+        api.close()
+    assert old == [(i, f"line {i}".encode()) for i in range(1, 6001)]
+    new = [
+        (item.first_position + offset, text)
+        for item in runs
+        for offset, text in enumerate(item.run.text.split(b"\n"))
+    ]
+    assert new == old
