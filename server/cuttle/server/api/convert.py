@@ -120,18 +120,17 @@ def log_runs(chunks: Sequence[LogChunk]) -> apb.TaskLogRuns:
     for chunk in chunks:
         position = chunk.first_position
         for run in chunk.runs:
-            add(
-                first_position=position,
-                machine=chunk.machine_name,
-                run=tpb.LogRun(
-                    sequence=run.sequence,
-                    time_unix_ms=run.time_ms,
-                    source=run.source,  # type: ignore[arg-type]
-                    level=run.level,  # type: ignore[arg-type]
-                    text=run.text,
-                    count=run.count,
-                ),
-            )
+            # Filled in place: building a LogRun first and passing it would copy the text again.
+            item = add()
+            item.first_position = position
+            item.machine = chunk.machine_name
+            wire = item.run
+            wire.sequence = run.sequence
+            wire.time_unix_ms = run.time_ms
+            wire.source = run.source  # type: ignore[assignment]
+            wire.level = run.level  # type: ignore[assignment]
+            wire.text = run.text
+            wire.count = run.count
             position += run.count
     return message
 
