@@ -14,7 +14,9 @@ on this node told it of a change, which only matters when another server node wr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -99,9 +101,20 @@ class TaskFollower:
         # task row: what a follower costs the database.
         self.store_reads = 0
         self.record_reads = 0
+        # A read of the store started while the previous one's messages are sent: (the
+        # position it reads after, the read). Owned here and cancelled when following stops.
+        self._prefetch: tuple[int, asyncio.Task[list[LogChunk]]] | None = None
 
     async def events(self, *, follow: bool) -> AsyncIterator[FollowEvent]:
         """The task's events; without `follow`, stop at the end of what is stored now."""
+        try:
+            async with contextlib.aclosing(self._events(follow)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._stop_prefetch()
+
+    async def _events(self, follow: bool) -> AsyncGenerator[FollowEvent, None]:
         with self._signals.subscribe(self._task_id) as changes:
             record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
             yield Started(record)
@@ -159,23 +172,45 @@ class TaskFollower:
                 self._check_store = True
             if not self._check_store:
                 return
-            self.store_reads += 1
-            read = await self._tx.read(
-                partial(
-                    task_log.read_chunks,
-                    task_id=self._task_id,
-                    after_position=self._after,
-                    max_bytes=self._settings.read_bytes,
-                )
-            )
+            read = await self._read_store()
             if not read:
                 self._check_store = False
                 self._drop_sent()
                 continue
             self._after = read[-1].last_position
             self._drop_sent()
+            if sum(chunk.size for chunk in read) >= self._settings.read_bytes:
+                # More is likely stored: read it while these messages go out.
+                self._prefetch = (self._after, asyncio.create_task(self._read(self._after)))
             for message in _messages(read, self._settings.message_bytes):
                 yield message
+
+    async def _read_store(self) -> list[LogChunk]:
+        """The store's lines after the last position sent (read ahead already, if it was)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            after, task = prefetch
+            if after == self._after:
+                return await task
+            # Memory moved on meanwhile: what was read ahead starts at the wrong place.
+            _discard(task)
+        return await self._read(self._after)
+
+    async def _read(self, after: int) -> list[LogChunk]:
+        self.store_reads += 1
+        return await self._tx.read(
+            partial(
+                task_log.read_chunks,
+                task_id=self._task_id,
+                after_position=after,
+                max_bytes=self._settings.read_bytes,
+            )
+        )
+
+    def _stop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            _discard(self._prefetch[1])
+            self._prefetch = None
 
     def _from_memory(self) -> list[LogChunk]:
         """Held chunks that continue the log from the last position sent, in order."""
@@ -192,6 +227,12 @@ class TaskFollower:
 
     def _drop_sent(self) -> None:
         self._held = [chunk for chunk in self._held if chunk.last_position > self._after]
+
+
+def _discard(task: asyncio.Task[list[LogChunk]]) -> None:
+    """Cancel a read nobody needs; a failure it ended with is seen here, not reported as lost."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _messages(chunks: list[LogChunk], size: int) -> list[tuple[LogChunk, ...]]:

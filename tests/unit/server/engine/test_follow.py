@@ -128,8 +128,10 @@ def test_a_follower_gets_new_lines_from_memory_and_sees_the_end(
     assert _texts(events) == [b"line %d" % n for n in range(1, 2101)]
 
 
+# Small reads make the follower read ahead while it sends (and throw away what memory passed).
+@pytest.mark.parametrize("read_bytes", [4 * 1024 * 1024, 2_000])
 def test_a_follower_that_fell_behind_catches_up_from_the_store(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session], read_bytes: int
 ) -> None:
     task = _task(sessions)
     tx = Transactions(sessions)
@@ -137,7 +139,8 @@ def test_a_follower_that_fell_behind_catches_up_from_the_store(
     signals = TaskSignals(buffer_bytes=2_000)
 
     async def run() -> list[FollowEvent]:
-        follower = TaskFollower(tx, signals, task.id, 0, NO_POLL)
+        settings = FollowSettings(poll_interval=3600.0, read_bytes=read_bytes)
+        follower = TaskFollower(tx, signals, task.id, 0, settings)
         stream = follower.events(follow=True)
         async with asyncio.timeout(20):
             first = await anext(stream)
@@ -155,9 +158,11 @@ def test_a_follower_that_fell_behind_catches_up_from_the_store(
     assert isinstance(events[-1], Finished)
 
 
-@pytest.mark.parametrize("after", [0, 1, 150, 2999])
+@pytest.mark.parametrize(
+    ("after", "read_bytes"), [(0, 4 << 20), (1, 300 << 10), (150, 4 << 20), (2999, 4 << 20)]
+)
 def test_read_back_comes_in_messages_of_at_least_256_kib(
-    sessions: sessionmaker[Session], after: int
+    sessions: sessionmaker[Session], after: int, read_bytes: int
 ) -> None:
     task = _task(sessions)
     tx = Transactions(sessions)
@@ -172,7 +177,8 @@ def test_read_back_comes_in_messages_of_at_least_256_kib(
             run_ = LogRun(first, 1_000, 1, 1, text, 100)
             await tx.run(lambda s, r=run_: task_log.append_chunk(s, ticket, [r]))
         await tx.run(lambda s: tasks.set_state(s, task.id, TaskState.SUCCESS))
-        follower = TaskFollower(tx, signals, task.id, after, NO_POLL)
+        settings = FollowSettings(poll_interval=3600.0, read_bytes=read_bytes)
+        follower = TaskFollower(tx, signals, task.id, after, settings)
         async with asyncio.timeout(20):
             return [event async for event in follower.events(follow=False)]
 
@@ -182,6 +188,7 @@ def test_read_back_comes_in_messages_of_at_least_256_kib(
         tx.close()
     messages = [event for event in events if isinstance(event, LogChunks)]
     sizes = [sum(chunk.size for chunk in event.chunks) for event in messages]
+    # With 300 KiB reads too (reading ahead while sending), each read fills whole messages.
     assert all(size >= 256 * 1024 for size in sizes[:-1]), sizes
     numbers = [int(line.split(b" ")[0]) for line in _texts(events)]
     assert numbers == list(range(after + 1, 3001))
