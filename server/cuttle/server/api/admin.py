@@ -272,7 +272,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         async for event in follower.events(follow=follow):
             if isinstance(event, LogChunks):
                 if runs:
-                    yield apb.TaskEvent(task_id=task_id, runs=convert.log_runs(event.chunks))
+                    message = apb.TaskEvent(task_id=task_id)
+                    convert.log_runs(message.runs, event.chunks)
+                    yield message
                     continue
                 lines = convert.log_lines(event.chunks)
                 for start in range(0, len(lines), LOG_BATCH):

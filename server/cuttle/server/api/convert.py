@@ -113,9 +113,9 @@ def task(record: TaskRecord) -> apb.Task:
     )
 
 
-def log_runs(chunks: Sequence[LogChunk]) -> apb.TaskLogRuns:
-    """Stored chunks as whole runs, each with the position of its first line."""
-    message = apb.TaskLogRuns()
+def log_runs(message: apb.TaskLogRuns, chunks: Sequence[LogChunk]) -> None:
+    """Fill `message` (in place: a submessage passed to a constructor is copied) with the
+    stored chunks as whole runs, each with the position of its first line."""
     add = message.runs.add
     for chunk in chunks:
         position = chunk.first_position
@@ -132,7 +132,6 @@ def log_runs(chunks: Sequence[LogChunk]) -> apb.TaskLogRuns:
             wire.text = run.text
             wire.count = run.count
             position += run.count
-    return message
 
 
 def log_lines(chunks: Sequence[LogChunk]) -> list[apb.TaskLogLine]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 FINISHED_STATES = frozenset(
     {"complete", "cancelled", "timed_out", "result_unknown", "failed_to_start"}
@@ -32,7 +33,8 @@ class LogRun:
         return self.sequence + self.count - 1
 
 
-@dataclass(frozen=True, slots=True)
+# No slots: count and size are computed once, on first use (a chunk may hold thousands of runs).
+@dataclass(frozen=True)
 class LogChunk:
     """Runs of one machine's lines as stored in a task's log, from `first_position` on.
 
@@ -44,7 +46,7 @@ class LogChunk:
     machine_name: str
     runs: tuple[LogRun, ...]
 
-    @property
+    @cached_property
     def count(self) -> int:
         """How many lines the chunk holds."""
         return sum(run.count for run in self.runs)
@@ -54,7 +56,7 @@ class LogChunk:
         """The position of the chunk's last line."""
         return self.first_position + self.count - 1
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Bytes of text the chunk holds."""
         return sum(len(run.text) for run in self.runs)
