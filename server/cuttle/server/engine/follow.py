@@ -97,6 +97,8 @@ class TaskFollower:
         # Whether the task row must be read again: at first, and after a change that was not
         # just lines (ends and states come that way); lines alone never end anything.
         self._check_record = True
+        # How far the task row last said lines were stored (a read that follows it finds them).
+        self._stored_to = 0
         # How many times the log was read from the store (memory served the rest), and the
         # task row: what a follower costs the database.
         self.store_reads = 0
@@ -129,6 +131,7 @@ class TaskFollower:
                     record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
                     if record.log_count > self._after:
                         # Stored before we looked, handed over or not yet: send it first.
+                        self._stored_to = record.log_count
                         self._check_record = True
                         if not self._held:
                             self._check_store = True
@@ -174,6 +177,10 @@ class TaskFollower:
                 return
             read = await self._read_store()
             if not read:
+                if self._stored_to > self._after:
+                    # The task row said these lines were stored, and a later read finds none:
+                    # they were removed (retention). Go on after them rather than look forever.
+                    self._after = self._stored_to
                 self._check_store = False
                 self._drop_sent()
                 continue

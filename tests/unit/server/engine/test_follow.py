@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import LogChunk, LogRun
@@ -192,4 +193,33 @@ def test_read_back_comes_in_messages_of_at_least_256_kib(
     assert all(size >= 256 * 1024 for size in sizes[:-1]), sizes
     numbers = [int(line.split(b" ")[0]) for line in _texts(events)]
     assert numbers == list(range(after + 1, 3001))
+    assert isinstance(events[-1], Finished)
+
+
+def test_lines_removed_under_a_follower_do_not_keep_it_looking(
+    sessions: sessionmaker[Session],
+) -> None:
+    task = _task(sessions)
+    tx = Transactions(sessions)
+    signals = TaskSignals()
+
+    async def run() -> list[FollowEvent]:
+        for first in (1, 11, 21):
+            await _append(tx, signals, task, first, 10)
+        with sessions.begin() as session:
+            # As a retention policy would: the rows go, the task row still counts them.
+            session.execute(
+                text("DELETE FROM task_log_chunks WHERE task_id = :id AND first_position > 10"),
+                {"id": task.id},
+            )
+            tasks.set_state(session, task.id, TaskState.SUCCESS)
+        follower = TaskFollower(tx, signals, task.id, 0, NO_POLL)
+        async with asyncio.timeout(20):
+            return [event async for event in follower.events(follow=True)]
+
+    try:
+        events = asyncio.run(run())
+    finally:
+        tx.close()
+    assert _texts(events) == [b"line %d" % n for n in range(1, 11)]
     assert isinstance(events[-1], Finished)
