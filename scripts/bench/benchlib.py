@@ -9,9 +9,9 @@ Also runnable, to start a bare gRPC server in its own process:
         --trust T [--port P]
 
 It prints one JSON line `{"port": N}` once it serves. Kinds: `echo` (unary, returns the
-request), `lines` (unary-stream: `seq 1 N` batched 100 lines per message, or each read as
-it came with "N/whole") and `hold` (bidi: one message, then an idle stream until the client
-leaves).
+request), `lines` (unary-stream: a command's output in the Tentacle's pipe reads, optionally
+journaled with an fsync per read; see `lines` below) and `hold` (bidi: one message, then an
+idle stream until the client leaves).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from cuttle.protocol import channel, pki  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 BARE_SERVICE = "/bare.Bench/"
-LINES_PER_MESSAGE = 100
+# What a Tentacle reads from a script's pipe at a time (tentacle execution/runner.py).
+READ_SIZE = 256 * 1024
 
 
 # -- statistics and printing -------------------------------------------------------------------
@@ -340,41 +341,45 @@ async def _serve_bare(kind: str, key: Path, cert: Path, trust: Path, port: int) 
     async def lines(
         request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        # "N": `seq 1 N` batched 100 lines per message (DESIGN's guideline, per-line work
-        # in Python). "N/whole": each read of the pipe sent as it came, cut at its last
-        # newline, with no per-line work at all: the least a sender can do.
-        count, _, mode = request.decode().partition("/")
-        proc = await asyncio.create_subprocess_exec("seq", "1", count, stdout=subprocess.PIPE)
+        # {"argv": [...], "journal": PATH or ""}: run argv and send its output the way a
+        # Tentacle reads it: reads of up to 256 KiB from the pipe, each cut at its last newline
+        # (a line never spans two messages), one message per read. With a journal, each read
+        # is appended to it and fsynced before it is sent, as the Tentacle journals a batch
+        # before anyone may see it.
+        spec = json.loads(request)
+        proc = await asyncio.create_subprocess_exec(*spec["argv"], stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        if mode == "whole":
+        journal = (
+            os.open(spec["journal"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            if (spec.get("journal"))
+            else None
+        )
+
+        def durable(data: bytes) -> None:
+            assert journal is not None
+            os.write(journal, data)
+            os.fsync(journal)
+
+        try:
             tail = b""
-            while chunk := await proc.stdout.read(262144):
+            while chunk := await proc.stdout.read(READ_SIZE):
                 data = tail + chunk
                 cut = data.rfind(b"\n")
                 if cut < 0:
                     tail = data
                     continue
                 tail = data[cut + 1 :]
+                if journal is not None:
+                    await asyncio.to_thread(durable, data[: cut + 1])
                 yield data[:cut]
             if tail:
+                if journal is not None:
+                    await asyncio.to_thread(durable, tail)
                 yield tail
             await proc.wait()
-            return
-        batch: list[bytes] = []
-        rest = b""
-        while chunk := await proc.stdout.read(65536):
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for part in parts:
-                batch.append(part)
-                if len(batch) == LINES_PER_MESSAGE:
-                    yield b"\n".join(batch)
-                    batch = []
-        if rest:
-            batch.append(rest)
-        if batch:
-            yield b"\n".join(batch)
-        await proc.wait()
+        finally:
+            if journal is not None:
+                os.close(journal)
 
     async def hold(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]

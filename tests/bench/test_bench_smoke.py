@@ -33,6 +33,7 @@ RUN_LIMIT = 90
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
         "bench_trust_bundle.py",
+        "bench_variables.py",
     ],
 )
 def test_benchmark_runs_quick_and_prints_a_summary(script: str) -> None:

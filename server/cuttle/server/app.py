@@ -33,6 +33,7 @@ from cuttle.server.encryption import KEY_FILE as ENCRYPTION_KEY_FILE
 from cuttle.server.encryption import Encryptor, KeyFileError, create_key_file
 from cuttle.server.engine.cancel_delivery import CancelDelivery, CancelDeliverySettings
 from cuttle.server.engine.completions import TicketCompletions
+from cuttle.server.engine.follow import FollowSettings
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.runner import RunnerSettings, TaskRunner
@@ -103,7 +104,7 @@ class ServerNode:
             settings.connect_timeout_seconds,
             settings.agent_call_timeout_seconds,
         )
-        self.signals = TaskSignals()
+        self.signals = TaskSignals(settings.follow_buffer_bytes)
         self.health = HealthChecker(
             self.tx,
             self.connections,
@@ -193,6 +194,9 @@ class ServerNode:
                 health=self.health,
                 runner=self.runner,
                 signals=self.signals,
+                follow_settings=FollowSettings(
+                    poll_interval=self.settings.follow_poll_interval_seconds
+                ),
             ),
             admin,
         )

@@ -495,6 +495,7 @@ class RunScriptRequest(_message.Message):
     FULL_ISOLATION_FIELD_NUMBER: _builtins.int
     MUTEX_NAME_FIELD_NUMBER: _builtins.int
     ISOLATION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    ACCEPT_RUNS_FIELD_NUMBER: _builtins.int
     syntax: _tentacle_pb2.ScriptSyntax.ValueType
     body: _builtins.str
     timeout_seconds: _builtins.float
@@ -505,6 +506,8 @@ class RunScriptRequest(_message.Message):
     mutex_name: _builtins.str
     """Empty: the mutex every fully isolated script shares unless it names another."""
     isolation_timeout_seconds: _builtins.float
+    accept_runs: _builtins.bool
+    """The caller reads TaskEvent.runs: the log comes as stored runs (see WatchTaskRequest)."""
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -529,10 +532,11 @@ class RunScriptRequest(_message.Message):
         full_isolation: _builtins.bool = ...,
         mutex_name: _builtins.str = ...,
         isolation_timeout_seconds: _builtins.float = ...,
+        accept_runs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "environments", b"environments", "files", b"files", "full_isolation", b"full_isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "machines", b"machines", "mutex_name", b"mutex_name", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_runs", b"accept_runs", "body", b"body", "environments", b"environments", "files", b"files", "full_isolation", b"full_isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "machines", b"machines", "mutex_name", b"mutex_name", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -722,6 +726,7 @@ class TaskEvent(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     TARGET_FINISHED_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     UPDATED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
@@ -732,6 +737,10 @@ class TaskEvent(_message.Message):
     def target_finished(self) -> Global___TargetResult: ...
     @_builtins.property
     def finished(self) -> Global___Task: ...
+    @_builtins.property
+    def runs(self) -> Global___TaskLogRuns:
+        """The log as it is stored, to callers that set accept_runs (others get `lines`)."""
+
     @_builtins.property
     def updated(self) -> Global___Task:
         """The task's state changed without ending (waiting for a person, cancelling, ...)."""
@@ -744,13 +753,14 @@ class TaskEvent(_message.Message):
         lines: Global___TaskLogBatch | None = ...,
         target_finished: Global___TargetResult | None = ...,
         finished: Global___Task | None = ...,
+        runs: Global___TaskLogRuns | None = ...,
         updated: Global___Task | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished", "updated", b"updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished", "updated"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished", "runs", "updated"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -777,26 +787,86 @@ class TaskLogBatch(_message.Message):
 Global___TaskLogBatch: _TypeAlias = TaskLogBatch  # noqa: Y015
 
 @_typing.final
+class TaskLogRun(_message.Message):
+    """Consecutive lines of one machine, as stored: the run's lines have the task log positions
+    first_position, first_position + 1, ..., first_position + run.count - 1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_POSITION_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    first_position: _builtins.int
+    machine: _builtins.str
+    @_builtins.property
+    def run(self) -> _tentacle_pb2.LogRun: ...
+    def __init__(
+        self,
+        *,
+        first_position: _builtins.int = ...,
+        machine: _builtins.str = ...,
+        run: _tentacle_pb2.LogRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_position", b"first_position", "machine", b"machine", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogRun: _TypeAlias = TaskLogRun  # noqa: Y015
+
+@_typing.final
+class TaskLogRuns(_message.Message):
+    """Whole runs rather than lines, so neither side pays per line: a read-back comes in messages
+    of at least 256 KiB (but the last), a follower gets what was just stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLogRun]: ...
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___TaskLogRun] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogRuns: _TypeAlias = TaskLogRuns  # noqa: Y015
+
+@_typing.final
 class WatchTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     AFTER_POSITION_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
+    ACCEPT_RUNS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     after_position: _builtins.int
     no_follow: _builtins.bool
     """Stop when the replay reaches the end instead of following a running task."""
+    accept_runs: _builtins.bool
+    """Send the log as TaskEvent.runs (whole stored runs) instead of TaskEvent.lines (one
+    message field per line, kept for older clients).
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         after_position: _builtins.int = ...,
         no_follow: _builtins.bool = ...,
+        accept_runs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "no_follow", b"no_follow", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_runs", b"accept_runs", "after_position", b"after_position", "no_follow", b"no_follow", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from importlib import metadata
 from pathlib import PurePosixPath
 from typing import Any
@@ -19,8 +18,15 @@ from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import admin_pb2_grpc
 from cuttle.server.api import convert
 from cuttle.server.domain.scripts import RemoteVariable
-from cuttle.server.domain.task_states import FINISHED_TASK_STATES
 from cuttle.server.engine.adhoc import ScriptSpec
+from cuttle.server.engine.follow import (
+    FollowSettings,
+    LogChunks,
+    Started,
+    TargetFinished,
+    TaskFollower,
+    Updated,
+)
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.runner import TaskRunner
@@ -28,17 +34,15 @@ from cuttle.server.errors import InvalidArgument, ValidationFailed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
-from cuttle.server.store import task_log, tasks
-from cuttle.server.store.records import MachineRecord, StoredLine
+from cuttle.server.store import tasks
+from cuttle.server.store.records import MachineRecord
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Lines per message for clients that read the log line by line.
 LOG_BATCH = 1000
-# Followers re-read the store at least this often even without a local signal, so a task
-# written by another server node still shows progress.
-FOLLOW_POLL_SECONDS = 1.0
 # Mutex names are labels people read in logs; the agent hashes any it cannot use as a file name.
 MAX_MUTEX_NAME = 200
 
@@ -66,6 +70,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         health: HealthChecker,
         runner: TaskRunner,
         signals: TaskSignals,
+        follow_settings: FollowSettings | None = None,
     ) -> None:
         self._tx = tx
         self._identity = identity
@@ -76,6 +81,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._health = health
         self._runner = runner
         self._signals = signals
+        self._follow_settings = follow_settings or FollowSettings()
 
     def _machine(self, record: MachineRecord) -> apb.Machine:
         return convert.machine(record, self._connected(record.name))
@@ -245,7 +251,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 files=tuple((f.name, f.content) for f in request.files),
             )
         )
-        async for event in self._follow(task.id, 0, follow=True):
+        async for event in self._follow(task.id, 0, follow=True, runs=request.accept_runs):
             yield event
 
     async def WatchTask(
@@ -253,50 +259,36 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
         """Replay a task's log from a position and, unless told not to, follow it to the end."""
         async for event in self._follow(
-            request.task_id, request.after_position, follow=not request.no_follow
+            request.task_id,
+            request.after_position,
+            follow=not request.no_follow,
+            runs=request.accept_runs,
         ):
             yield event
 
     async def _follow(
-        self, task_id: str, after: int, *, follow: bool
+        self, task_id: str, after: int, *, follow: bool, runs: bool
     ) -> AsyncIterator[apb.TaskEvent]:
-        record = await self._tx.read(lambda s: tasks.get(s, task_id))
-        yield apb.TaskEvent(task_id=task_id, started=convert.task(record))
-        last_state = record.state
-        reported: dict[str, str] = {}
-        while True:
-            lines = await self._tx.read(partial(_read_lines, task_id, after))
-            if lines:
-                after = lines[-1].position
-                yield apb.TaskEvent(
-                    task_id=task_id,
-                    lines=apb.TaskLogBatch(lines=[convert.log_line(line) for line in lines]),
-                )
-                if len(lines) == LOG_BATCH:
+        follower = TaskFollower(self._tx, self._signals, task_id, after, self._follow_settings)
+        async for event in follower.events(follow=follow):
+            if isinstance(event, LogChunks):
+                if runs:
+                    message = apb.TaskEvent(task_id=task_id)
+                    convert.log_runs(message.runs, event.chunks)
+                    yield message
                     continue
-            record = await self._tx.read(lambda s: tasks.get(s, task_id))
-            for target in record.targets:
-                if (
-                    target.finished_ms is not None
-                    and reported.get(target.machine_name) != target.state
-                ):
-                    reported[target.machine_name] = target.state
-                    # Lines stored before the target finished are all before this point.
-                    more = await self._tx.read(partial(_read_lines, task_id, after))
-                    if more:
-                        reported.pop(target.machine_name, None)
-                        break
-                    yield apb.TaskEvent(task_id=task_id, target_finished=convert.target(target))
+                lines = convert.log_lines(event.chunks)
+                for start in range(0, len(lines), LOG_BATCH):
+                    batch = apb.TaskLogBatch(lines=lines[start : start + LOG_BATCH])
+                    yield apb.TaskEvent(task_id=task_id, lines=batch)
+            elif isinstance(event, TargetFinished):
+                yield apb.TaskEvent(task_id=task_id, target_finished=convert.target(event.target))
+            elif isinstance(event, Started):
+                yield apb.TaskEvent(task_id=task_id, started=convert.task(event.task))
+            elif isinstance(event, Updated):
+                yield apb.TaskEvent(task_id=task_id, updated=convert.task(event.task))
             else:
-                if record.state != last_state and record.state not in FINISHED_TASK_STATES:
-                    last_state = record.state
-                    yield apb.TaskEvent(task_id=task_id, updated=convert.task(record))
-                if record.state in FINISHED_TASK_STATES:
-                    yield apb.TaskEvent(task_id=task_id, finished=convert.task(record))
-                    return
-                if not follow:
-                    return
-                await self._signals.wait(task_id, FOLLOW_POLL_SECONDS)
+                yield apb.TaskEvent(task_id=task_id, finished=convert.task(event.task))
 
     async def GetTask(self, request: apb.GetTaskRequest, context: Context) -> apb.Task:  # noqa: N802
         """One task and its targets."""
@@ -385,7 +377,3 @@ def _check_file_name(name: str, syntax: str) -> None:
             f"script file name {name!r} must be a relative path inside the workspace, "
             f"without '..', not under .cuttle/ and not {body}"
         )
-
-
-def _read_lines(task_id: str, after: int, session: Session) -> list[StoredLine]:
-    return task_log.read_lines(session, task_id, after_position=after, limit=LOG_BATCH)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.domain.scripts import LogChunk
 from cuttle.server.store.records import (
     CommsStyle,
     MachineRecord,
@@ -135,6 +138,51 @@ def node(record: TaskNodeRecord) -> apb.TaskNode:
             for v in latest.output_variables
         ],
     )
+
+
+def log_runs(message: apb.TaskLogRuns, chunks: Sequence[LogChunk]) -> None:
+    """Fill `message` (in place: a submessage passed to a constructor is copied) with the
+    stored chunks as whole runs, each with the position of its first line."""
+    add = message.runs.add
+    for chunk in chunks:
+        position = chunk.first_position
+        for run in chunk.runs:
+            # Filled in place: building a LogRun first and passing it would copy the text again.
+            item = add()
+            item.first_position = position
+            item.machine = chunk.machine_name
+            wire = item.run
+            wire.sequence = run.sequence
+            wire.time_unix_ms = run.time_ms
+            wire.source = run.source  # type: ignore[assignment]
+            wire.level = run.level  # type: ignore[assignment]
+            wire.text = run.text
+            wire.count = run.count
+            position += run.count
+
+
+def log_lines(chunks: Sequence[LogChunk]) -> list[apb.TaskLogLine]:
+    """Stored chunks line by line, for clients that do not read runs."""
+    lines: list[apb.TaskLogLine] = []
+    for chunk in chunks:
+        position = chunk.first_position
+        for run in chunk.runs:
+            for index, text in enumerate(run.text.split(b"\n")):
+                lines.append(
+                    apb.TaskLogLine(
+                        position=position,
+                        machine=chunk.machine_name,
+                        line=tpb.LogLine(
+                            sequence=run.sequence + index,
+                            time_unix_ms=run.time_ms,
+                            source=run.source,  # type: ignore[arg-type]
+                            level=run.level,  # type: ignore[arg-type]
+                            text=text,
+                        ),
+                    )
+                )
+                position += 1
+    return lines
 
 
 def log_line(line: StoredLine) -> apb.TaskLogLine:

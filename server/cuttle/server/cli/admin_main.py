@@ -13,6 +13,7 @@ from rich.table import Table
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.cli import log_output
 from cuttle.server.cli.connection import AdminConnection, check_request_size
 from cuttle.server.cli.context import (
     console,
@@ -375,6 +376,7 @@ def script_run(
         full_isolation=isolation == "full",
         mutex_name=mutex,
         isolation_timeout_seconds=isolation_timeout,
+        accept_runs=True,
     )
     check_request_size(
         request,
@@ -394,14 +396,26 @@ def script_run(
 
 def _show_event(event: apb.TaskEvent, output: str) -> apb.Task | None:
     kind = event.WhichOneof("kind")
+    out = sys.stdout.buffer
     if output == "json":
-        click.echo(json.dumps(to_json(event)))
+        if kind == "runs":
+            # The same JSON lines as the line-by-line events, so scripts that read them work.
+            out.write(log_output.json_lines(event.task_id, event.runs))
+        else:
+            out.write(json.dumps(to_json(event)).encode() + b"\n")
+        out.flush()
     elif kind == "started":
         err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
+    elif kind == "runs":
+        # One write per message: each run's lines get their machine prefix by one replace.
+        out.write(log_output.prefixed(event.runs))
+        out.flush()
     elif kind == "lines":
-        out = sys.stdout.buffer
-        for line in event.lines.lines:
-            out.write(f"{line.machine}: ".encode() + line.line.text + b"\n")
+        out.write(
+            b"".join(
+                line.machine.encode() + b": " + line.line.text + b"\n" for line in event.lines.lines
+            )
+        )
         out.flush()
     elif kind == "target_finished":
         t = event.target_finished
@@ -536,7 +550,8 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> Non
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
         async for event in conn.stub.WatchTask(
-            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow), metadata=conn.metadata
+            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow, accept_runs=True),
+            metadata=conn.metadata,
         ):
             final = _show_event(event, output) or final
         return final

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 FINISHED_STATES = frozenset(
     {"complete", "cancelled", "timed_out", "result_unknown", "failed_to_start"}
@@ -30,6 +31,35 @@ class LogRun:
     def last_sequence(self) -> int:
         """The sequence of the run's last line."""
         return self.sequence + self.count - 1
+
+
+# No slots: count and size are computed once, on first use (a chunk may hold thousands of runs).
+@dataclass(frozen=True)
+class LogChunk:
+    """Runs of one machine's lines as stored in a task's log, from `first_position` on.
+
+    Positions number all of a task's lines across its machines; a chunk's lines have the
+    consecutive positions first_position .. last_position, run after run.
+    """
+
+    first_position: int
+    machine_name: str
+    runs: tuple[LogRun, ...]
+
+    @cached_property
+    def count(self) -> int:
+        """How many lines the chunk holds."""
+        return sum(run.count for run in self.runs)
+
+    @property
+    def last_position(self) -> int:
+        """The position of the chunk's last line."""
+        return self.first_position + self.count - 1
+
+    @cached_property
+    def size(self) -> int:
+        """Bytes of text the chunk holds."""
+        return sum(len(run.text) for run in self.runs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -628,21 +628,24 @@ async def _wait_for_person(run: _Deployment, interruption: InterruptionRecord) -
         )
         run.context.signals.notify(run.task.id)
     try:
-        while True:
-            current = await run.context.tx.read(
-                lambda s: interruption_store.get(s, interruption.id)
-            )
-            if current.response is not None:
-                await _note(
-                    run,
-                    f"{current.answered_by} answered {current.response.value}"
-                    + (f": {current.note}" if current.note else ""),
+        with run.context.signals.subscribe(run.task.id) as changes:
+            while True:
+                seen = changes.version
+                current = await run.context.tx.read(
+                    lambda s: interruption_store.get(s, interruption.id)
                 )
-                return current.response
-            if run.cancel.is_set:
-                return None
-            # Woken by the answer on this node; the timeout covers an answer on another node.
-            await run.context.signals.wait(run.task.id, ANSWER_POLL_SECONDS)
+                if current.response is not None:
+                    await _note(
+                        run,
+                        f"{current.answered_by} answered {current.response.value}"
+                        + (f": {current.note}" if current.note else ""),
+                    )
+                    return current.response
+                if run.cancel.is_set:
+                    return None
+                # Woken by the answer (or a cancel) on this node; the timeout covers an
+                # answer given on another node.
+                await changes.wait_past(seen, ANSWER_POLL_SECONDS)
     finally:
         run.waiting -= 1
         if run.waiting == 0 and not run.cancel.is_set:

@@ -28,6 +28,7 @@ from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.scripts import (
     Artifact,
+    LogChunk,
     LogRun,
     RemoteVariable,
     ScriptRequest,
@@ -281,17 +282,19 @@ class ScriptRun:
         ]
         ticket = self._ticket
 
-        def store(session: Session) -> None:
-            if records:
-                task_log.append_runs(session, ticket, records, self._ctx.settings.log_limits)
+        limits = self._ctx.settings.log_limits
+
+        def store(session: Session) -> LogChunk | None:
+            stored = task_log.append_chunk(session, ticket, records, limits) if records else None
             if running and tasks.get_run(session, ticket).state == RunState.PENDING:
                 tasks.update_run(session, ticket, state=RunState.RUNNING)
+            return stored
 
-        if records or running:
-            await self._ctx.tx.run(store)
+        stored = await self._ctx.tx.run(store) if records or running else None
         if runs:
             self._last_sequence = max(self._last_sequence, runs[-1].last_sequence)
-        self._ctx.signals.notify(self._task_id)
+        # Committed: followers on this node get the lines from memory (engine/follow.py).
+        self._ctx.signals.notify(self._task_id, stored)
 
     async def _conclude(self, client: TentacleClient, status: ScriptStatus) -> RunOutcome:
         stored_artifacts: list[Artifact] = []

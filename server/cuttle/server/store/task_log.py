@@ -38,15 +38,16 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.logruns import head_lines
-from cuttle.server.domain.scripts import LogRun
+from cuttle.server.domain.scripts import LogChunk, LogRun
 from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound, ServerDiskFull
 from cuttle.server.store.models import Base
 from cuttle.server.store.records import StoredLine, now_ms
 
 MAX_READ = 10_000
-# Chunks fetched per round trip while reading; a chunk holds one batch (about 100 lines).
-_CHUNKS_PER_READ = 32
+# Bytes of log text one read_chunks call returns (about; it stops after the chunk that reaches
+# it): enough for a few 256 KiB messages, little enough to hold for every follower.
+READ_BYTES = 4 * 1024 * 1024
 
 _tasks: Table = Base.metadata.tables["tasks"]
 _runs: Table = Base.metadata.tables["script_runs"]
@@ -155,7 +156,7 @@ _READ = (
     select(*_READ_COLUMNS)
     .where(_log.c.task_id == bindparam("p_task_id"), _log.c.last_position > bindparam("p_after"))
     .order_by(_log.c.last_position)
-    .limit(_CHUNKS_PER_READ)
+    .execution_options(stream_results=True, max_row_buffer=16)
 )
 _READ_MACHINE = (
     select(*_READ_COLUMNS)
@@ -165,7 +166,7 @@ _READ_MACHINE = (
         _log.c.last_position > bindparam("p_after"),
     )
     .order_by(_log.c.last_position)
-    .limit(_CHUNKS_PER_READ)
+    .execution_options(stream_results=True, max_row_buffer=16)
 )
 
 
@@ -180,12 +181,24 @@ def append_runs(
     runs: Sequence[LogRun],
     limits: LogLimits = UNLIMITED,
 ) -> int:
-    """Store the lines of these runs not stored yet for this script run; return how many.
+    """Store the lines of these runs not stored yet for this script run; return how many."""
+    stored = append_chunk(conn, ticket, runs, limits)
+    return 0 if stored is None else stored.count
+
+
+def append_chunk(
+    conn: Connection | Session,
+    ticket: str,
+    runs: Sequence[LogRun],
+    limits: LogLimits = UNLIMITED,
+) -> LogChunk | None:
+    """Store the lines of these runs not stored yet for this script run; return what was stored.
 
     A run that is partly stored already (a replay after a reconnect) is trimmed to its new
     lines; repeats and runs out of order are tolerated (sorted, per run, not per line). Lines
     past the task's limit are counted, not stored; below the free-space floor nothing is
-    taken (ServerDiskFull) and the Tentacle keeps the lines in its journal.
+    taken (ServerDiskFull) and the Tentacle keeps the lines in its journal. What is returned
+    is what followers may be handed once the transaction commits (None: nothing new stored).
     """
     connection = _connection(conn)
     current = connection.execute(_LOCK_AND_READ, {"p_ticket": ticket}).one_or_none()
@@ -211,7 +224,7 @@ def append_runs(
         fresh.append(run)
         stored_to = run.last_sequence
     if not fresh:
-        return 0
+        return None
     _check_free_space(limits)
 
     kept, dropped = _within(fresh, limits.max_bytes - log_bytes)
@@ -262,7 +275,7 @@ def append_runs(
     )
     # Dropped lines count as stored here: a replay must not offer them again.
     connection.execute(_SET_LAST_SEQUENCE, {"p_ticket": ticket, "p_last_sequence": stored_to})
-    return int(count)
+    return LogChunk(log_count + 1, machine_name, tuple(kept)) if kept else None
 
 
 def _within(runs: list[LogRun], room: int) -> tuple[list[LogRun], list[LogRun]]:
@@ -354,6 +367,64 @@ def _drop_head(run: LogRun, lines: int) -> LogRun:
     return LogRun(run.sequence + lines, run.time_ms, run.source, run.level, rest, run.count - lines)
 
 
+def read_chunks(
+    conn: Connection | Session,
+    task_id: str,
+    *,
+    after_position: int = 0,
+    max_bytes: int = READ_BYTES,
+    machine_name: str | None = None,
+) -> list[LogChunk]:
+    """A task's stored lines after after_position, as runs, in position order.
+
+    One query, seeking with the (task_id, last_position) index to the chunk that holds
+    after_position + 1; each chunk is unpacked once, and the first is cut at that position.
+    Stops after the chunk that reaches max_bytes of text (so at least one chunk comes back
+    when there is any): the caller asks again after the last position it got.
+    """
+    connection = _connection(conn)
+    params: dict[str, Any] = {"p_task_id": task_id, "p_after": after_position}
+    if machine_name is None:
+        statement = _READ
+    else:
+        statement = _READ_MACHINE
+        params["p_machine_name"] = machine_name
+    found: list[LogChunk] = []
+    total = 0
+    # Rows are fetched as they are used (a server-side cursor where the driver has one), so
+    # a log of gigabytes costs max_bytes of memory here, not its size.
+    result = connection.execute(statement, params)
+    try:
+        for first, _last, machine, data in result:
+            chunk = LogChunk(int(first), str(machine), tuple(log_packing.unpack_runs(bytes(data))))
+            if chunk.first_position <= after_position:
+                chunk = skip_to(chunk, after_position)
+            found.append(chunk)
+            total += chunk.size
+            if total >= max_bytes:
+                break
+    finally:
+        result.close()
+    return found
+
+
+def skip_to(chunk: LogChunk, after_position: int) -> LogChunk:
+    """The chunk without its lines at or before after_position."""
+    skip = after_position - chunk.first_position + 1
+    if skip <= 0:
+        return chunk
+    runs: list[LogRun] = []
+    for run in chunk.runs:
+        if skip >= run.count:
+            skip -= run.count
+            continue
+        if skip > 0:
+            run = _drop_head(run, skip)
+            skip = 0
+        runs.append(run)
+    return LogChunk(after_position + 1, chunk.machine_name, tuple(runs))
+
+
 def read_lines(
     conn: Connection | Session,
     task_id: str,
@@ -362,41 +433,38 @@ def read_lines(
     limit: int = 1000,
     machine_name: str | None = None,
 ) -> list[StoredLine]:
-    """Return up to limit of a task's lines after after_position, in position order."""
+    """Return up to limit of a task's lines after after_position, in position order.
+
+    Line by line, for tests and small reads; followers and read-back use read_chunks.
+    """
     if not 1 <= limit <= MAX_READ:
         raise InvalidArgument(f"limit {limit} is not between 1 and {MAX_READ}")
-    connection = _connection(conn)
     found: list[StoredLine] = []
     after = after_position
     while len(found) < limit:
-        params: dict[str, Any] = {"p_task_id": task_id, "p_after": after}
-        if machine_name is None:
-            chunks = connection.execute(_READ, params).all()
-        else:
-            chunks = connection.execute(
-                _READ_MACHINE, {**params, "p_machine_name": machine_name}
-            ).all()
-        for first, last, machine, data in chunks:
-            for position, line in enumerate(log_packing.unpack(bytes(data)), start=first):
-                if position <= after_position:
-                    continue
-                found.append(
-                    StoredLine(
-                        task_id=task_id,
-                        position=position,
-                        machine_name=machine,
-                        sequence=line.sequence,
-                        time_ms=line.time_ms,
-                        source=line.source,
-                        level=line.level,
-                        text=line.text,
-                    )
-                )
-                if len(found) == limit:
-                    return found
-            after = last
-        if len(chunks) < _CHUNKS_PER_READ:
+        chunks = read_chunks(conn, task_id, after_position=after, machine_name=machine_name)
+        if not chunks:
             break
+        for chunk in chunks:
+            position = chunk.first_position
+            for run in chunk.runs:
+                for index, text in enumerate(run.text.split(b"\n")):
+                    found.append(
+                        StoredLine(
+                            task_id=task_id,
+                            position=position,
+                            machine_name=chunk.machine_name,
+                            sequence=run.sequence + index,
+                            time_ms=run.time_ms,
+                            source=run.source,
+                            level=run.level,
+                            text=text,
+                        )
+                    )
+                    position += 1
+                    if len(found) == limit:
+                        return found
+            after = chunk.last_position
     return found
 
 

@@ -251,15 +251,19 @@ def test_started_delivery_finds_what_the_store_kept_and_stops(
 
     async def run() -> int:
         delivery = CancelDelivery(tx, _Connections(agent), signals, SETTINGS)
-        loaded = await delivery.start()
-        try:
-            async with asyncio.timeout(10):
-                while await tx.read(pending_cancels.count):
-                    # Delivery wakes the task's watchers; the timeout covers a wake-up missed
-                    # between the count and the wait.
-                    await signals.wait(task_id, 1.0)
-        finally:
-            await delivery.stop()
+        with signals.subscribe(task_id) as changes:
+            loaded = await delivery.start()
+            try:
+                async with asyncio.timeout(10):
+                    while True:
+                        seen = changes.version
+                        if not await tx.read(pending_cancels.count):
+                            break
+                        # Delivery wakes the task's followers; one that came before the wait
+                        # began is counted in the version, so none is missed.
+                        await changes.wait_past(seen, 60)
+            finally:
+                await delivery.stop()
         return loaded
 
     try:

@@ -91,14 +91,16 @@ def _resume(
     async def run() -> TaskRecord:
         runner = TaskRunner(tx, _Connections(agent), signals, settings)
         try:
-            assert await runner.resume() == 1
-            async with asyncio.timeout(20):
-                while (task := await tx.read(lambda s: tasks.get(s, task_id))).state in (
-                    "running",
-                    "cancelling",
-                ):
-                    await signals.wait(task_id, 1.0)
-            return task
+            with signals.subscribe(task_id) as changes:
+                assert await runner.resume() == 1
+                async with asyncio.timeout(20):
+                    while True:
+                        seen = changes.version
+                        task = await tx.read(lambda s: tasks.get(s, task_id))
+                        if task.state not in ("running", "cancelling"):
+                            return task
+                        # A change after `seen` wakes this at once; no poll needed.
+                        await changes.wait_past(seen, 60)
         finally:
             await runner.stop()
 

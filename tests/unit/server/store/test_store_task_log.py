@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import LogRun
 from cuttle.server.domain.task_specs import ScriptTaskSpec
-from cuttle.server.store import task_log, tasks
+from cuttle.server.store import log_packing, task_log, tasks
 from cuttle.server.store.errors import InvalidArgument, NotFound
 from cuttle.server.store.records import StoredLine, TaskRecord
 
@@ -209,3 +209,72 @@ def test_empty_batch_stores_nothing(engine: Engine, task: TaskRecord) -> None:
     with engine.begin() as connection:
         assert task_log.append_runs(connection, _ticket(task, "Web-1"), []) == 0
     assert read_all(engine, task.id) == []
+
+
+def _store_chunks(engine: Engine, task: TaskRecord, chunks: int, lines_each: int) -> None:
+    with engine.begin() as connection:
+        for index in range(chunks):
+            machine = MACHINES[index % 2]
+            first = index // 2 * lines_each + 1
+            task_log.append_runs(
+                connection, _ticket(task, machine), [run(first, first + lines_each - 1)]
+            )
+
+
+def test_read_chunks_from_any_position_cuts_the_first_chunk(
+    engine: Engine, task: TaskRecord
+) -> None:
+    _store_chunks(engine, task, chunks=4, lines_each=10)
+    expected = read_all(engine, task.id)
+    for after in (0, 1, 9, 10, 15, 39, 40):
+        with engine.connect() as connection:
+            chunks = task_log.read_chunks(connection, task.id, after_position=after)
+        got = [
+            (position, chunk.machine_name, text)
+            for chunk in chunks
+            for position, text in enumerate(
+                b"\n".join(r.text for r in chunk.runs).split(b"\n"), start=chunk.first_position
+            )
+        ]
+        want = [(s.position, s.machine_name, s.text) for s in expected if s.position > after]
+        assert got == want, after
+
+
+def test_reading_a_log_unpacks_each_chunk_once(
+    engine: Engine, task: TaskRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store_chunks(engine, task, chunks=60, lines_each=500)
+    unpacked: list[int] = []
+    original = log_packing.unpack_runs
+
+    def counting(data: bytes) -> list[LogRun]:
+        unpacked.append(len(data))
+        return original(data)
+
+    monkeypatch.setattr(log_packing, "unpack_runs", counting)
+    after, total = 0, 0
+    with engine.connect() as connection:
+        while chunks := task_log.read_chunks(
+            connection, task.id, after_position=after, max_bytes=64 * 1024
+        ):
+            after = chunks[-1].last_position
+            total += sum(chunk.count for chunk in chunks)
+    assert total == 60 * 500
+    # Several reads of 64 KiB, yet every chunk went through unpacking exactly once.
+    assert len(unpacked) == 60
+
+
+def test_read_chunks_seeks_with_the_index(
+    engine: Engine, task: TaskRecord, engine_dialect: str
+) -> None:
+    if engine_dialect != "sqlite":
+        pytest.skip("the plan of a small table on PostgreSQL says nothing about large ones")
+    _store_chunks(engine, task, chunks=4, lines_each=10)
+    with engine.connect() as connection:
+        compiled = task_log._READ.compile(connection)  # noqa: SLF001 - the very statement
+        plan = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled), (task.id, 15)
+        ).all()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "ix_task_log_chunks_task_id_last_position" in details, details
+    assert "SCAN" not in details.replace("SCAN USING INDEX", ""), details
