@@ -201,3 +201,50 @@ def test_an_aborted_approval_fails_the_deployment_and_runs_only_always_steps(
     assert "aborted by " in steps["Approve"]["reason"]
     assert steps["Flaky"]["state"] == "skipped"
     assert steps["After"]["state"] == "success"
+
+
+def test_open_interruptions_survive_a_server_sigkill(cluster: Cluster, tmp_path: Path) -> None:
+    server, task_id, mark = _deploy(cluster, tmp_path)
+    assert server.process is not None
+
+    approval = _wait_open(server, task_id, "manual_intervention")
+    server.process.kill()
+    server.start()
+    # Still open after the restart, same id; the task still waits for it.
+    assert _wait_open(server, task_id, "manual_intervention")["id"] == approval["id"]
+    assert _task(server, task_id)["state"] == "TASK_STATE_WAITING"
+    server.cli("interruption", "respond", approval["id"], "--proceed", check=True)
+
+    failed = _wait_open(server, task_id, "guided_failure", "web-01")
+    server.process.kill()
+    # Answered while no server runs it: not possible, so answer after the restart, and the
+    # resumed runner must not open a second interruption for the same failure.
+    server.start()
+    again = _wait_open(server, task_id, "guided_failure", "web-01")
+    assert again["id"] == failed["id"]
+    mark.touch()
+    server.cli("interruption", "respond", failed["id"], "--retry", check=True)
+    broken = _wait_open(server, task_id, "guided_failure", "web-02")
+    server.cli("interruption", "respond", broken["id"], "--ignore", check=True)
+
+    def finished() -> dict[str, Any] | None:
+        task = _task(server, task_id)
+        done = task["state"] in ("TASK_STATE_SUCCESS", "TASK_STATE_FAILED")
+        return task if done else None
+
+    task = wait_for(finished, 120, "the resumed deployment to finish", interval=0.5)
+    assert task["state"] == "TASK_STATE_SUCCESS", task
+    by_id = {n["id"]: n for n in task["nodes"]}
+    machines = {
+        (by_id[n["parent_id"]]["name"], n["name"]): n
+        for n in task["nodes"]
+        if n["kind"] == "machine"
+    }
+    # web-01's first run failed before the kills; the retry is its second; nothing more.
+    assert machines[("Flaky", "web-01")]["attempts"] == 2
+    assert machines[("Flaky", "web-02")]["state"] == "success"  # ignored
+    assert "ignore" in machines[("Flaky", "web-02")]["reason"]
+    listed = json.loads(
+        server.cli("interruption", "list", "--task", task_id, "--all", "--output", "json").stdout
+    )
+    assert [i["response"] for i in listed] == ["proceed", "retry", "ignore"]

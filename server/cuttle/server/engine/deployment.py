@@ -125,7 +125,8 @@ async def execute(
     )
     for node in task.nodes:
         run.children.setdefault(node.parent_id, []).append(node)
-    _restore_outputs(run)
+    answered = await context.tx.read(lambda s: interruption_store.list_for(s, task_id=task.id))
+    _restore_outputs(run, answered)
     if task.state == TaskState.RUNNING:
         await context.tx.run(lambda s: set_deployment_state(s, task.id, "running"))
     steps = run.children.get(None, [])
@@ -159,22 +160,32 @@ def _action(step: d.Step, name: str) -> d.Action | None:
     return next((a for a in step.actions if a.name == name), None)
 
 
-def _restore_outputs(run: _Deployment) -> None:
-    """Rebuild the outputs and the error of what finished before a restart, in tree order."""
+def _restore_outputs(run: _Deployment, answered: Sequence[InterruptionRecord] = ()) -> None:
+    """Rebuild the outputs and the error of what finished before a restart, in tree order.
+
+    Only a finished step says the deployment failed: a machine node of a step still running
+    may have failed and be waiting for a person to answer, or be retried.
+    """
     encryptor = run.context.encryptor
     for node in run.task.nodes:
         if node.state == NodeState.EXCLUDED and node.machine_name:
             run.excluded[node.machine_name.casefold()] = node.machine_name
+        if node.kind == NodeKind.STEP and node.state in _FAILED and not run.error:
+            run.error = f"step {node.name!r} failed: {node.reason or node.state.value}"
+            run.error_detail = node.reason
         if node.kind != NodeKind.MACHINE:
             continue
         latest = node.latest_run
-        if node.state in _FAILED and not run.error:
-            run.error = f"{node.name}: {node.reason or node.state.value}"
-            run.error_detail = node.reason
         if latest is None or latest.state != RunState.COMPLETE:
             continue
         action = next(n for n in run.task.nodes if n.id == node.parent_id)
         _add_outputs(run, action.name, node.name, latest, encryptor)
+    for interruption in answered:
+        if (
+            interruption.kind == InterruptionKind.MANUAL_INTERVENTION
+            and interruption.response == Response.PROCEED
+        ):
+            _manual_outputs(run, interruption)
 
 
 def _add_outputs(
@@ -414,9 +425,12 @@ async def _run_machine(
         if node.state in FINISHED_NODE_STATES:
             if node.state == NodeState.EXCLUDED:
                 return _Result.EXCLUDED
-            if node.state in _FAILED:
+            if node.state not in _FAILED:
+                continue
+            if not run.guided_failure or run.cancel.is_set:
                 return _Result.FAILED
-            continue
+            # With guided failure a failed machine is not final yet: its interruption may
+            # still be open (a restart came while a person was asked), or answered.
         if run.cancel.is_set:
             await _set(run, node, NodeState.SKIPPED, "the deployment was cancelled")
             return _Result.FAILED
@@ -622,7 +636,8 @@ async def _wait_for_person(run: _Deployment, interruption: InterruptionRecord) -
                 s,
                 run.task.id,
                 TaskState.WAITING,
-                expected=(TaskState.RUNNING,),
+                # Waiting already when the task was resumed with this interruption open.
+                expected=(TaskState.RUNNING, TaskState.WAITING),
                 waiting_reason=f"waiting for a person: {what}",
             )
         )

@@ -498,4 +498,9 @@ def append_server_line(conn: Connection | Session, task_id: str, text: str) -> N
             "lines": log_packing.pack([line]),
         },
     )
-    connection.execute(_SET_LOG_COUNT, {"p_task_id": task_id, "p_log_count": position})
+    connection.execute(
+        update(_tasks)
+        .where(_tasks.c.id == task_id)
+        .values(log_count=position)
+        .execution_options(synchronize_session=False)
+    )
