@@ -154,3 +154,35 @@ def test_a_second_deployment_of_a_project_and_environment_waits_for_the_first(
         return all(_show(server, i)["state"] == "TASK_STATE_SUCCESS" for i in ids)
 
     wait_for(both_done, 60, "both deployments to succeed", interval=0.5)
+
+
+def test_a_deployment_past_its_time_limit_is_cancelled_and_ends_timed_out(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    never = tmp_path / "never"
+    server = cluster.start_server(deployment_timeout_seconds=3)
+    cluster.add_tentacle("web-01", "listening", environments=("Dev",), roles=("web-server",))
+    model = tmp_path / "model.yaml"
+    model.write_text(MODEL.replace("MARK", str(never)))
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli("release", "create", "--project", "One at a time", "--version", "1.0.0")
+    out = server.cli(
+        "deploy",
+        "--project",
+        "One at a time",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Dev",
+        "--wait",
+        "--output",
+        "json",
+        timeout=90,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    final = json.loads(out.stdout.splitlines()[-1])["finished"]
+    assert final["state"] == "TASK_STATE_TIMED_OUT", final
+    assert "time limit of 3s ran out" in final["reason"]
+    machine = next(n for n in final["nodes"] if n["kind"] == "machine")
+    # The script was cancelled on its agent, not left waiting for the marker forever.
+    assert machine["state"] == "cancelled", machine

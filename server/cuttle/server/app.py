@@ -129,6 +129,8 @@ class ServerNode:
                 task_cap=settings.task_cap,
                 lease_seconds=settings.task_lease_seconds,
                 heartbeat_interval=settings.node_heartbeat_interval_seconds,
+                deployment_timeout=settings.deployment_timeout_seconds,
+                queue_wait_limit=settings.queue_wait_limit_seconds,
             ),
             reserve=(
                 None

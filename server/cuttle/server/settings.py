@@ -84,6 +84,11 @@ class ServerSettings:
     # another node adopts them (several nodes on one PostgreSQL).
     task_lease_seconds: float = 30.0
     node_heartbeat_interval_seconds: float = 10.0
+    # A deployment running longer than this is cancelled and ends timed_out (a day: generous,
+    # so that only a deployment that truly hangs meets it).
+    deployment_timeout_seconds: float = 86400.0
+    # A task queued longer than this ends cancelled with that reason.
+    queue_wait_limit_seconds: float = 86400.0
     # A task's log keeps this much script output; lines past it are counted, not stored.
     task_log_limit_bytes: ByteSize = 256 * 1024**2
     # Below this much free space in the database's directory, new output is refused and the

@@ -71,6 +71,10 @@ class RunnerSettings:
     # How often the node renews its claims and looks for queued or orphaned tasks when
     # nothing woke it sooner.
     heartbeat_interval: float = 10.0
+    # A deployment running longer than this is cancelled and ends timed_out (0: no limit).
+    deployment_timeout: float = 0.0
+    # A task queued longer than this ends cancelled, saying so (0: no limit).
+    queue_wait_limit: float = 0.0
     # How long a task failed by a full disk waits for each agent to confirm its cancel.
     cancel_timeout: float = 30.0
 
@@ -173,7 +177,14 @@ class TaskRunner:
                 task_cap=cap,
                 started_ms=self._started_ms,
             )
-            claimed = task_queue.claim(session, node, now_ms=at, lease_ms=lease_ms, task_cap=cap)
+            claimed = task_queue.claim(
+                session,
+                node,
+                now_ms=at,
+                lease_ms=lease_ms,
+                task_cap=cap,
+                queue_limit_ms=int(settings.queue_wait_limit * 1000),
+            )
             held = list(self._held)
             cancelled = tasks.cancel_requested_among(session, held) if held else []
             return owned, claimed, cancelled
@@ -337,8 +348,27 @@ class TaskRunner:
         executor = _EXECUTORS.get(task.kind)
         if executor is None:
             raise NotImplementedError(f"no executor for {task.kind.value} tasks on this server")
-        state = await executor(self._context(), task, held.cancel, resumed=resumed)
-        reason = held.cancel.reason if state == TaskState.CANCELLED else ""
+        limit = self._runner_settings.deployment_timeout
+        timer: asyncio.TimerHandle | None = None
+        timed_out = False
+        if task.kind == TaskKind.DEPLOYMENT and limit > 0:
+            # Measured from the task's stored start, so a resumed task keeps its clock.
+            left = limit - (now_ms() - (task.started_ms or now_ms())) / 1000
+
+            def expire() -> None:
+                nonlocal timed_out
+                timed_out = True
+                held.cancel.set(f"the deployment's time limit of {limit:g}s ran out")
+
+            timer = asyncio.get_running_loop().call_later(max(left, 0.0), expire)
+        try:
+            state = await executor(self._context(), task, held.cancel, resumed=resumed)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if timed_out and state == TaskState.CANCELLED:
+            state = TaskState.TIMED_OUT
+        reason = held.cancel.reason if state in (TaskState.CANCELLED, TaskState.TIMED_OUT) else ""
         await self._tx.run(partial(self._close, task_id, state, reason))
         self._signals.notify(task_id)
         log.info("task_finished", state=state.value)

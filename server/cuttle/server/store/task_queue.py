@@ -83,9 +83,40 @@ def heartbeat(
     )
 
 
-def claim(session: Session, node: str, *, now_ms: int, lease_ms: int, task_cap: int) -> Claimed:
-    """Adopt tasks whose owner's lease ran out, then start queued ones while slots are free."""
+def claim(
+    session: Session,
+    node: str,
+    *,
+    now_ms: int,
+    lease_ms: int,
+    task_cap: int,
+    queue_limit_ms: int = 0,
+) -> Claimed:
+    """Adopt tasks whose owner's lease ran out, then start queued ones while slots are free.
+
+    A task queued for longer than queue_limit_ms (0: no limit) ends cancelled, saying why.
+    """
     expires = now_ms + lease_ms
+    if queue_limit_ms > 0:
+        reason = (
+            f"it waited in the queue longer than the limit of {queue_limit_ms / 1000:g}s "
+            "(queue_wait_limit_seconds)"
+        )
+        session.execute(
+            update(Task)
+            .where(
+                Task.state == TaskState.QUEUED.value,
+                Task.created_ms < now_ms - queue_limit_ms,
+            )
+            .values(
+                state=TaskState.CANCELLED.value,
+                reason=reason,
+                cancel_reason=reason,
+                finished_ms=now_ms,
+                waiting_reason="",
+            )
+            .execution_options(synchronize_session=False)
+        )
     unfinished_started = sorted(UNFINISHED_TASK_STATES - {TaskState.QUEUED})
     orphans = list(
         session.scalars(

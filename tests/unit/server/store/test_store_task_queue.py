@@ -122,3 +122,20 @@ def test_two_nodes_claiming_at_once_never_share_a_task(engine: Engine) -> None:
         a, b = pool.map(claim, ["a", "b"])
     assert not set(a) & set(b)
     assert set(a) | set(b) == ids
+
+
+def test_a_task_queued_past_the_limit_ends_cancelled_saying_why(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        old, fresh = _script(session, 1), _script(session, 5_000)
+    with sessions.begin() as session:
+        claimed = task_queue.claim(
+            session, "a", now_ms=6_000, lease_ms=LEASE, task_cap=0, queue_limit_ms=2_000
+        )
+        gone, waiting = tasks.get(session, old), tasks.get(session, fresh)
+    assert claimed.started == ()
+    assert gone.state == TaskState.CANCELLED
+    assert "waited in the queue longer than the limit of 2s" in gone.reason
+    assert waiting.state == TaskState.QUEUED
+    assert waiting.waiting_reason == "waiting for a task slot (0 of 0 busy)"
