@@ -86,6 +86,18 @@ projects:
               script:
                 body: |
                   echo "paging"
+        - name: Report
+          target_tags: [web-server]
+          condition: always
+          actions:
+            - name: Report
+              type: run_script
+              script:
+                body: |
+                  rolled="#{Octopus.Step[Trading Website Rolling].Status.Code}"
+                  paged="#{Octopus.Step[Only after a failure].Status.Code}"
+                  current="#{Octopus.Release.CurrentForEnvironment.Number}"
+                  echo "report rolled=$rolled paged=$paged current=$current"
         - name: Production only
           target_tags: [web-server]
           actions:
@@ -169,6 +181,8 @@ def test_the_seed_example_rolls_out_and_a_failed_sanity_test_keeps_a_machine_out
     assert nodes[("Production only", "")]["state"] == "skipped"
 
     lines = log_lines(server, task["id"])
+    # System variables of the deployment: how earlier steps ended, what the environment had.
+    assert "report rolled=Succeeded paged=Skipped current=" in lines, lines
     assert "added back web-01" in lines
     assert "added back web-03" in lines
     assert "added back web-02" not in lines

@@ -82,6 +82,8 @@ class _Deployment:
     excluded: dict[str, str] = field(default_factory=dict)
     # Interruptions being waited for right now; the task is `waiting` while any is.
     waiting: int = 0
+    # Octopus-named status codes of the steps that ended (Octopus.Step[S].Status.Code).
+    step_status: dict[str, str] = field(default_factory=dict)
     error: str = ""
     error_detail: str = ""
     children: dict[str | None, list[TaskNodeRecord]] = field(default_factory=dict)
@@ -170,6 +172,8 @@ def _restore_outputs(run: _Deployment, answered: Sequence[InterruptionRecord] = 
     for node in run.task.nodes:
         if node.state == NodeState.EXCLUDED and node.machine_name:
             run.excluded[node.machine_name.casefold()] = node.machine_name
+        if node.kind == NodeKind.STEP and node.state in _STATUS_CODES:
+            run.step_status[node.name] = _STATUS_CODES[node.state]
         if node.kind == NodeKind.STEP and node.state in _FAILED and not run.error:
             run.error = f"step {node.name!r} failed: {node.reason or node.state.value}"
             run.error_detail = node.reason
@@ -241,7 +245,12 @@ def _variables(
         "Octopus.Deployment.Error": run.error,
         "Octopus.Deployment.ErrorDetail": run.error_detail,
         "Octopus.Deployment.ExcludedMachines": ",".join(run.excluded.values()),
+        "Octopus.Release.CurrentForEnvironment.Number": run.material.current_for_environment,
+        "Octopus.Release.PreviousForEnvironment.Number": run.material.previous_for_environment,
     }
+    for name, code in run.step_status.items():
+        extra[f"Octopus.Step[{name}].Status.Code"] = code
+    extra["Octopus.Step.Status.Code"] = run.step_status.get(step.name, "Running")
     values = dict(assembled.values)
     values.update(extra)
     return ActionVariables(values, assembled.sensitive_names, assembled.overridden)
@@ -256,10 +265,24 @@ def _get_node(node_id: str, session: Session) -> TaskNodeRecord:
     return tasks.get_node(session, node_id)
 
 
+# Octopus's words for how a step ended, as scripts compare them.
+_STATUS_CODES = {
+    NodeState.SUCCESS: "Succeeded",
+    NodeState.FAILED: "Failed",
+    NodeState.TIMED_OUT: "Failed",
+    NodeState.RESULT_UNKNOWN: "Failed",
+    NodeState.SKIPPED: "Skipped",
+    NodeState.CANCELLED: "Canceled",
+    NodeState.EXCLUDED: "Skipped",
+}
+
+
 async def _set(run: _Deployment, node: TaskNodeRecord, state: NodeState, reason: str = "") -> None:
     await run.context.tx.run(
         lambda s: tasks.set_node_state(s, node.id, state, reason=reason or None)
     )
+    if node.kind == NodeKind.STEP and state in _STATUS_CODES:
+        run.step_status[node.name] = _STATUS_CODES[state]
     run.context.signals.notify(run.task.id)
 
 
@@ -270,6 +293,9 @@ async def _note(run: _Deployment, text: str) -> None:
 
 
 async def _skip_tree(run: _Deployment, node: TaskNodeRecord, reason: str) -> None:
+    if node.kind == NodeKind.STEP:
+        run.step_status[node.name] = "Skipped"
+
     def work(session: Session) -> None:
         pending = [node]
         while pending:

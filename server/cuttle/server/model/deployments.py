@@ -74,6 +74,10 @@ class Material:
     space_name: str
     project_guided_failure: str = "default"
     environment_guided_failure: bool = False
+    # Octopus.Release.CurrentForEnvironment / PreviousForEnvironment: what this environment
+    # had with success before this deployment, and before that ("" when none).
+    current_for_environment: str = ""
+    previous_for_environment: str = ""
 
 
 def _project_of(release: ReleaseRecord, repo: ModelRepository) -> d.Project:
@@ -264,6 +268,11 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         for m in machine_store.all_machines(session)
     }
     environment = doc_store.get(session, spec.environment_id)
+    earlier = [
+        v
+        for v in release_store.successful_versions(session, spec.project_id, spec.environment_id)
+        if v != spec.release_version
+    ]
     return Material(
         project.process,
         tuple(values),
@@ -271,6 +280,8 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         space.name,
         project.use_guided_failure,
         bool(environment.body.get("use_guided_failure", False)),
+        earlier[0] if earlier else "",
+        earlier[1] if len(earlier) > 1 else "",
     )
 
 

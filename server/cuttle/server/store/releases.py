@@ -249,3 +249,23 @@ def latest_successful(session: Session, project_id: str, environment_id: str) ->
     if row is None:
         raise NotFound("successful deployment", environment_id)
     return _record(row)
+
+
+def successful_versions(session: Session, project_id: str, environment_id: str) -> list[str]:
+    """Versions deployed with success to an environment, most recent first, each once."""
+    rows = session.execute(
+        select(Release.version)
+        .join(Deployment, Deployment.release_id == Release.id)
+        .where(
+            Release.project_id == project_id,
+            Deployment.environment_id == environment_id,
+            Deployment.state == "success",
+        )
+        .order_by(Deployment.finished_ms.desc(), Deployment.created_ms.desc())
+        .limit(50)
+    )
+    seen: list[str] = []
+    for (version,) in rows:
+        if version not in seen:
+            seen.append(version)
+    return seen
