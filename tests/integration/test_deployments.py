@@ -276,3 +276,75 @@ def test_promote_rerun_and_the_tree_as_people_read_it(
     assert "Trading Website Rolling: success" in shown
     assert "skipped - its machine condition is false on web-02" in shown
     assert "output ShouldAddBackToWebFarm = False" in shown
+
+
+HEALTH_MODEL = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Only Dev
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+projects:
+  - name: Checked
+    lifecycle: Only Dev
+    channels:
+      - name: Default
+        is_default: true
+    process:
+      steps:
+        - name: Check
+          target_tags: [web-server]
+          actions:
+            - name: Check
+              type: health_check
+              properties:
+                Octopus.Action.HealthCheck.ExcludeUnavailable: "True"
+        - name: Work
+          target_tags: [web-server]
+          actions:
+            - name: Work
+              type: run_script
+              script:
+                body: |
+                  echo "work on #{Octopus.Machine.Name}"
+"""
+
+
+def test_a_health_check_step_excludes_an_unavailable_machine(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    for name in ("web-01", "web-02"):
+        cluster.add_tentacle(name, "listening", environments=("Dev",), roles=("web-server",))
+    model = tmp_path / "model.yaml"
+    model.write_text(HEALTH_MODEL)
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli("release", "create", "--project", "Checked", "--version", "1.0.0", check=True)
+    down = cluster.tentacles["web-02"].process
+    assert down is not None
+    down.stop()
+    run = server.cli(
+        "deploy",
+        "--project",
+        "Checked",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Dev",
+        "--wait",
+        "--output",
+        "json",
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    final = json.loads(run.stdout.splitlines()[-1])["finished"]
+    nodes = _nodes(final)
+    assert nodes[("Check", "web-01")]["state"] == "success"
+    assert nodes[("Check", "web-02")]["state"] == "excluded"
+    assert nodes[("Work", "web-01")]["state"] == "success"
+    assert nodes[("Work", "web-02")]["state"] == "skipped"
+    lines = log_lines(server, final["id"])
+    assert "work on web-01" in lines
+    assert not any(line == "work on web-02" for line in lines)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_PARALLELISM = 10
 MAX_PARALLELISM_VARIABLE = "Octopus.Action.MaxParallelism"
 # Action types the engine runs today; others are refused at deploy time with the reason.
-SUPPORTED_ACTION_TYPES = frozenset({"run_script", "manual_intervention"})
+SUPPORTED_ACTION_TYPES = frozenset({"run_script", "manual_intervention", "health_check"})
 # Actions that wait for a person on no machine: a step made only of them needs no target.
 SERVER_ACTION_TYPES = frozenset({"manual_intervention"})
 

@@ -48,6 +48,8 @@ from cuttle.server.domain.task_states import (
     TaskState,
 )
 from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
+from cuttle.server.errors import AgentError
+from cuttle.server.errors import NotFound as ServerNotFound
 from cuttle.server.model import documents as d
 from cuttle.server.model.deployments import Material, load_material, set_deployment_state
 from cuttle.server.store import interruptions as interruption_store
@@ -473,9 +475,46 @@ async def _run_machine(
             await _set(run, node, NodeState.SKIPPED, why)
             await _note(run, f"{action.name} on {machine}: skipped, {why}")
             continue
-        result = await _run_action(run, step, action, node, machine, variables)
+        if action.type == "health_check":
+            result = await _health_check(run, action, node, machine, variables)
+        else:
+            result = await _run_action(run, step, action, node, machine, variables)
         if result != _Result.OK:
             return result
+    return _Result.OK
+
+
+# Property of a health_check action: an unavailable machine is excluded, not a failure.
+EXCLUDE_UNAVAILABLE = "Octopus.Action.HealthCheck.ExcludeUnavailable"
+HEALTH_CHECK_TIMEOUT = 30.0
+
+
+async def _health_check(
+    run: _Deployment,
+    action: d.Action,
+    node: TaskNodeRecord,
+    machine: str,
+    variables: ActionVariables,
+) -> _Result:
+    """Check the machine now: available goes on; unavailable fails, or is excluded."""
+    await run.context.tx.run(partial(_start_once, node.id))
+    try:
+        info = await run.context.connections.client(machine).get_info(timeout=HEALTH_CHECK_TIMEOUT)
+    except (AgentError, ServerNotFound, TimeoutError) as exc:
+        exclude = evaluate(action.properties.get(EXCLUDE_UNAVAILABLE, ""), variables.values)
+        if exclude.strip().casefold() == "true":
+            run.excluded[machine.casefold()] = machine
+            await _set(run, node, NodeState.EXCLUDED, f"unavailable ({exc}); excluded")
+            await _note(run, f"{machine} is unavailable ({exc}): excluded from the deployment")
+            return _Result.EXCLUDED
+        why = f"{machine} is unavailable: {exc}"
+        await _set(run, node, NodeState.FAILED, why)
+        if not run.error:
+            run.error = f"{action.name}: {why}"
+            run.error_detail = why
+        return _Result.FAILED
+    await _set(run, node, NodeState.SUCCESS)
+    await _note(run, f"{machine} is healthy (Tentacle {info.version}, {info.os})")
     return _Result.OK
 
 
