@@ -348,3 +348,82 @@ def test_a_health_check_step_excludes_an_unavailable_machine(
     lines = log_lines(server, final["id"])
     assert "work on web-01" in lines
     assert not any(line == "work on web-02" for line in lines)
+
+
+RUNBOOK_MODEL = """
+environments:
+  - name: Dev
+  - name: Production
+lifecycles:
+  - name: Prod last
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+      - name: Live
+        optional_environments: [Production]
+projects:
+  - name: Ops
+    lifecycle: Prod last
+    channels:
+      - name: Default
+        is_default: true
+    variables:
+      - name: Who
+        value: operator
+    runbooks:
+      - name: Restart web
+        environments: [Production]
+        process:
+          steps:
+            - name: Restart
+              target_tags: [web-server]
+              actions:
+                - name: Restart
+                  type: run_script
+                  script:
+                    body: |
+                      echo "restart by #{Who} in #{Octopus.Environment.Name}"
+"""
+
+
+def test_a_runbook_runs_its_published_snapshot_where_it_is_allowed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    cluster.add_tentacle(
+        "web-01", "listening", environments=("Dev", "Production"), roles=("web-server",)
+    )
+    model = tmp_path / "model.yaml"
+    model.write_text(RUNBOOK_MODEL)
+    server.cli("apply", "-f", str(model), check=True)
+    unpublished = server.cli(
+        "runbook", "run", "--project", "Ops", "--runbook", "Restart web", "--environment", "Dev"
+    )
+    assert unpublished.returncode != 0
+    assert "no published snapshot" in unpublished.stderr, unpublished.stderr
+    server.cli("runbook", "publish", "--project", "Ops", "--runbook", "Restart web", check=True)
+    elsewhere = server.cli(
+        "runbook", "run", "--project", "Ops", "--runbook", "Restart web", "--environment", "Dev"
+    )
+    assert elsewhere.returncode != 0
+    assert "runs only in Production, not Dev" in elsewhere.stderr, elsewhere.stderr
+    # No release and no lifecycle: Production straight away.
+    ran = server.cli(
+        "runbook",
+        "run",
+        "--project",
+        "Ops",
+        "--runbook",
+        "Restart web",
+        "--environment",
+        "Production",
+        "--wait",
+        "--output",
+        "json",
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    final = json.loads(ran.stdout.splitlines()[-1])["finished"]
+    assert final["state"] == "TASK_STATE_SUCCESS"
+    assert final["kind"] == "runbook"
+    assert "restart by operator in Production" in log_lines(server, final["id"])

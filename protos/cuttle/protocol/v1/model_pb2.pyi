@@ -1165,6 +1165,60 @@ class Progression(_message.Message):
 Global___Progression: _TypeAlias = Progression  # noqa: Y015
 
 @_typing.final
+class RunRunbookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    RUNBOOK_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SKIP_STEPS_FIELD_NUMBER: _builtins.int
+    SPECIFIC_MACHINES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_MACHINES_FIELD_NUMBER: _builtins.int
+    VARIABLES_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    GUIDED_FAILURE_FIELD_NUMBER: _builtins.int
+    space: _builtins.str
+    project: _builtins.str
+    runbook: _builtins.str
+    environment: _builtins.str
+    snapshot: _builtins.str
+    """Empty: the published snapshot."""
+    dry_run: _builtins.bool
+    guided_failure: _builtins.str
+    @_builtins.property
+    def skip_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def specific_machines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def excluded_machines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def variables(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptedValue]: ...
+    def __init__(
+        self,
+        *,
+        space: _builtins.str = ...,
+        project: _builtins.str = ...,
+        runbook: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        skip_steps: _abc.Iterable[_builtins.str] | None = ...,
+        specific_machines: _abc.Iterable[_builtins.str] | None = ...,
+        excluded_machines: _abc.Iterable[_builtins.str] | None = ...,
+        variables: _abc.Iterable[Global___PromptedValue] | None = ...,
+        dry_run: _builtins.bool = ...,
+        guided_failure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "guided_failure", b"guided_failure", "project", b"project", "runbook", b"runbook", "skip_steps", b"skip_steps", "snapshot", b"snapshot", "space", b"space", "specific_machines", b"specific_machines", "variables", b"variables"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunRunbookRequest: _TypeAlias = RunRunbookRequest  # noqa: Y015
+
+@_typing.final
 class PromoteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

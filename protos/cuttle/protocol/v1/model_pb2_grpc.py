@@ -1179,6 +1179,11 @@ class DeploymentServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
                 _registered_method=True)
+        self.RunRunbook = channel.unary_unary(
+                '/cuttle.protocol.v1.DeploymentService/RunRunbook',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RunRunbookRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+                _registered_method=True)
 
 
 class DeploymentServiceServicer:
@@ -1207,6 +1212,13 @@ class DeploymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunRunbook(self, request, context):
+        """The same engine on a runbook's published snapshot: no release, no lifecycle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeploymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1223,6 +1235,11 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
             'Rerun': grpc.unary_unary_rpc_method_handler(
                     servicer.Rerun,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
+            ),
+            'RunRunbook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRunbook,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.RunRunbookRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.SerializeToString,
             ),
     }
@@ -1308,6 +1325,33 @@ class DeploymentService:
             target,
             '/cuttle.protocol.v1.DeploymentService/Rerun',
             cuttle_dot_protocol_dot_v1_dot_model__pb2.RerunRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRunbook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.DeploymentService/RunRunbook',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.RunRunbookRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_model__pb2.DeployResponse.FromString,
             options,
             channel_credentials,

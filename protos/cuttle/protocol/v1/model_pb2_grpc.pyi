@@ -364,6 +364,8 @@ class DeploymentServiceStub:
     """Deploys to `to` the release most recently deployed with success to `from`."""
     Rerun: _grpc.UnaryUnaryMultiCallable[_model_pb2.RerunRequest, _model_pb2.DeployResponse]
     """The same release, environment, skips, machines and prompted values as an earlier task."""
+    RunRunbook: _grpc.UnaryUnaryMultiCallable[_model_pb2.RunRunbookRequest, _model_pb2.DeployResponse]
+    """The same engine on a runbook's published snapshot: no release, no lifecycle."""
 
 @_typing.type_check_only
 class DeploymentServiceAsyncStub(DeploymentServiceStub):
@@ -378,6 +380,8 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     """Deploys to `to` the release most recently deployed with success to `from`."""
     Rerun: _aio.UnaryUnaryMultiCallable[_model_pb2.RerunRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
     """The same release, environment, skips, machines and prompted values as an earlier task."""
+    RunRunbook: _aio.UnaryUnaryMultiCallable[_model_pb2.RunRunbookRequest, _model_pb2.DeployResponse]  # type: ignore[assignment]
+    """The same engine on a runbook's published snapshot: no release, no lifecycle."""
 
 class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runbooks: a process of a project for operations; a published snapshot is what runs.
@@ -407,6 +411,14 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
         """The same release, environment, skips, machines and prompted values as an earlier task."""
+
+    @_abc_1.abstractmethod
+    def RunRunbook(
+        self,
+        request: _model_pb2.RunRunbookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.DeployResponse, _abc.Awaitable[_model_pb2.DeployResponse]]:
+        """The same engine on a runbook's published snapshot: no release, no lifecycle."""
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

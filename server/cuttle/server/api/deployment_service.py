@@ -90,6 +90,30 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
 
         return await self._deploy(request.space, ask, request.dry_run, "promoted")
 
+    async def RunRunbook(  # noqa: N802
+        self, request: mpb.RunRunbookRequest, context: Context
+    ) -> mpb.DeployResponse:
+        """Run a runbook's published snapshot (or a named one) in an environment it allows."""
+        for field, value in (
+            ("project", request.project),
+            ("runbook", request.runbook),
+            ("environment", request.environment),
+        ):
+            if not value.strip():
+                raise InvalidArgument(f"{field} is empty")
+        ask = deployments.DeploymentRequest(
+            project=request.project,
+            release=request.snapshot,
+            environment=request.environment,
+            skip_steps=tuple(request.skip_steps),
+            specific_machines=tuple(request.specific_machines),
+            excluded_machines=tuple(request.excluded_machines),
+            variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
+            guided_failure=_guided_failure(request.guided_failure),
+            runbook=request.runbook,
+        )
+        return await self._deploy(request.space, lambda _s, _r: ask, request.dry_run, "ran")
+
     async def Rerun(self, request: mpb.RerunRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
         """Deploy again with everything an earlier deployment task was given."""
         encryptor = self._encryptor
@@ -123,7 +147,10 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
                 environment=(environment_id, ask.environment),
                 action="deploy",
             )
-            prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
+            if ask.runbook:
+                prepared = deployments.prepare_runbook(repo, ask)
+            else:
+                prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
             if dry_run:
                 return prepared, None
             task = deployments.create(session, prepared, ask, encryptor, space.id)
@@ -132,16 +159,19 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
                 space_id=space.id,
                 actor=who.name,
                 category=verb,
-                kind="release",
-                document_id=prepared.release.id,
-                document_name=f"{prepared.project_name} {prepared.release.version}",
+                kind="runbook" if prepared.source.runbook else "release",
+                document_id=None if prepared.source.runbook else prepared.source.id,
+                document_name=f"{prepared.project_name} {prepared.source.version}",
                 message=(
-                    f"{verb.capitalize()} {prepared.project_name} release "
-                    f"{prepared.release.version} to {prepared.environment_name} (task {task.id})"
+                    f"Ran runbook {prepared.source.runbook} ({prepared.source.version}) of "
+                    f"{prepared.project_name} in {prepared.environment_name} (task {task.id})"
+                    if prepared.source.runbook
+                    else f"{verb.capitalize()} {prepared.project_name} release "
+                    f"{prepared.source.version} to {prepared.environment_name} (task {task.id})"
                 ),
                 details={
                     "project": prepared.project_name,
-                    "version": prepared.release.version,
+                    "version": prepared.source.version,
                     "environment": prepared.environment_name,
                     "task_id": task.id,
                 },
@@ -151,7 +181,7 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
         prepared, task = await self._tx.run(work)
         plan = deployments.plan_lines(prepared)
         plan_json = json.dumps(deployments.describe_json(prepared))
-        version = prepared.release.version
+        version = prepared.source.version
         if task is None:
             return mpb.DeployResponse(
                 state="planned", plan=plan, plan_json=plan_json, release=version

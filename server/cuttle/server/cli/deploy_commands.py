@@ -124,12 +124,12 @@ def deploy(
         response: mpb.DeployResponse = await conn.deployments.Deploy(
             request, metadata=conn.metadata, timeout=120
         )
-        _show_response(response, output, dry_run)
+        show_response(response, output, dry_run)
         if dry_run or not wait:
             return response, None, False
         try:
             async with asyncio.timeout(wait_timeout or None):
-                final = await _follow(conn, response.task_id, output)
+                final = await follow(conn, response.task_id, output)
         except TimeoutError:
             return response, None, True
         return response, final, False
@@ -144,7 +144,8 @@ def deploy(
         sys.exit(0 if final.state == apb.TASK_STATE_SUCCESS else 1)
 
 
-def _show_response(response: mpb.DeployResponse, output: str, dry_run: bool) -> None:
+def show_response(response: mpb.DeployResponse, output: str, dry_run: bool) -> None:
+    """Print what the server answered to a deploy (the plan for a dry run)."""
     if output == "json":
         data: dict[str, object] = {"task_id": response.task_id, "state": response.state}
         if dry_run:
@@ -158,7 +159,8 @@ def _show_response(response: mpb.DeployResponse, output: str, dry_run: bool) -> 
     err_console.print(f"Deploying: task {response.task_id} ({response.state})", highlight=False)
 
 
-async def _follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task | None:
+async def follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task | None:
+    """Stream a deployment's log and progress until it ends; returns the final task."""
     final: apb.Task | None = None
     shown: dict[str, str] = {}
     stream = conn.stub.WatchTask(apb.WatchTaskRequest(task_id=task_id), metadata=conn.metadata)
@@ -390,10 +392,10 @@ def promote(
         )
         if output != "json":
             err_console.print(f"Promoting release {response.release}", highlight=False)
-        _show_response(response, output, dry_run)
+        show_response(response, output, dry_run)
         if dry_run or not wait:
             return response, None
-        return response, await _follow(conn, response.task_id, output)
+        return response, await follow(conn, response.task_id, output)
 
     _, final = run_call(ctx, work)
     if final is not None:

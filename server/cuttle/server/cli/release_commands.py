@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.table import Table
 
+from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import (
@@ -17,6 +19,7 @@ from cuttle.server.cli.context import (
     run_call,
     space_option,
 )
+from cuttle.server.cli.deploy_commands import follow, show_response
 
 project_option = click.option("--project", required=True, help="The project.")
 release_option = click.option("--release", "version", required=True, help="The release version.")
@@ -321,3 +324,61 @@ def runbook_snapshots(ctx: click.Context, project: str, name: str, space: str, o
             s.name, "yes" if s.published else "", format_ms(s.created_unix_ms), s.created_by
         )
     console.print(table)
+
+
+@runbook.command("run")
+@project_option
+@click.option("--runbook", "name", required=True, help="The runbook.")
+@click.option("--environment", required=True, help="Where to run it (one the runbook allows).")
+@click.option("--snapshot", default="", help="A snapshot by name (default: the published one).")
+@click.option("--skip-step", "skip_steps", multiple=True, help="A step not to run.")
+@click.option("--specific-machine", "specific", multiple=True, help="Run only on this machine.")
+@click.option("--exclude-machine", "excluded", multiple=True, help="Leave this machine out.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends.")
+@space_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def runbook_run(
+    ctx: click.Context,
+    project: str,
+    name: str,
+    environment: str,
+    snapshot: str,
+    skip_steps: tuple[str, ...],
+    specific: tuple[str, ...],
+    excluded: tuple[str, ...],
+    dry_run: bool,
+    wait: bool,
+    space: str,
+    output: str,
+) -> None:
+    """Run a runbook: the deployment engine on its published snapshot, no lifecycle.
+
+    \b
+      cuttle runbook run --project Web --runbook "Restart web" --environment Production --wait
+    """
+    request = mpb.RunRunbookRequest(
+        space=space,
+        project=project,
+        runbook=name,
+        environment=environment,
+        snapshot=snapshot,
+        skip_steps=skip_steps,
+        specific_machines=specific,
+        excluded_machines=excluded,
+        dry_run=dry_run,
+    )
+
+    async def work(conn: AdminConnection) -> tuple[mpb.DeployResponse, apb.Task | None]:
+        response: mpb.DeployResponse = await conn.deployments.RunRunbook(
+            request, metadata=conn.metadata, timeout=120
+        )
+        show_response(response, output, dry_run)
+        if dry_run or not wait:
+            return response, None
+        return response, await follow(conn, response.task_id, output)
+
+    _, final = run_call(ctx, work)
+    if final is not None:
+        sys.exit(0 if final.state == apb.TASK_STATE_SUCCESS else 1)

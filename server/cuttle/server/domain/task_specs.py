@@ -86,9 +86,21 @@ class DeploymentTaskSpec(_Spec):
     guided_failure: Literal["default", "on", "off"] = "default"
 
 
-# Runbook runs join as another member of the union, discriminated by `kind`.
-TaskSpec = Annotated[ScriptTaskSpec | DeploymentTaskSpec, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[ScriptTaskSpec | DeploymentTaskSpec] = TypeAdapter(TaskSpec)
+class RunbookTaskSpec(DeploymentTaskSpec):
+    """A runbook run: the same engine on a published runbook snapshot; no release, no lifecycle.
+
+    release_id and release_version hold the snapshot's id and name (what the engine reads the
+    process and variables from, and what Octopus.Release.Number-like variables show).
+    """
+
+    kind: Literal["runbook"] = "runbook"  # type: ignore[assignment]
+    runbook: str
+
+
+TaskSpec = Annotated[
+    ScriptTaskSpec | DeploymentTaskSpec | RunbookTaskSpec, Field(discriminator="kind")
+]
+_ADAPTER: TypeAdapter[ScriptTaskSpec | DeploymentTaskSpec | RunbookTaskSpec] = TypeAdapter(TaskSpec)
 
 
 def spec_to_json(spec: TaskSpec) -> dict[str, Any]:

@@ -351,7 +351,7 @@ class TaskRunner:
         limit = self._runner_settings.deployment_timeout
         timer: asyncio.TimerHandle | None = None
         timed_out = False
-        if task.kind == TaskKind.DEPLOYMENT and limit > 0:
+        if task.kind in (TaskKind.DEPLOYMENT, TaskKind.RUNBOOK) and limit > 0:
             # Measured from the task's stored start, so a resumed task keeps its clock.
             left = limit - (now_ms() - (task.started_ms or now_ms())) / 1000
 
@@ -488,4 +488,5 @@ Executor = Callable[..., Coroutine[Any, Any, TaskState]]
 _EXECUTORS: dict[TaskKind, Executor] = {
     TaskKind.SCRIPT: adhoc.execute,
     TaskKind.DEPLOYMENT: deployment.execute,
+    TaskKind.RUNBOOK: deployment.execute,
 }

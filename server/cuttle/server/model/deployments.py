@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from cuttle.server.domain import plan as p
 from cuttle.server.domain import variable_scopes as scopes
 from cuttle.server.domain.deployment_variables import MachineDescription
-from cuttle.server.domain.task_specs import DeploymentTaskSpec, SpecVariable
+from cuttle.server.domain.task_specs import DeploymentTaskSpec, RunbookTaskSpec, SpecVariable
 from cuttle.server.domain.task_states import NodeKind, NodeState
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, NotFound, ValidationFailed
@@ -30,6 +30,7 @@ from cuttle.server.model.repository import ModelRepository
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import releases as release_store
+from cuttle.server.store import runbook_snapshots as snapshot_store
 from cuttle.server.store import tasks
 from cuttle.server.store.errors import NotFound as StoreNotFound
 from cuttle.server.store.records import TaskRecord
@@ -49,13 +50,26 @@ class DeploymentRequest:
     # Prompted variable values; sensitive ones arrive from the CLI's environment, never argv.
     variables: tuple[tuple[str, str, bool], ...] = ()
     guided_failure: Literal["default", "on", "off"] = "default"
+    # A runbook run: the runbook's name (release then names the snapshot; empty: published).
+    runbook: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What is deployed: a release, or a runbook's published snapshot."""
+
+    id: str
+    version: str
+    channel: str = ""
+    # Set for a runbook run: the runbook's name.
+    runbook: str = ""
 
 
 @dataclass(frozen=True)
 class PreparedDeployment:
-    """A checked request: the release, the environment and the plan."""
+    """A checked request: what is deployed, the environment and the plan."""
 
-    release: ReleaseRecord
+    source: Source
     project_id: str
     project_name: str
     environment_id: str
@@ -113,6 +127,86 @@ def _step_inputs(process: d.Process) -> list[p.StepInput]:
     ]
 
 
+def prepare_runbook(repo: ModelRepository, request: DeploymentRequest) -> PreparedDeployment:
+    """Plan a runbook run on its published snapshot (or the one named); no lifecycle applies."""
+    session = repo.session
+    project_id = repo.find_id("project", request.project)
+    if project_id is None:
+        raise NotFound(f"no project named {request.project!r}")
+    snapshots = snapshot_store.list_for(session, project_id, request.runbook)
+    if not snapshots:
+        raise FailedPrecondition(
+            f"runbook {request.runbook!r} of {request.project} has no published snapshot: "
+            "publish it with `cuttle runbook publish` first"
+        )
+    wanted = request.release.casefold()
+    chosen = next(
+        (s for s in snapshots if (s.name.casefold() == wanted if wanted else s.published)),
+        None,
+    )
+    if chosen is None:
+        raise NotFound(f"runbook {request.runbook!r} has no snapshot named {request.release!r}")
+    environment = doc_store.find(session, repo.space.id, "environment", request.environment)
+    if environment is None:
+        raise NotFound(f"no environment named {request.environment!r}")
+    frozen = dict(chosen.snapshot["project"])
+    frozen["runbooks"] = [chosen.snapshot["runbook"]]
+    project = repo.names_for(d.Project.model_validate(frozen))
+    if not isinstance(project, d.Project):  # pragma: no cover - names_for keeps the type
+        raise TypeError("not a project")
+    runbook = project.runbooks[0]
+    allowed = {e.casefold() for e in runbook.environments}
+    if allowed and environment.name.casefold() not in allowed:
+        raise FailedPrecondition(
+            f"runbook {runbook.name!r} runs only in {', '.join(runbook.environments)}, "
+            f"not {environment.name}"
+        )
+    as_process = project.model_copy(update={"process": runbook.process})
+    plan = _plan(as_process, environment.name, "", request, repo)
+    return PreparedDeployment(
+        source=Source(chosen.id, chosen.name, runbook=runbook.name),
+        project_id=project_id,
+        project_name=project.name,
+        environment_id=environment.id,
+        environment_name=environment.name,
+        process=runbook.process,
+        plan=plan,
+    )
+
+
+def _plan(
+    project: d.Project,
+    environment: str,
+    channel: str,
+    request: DeploymentRequest,
+    repo: ModelRepository,
+) -> p.Plan:
+    machines = [
+        p.MachineInput(
+            name=m.name,
+            environments=tuple(m.environments),
+            roles=tuple(m.roles),
+            enabled=m.enabled,
+            available=m.health != "unavailable",
+            tenants=tuple(m.tenants),
+            tenant_tags=tuple(m.tenant_tags),
+            tenanted_mode=m.tenanted_mode,
+        )
+        for m in machine_store.all_machines(repo.session)
+    ]
+    try:
+        plan = p.plan_deployment(
+            _step_inputs(project.process),
+            p.Target(environment, channel=channel),
+            machines,
+            p.Choices(request.skip_steps, request.specific_machines, request.excluded_machines),
+        )
+    except p.PlanProblems as exc:
+        raise ValidationFailed([("", problem) for problem in exc.problems]) from None
+    _check_prompts(project, request)
+    return plan
+
+
 def prepare(
     releases: Releases, repo: ModelRepository, request: DeploymentRequest
 ) -> PreparedDeployment:
@@ -132,31 +226,9 @@ def prepare(
         )
     project_id = repo.find_id("project", request.project) or ""
     project = _project_of(release, repo)
-    machines = [
-        p.MachineInput(
-            name=m.name,
-            environments=tuple(m.environments),
-            roles=tuple(m.roles),
-            enabled=m.enabled,
-            available=m.health != "unavailable",
-            tenants=tuple(m.tenants),
-            tenant_tags=tuple(m.tenant_tags),
-            tenanted_mode=m.tenanted_mode,
-        )
-        for m in machine_store.all_machines(session)
-    ]
-    try:
-        plan = p.plan_deployment(
-            _step_inputs(project.process),
-            p.Target(environment.name, channel=release.channel),
-            machines,
-            p.Choices(request.skip_steps, request.specific_machines, request.excluded_machines),
-        )
-    except p.PlanProblems as exc:
-        raise ValidationFailed([("", problem) for problem in exc.problems]) from None
-    _check_prompts(project, request)
+    plan = _plan(project, environment.name, release.channel, request, repo)
     return PreparedDeployment(
-        release=release,
+        source=Source(release.id, release.version, release.channel),
         project_id=project_id,
         project_name=project.name,
         environment_id=environment.id,
@@ -188,14 +260,17 @@ def create(
 ) -> TaskRecord:
     """Store the deployment task with its tree, and record the deployment for the lifecycle."""
     deployment_id = uuid.uuid4().hex
-    spec = DeploymentTaskSpec(
+    spec_type = RunbookTaskSpec if prepared.source.runbook else DeploymentTaskSpec
+    extra = {"runbook": prepared.source.runbook} if prepared.source.runbook else {}
+    spec = spec_type(
+        **extra,  # type: ignore[arg-type]
         space_id=space_id,
         deployment_id=deployment_id,
         project_id=prepared.project_id,
         project_name=prepared.project_name,
-        release_id=prepared.release.id,
-        release_version=prepared.release.version,
-        channel=prepared.release.channel,
+        release_id=prepared.source.id,
+        release_version=prepared.source.version,
+        channel=prepared.source.channel,
         environment_id=prepared.environment_id,
         environment_name=prepared.environment_name,
         skip_steps=request.skip_steps,
@@ -236,15 +311,20 @@ def create(
     task = tasks.create_task(
         session,
         description=(
-            f"Deploy {prepared.project_name} release {prepared.release.version} to "
+            f"Run {prepared.project_name} runbook {prepared.source.runbook} "
+            f"({prepared.source.version}) in {prepared.environment_name}"
+            if prepared.source.runbook
+            else f"Deploy {prepared.project_name} release {prepared.source.version} to "
             f"{prepared.environment_name}"
         ),
         spec=spec,
         plan=nodes,
     )
+    if prepared.source.runbook:
+        return task  # runbook runs are not deployments of a release: no lifecycle to move
     release_store.record_deployment(
         session,
-        release_id=prepared.release.id,
+        release_id=prepared.source.id,
         environment_id=prepared.environment_id,
         state="queued",
         task_id=task.id,
@@ -256,10 +336,20 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
     """The frozen process, the release's values (decrypted) and the machines, for the engine."""
     space = doc_store.get_space_by_id(session, spec.space_id)
     repo = ModelRepository(session, space, encryptor, "system")
-    release = release_store.get_by_id(session, spec.release_id)
-    project = _project_of(release, repo)
+    if isinstance(spec, RunbookTaskSpec):
+        snapshot = snapshot_store.get_by_id(session, spec.release_id).snapshot
+        frozen = dict(snapshot["project"])
+        frozen["runbooks"] = [snapshot["runbook"]]
+        named = repo.names_for(d.Project.model_validate(frozen))
+        if not isinstance(named, d.Project):  # pragma: no cover - names_for keeps the type
+            raise TypeError("not a project")
+        project = named.model_copy(update={"process": named.runbooks[0].process})
+    else:
+        release = release_store.get_by_id(session, spec.release_id)
+        snapshot = release.snapshot
+        project = _project_of(release, repo)
     values: list[scopes.VariableValue] = [_value(v, None, encryptor) for v in project.variables]
-    for item in release.snapshot.get("library_variable_sets", []):
+    for item in snapshot.get("library_variable_sets", []):
         library = repo.names_for(d.LibraryVariableSet.model_validate(item["body"]))
         if isinstance(library, d.LibraryVariableSet):
             values.extend(_value(v, str(item["name"]), encryptor) for v in library.variables)
@@ -268,11 +358,17 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         for m in machine_store.all_machines(session)
     }
     environment = doc_store.get(session, spec.environment_id)
-    earlier = [
-        v
-        for v in release_store.successful_versions(session, spec.project_id, spec.environment_id)
-        if v != spec.release_version
-    ]
+    earlier = (
+        []
+        if isinstance(spec, RunbookTaskSpec)
+        else [
+            v
+            for v in release_store.successful_versions(
+                session, spec.project_id, spec.environment_id
+            )
+            if v != spec.release_version
+        ]
+    )
     return Material(
         project.process,
         tuple(values),
@@ -311,7 +407,10 @@ def _value(
 
 
 def set_deployment_state(session: Session, task_id: str, state: str) -> None:
-    """Record how the deployment of a task ended, for lifecycle progression."""
+    """Record how the deployment of a task ended, for lifecycle progression (runbook runs,
+    which move no lifecycle, have no deployment to record)."""
+    if isinstance(tasks.get(session, task_id).spec, RunbookTaskSpec):
+        return
     release_store.set_deployment_state(session, task_id, state)
 
 
@@ -323,7 +422,7 @@ def plan_lines(prepared: PreparedDeployment) -> list[str]:
 def describe_json(prepared: PreparedDeployment) -> dict[str, Any]:
     """The plan as JSON for --dry-run --output json."""
     return {
-        "release": prepared.release.version,
+        "release": prepared.source.version,
         "environment": prepared.environment_name,
         "steps": [
             {
@@ -396,4 +495,5 @@ def request_of_task(session: Session, encryptor: Encryptor, task_id: str) -> Dep
             for v in spec.prompted
         ),
         guided_failure=spec.guided_failure,
+        runbook=spec.runbook if isinstance(spec, RunbookTaskSpec) else "",
     )

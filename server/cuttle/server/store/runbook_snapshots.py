@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cuttle.server.store.errors import NotFound
 from cuttle.server.store.models import RunbookSnapshot
 from cuttle.server.store.records import now_ms
 
@@ -83,3 +84,11 @@ def list_for(session: Session, project_id: str, runbook: str) -> list[RunbookSna
         .order_by(RunbookSnapshot.created_ms.desc(), RunbookSnapshot.id.desc())
     ).all()
     return [_record(row) for row in rows]
+
+
+def get_by_id(session: Session, snapshot_id: str) -> RunbookSnapshotRecord:
+    """The snapshot with this id, or NotFound."""
+    row = session.get(RunbookSnapshot, snapshot_id)
+    if row is None:
+        raise NotFound("runbook snapshot", snapshot_id)
+    return _record(row)
