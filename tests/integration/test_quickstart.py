@@ -64,8 +64,13 @@ def test_the_quickstart_shows_scripts_on_both_tentacles_and_ctrl_c_stops_everyth
             assert f"{machine}: hello from {machine}" in text, text
             assert f"{machine}: step 3" in text, text
             assert re.search(rf"{machine}: python 3\.\d+\.\d+ on {machine}", text), text
-            assert re.search(rf"│ {machine} +│ Dev +│ web-server +│ \w+ +│ healthy", text), text
-        assert len(re.findall(r"Task [0-9a-f]{32} success", text)) == 2, text
+            assert re.search(rf"│ {machine} +│ Dev, Test +│ web-server +│ \w+ +│ healthy", text), text
+        # Two script runs, the deployment to Dev and the promotion to Test.
+        assert len(re.findall(r"Task [0-9a-f]{32} success", text)) == 4, text
+        for machine in ("web-01", "web-02"):
+            assert f"deploying release 1.0.0 to {machine}" in text, text
+            assert f"{machine} is back in the pool" in text, text
+        assert "Promoting release 1.0.0" in text, text
         assert "output Checked = yes" in text, text
         assert "created release 1.0.0 of Hello" in text, text
         # The sensitive output variable is masked on screen and in every log.
