@@ -64,7 +64,9 @@ def test_the_quickstart_shows_scripts_on_both_tentacles_and_ctrl_c_stops_everyth
             assert f"{machine}: hello from {machine}" in text, text
             assert f"{machine}: step 3" in text, text
             assert re.search(rf"{machine}: python 3\.\d+\.\d+ on {machine}", text), text
-            assert re.search(rf"│ {machine} +│ Dev, Test +│ web-server +│ \w+ +│ healthy", text), text
+            assert re.search(rf"│ {machine} +│ Dev, Test +│ web-server +│ \w+ +│ healthy", text), (
+                text
+            )
         # Two script runs, the deployment to Dev and the promotion to Test.
         assert len(re.findall(r"Task [0-9a-f]{32} success", text)) == 4, text
         for machine in ("web-01", "web-02"):
