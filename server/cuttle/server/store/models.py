@@ -464,6 +464,31 @@ class Deployment(Base):
     finished_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class DashboardCell(Base):
+    """Where the dashboard looks: per project, environment and tenant, two deployment ids.
+
+    Kept in step with `deployments` on every recorded deployment and state change, so the
+    dashboard reads one row per cell whatever the length of the history behind it.
+    """
+
+    __tablename__ = "dashboard_cells"
+
+    # The space leads the key: the dashboard reads one space's cells as one index range.
+    space_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Environments and tenants are history's names, as in `deployments`: no foreign keys.
+    environment_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    # "" for no tenant: a primary key column cannot be NULL.
+    tenant_key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    # No foreign keys: deleting releases rebuilds the project's cells (store/dashboard.py).
+    latest_deployment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    last_success_deployment_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+
+
 class Event(Base):
     """The audit trail: who changed what, when, with before/after (sensitive values elided)."""
 
