@@ -29,6 +29,7 @@ RUN_LIMIT = 90
     "script",
     [
         "bench_control_rpc.py",
+        "bench_dashboard.py",
         "bench_log_throughput.py",
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
