@@ -13,8 +13,8 @@ Measured, interleaved so that load from other work on this shared machine falls 
 - cuttle: `store.dashboard.cells(session, space_id)` in a read transaction of its own, as the
   GetDashboard handler calls it: the query, the rows turned into domain cells;
 - bare: the same cells by one hand-written SQL statement on a plain DBAPI cursor (no ORM, no
-  objects): the same primary-key range on `dashboard_cells`, joined by primary keys to the same
-  deployments, releases and tasks, fetched as tuples. Same rows (checked), same index, same
+  objects): the same primary-key range on `dashboard_cells` with the same per-cell primary-key
+  lookups of the task's state, fetched as tuples. Same rows (checked), same index, same
   database work: the ratio is what the store adds on top of the query itself;
 - history scan (reference, not in the ratio): "the latest deployment of every cell and the
   last good one" computed from `deployments` alone with window functions, the query the cells
@@ -79,14 +79,11 @@ FULL = Shape(projects=200, environments=10, histories=(10_000, 100_000), repeats
 QUICK = Shape(projects=20, environments=5, histories=(1_000, 5_000), repeats=5)
 
 BARE_SQL = """
-SELECT c.project_id, c.environment_id, d.tenant_id, d.state, d.task_id, d.created_ms,
-       d.finished_ms, r.version, t.state, t.has_warnings, g.id, g.finished_ms, gr.version
+SELECT c.project_id, c.environment_id, c.tenant_key, c.release_version, c.state,
+       (SELECT t.state FROM tasks t WHERE t.id = c.task_id),
+       (SELECT t.has_warnings FROM tasks t WHERE t.id = c.task_id),
+       c.task_id, c.deployed_ms, c.finished_ms, c.last_success_version, c.last_success_ms
 FROM dashboard_cells c
-JOIN deployments d ON d.id = c.latest_deployment_id
-JOIN releases r ON r.id = d.release_id
-LEFT JOIN tasks t ON t.id = d.task_id
-LEFT JOIN deployments g ON g.id = c.last_success_deployment_id
-LEFT JOIN releases gr ON gr.id = g.release_id
 WHERE c.space_id = :space
 ORDER BY c.project_id, c.environment_id, c.tenant_key
 """

@@ -33,6 +33,7 @@ RUN_LIMIT = 90
         "bench_log_throughput.py",
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
+        "bench_task_claims.py",
         "bench_trust_bundle.py",
         "bench_variables.py",
     ],

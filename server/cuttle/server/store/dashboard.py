@@ -1,16 +1,18 @@
 """The dashboard's cells: per project, environment and tenant, the latest and last good deployment.
 
-Each cell points at two rows of `deployments`; it is written when a deployment is recorded and
-when one succeeds, in the same transaction, and the dashboard reads every cell of a space in one
-query on the cells' primary key joined by primary keys, so its cost is the number of cells,
-never the length of the history (migration 0012 says why a table and not an index).
+Each cell copies what the dashboard prints of two rows of `deployments`; it is written when a
+deployment is recorded and when its state changes, in the same transaction, and the dashboard
+reads a space's cells as one primary-key range of this table, so its cost is the number of
+cells, never the length of the history (models.DashboardCell says why a copy and not a join).
+Only the task's live state ("waiting for a person") and warnings are looked up, per cell by
+primary key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, select
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,57 +22,72 @@ from cuttle.server.domain.task_states import TaskState
 from cuttle.server.store.models import DashboardCell, Deployment, Release, Task
 
 _SUCCESS = TaskState.SUCCESS.value
+_KEY = ("space_id", "project_id", "environment_id", "tenant_key")
 
 
-def note_deployment(
-    session: Session,
-    *,
-    space_id: str,
-    project_id: str,
-    environment_id: str,
-    tenant_id: str | None,
-    deployment_id: str,
-    state: str,
-) -> None:
+def note_deployment(session: Session, row: Deployment, *, space_id: str, project_id: str) -> None:
     """Make a just-recorded deployment its cell's latest (and last good one if it succeeded)."""
+    version = session.scalar(select(Release.version).where(Release.id == row.release_id))
+    latest: dict[str, Any] = {
+        "latest_deployment_id": row.id,
+        "release_version": version,
+        "state": row.state,
+        "task_id": row.task_id,
+        "deployed_ms": row.created_ms,
+        "finished_ms": row.finished_ms,
+    }
+    good: dict[str, Any] = {}
+    if row.state == _SUCCESS:
+        good = {
+            "last_success_deployment_id": row.id,
+            "last_success_version": version,
+            "last_success_ms": row.finished_ms,
+        }
     values = {
         "space_id": space_id,
         "project_id": project_id,
-        "environment_id": environment_id,
-        "tenant_key": tenant_id or "",
-        "latest_deployment_id": deployment_id,
-        "last_success_deployment_id": deployment_id if state == _SUCCESS else None,
+        "environment_id": row.environment_id,
+        "tenant_key": row.tenant_id or "",
+        **latest,
+        **good,
     }
-    changes: dict[str, object] = {"latest_deployment_id": deployment_id}
-    if state == _SUCCESS:
-        changes["last_success_deployment_id"] = deployment_id
     # An upsert: two first deployments to one cell, on two nodes at once, must not collide.
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(DashboardCell).values(values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["space_id", "project_id", "environment_id", "tenant_key"],
-            set_=changes,
-        )
-    )
+    session.execute(statement.on_conflict_do_update(index_elements=_KEY, set_={**latest, **good}))
 
 
-def note_success(session: Session, deployment_id: str) -> None:
-    """Make a deployment that just succeeded its cell's last good one."""
-    row = session.execute(
-        select(
-            Release.space_id, Release.project_id, Deployment.environment_id, Deployment.tenant_id
+def note_state(session: Session, row: Deployment) -> None:
+    """Copy a deployment's new state into its cell (the last good one too, on success)."""
+    owner = session.execute(
+        select(Release.space_id, Release.project_id, Release.version).where(
+            Release.id == row.release_id
         )
-        .join(Release, Release.id == Deployment.release_id)
-        .where(Deployment.id == deployment_id)
     ).one()
-    cell = session.get(
-        DashboardCell, (row.space_id, row.project_id, row.environment_id, row.tenant_id or "")
+    key = (
+        DashboardCell.space_id == owner.space_id,
+        DashboardCell.project_id == owner.project_id,
+        DashboardCell.environment_id == row.environment_id,
+        DashboardCell.tenant_key == (row.tenant_id or ""),
     )
-    if cell is not None:
-        cell.last_success_deployment_id = deployment_id
-        session.flush()
+    session.execute(
+        update(DashboardCell)
+        .where(*key, DashboardCell.latest_deployment_id == row.id)
+        .values(state=row.state, finished_ms=row.finished_ms)
+        .execution_options(synchronize_session=False)
+    )
+    if row.state == _SUCCESS:
+        session.execute(
+            update(DashboardCell)
+            .where(*key)
+            .values(
+                last_success_deployment_id=row.id,
+                last_success_version=owner.version,
+                last_success_ms=row.finished_ms,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def rebuild_project(session: Session, space_id: str, project_id: str) -> None:
@@ -81,14 +98,32 @@ def rebuild_project(session: Session, space_id: str, project_id: str) -> None:
         )
     )
     rows = session.execute(
-        select(Deployment.environment_id, Deployment.tenant_id, Deployment.id, Deployment.state)
+        select(
+            Deployment.environment_id,
+            Deployment.tenant_id,
+            Deployment.id,
+            Deployment.state,
+            Deployment.task_id,
+            Deployment.created_ms,
+            Deployment.finished_ms,
+            Release.version,
+        )
         .join(Release, Release.id == Deployment.release_id)
         .where(Release.project_id == project_id)
         .order_by(Deployment.created_ms, Deployment.id)
     ).all()
     # In creation order, as note_deployment saw them: the last one seen is the latest.
     cells: dict[tuple[str, str], DashboardCell] = {}
-    for environment_id, tenant_id, deployment_id, state in rows:
+    for (
+        environment_id,
+        tenant_id,
+        deployment_id,
+        state,
+        task_id,
+        created,
+        finished,
+        version,
+    ) in rows:
         key = (environment_id, tenant_id or "")
         cell = cells.get(key)
         if cell is None:
@@ -97,51 +132,54 @@ def rebuild_project(session: Session, space_id: str, project_id: str) -> None:
                 project_id=project_id,
                 environment_id=environment_id,
                 tenant_key=tenant_id or "",
-                last_success_deployment_id=None,
             )
         cell.latest_deployment_id = deployment_id
+        cell.release_version = version
+        cell.state = state
+        cell.task_id = task_id
+        cell.deployed_ms = created
+        cell.finished_ms = finished
         if state == _SUCCESS:
             cell.last_success_deployment_id = deployment_id
+            cell.last_success_version = version
+            cell.last_success_ms = finished
     session.add_all(cells.values())
     session.flush()
 
 
 def _cells_statement() -> Select[Any]:
     cell = DashboardCell.__table__
-    latest = Deployment.__table__.alias("latest")
-    release = Release.__table__.alias("release")
-    task = Task.__table__.alias("task")
-    good = Deployment.__table__.alias("good")
-    good_release = Release.__table__.alias("good_release")
+    task = Task.__table__
+    # Scalar subqueries, not a join: each is one primary-key lookup per cell, where a join to
+    # `tasks` (the whole history of every task) may be planned as a scan of it.
+    task_state = (
+        select(task.c.state).where(task.c.id == cell.c.task_id).scalar_subquery().label("ts")
+    )
+    warnings = (
+        select(task.c.has_warnings).where(task.c.id == cell.c.task_id).scalar_subquery()
+    ).label("warnings")
     return (
         select(
             cell.c.project_id,
             cell.c.environment_id,
-            latest.c.tenant_id,
-            latest.c.state,
-            latest.c.task_id,
-            latest.c.created_ms,
-            latest.c.finished_ms,
-            release.c.version,
-            task.c.state.label("task_state"),
-            task.c.has_warnings,
-            good.c.id.label("good_id"),
-            good.c.finished_ms.label("good_ms"),
-            good_release.c.version.label("good_version"),
+            cell.c.tenant_key,
+            cell.c.release_version,
+            cell.c.state,
+            task_state,
+            warnings,
+            cell.c.task_id,
+            cell.c.deployed_ms,
+            cell.c.finished_ms,
+            cell.c.last_success_version,
+            cell.c.last_success_ms,
         )
-        .select_from(cell)
-        .join(latest, latest.c.id == cell.c.latest_deployment_id)
-        .join(release, release.c.id == latest.c.release_id)
-        .outerjoin(task, task.c.id == latest.c.task_id)
-        .outerjoin(good, good.c.id == cell.c.last_success_deployment_id)
-        .outerjoin(good_release, good_release.c.id == good.c.release_id)
         .where(cell.c.space_id == bindparam("space_id"))
         .order_by(cell.c.project_id, cell.c.environment_id, cell.c.tenant_key)
     )
 
 
-# Built once: the dashboard is polled (--watch), and building and keying an ORM statement
-# with six joins cost more than running it (a prebuilt Core statement, DESIGN §7).
+# Built once: the dashboard is polled (--watch), and building and cache-keying an ORM
+# statement cost more than running it (a prebuilt Core statement, DESIGN §7).
 _CELLS = _cells_statement()
 
 
@@ -153,31 +191,30 @@ def cells(session: Session, space_id: str) -> list[Cell]:
     for (
         project_id,
         environment_id,
-        tenant_id,
-        deployment_state,
-        task_id,
-        created_ms,
-        finished_ms,
+        tenant_key,
         version,
+        deployment_state,
         task_state,
         has_warnings,
-        good_id,
-        good_ms,
+        task_id,
+        deployed_ms,
+        finished_ms,
         good_version,
+        good_ms,
     ) in rows:
         state = cell_state(deployment_state, task_state)
         # The last good release matters only beside a latest one that is not good.
-        show_good = state != TaskState.SUCCESS and good_id is not None
+        show_good = state != TaskState.SUCCESS and good_version is not None
         result.append(
             Cell(
                 project_id=project_id,
                 environment_id=environment_id,
-                tenant_id=tenant_id,
+                tenant_id=tenant_key or None,
                 release_version=version,
                 state=state,
                 has_warnings=bool(has_warnings),
                 task_id=task_id,
-                created_ms=created_ms,
+                created_ms=deployed_ms,
                 finished_ms=finished_ms,
                 last_success_version=good_version if show_good else None,
                 last_success_ms=good_ms if show_good else None,

@@ -465,10 +465,12 @@ class Deployment(Base):
 
 
 class DashboardCell(Base):
-    """Where the dashboard looks: per project, environment and tenant, two deployment ids.
+    """One dashboard cell per project, environment and tenant: what its latest deployment shows.
 
-    Kept in step with `deployments` on every recorded deployment and state change, so the
-    dashboard reads one row per cell whatever the length of the history behind it.
+    A copy of the fields the dashboard prints, kept in step with `deployments` on every recorded
+    deployment and state change (store/dashboard.py), so the dashboard reads this small table
+    and never the history: joined to `deployments`, PostgreSQL's planner hash-joins a sequential
+    scan of every past deployment once there are enough of them.
     """
 
     __tablename__ = "dashboard_cells"
@@ -486,7 +488,14 @@ class DashboardCell(Base):
     tenant_key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     # No foreign keys: deleting releases rebuilds the project's cells (store/dashboard.py).
     latest_deployment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    release_version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    deployed_ms: Mapped[int] = mapped_column(BigInteger)
+    finished_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_success_deployment_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    last_success_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    last_success_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Event(Base):

@@ -220,15 +220,7 @@ def record_deployment(
     )
     session.add(row)
     session.flush()
-    dashboard.note_deployment(
-        session,
-        space_id=owner.space_id,
-        project_id=owner.project_id,
-        environment_id=environment_id,
-        tenant_id=tenant_id,
-        deployment_id=row.id,
-        state=state,
-    )
+    dashboard.note_deployment(session, row, space_id=owner.space_id, project_id=owner.project_id)
     return deployments(session, release_id)[-1]
 
 
@@ -249,8 +241,7 @@ def set_deployment_state(session: Session, task_id: str, state: str) -> None:
     if state in ("success", "failed", "cancelled") and row.finished_ms is None:
         row.finished_ms = now_ms()
     session.flush()
-    if state == "success":
-        dashboard.note_success(session, row.id)
+    dashboard.note_state(session, row)
 
 
 def latest_successful(session: Session, project_id: str, environment_id: str) -> ReleaseRecord:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from alembic import command
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.domain.task_states import TaskState
 from cuttle.server.store import dashboard, releases, tasks
 from cuttle.server.store import documents as doc_store
+from cuttle.server.store.database import _alembic_config, migrate, session_maker
 from cuttle.server.store.models import DashboardCell, Task
 
 SPEC = ScriptTaskSpec(syntax="bash", body="true", timeout_seconds=60)
@@ -161,3 +163,33 @@ def test_cells_of_another_space_stay_out(sessions: sessionmaker[Session]) -> Non
         )
         assert dashboard.cells(s, other.id) == []
         assert len(dashboard.cells(s, space_id)) == 1
+
+
+def test_the_migration_fills_the_cells_from_existing_history(engine: Engine) -> None:
+    sessions = session_maker(engine)
+    with sessions.begin() as s:
+        space_id, web = _project(s, "Web")
+        r1 = _release(s, space_id, web, "1.0.0")
+        r2 = _release(s, space_id, web, "2.0.0")
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0011")
+    with engine.begin() as connection:
+        # As a server of revision 0011 recorded them: a success, then a failure, to Dev.
+        for n, (release, state) in enumerate(((r1, "success"), (r2, "failed"))):
+            connection.execute(
+                text(
+                    "INSERT INTO deployments (id, release_id, environment_id, tenant_id,"
+                    " task_id, state, created_ms, finished_ms)"
+                    " VALUES (:id, :r, 'dev', NULL, NULL, :s, :at, :at)"
+                ),
+                {"id": f"{n}" * 32, "r": release, "s": state, "at": 100 + n},
+            )
+    migrate(engine)
+    with sessions.begin() as s:
+        (cell,) = dashboard.cells(s, space_id)
+    assert (cell.release_version, cell.state, cell.last_success_version) == (
+        "2.0.0",
+        TaskState.FAILED,
+        "1.0.0",
+    )
+    assert (cell.created_ms, cell.last_success_ms) == (101, 100)

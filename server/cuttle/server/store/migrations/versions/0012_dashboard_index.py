@@ -2,8 +2,11 @@
 
 A table rather than an index on `deployments`: deployments name a release, not a project, and
 "the latest row of each group" over a B-tree walks every past deployment on SQLite and on
-PostgreSQL alike (neither skips through groups). One row per cell, written on each deployment
-state change, keeps the dashboard's cost at the number of cells. Existing history fills it here.
+PostgreSQL alike (neither skips through groups); and even pointers from a cell to its
+deployments get joined by PostgreSQL with a sequential scan of the whole history once it is
+large. So each cell (primary key: space, project, environment, tenant) holds a copy of what the
+dashboard shows, written with each deployment state change; reading it costs the number of
+cells. Existing history fills it here.
 
 Revision ID: 0012
 Revises: 0011
@@ -32,7 +35,14 @@ def upgrade() -> None:
         sa.Column("environment_id", sa.String(32), nullable=False),
         sa.Column("tenant_key", sa.String(32), nullable=False),
         sa.Column("latest_deployment_id", sa.String(32), nullable=False),
+        sa.Column("release_version", sa.String(200), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("task_id", sa.String(32), nullable=True),
+        sa.Column("deployed_ms", sa.BigInteger(), nullable=False),
+        sa.Column("finished_ms", sa.BigInteger(), nullable=True),
         sa.Column("last_success_deployment_id", sa.String(32), nullable=True),
+        sa.Column("last_success_version", sa.String(200), nullable=True),
+        sa.Column("last_success_ms", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["space_id"],
             ["spaces.id"],
@@ -49,18 +59,30 @@ def upgrade() -> None:
             "space_id", "project_id", "environment_id", "tenant_key", name="pk_dashboard_cells"
         ),
     )
-    # One pass over the history in creation order: the last row of a cell is its latest, the
-    # last success (by when it finished) its last good one. Histories before this are small.
+    # One pass over the history in creation order, as the store sees deployments arrive: the
+    # last row of a cell is its latest, the last success its last good one. Histories from
+    # before this revision are small (the engine that makes them is new).
     rows = op.get_bind().execute(
         sa.text(
             "SELECT r.space_id, r.project_id, d.environment_id, d.tenant_id, d.id, d.state,"
-            " d.finished_ms FROM deployments d JOIN releases r ON r.id = d.release_id"
+            " d.task_id, d.created_ms, d.finished_ms, r.version"
+            " FROM deployments d JOIN releases r ON r.id = d.release_id"
             " ORDER BY d.created_ms, d.id"
         )
     )
     found: dict[tuple[str, str, str, str], dict[str, object]] = {}
-    success_at: dict[tuple[str, str, str, str], int] = {}
-    for space_id, project_id, environment_id, tenant_id, dep_id, state, finished in rows:
+    for (
+        space_id,
+        project_id,
+        environment_id,
+        tenant_id,
+        dep_id,
+        state,
+        task_id,
+        created,
+        done,
+        version,
+    ) in rows:
         key = (space_id, project_id, environment_id, tenant_id or "")
         cell = found.setdefault(
             key,
@@ -70,12 +92,24 @@ def upgrade() -> None:
                 "environment_id": environment_id,
                 "tenant_key": tenant_id or "",
                 "last_success_deployment_id": None,
+                "last_success_version": None,
+                "last_success_ms": None,
             },
         )
-        cell["latest_deployment_id"] = dep_id
-        if state == "success" and (finished or 0) >= success_at.get(key, -1):
-            success_at[key] = finished or 0
-            cell["last_success_deployment_id"] = dep_id
+        cell.update(
+            latest_deployment_id=dep_id,
+            release_version=version,
+            state=state,
+            task_id=task_id,
+            deployed_ms=created,
+            finished_ms=done,
+        )
+        if state == "success":
+            cell.update(
+                last_success_deployment_id=dep_id,
+                last_success_version=version,
+                last_success_ms=done,
+            )
     if found:
         op.bulk_insert(cells, list(found.values()))
 
