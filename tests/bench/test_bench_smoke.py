@@ -30,6 +30,7 @@ RUN_LIMIT = 90
     [
         "bench_control_rpc.py",
         "bench_dashboard.py",
+        "bench_deploy_fleet.py",
         "bench_log_throughput.py",
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
