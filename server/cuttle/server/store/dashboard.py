@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -88,6 +88,24 @@ def note_state(session: Session, row: Deployment) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+def shows_release(session: Session, space_id: str, project_id: str, release_id: str) -> bool:
+    """Whether any cell of the project shows a deployment of this release."""
+    of_release = select(Deployment.id).where(Deployment.release_id == release_id)
+    found = session.scalar(
+        select(DashboardCell.environment_id)
+        .where(
+            DashboardCell.space_id == space_id,
+            DashboardCell.project_id == project_id,
+            or_(
+                DashboardCell.latest_deployment_id.in_(of_release),
+                DashboardCell.last_success_deployment_id.in_(of_release),
+            ),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def rebuild_project(session: Session, space_id: str, project_id: str) -> None:

@@ -164,10 +164,12 @@ def delete(session: Session, release_id: str) -> None:
     if row is None:
         raise NotFound("release", release_id)
     space_id, project_id = row.space_id, row.project_id
+    # Retention deletes old releases, which cells rarely show: rebuild only when one does.
+    shown = dashboard.shows_release(session, space_id, project_id, release_id)
     session.delete(row)
     session.flush()
-    # Its deployments may have been what the project's cells pointed at.
-    dashboard.rebuild_project(session, space_id, project_id)
+    if shown:
+        dashboard.rebuild_project(session, space_id, project_id)
 
 
 def deployments(session: Session, release_id: str) -> list[DeploymentRecord]:

@@ -150,7 +150,14 @@ def test_deleting_a_release_rebuilds_the_cells_from_what_is_left(
     assert found == [("dev", "1.0.0", TaskState.SUCCESS)]
     assert rows == 1
     with sessions.begin() as s:
+        r3 = _release(s, space_id, web, "3.0.0")
+        releases.record_deployment(s, release_id=r3, environment_id="dev", state="success")
+        # 1.0.0 is no longer shown: deleting it leaves the cell as it is, without a rebuild.
+        assert not dashboard.shows_release(s, space_id, web, r1)
         releases.delete(s, r1)
+        (cell,) = dashboard.cells(s, space_id)
+        assert (cell.release_version, cell.state) == ("3.0.0", TaskState.SUCCESS)
+        releases.delete(s, r3)
         assert dashboard.cells(s, space_id) == []
 
 
