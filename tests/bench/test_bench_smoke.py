@@ -29,9 +29,12 @@ RUN_LIMIT = 90
     "script",
     [
         "bench_control_rpc.py",
+        "bench_dashboard.py",
+        "bench_deploy_fleet.py",
         "bench_log_throughput.py",
         "bench_noop_scripts.py",
         "bench_polling_fleet.py",
+        "bench_task_claims.py",
         "bench_trust_bundle.py",
         "bench_variables.py",
     ],

@@ -22,6 +22,7 @@ from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, model_pb2, model_pb2_g
 from cuttle.server.api.access_service import AccessService
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
+from cuttle.server.api.dashboard_service import DashboardService
 from cuttle.server.api.deployment_service import DeploymentService
 from cuttle.server.api.interruption_service import InterruptionService
 from cuttle.server.api.model_service import ModelService
@@ -214,6 +215,7 @@ class ServerNode:
         model_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentService(self.tx, encryptor, self.runner), admin
         )
+        model_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardService(self.tx), admin)
         model_pb2_grpc.add_InterruptionServiceServicer_to_server(
             InterruptionService(self.tx, self.signals), admin
         )
@@ -229,6 +231,7 @@ class ServerNode:
                 model_pb2.DESCRIPTOR.services_by_name["SpaceService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["InterruptionService"].full_name,
+                model_pb2.DESCRIPTOR.services_by_name["DashboardService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),

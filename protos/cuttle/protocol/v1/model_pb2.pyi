@@ -1627,3 +1627,113 @@ class ListRunbookSnapshotsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRunbookSnapshotsResponse: _TypeAlias = ListRunbookSnapshotsResponse  # noqa: Y015
+
+@_typing.final
+class GetDashboardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_FIELD_NUMBER: _builtins.int
+    space: _builtins.str
+    def __init__(
+        self,
+        *,
+        space: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["space", b"space"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDashboardRequest: _TypeAlias = GetDashboardRequest  # noqa: Y015
+
+@_typing.final
+class DashboardCell(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    HAS_WARNINGS_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    FINISHED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESS_RELEASE_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESS_UNIX_MS_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    environment: _builtins.str
+    tenant: _builtins.str
+    """Empty for an untenanted deployment."""
+    release: _builtins.str
+    """The release of the latest deployment to this cell."""
+    state: _builtins.str
+    """Plain lower-case task state: queued, running, waiting (for a person), cancelling, success,
+    failed, cancelled, timed_out.
+    """
+    has_warnings: _builtins.bool
+    task_id: _builtins.str
+    """Empty for a deployment recorded without a task."""
+    deployed_unix_ms: _builtins.int
+    finished_unix_ms: _builtins.int
+    """0 while it runs."""
+    last_success_release: _builtins.str
+    """When the latest is not a success: the release last deployed here with success ("": none)."""
+    last_success_unix_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        release: _builtins.str = ...,
+        state: _builtins.str = ...,
+        has_warnings: _builtins.bool = ...,
+        task_id: _builtins.str = ...,
+        deployed_unix_ms: _builtins.int = ...,
+        finished_unix_ms: _builtins.int = ...,
+        last_success_release: _builtins.str = ...,
+        last_success_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployed_unix_ms", b"deployed_unix_ms", "environment", b"environment", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "last_success_release", b"last_success_release", "last_success_unix_ms", b"last_success_unix_ms", "project", b"project", "release", b"release", "state", b"state", "task_id", b"task_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DashboardCell: _TypeAlias = DashboardCell  # noqa: Y015
+
+@_typing.final
+class Dashboard(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    NOW_UNIX_MS_FIELD_NUMBER: _builtins.int
+    now_unix_ms: _builtins.int
+    """The server's clock when it answered, so ages do not depend on the caller's clock."""
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In their sort order; the rows and columns, cells or not."""
+
+    @_builtins.property
+    def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___DashboardCell]: ...
+    def __init__(
+        self,
+        *,
+        projects: _abc.Iterable[_builtins.str] | None = ...,
+        environments: _abc.Iterable[_builtins.str] | None = ...,
+        cells: _abc.Iterable[Global___DashboardCell] | None = ...,
+        now_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "environments", b"environments", "now_unix_ms", b"now_unix_ms", "projects", b"projects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dashboard: _TypeAlias = Dashboard  # noqa: Y015

@@ -1596,3 +1596,79 @@ class RunbookService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DashboardServiceStub:
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetDashboard = channel.unary_unary(
+                '/cuttle.protocol.v1.DashboardService/GetDashboard',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.GetDashboardRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Dashboard.FromString,
+                _registered_method=True)
+
+
+class DashboardServiceServicer:
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12).
+    """
+
+    def GetDashboard(self, request, context):
+        """Only the projects, environments and cells the caller may view.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DashboardServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetDashboard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDashboard,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.GetDashboardRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_model__pb2.Dashboard.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cuttle.protocol.v1.DashboardService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cuttle.protocol.v1.DashboardService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DashboardService:
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12).
+    """
+
+    @staticmethod
+    def GetDashboard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.DashboardService/GetDashboard',
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.GetDashboardRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_model__pb2.Dashboard.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

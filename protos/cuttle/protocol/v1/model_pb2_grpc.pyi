@@ -492,3 +492,34 @@ class RunbookServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_pb2.ListRunbookSnapshotsResponse, _abc.Awaitable[_model_pb2.ListRunbookSnapshotsResponse]]: ...
 
 def add_RunbookServiceServicer_to_server(servicer: RunbookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class DashboardServiceStub:
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12)."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> DashboardServiceAsyncStub: ...
+    GetDashboard: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetDashboardRequest, _model_pb2.Dashboard]
+    """Only the projects, environments and cells the caller may view."""
+
+@_typing.type_check_only
+class DashboardServiceAsyncStub(DashboardServiceStub):
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12)."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetDashboard: _aio.UnaryUnaryMultiCallable[_model_pb2.GetDashboardRequest, _model_pb2.Dashboard]  # type: ignore[assignment]
+    """Only the projects, environments and cells the caller may view."""
+
+class DashboardServiceServicer(metaclass=_abc_1.ABCMeta):
+    """What is where: projects × environments, per cell the latest deployment (DESIGN §4, issue 12)."""
+
+    @_abc_1.abstractmethod
+    def GetDashboard(
+        self,
+        request: _model_pb2.GetDashboardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.Dashboard, _abc.Awaitable[_model_pb2.Dashboard]]:
+        """Only the projects, environments and cells the caller may view."""
+
+def add_DashboardServiceServicer_to_server(servicer: DashboardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -53,6 +53,7 @@ SELF_AUTHORIZING_PREFIXES = (
     "/cuttle.protocol.v1.RunbookService/",
     "/cuttle.protocol.v1.DeploymentService/",
     "/cuttle.protocol.v1.InterruptionService/",
+    "/cuttle.protocol.v1.DashboardService/",
 )
 REGISTER_METHODS = frozenset(
     {

@@ -76,6 +76,7 @@ class AdminConnection:
         self.runbooks = model_pb2_grpc.RunbookServiceStub(self.channel)
         self.deployments = model_pb2_grpc.DeploymentServiceStub(self.channel)
         self.interruptions = model_pb2_grpc.InterruptionServiceStub(self.channel)
+        self.dashboard = model_pb2_grpc.DashboardServiceStub(self.channel)
         self.metadata = (("x-api-key", address.api_key),)
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ from cuttle.server.cli.context import (
     run_call,
     space_option,
 )
+from cuttle.server.cli.dashboard_commands import dashboard
 from cuttle.server.cli.deploy_commands import deploy, interruption, promote
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
@@ -58,6 +59,7 @@ def register(main: click.Group) -> None:
     main.add_command(runbook)
     main.add_command(deploy)
     main.add_command(interruption)
+    main.add_command(dashboard)
     main.add_command(promote)
     main.add_command(space)
 

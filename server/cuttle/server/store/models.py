@@ -464,6 +464,40 @@ class Deployment(Base):
     finished_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class DashboardCell(Base):
+    """One dashboard cell per project, environment and tenant: what its latest deployment shows.
+
+    A copy of the fields the dashboard prints, kept in step with `deployments` on every recorded
+    deployment and state change (store/dashboard.py), so the dashboard reads this small table
+    and never the history: joined to `deployments`, PostgreSQL's planner hash-joins a sequential
+    scan of every past deployment once there are enough of them.
+    """
+
+    __tablename__ = "dashboard_cells"
+
+    # The space leads the key: the dashboard reads one space's cells as one index range.
+    space_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Environments and tenants are history's names, as in `deployments`: no foreign keys.
+    environment_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    # "" for no tenant: a primary key column cannot be NULL.
+    tenant_key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    # No foreign keys: deleting releases rebuilds the project's cells (store/dashboard.py).
+    latest_deployment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    release_version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    deployed_ms: Mapped[int] = mapped_column(BigInteger)
+    finished_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_success_deployment_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    last_success_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    last_success_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class Event(Base):
     """The audit trail: who changed what, when, with before/after (sensitive values elided)."""
 

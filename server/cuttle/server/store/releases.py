@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
+from cuttle.server.store import dashboard
 from cuttle.server.store.errors import Conflict, NotFound
 from cuttle.server.store.models import Deployment, Release
 from cuttle.server.store.paging import check_page_size, newest_first, next_token
@@ -162,8 +163,13 @@ def delete(session: Session, release_id: str) -> None:
     row = session.get(Release, release_id)
     if row is None:
         raise NotFound("release", release_id)
+    space_id, project_id = row.space_id, row.project_id
+    # Retention deletes old releases, which cells rarely show: rebuild only when one does.
+    shown = dashboard.shows_release(session, space_id, project_id, release_id)
     session.delete(row)
     session.flush()
+    if shown:
+        dashboard.rebuild_project(session, space_id, project_id)
 
 
 def deployments(session: Session, release_id: str) -> list[DeploymentRecord]:
@@ -198,6 +204,11 @@ def record_deployment(
     task_id: str | None = None,
 ) -> DeploymentRecord:
     """Record a deployment of a release (the deployment engine's entry point)."""
+    owner = session.execute(
+        select(Release.space_id, Release.project_id).where(Release.id == release_id)
+    ).first()
+    if owner is None:
+        raise NotFound("release", release_id)
     now = now_ms()
     row = Deployment(
         id=uuid.uuid4().hex,
@@ -211,6 +222,7 @@ def record_deployment(
     )
     session.add(row)
     session.flush()
+    dashboard.note_deployment(session, row, space_id=owner.space_id, project_id=owner.project_id)
     return deployments(session, release_id)[-1]
 
 
@@ -231,6 +243,7 @@ def set_deployment_state(session: Session, task_id: str, state: str) -> None:
     if state in ("success", "failed", "cancelled") and row.finished_ms is None:
         row.finished_ms = now_ms()
     session.flush()
+    dashboard.note_state(session, row)
 
 
 def latest_successful(session: Session, project_id: str, environment_id: str) -> ReleaseRecord:

@@ -74,6 +74,13 @@ _SET_LOG_COUNT = (
     .where(_tasks.c.id == bindparam("p_task_id"))
     .values(log_count=bindparam("p_log_count"), log_bytes=bindparam("p_log_bytes"))
 )
+# A line the server writes itself takes a position but is not script output: it does not count
+# against the log's size limit, so log_bytes stays as it is.
+_SET_SERVER_LOG_COUNT = (
+    update(_tasks)
+    .where(_tasks.c.id == bindparam("p_task_id"))
+    .values(log_count=bindparam("p_log_count"))
+)
 _COUNT_DROPPED = (
     update(_tasks)
     .where(_tasks.c.id == bindparam("p_task_id"))
@@ -498,9 +505,4 @@ def append_server_line(conn: Connection | Session, task_id: str, text: str) -> N
             "lines": log_packing.pack([line]),
         },
     )
-    connection.execute(
-        update(_tasks)
-        .where(_tasks.c.id == task_id)
-        .values(log_count=position)
-        .execution_options(synchronize_session=False)
-    )
+    connection.execute(_SET_SERVER_LOG_COUNT, {"p_task_id": task_id, "p_log_count": position})
