@@ -427,3 +427,90 @@ def test_a_runbook_runs_its_published_snapshot_where_it_is_allowed(
     assert final["state"] == "TASK_STATE_SUCCESS"
     assert final["kind"] == "runbook"
     assert "restart by operator in Production" in log_lines(server, final["id"])
+
+
+TENANT_MODEL = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Only Dev
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+projects:
+  - name: Shop
+    lifecycle: Only Dev
+    tenanted_mode: tenanted
+    channels:
+      - name: Default
+        is_default: true
+    variables:
+      - name: Greeting
+        value: hello-everyone
+    process:
+      steps:
+        - name: Greet
+          target_tags: [web-server]
+          actions:
+            - name: Greet
+              type: run_script
+              script:
+                body: |
+                  tenant="#{Octopus.Deployment.Tenant.Name}"
+                  echo "#{Greeting} from $tenant on #{Octopus.Machine.Name}"
+tenants:
+  - name: Acme
+    projects:
+      - project: Shop
+        environments: [Dev]
+    variables:
+      - name: Greeting
+        value: hello-acme
+"""
+
+
+def test_a_tenanted_deployment_runs_on_the_tenants_machines_with_its_values(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    for name in ("web-01", "web-02"):
+        cluster.add_tentacle(name, "listening", environments=("Dev",), roles=("web-server",))
+    model = tmp_path / "model.yaml"
+    model.write_text(TENANT_MODEL)
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli(
+        "machine",
+        "update",
+        "web-01",
+        "--tenant",
+        "Acme",
+        "--tenanted-mode",
+        "tenanted",
+        check=True,
+    )
+    server.cli("release", "create", "--project", "Shop", "--version", "1.0.0", check=True)
+    untenanted = server.cli(
+        "deploy", "--project", "Shop", "--release", "1.0.0", "--environment", "Dev"
+    )
+    assert untenanted.returncode != 0
+    assert "say which with --tenant" in untenanted.stderr, untenanted.stderr
+    run = server.cli(
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Dev",
+        "--tenant",
+        "Acme",
+        "--wait",
+        "--output",
+        "json",
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    final = json.loads(run.stdout.splitlines()[-1])["finished"]
+    machines = [n["name"] for n in final["nodes"] if n["kind"] == "machine"]
+    assert machines == ["web-01"]
+    assert "hello-acme from Acme on web-01" in log_lines(server, final["id"])

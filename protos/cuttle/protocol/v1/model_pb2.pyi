@@ -1307,6 +1307,7 @@ class DeployRequest(_message.Message):
     VARIABLES_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     GUIDED_FAILURE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     space: _builtins.str
     project: _builtins.str
     release: _builtins.str
@@ -1314,6 +1315,8 @@ class DeployRequest(_message.Message):
     dry_run: _builtins.bool
     guided_failure: _builtins.str
     """"default" (empty too), "on" or "off"."""
+    tenant: _builtins.str
+    """A tenanted deployment: the tenant's machines, tags and variable values."""
     @_builtins.property
     def skip_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1335,10 +1338,11 @@ class DeployRequest(_message.Message):
         variables: _abc.Iterable[Global___PromptedValue] | None = ...,
         dry_run: _builtins.bool = ...,
         guided_failure: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "guided_failure", b"guided_failure", "project", b"project", "release", b"release", "skip_steps", b"skip_steps", "space", b"space", "specific_machines", b"specific_machines", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "environment", b"environment", "excluded_machines", b"excluded_machines", "guided_failure", b"guided_failure", "project", b"project", "release", b"release", "skip_steps", b"skip_steps", "space", b"space", "specific_machines", b"specific_machines", "tenant", b"tenant", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,7 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
             excluded_machines=tuple(request.excluded_machines),
             variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
             guided_failure=_guided_failure(request.guided_failure),
+            tenant=request.tenant,
         )
         return await self._deploy(request.space, lambda _s, _r: ask, request.dry_run, "deployed")
 

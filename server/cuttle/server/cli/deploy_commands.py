@@ -42,6 +42,7 @@ _FINISHED = {
 @click.option("--project", required=True, help="The project.")
 @click.option("--release", required=True, help="The release version to deploy.")
 @click.option("--environment", required=True, help="The environment to deploy to.")
+@click.option("--tenant", default="", help="Deploy for this tenant (a tenanted project).")
 @click.option("--skip-step", "skip_steps", multiple=True, help="A step not to run (repeatable).")
 @click.option("--specific-machine", "specific", multiple=True, help="Deploy only to this machine.")
 @click.option("--exclude-machine", "excluded", multiple=True, help="Leave this machine out.")
@@ -76,6 +77,7 @@ def deploy(
     project: str,
     release: str,
     environment: str,
+    tenant: str,
     skip_steps: tuple[str, ...],
     specific: tuple[str, ...],
     excluded: tuple[str, ...],
@@ -118,6 +120,7 @@ def deploy(
         variables=prompted,
         dry_run=dry_run,
         guided_failure=guided_failure,
+        tenant=tenant,
     )
 
     async def work(conn: AdminConnection) -> tuple[mpb.DeployResponse, apb.Task | None, bool]:

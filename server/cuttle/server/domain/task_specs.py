@@ -77,6 +77,7 @@ class DeploymentTaskSpec(_Spec):
     environment_name: str
     tenant_id: str | None = None
     tenant_name: str | None = None
+    tenant_tags: tuple[str, ...] = ()
     skip_steps: tuple[str, ...] = ()
     specific_machines: tuple[str, ...] = ()
     excluded_machines: tuple[str, ...] = ()

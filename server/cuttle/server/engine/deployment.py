@@ -228,6 +228,9 @@ def _description(run: _Deployment) -> DeploymentDescription:
         space_id=spec.space_id,
         space_name=run.material.space_name,
         release_id=spec.release_id,
+        tenant_id=spec.tenant_id,
+        tenant_name=spec.tenant_name,
+        tenant_tags=spec.tenant_tags,
     )
 
 
@@ -242,6 +245,7 @@ def _variables(
         description,
         run.outputs,
         run.prompted,
+        run.material.tenant_values,
     )
     extra = {
         "Octopus.Deployment.Error": run.error,

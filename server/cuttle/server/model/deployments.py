@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from cuttle.server.domain import plan as p
 from cuttle.server.domain import variable_scopes as scopes
-from cuttle.server.domain.deployment_variables import MachineDescription
+from cuttle.server.domain.deployment_variables import MachineDescription, TenantValue
 from cuttle.server.domain.task_specs import DeploymentTaskSpec, RunbookTaskSpec, SpecVariable
 from cuttle.server.domain.task_states import NodeKind, NodeState
 from cuttle.server.encryption import Encryptor
@@ -52,6 +52,8 @@ class DeploymentRequest:
     guided_failure: Literal["default", "on", "off"] = "default"
     # A runbook run: the runbook's name (release then names the snapshot; empty: published).
     runbook: str = ""
+    # A tenanted deployment: the tenant's name.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class PreparedDeployment:
     environment_name: str
     process: d.Process
     plan: p.Plan
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    tenant_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class Material:
     # had with success before this deployment, and before that ("" when none).
     current_for_environment: str = ""
     previous_for_environment: str = ""
+    # The tenant's values as they are now (not part of any snapshot, as in Octopus).
+    tenant_values: tuple[TenantValue, ...] = ()
 
 
 def _project_of(release: ReleaseRecord, repo: ModelRepository) -> d.Project:
@@ -180,6 +187,8 @@ def _plan(
     channel: str,
     request: DeploymentRequest,
     repo: ModelRepository,
+    *,
+    tenant: tuple[str, tuple[str, ...]] | None = None,
 ) -> p.Plan:
     machines = [
         p.MachineInput(
@@ -197,7 +206,12 @@ def _plan(
     try:
         plan = p.plan_deployment(
             _step_inputs(project.process),
-            p.Target(environment, channel=channel),
+            p.Target(
+                environment,
+                channel=channel,
+                tenant=None if tenant is None else tenant[0],
+                tenant_tags=() if tenant is None else tenant[1],
+            ),
             machines,
             p.Choices(request.skip_steps, request.specific_machines, request.excluded_machines),
         )
@@ -226,7 +240,15 @@ def prepare(
         )
     project_id = repo.find_id("project", request.project) or ""
     project = _project_of(release, repo)
-    plan = _plan(project, environment.name, release.channel, request, repo)
+    tenant = _tenant(repo, project, environment.name, request.tenant)
+    plan = _plan(
+        project,
+        environment.name,
+        release.channel,
+        request,
+        repo,
+        tenant=None if tenant is None else (tenant[1].name, tuple(tenant[1].tags)),
+    )
     return PreparedDeployment(
         source=Source(release.id, release.version, release.channel),
         project_id=project_id,
@@ -235,7 +257,36 @@ def prepare(
         environment_name=environment.name,
         process=project.process,
         plan=plan,
+        tenant_id=None if tenant is None else tenant[0],
+        tenant_name=None if tenant is None else tenant[1].name,
+        tenant_tags=() if tenant is None else tuple(tenant[1].tags),
     )
+
+
+def _tenant(
+    repo: ModelRepository, project: d.Project, environment: str, name: str
+) -> tuple[str, d.Tenant] | None:
+    """The tenant of a tenanted deployment, checked against the project's tenanted mode."""
+    if not name:
+        if project.tenanted_mode == "tenanted":
+            raise FailedPrecondition(
+                f"project {project.name!r} is deployed per tenant: say which with --tenant"
+            )
+        return None
+    if project.tenanted_mode == "untenanted":
+        raise FailedPrecondition(f"project {project.name!r} is not deployed per tenant")
+    found = doc_store.find(repo.session, repo.space.id, "tenant", name)
+    if found is None:
+        raise NotFound(f"no tenant named {name!r}")
+    tenant = repo.names_for(d.Tenant.model_validate(found.body))
+    if not isinstance(tenant, d.Tenant):  # pragma: no cover - names_for keeps the type
+        raise TypeError("not a tenant")
+    connected = [c for c in tenant.projects if c.project.casefold() == project.name.casefold()]
+    if not any(environment.casefold() in {e.casefold() for e in c.environments} for c in connected):
+        raise FailedPrecondition(
+            f"tenant {tenant.name!r} is not connected to {project.name} in {environment}"
+        )
+    return found.id, tenant
 
 
 def _check_prompts(project: d.Project, request: DeploymentRequest) -> None:
@@ -277,6 +328,9 @@ def create(
         specific_machines=request.specific_machines,
         excluded_machines=request.excluded_machines,
         guided_failure=request.guided_failure,
+        tenant_id=prepared.tenant_id,
+        tenant_name=prepared.tenant_name,
+        tenant_tags=prepared.tenant_tags,
         prompted=tuple(
             SpecVariable(name=n, sensitive=True, sealed=encryptor.encrypt(v, n))
             if sensitive
@@ -327,6 +381,7 @@ def create(
         release_id=prepared.source.id,
         environment_id=prepared.environment_id,
         state="queued",
+        tenant_id=prepared.tenant_id,
         task_id=task.id,
     )
     return task
@@ -378,6 +433,27 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         bool(environment.body.get("use_guided_failure", False)),
         earlier[0] if earlier else "",
         earlier[1] if len(earlier) > 1 else "",
+        _tenant_values(session, repo, encryptor, spec.tenant_id),
+    )
+
+
+def _tenant_values(
+    session: Session, repo: ModelRepository, encryptor: Encryptor, tenant_id: str | None
+) -> tuple[TenantValue, ...]:
+    if tenant_id is None:
+        return ()
+    tenant = repo.names_for(d.Tenant.model_validate(doc_store.get(session, tenant_id).body))
+    if not isinstance(tenant, d.Tenant):  # pragma: no cover - names_for keeps the type
+        raise TypeError("not a tenant")
+    return tuple(
+        TenantValue(
+            name=v.name,
+            value=encryptor.decrypt(v.value, v.name) if v.sensitive and v.value else v.value or "",
+            sensitive=v.sensitive,
+            project=v.project,
+            environment=v.environment,
+        )
+        for v in tenant.variables
     )
 
 
@@ -496,4 +572,5 @@ def request_of_task(session: Session, encryptor: Encryptor, task_id: str) -> Dep
         ),
         guided_failure=spec.guided_failure,
         runbook=spec.runbook if isinstance(spec, RunbookTaskSpec) else "",
+        tenant=spec.tenant_name or "",
     )
