@@ -98,6 +98,7 @@ projects:
                   paged="#{Octopus.Step[Only after a failure].Status.Code}"
                   current="#{Octopus.Release.CurrentForEnvironment.Number}"
                   echo "report rolled=$rolled paged=$paged current=$current"
+                  write_warning "report written"
         - name: Production only
           target_tags: [web-server]
           actions:
@@ -161,6 +162,8 @@ def test_the_seed_example_rolls_out_and_a_failed_sanity_test_keeps_a_machine_out
 ) -> None:
     server, task = deployed
     assert task["state"] == "TASK_STATE_SUCCESS", task
+    # The Report step wrote a warning: success with warnings.
+    assert task["has_warnings"] is True, task
     nodes = _nodes(task)
     assert nodes[("Trading Website Rolling", "")]["state"] == "success"
     for machine in ("web-01", "web-02", "web-03"):

@@ -52,6 +52,8 @@ from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
 
+# LogLevel.WARNING on the wire (write_warning, ##octopus[stdWarning]).
+WARNING_LEVEL = 4
 # Agent errors that say the request itself is wrong (not that the agent is away or busy).
 PERMANENT_REJECTIONS = frozenset({"invalid_argument"})
 
@@ -137,6 +139,7 @@ class ScriptRun:
         # process may be running there even if nothing was sent from here.
         self._may_have_started = resumed or run.state == RunState.RUNNING or run.last_sequence > 0
         self._started = run.last_sequence > 0
+        self._warned = False
         self._last_sequence = run.last_sequence
 
     async def execute(self) -> RunOutcome:
@@ -284,13 +287,19 @@ class ScriptRun:
 
         limits = self._ctx.settings.log_limits
 
+        warned = not self._warned and any(r.level == WARNING_LEVEL for r in records)
+
         def store(session: Session) -> LogChunk | None:
             stored = task_log.append_chunk(session, ticket, records, limits) if records else None
+            if warned:
+                # "Success with warnings", as Octopus shows it: once per run is enough.
+                tasks.mark_warnings(session, self._task_id)
             if running and tasks.get_run(session, ticket).state == RunState.PENDING:
                 tasks.update_run(session, ticket, state=RunState.RUNNING)
             return stored
 
         stored = await self._ctx.tx.run(store) if records or running else None
+        self._warned = self._warned or warned
         if runs:
             self._last_sequence = max(self._last_sequence, runs[-1].last_sequence)
         # Committed: followers on this node get the lines from memory (engine/follow.py).

@@ -569,3 +569,13 @@ def cancel_requested_among(session: Session, task_ids: Sequence[str]) -> list[tu
         )
     )
     return [(str(task_id), str(reason)) for task_id, reason in rows]
+
+
+def mark_warnings(session: Session, task_id: str) -> None:
+    """Record that the task wrote a warning (it ends "success with warnings")."""
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.has_warnings.is_(False))
+        .values(has_warnings=True)
+        .execution_options(synchronize_session=False)
+    )
