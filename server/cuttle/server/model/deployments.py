@@ -181,6 +181,8 @@ def create(
     request: DeploymentRequest,
     encryptor: Encryptor,
     space_id: str,
+    *,
+    started_by: str = "",
 ) -> TaskRecord:
     """Store the deployment task with its tree, and record the deployment for the lifecycle."""
     deployment_id = uuid.uuid4().hex
@@ -237,6 +239,7 @@ def create(
         ),
         spec=spec,
         plan=nodes,
+        started_by=started_by,
     )
     release_store.record_deployment(
         session,
