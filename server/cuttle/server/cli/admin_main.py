@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -27,11 +28,22 @@ from cuttle.server.cli.deploy_commands import task_tree
 from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
+from cuttle.server.cli.times import format_duration, parse_since
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
 HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
 STYLE = {1: "listening", 2: "polling"}
-TASK_STATE = {1: "queued", 2: "running", 3: "success", 4: "failed", 5: "cancelled"}
+TASK_STATE = {
+    1: "queued",
+    2: "running",
+    3: "success",
+    4: "failed",
+    5: "cancelled",
+    6: "waiting",
+    7: "cancelling",
+    8: "timed_out",
+}
+TASK_STATE_NAMES = tuple(TASK_STATE.values())
 SCRIPT_STATE = {
     1: "pending",
     2: "running",
@@ -454,30 +466,94 @@ def task() -> None:
 
 
 @task.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(TASK_STATE_NAMES, case_sensitive=False),
+    help="Only tasks in this state (repeat for several).",
+)
+@click.option("--project", default="", help="Only deployments of this project.")
+@click.option(
+    "--environment", default="", help="Only tasks in this environment (deployments and scripts)."
+)
+@click.option("--started-by", default="", help="Only tasks this user (or key) started.")
+@click.option("--since", default="", help="Only tasks created since: an age (2h, 7d) or a time.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="At most this many tasks.",
+)
 @output_option
 @click.pass_context
-def task_list(ctx: click.Context, output: str) -> None:
-    """Recent tasks, newest first."""
+def task_list(
+    ctx: click.Context,
+    states: tuple[str, ...],
+    project: str,
+    environment: str,
+    started_by: str,
+    since: str,
+    limit: int,
+    output: str,
+) -> None:
+    """Recent tasks you may see, newest first, with who started them and how long they took.
+
+    \b
+      cuttle task list --state running --state queued
+      cuttle task list --project Web --environment Production --since 7d
+      cuttle task list --started-by alice --limit 10 --output json
+    """
+    since_ms = 0
+    if since:
+        try:
+            since_ms = int(parse_since(since, datetime.now(UTC)).timestamp() * 1000)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
 
     async def work(conn: AdminConnection) -> apb.ListTasksResponse:
         return await conn.stub.ListTasks(
-            apb.ListTasksRequest(page_size=50), metadata=conn.metadata, timeout=60
+            apb.ListTasksRequest(
+                page_size=limit,
+                states=[s.lower() for s in states],
+                project=project,
+                environment=environment,
+                started_by=started_by,
+                since_unix_ms=since_ms,
+            ),
+            metadata=conn.metadata,
+            timeout=60,
         )
 
     result = run_call(ctx, work)
     if output == "json":
         click.echo(json.dumps([to_json(t) for t in result.tasks], indent=2))
         return
-    table = Table("Id", "State", "Created", "Finished", "Description")
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    table = Table("Id", "State", "Started by", "Created", "Duration", "Description")
     for t in result.tasks:
         table.add_row(
             t.id,
             TASK_STATE.get(t.state, "?"),
+            t.started_by or "-",
             format_ms(t.created_unix_ms),
-            format_ms(t.finished_unix_ms),
+            _duration(t, now_ms),
             t.description,
         )
+    # Full ids: a listing is where ids are copied from, so none may be cut short.
+    table.columns[0].no_wrap = True
+    table.columns[0].overflow = "fold"
     console.print(table)
+
+
+def _duration(t: apb.Task, now_ms: int) -> str:
+    """How long a task ran (so far, while it runs); '-' while it has not started."""
+    if not t.started_unix_ms:
+        return "-"
+    end = t.finished_unix_ms or now_ms
+    text = format_duration(max(0, end - t.started_unix_ms))
+    return text if t.finished_unix_ms else f"{text} so far"
 
 
 @task.command("show")
@@ -485,7 +561,7 @@ def task_list(ctx: click.Context, output: str) -> None:
 @output_option
 @click.pass_context
 def task_show(ctx: click.Context, task_id: str, output: str) -> None:
-    """A task and each machine's result."""
+    """A task and each machine's result; TASK_ID may be any unique prefix of the id."""
 
     async def work(conn: AdminConnection) -> apb.Task:
         return await conn.stub.GetTask(
@@ -497,6 +573,8 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
         click.echo(json.dumps(to_json(t), indent=2))
         return
     console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
+    if t.started_by:
+        console.print(f"Started by: {t.started_by}", highlight=False)
     if t.waiting_reason:
         console.print(f"Waiting: {t.waiting_reason}", highlight=False)
     if t.reason:
@@ -505,14 +583,25 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
         console.print(task_tree(t))
         return
     table = Table("Machine", "State", "Exit", "Message")
-    for target in t.targets:
-        table.add_row(
-            target.machine,
-            SCRIPT_STATE.get(target.state, "?"),
-            str(target.exit_code),
-            target.message,
-        )
+    for row in machine_rows(t):
+        table.add_row(*row)
     console.print(table)
+
+
+def machine_rows(t: apb.Task) -> list[tuple[str, str, str, str]]:
+    """Each machine of a script task: its node's state, and an exit code only once it ended."""
+    results = {r.machine: r for r in t.targets}
+    rows = []
+    for node in t.nodes:
+        if node.kind != "machine":
+            continue
+        result = results.get(node.machine)
+        ended = node.state not in ("pending", "running")
+        # An exit code exists only for a script that ended; -1 is the wire's "none".
+        exit_code = str(node.exit_code) if ended and node.exit_code >= 0 else "-"
+        message = node.reason or (result.message if result is not None else "")
+        rows.append((node.machine, node.state.replace("_", " "), exit_code, message))
+    return rows
 
 
 @task.command("rerun")
@@ -545,7 +634,7 @@ def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> None:
-    """Print a task's full log (each line prefixed by its machine)."""
+    """Print a task's full log (each line prefixed by its machine); any unique id prefix."""
 
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
@@ -564,7 +653,7 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> Non
 @click.option("--reason", default="", help="Why (recorded with the task).")
 @click.pass_context
 def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
-    """Cancel a task; its scripts are killed on every machine."""
+    """Cancel a task; its scripts are killed on every machine; any unique id prefix."""
 
     async def work(conn: AdminConnection) -> apb.Task:
         return await conn.stub.CancelTask(
