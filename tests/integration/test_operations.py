@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness.cli import cuttle, ok
-from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
+from tests.integration.harness.cluster import BIN, Cluster, Server, Tentacle, wait_for
 from tests.integration.harness.tasks import finished_task, kill_marked, log_lines
 
 pytestmark = pytest.mark.integration
@@ -293,3 +293,61 @@ def test_task_list_filters_and_the_machine_variables_of_ad_hoc_scripts(fleet: Se
     missing = cuttle(server, "task", "show", "ffffffffffffffffffffffffffffffff0")
     assert missing.returncode != 0
     assert "[not_found]" in missing.stderr, missing.stderr
+
+
+def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
+    cluster: Cluster, fleet: Server
+) -> None:
+    server = fleet
+    made = _json(
+        cuttle(
+            server,
+            "api-key",
+            "create",
+            "--name",
+            "installer",
+            "--permission",
+            "machine:register",
+            "--output",
+            "json",
+        )
+    )
+    register = made["api_key"]
+
+    def register_with(tentacle: Tentacle, *extra: str) -> None:
+        tentacle.tentacle(
+            "register-with",
+            "--server",
+            server.url,
+            "--server-thumbprint",
+            server.thumbprint,
+            "--api-key",
+            register,
+            "--name",
+            tentacle.name,
+            "--comms-style",
+            "polling",
+            "--public-hostname",
+            tentacle.host,
+            "--environment",
+            "Dev",
+            *extra,
+        )
+
+    # A new Tentacle registers itself with the installer's key (polling: no need to run it).
+    fresh = Tentacle("web-new", cluster.root / "web-new", "polling", server, cluster.procs)
+    fresh.tentacle("create-instance")
+    fresh.tentacle("configure", "--trust-certificate", str(server.home / "server-certificate.pem"))
+    register_with(fresh)
+    # As the installer does on a reinstall: the same name again, with --force.
+    register_with(fresh, "--force")
+    as_installer = {"CUTTLE_API_KEY": register}
+    _refused(
+        cuttle(server, "machine", "list", env=as_installer),
+        "may not call ListMachines: a machine:register key only registers machines",
+    )
+    _refused(cuttle(server, "task", "list", env=as_installer), "may not call ListTasks")
+    trail = _json(cuttle(server, "events", "--kind", "machine", "--output", "json"))
+    mine = [(e["category"], e["details"]["trust_changed"]) for e in trail if e["name"] == "web-new"]
+    assert mine == [("machine re-registered", False), ("machine registered", False)]
+    assert {e["actor"] for e in trail if e["name"] == "web-new"} == {"installer"}

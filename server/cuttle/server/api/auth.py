@@ -147,11 +147,15 @@ class AdminInterceptor(_ServerInterceptor):
             message = "missing API key (x-api-key)" if not key else "invalid or revoked API key"
             return _refusal(handler, "unauthenticated", message)
         if not allowed(principal, method):
+            needs = (
+                "a machine:register key only registers machines"
+                if principal.key_only_registers
+                else "it needs full administrator rights"
+            )
             return _refusal(
                 handler,
                 "permission_denied",
-                f"{principal.name!r} may not call {method.rsplit('/', 1)[-1]}: it needs "
-                "full administrator rights",
+                f"{principal.name!r} may not call {method.rsplit('/', 1)[-1]}: {needs}",
             )
         return _with_error_mapping(handler, principal)
 
