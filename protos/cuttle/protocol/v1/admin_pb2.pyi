@@ -593,6 +593,8 @@ class Task(_message.Message):
     HAS_WARNINGS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_UNIX_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     description: _builtins.str
     state: Global___TaskState.ValueType
@@ -605,6 +607,10 @@ class Task(_message.Message):
     has_warnings: _builtins.bool
     kind: _builtins.str
     """"script", "deployment", "runbook"."""
+    started_by: _builtins.str
+    """Who asked for the task (the API key's user or name); empty for tasks from before it was kept."""
+    started_unix_ms: _builtins.int
+    """When the server began working on it (0 while queued)."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetResult]: ...
     @_builtins.property
@@ -625,10 +631,12 @@ class Task(_message.Message):
         has_warnings: _builtins.bool = ...,
         nodes: _abc.Iterable[Global___TaskNode] | None = ...,
         kind: _builtins.str = ...,
+        started_by: _builtins.str = ...,
+        started_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "id", b"id", "kind", b"kind", "nodes", b"nodes", "reason", b"reason", "state", b"state", "targets", b"targets", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "description", b"description", "finished_unix_ms", b"finished_unix_ms", "has_warnings", b"has_warnings", "id", b"id", "kind", b"kind", "nodes", b"nodes", "reason", b"reason", "started_by", b"started_by", "started_unix_ms", b"started_unix_ms", "state", b"state", "targets", b"targets", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -897,17 +905,38 @@ class ListTasksRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    SINCE_UNIX_MS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
+    project: _builtins.str
+    """Deployment and runbook tasks of this project (name)."""
+    environment: _builtins.str
+    """Deployments to this environment, and scripts on a machine in it (name)."""
+    started_by: _builtins.str
+    since_unix_ms: _builtins.int
+    """Tasks created at or after this time."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Filters, all optional and combined: plain lower-case states ("running", "failed", ...)."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+        project: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        started_by: _builtins.str = ...,
+        since_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "page_size", b"page_size", "page_token", b"page_token", "project", b"project", "since_unix_ms", b"since_unix_ms", "started_by", b"started_by", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -79,6 +79,20 @@ class Principal:
         return "admin" in self.system_permissions
 
     @property
+    def may_register_machines(self) -> bool:
+        """A key with `machine:register` (the installer's), or full rights."""
+        return "machine:register" in self.system_permissions or self.has_full_rights
+
+    @property
+    def key_only_registers(self) -> bool:
+        """A system key whose only power is registering machines (no user, no admin)."""
+        return (
+            not self.user_id
+            and "machine:register" in self.system_permissions
+            and not self.is_system_admin
+        )
+
+    @property
     def has_full_rights(self) -> bool:
         """System admin, or unrestricted administer through a team of the default space."""
         return self.is_system_admin or (

@@ -18,7 +18,7 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.errors import InvalidArgument, NotFound, PermissionDenied
-from cuttle.server.store import api_keys
+from cuttle.server.store import api_keys, events
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store.documents import DocumentRecord
 from cuttle.server.store.errors import NotFound as StoreNotFound
@@ -64,9 +64,11 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
 
         def work(session: Session) -> mpb.CreateApiKeyResponse:
             user_id = None
+            space_id: str | None = None
             who = caller
             if request.user:
                 space = doc_store.get_space(session, request.space or doc_store.DEFAULT_SPACE)
+                space_id = space.id
                 who = caller.in_space(space.id)
                 user = doc_store.find(session, space.id, "user", request.user)
                 if user is None:
@@ -90,6 +92,15 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
                 list(request.permissions),
                 user_id=user_id,
                 created_by_key_id=caller.key_id or None,
+            )
+            for_whom = f"user {request.user}" if request.user else "the server"
+            _audit(
+                session,
+                caller,
+                "api key created",
+                record,
+                f"Created API key {record.name!r} ({record.prefix}...) for {for_whom}",
+                space_id=space_id,
             )
             return mpb.CreateApiKeyResponse(key=_key(record, request.user), secret=secret)
 
@@ -133,7 +144,9 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
 
         def work(session: Session) -> mpb.ApiKey:
             owner = _authorize_revoke(session, caller, api_keys.get(session, request.id))
-            return _key(api_keys.revoke(session, request.id), owner.name if owner else "")
+            revoked = api_keys.revoke(session, request.id)
+            _audit_revoked(session, caller, [revoked])
+            return _key(revoked, owner.name if owner else "")
 
         return await self._tx.run(work)
 
@@ -161,6 +174,7 @@ class AccessService(model_pb2_grpc.AccessServiceServicer):
                 roots = api_keys.keys_of_user(session, user.id)
             # Keys created with these go too, whoever they act as: that is the containment.
             records = api_keys.revoke_with_descendants(session, roots) if roots else []
+            _audit_revoked(session, caller, records)
             names = doc_store.names_by_id(session, {r.user_id for r in records if r.user_id})
             return mpb.RevokeApiKeysResponse(
                 revoked=[
@@ -188,3 +202,46 @@ def _authorize_revoke(
     who = caller.in_space(owner.space_id if owner is not None else "")
     who.require("administer", action="revoke API keys")
     return owner
+
+
+def _audit(
+    session: Session,
+    caller: access.Principal,
+    category: str,
+    key: ApiKeyRecord,
+    message: str,
+    *,
+    space_id: str | None,
+) -> None:
+    """A key's event: in its user's space, or the default space for system keys."""
+    if space_id is None:
+        space_id = doc_store.get_space(session, doc_store.DEFAULT_SPACE).id
+    events.record(
+        session,
+        space_id=space_id,
+        actor=caller.name,
+        category=category,
+        kind="api_key",
+        document_id=key.id,
+        document_name=key.name,
+        # The prefix identifies the key to its holder; the secret is never kept, let alone here.
+        message=message,
+        details={"key_id": key.id, "prefix": key.prefix, "permissions": list(key.permissions)},
+    )
+
+
+def _audit_revoked(session: Session, caller: access.Principal, records: list[ApiKeyRecord]) -> None:
+    """One event per revoked key, in the space of the user it acted as."""
+    for record in records:
+        space_id: str | None = None
+        if record.user_id:
+            with contextlib.suppress(NotFound, StoreNotFound):
+                space_id = doc_store.get(session, record.user_id).space_id
+        _audit(
+            session,
+            caller,
+            "api key revoked",
+            record,
+            f"Revoked API key {record.name!r} ({record.prefix}...)",
+            space_id=space_id,
+        )

@@ -1,10 +1,16 @@
-"""The admin service: thin handlers that validate, call the engine or store, and build replies."""
+"""The admin service: thin handlers that authorize, validate, call the engine or store, and reply.
+
+Who may do what is fleet_access.py's; every change (machines, scripts, cancels) is an audit
+event in the same transaction as the change. Machines and ad-hoc scripts are server-wide, so
+their events go to the default space's trail (as space changes do); a deployment's cancel goes
+to its own space's.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import metadata
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,8 +22,12 @@ from sqlalchemy.orm import Session
 from cuttle.protocol import pki
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import admin_pb2_grpc
-from cuttle.server.api import convert
+from cuttle.server.api import access, convert
+from cuttle.server.api.access import Principal
+from cuttle.server.api.fleet_access import FleetAccess
 from cuttle.server.domain.scripts import RemoteVariable
+from cuttle.server.domain.task_specs import DeploymentTaskSpec
+from cuttle.server.domain.task_states import TaskState
 from cuttle.server.engine.adhoc import ScriptSpec
 from cuttle.server.engine.follow import (
     FollowSettings,
@@ -30,12 +40,13 @@ from cuttle.server.engine.follow import (
 from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.runner import TaskRunner
-from cuttle.server.errors import InvalidArgument, ValidationFailed
+from cuttle.server.errors import InvalidArgument, PermissionDenied, ValidationFailed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import documents as doc_store
+from cuttle.server.store import events, tasks
 from cuttle.server.store import machines as machine_store
-from cuttle.server.store import tasks
-from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.errors import NotFound as StoreNotFound
+from cuttle.server.store.records import MachineRecord, TaskRecord
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -119,7 +130,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         except pki.CertificateError as exc:
             raise InvalidArgument(f"certificate refused: {exc}") from exc
 
+        caller = access.current()
+
         def work(session: Session) -> MachineRecord:
+            fleet = FleetAccess.load(session, caller)
+            before = _find_machine(session, request.name.strip())
+            if not caller.may_register_machines:
+                # A person (not the installer's key) registering or replacing a machine's
+                # certificate holds administer wherever the machine is and will be.
+                fleet.require_in_every(
+                    "administer",
+                    _union(request.environments, before.environments if before else ()),
+                    "register a machine or change its trust",
+                )
             # The same rule as UpdateMachine: a machine only joins environments that exist.
             _check_machine_references(
                 session,
@@ -130,7 +153,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     "policy": None,
                 },
             )
-            return machine_store.add(
+            record = machine_store.add(
                 session,
                 name=request.name.strip(),
                 comms_style=style,
@@ -141,6 +164,27 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 roles=list(request.roles),
                 replace=request.force,
             )
+            replaced = before is not None and before.thumbprint != record.thumbprint
+            _audit(
+                session,
+                caller,
+                "machine registered" if before is None else "machine re-registered",
+                record.name,
+                (
+                    f"Registered {style} machine {record.name} in "
+                    f"{', '.join(record.environments)} (thumbprint {thumbprint})"
+                )
+                + (f", replacing thumbprint {before.thumbprint}" if replaced and before else ""),
+                {
+                    "thumbprint": thumbprint,
+                    "previous_thumbprint": before.thumbprint if before else None,
+                    "trust_changed": replaced,
+                    "environments": list(record.environments),
+                    "roles": list(record.roles),
+                    "comms_style": style,
+                },
+            )
+            return record
 
         record = await self._tx.run(work)
         await self._machine_added(record)
@@ -150,20 +194,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListMachines(
         self, request: apb.ListMachinesRequest, context: Context
     ) -> apb.ListMachinesResponse:  # noqa: N802
-        """Machines filtered by environment, role and name, paged."""
-        page = await self._tx.read(
-            lambda s: machine_store.list_machines(
-                s,
-                environments=list(request.environments),
-                roles=list(request.roles),
-                names=list(request.names),
-                page_size=request.page_size or 100,
-                page_token=request.page_token or None,
-            )
-        )
+        """Machines filtered by environment, role and name, paged; only those the caller sees."""
+        caller = access.current()
+        page_size = request.page_size or 100
+
+        def work(session: Session) -> tuple[list[MachineRecord], str]:
+            fleet = FleetAccess.load(session, caller)
+            fleet.require_some_machine_view()
+            found: list[MachineRecord] = []
+            token: str | None = request.page_token or None
+            # Read on until the page is full: a page is short only at the end of the list.
+            while True:
+                page = machine_store.list_machines(
+                    session,
+                    environments=list(request.environments),
+                    roles=list(request.roles),
+                    names=list(request.names),
+                    page_size=page_size,
+                    page_token=token,
+                )
+                for machine in page.items:
+                    if len(found) < page_size and fleet.may_view_machine(machine):
+                        found.append(machine)
+                        token = machine.name
+                    elif len(found) >= page_size:
+                        return found, found[-1].name
+                if page.next_page_token is None:
+                    return found, ""
+                token = page.next_page_token
+
+        found, next_token = await self._tx.read(work)
         return apb.ListMachinesResponse(
-            machines=[self._machine(m) for m in page.items],
-            next_page_token=page.next_page_token or "",
+            machines=[self._machine(m) for m in found], next_page_token=next_token
         )
 
     async def UpdateMachine(
@@ -184,9 +246,29 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             "policy": request.policy if request.HasField("policy") else None,
         }
 
+        caller = access.current()
+
         def work(session: Session) -> MachineRecord:
+            fleet = FleetAccess.load(session, caller)
+            before = machine_store.get_by_name(session, request.name)
+            _require_machine_view(fleet, before)
+            fleet.require_in_every(
+                "edit",
+                _union(before.environments, changes["environments"] or ()),
+                f"change machine {before.name!r}",
+            )
             _check_machine_references(session, changes)
-            return machine_store.update(session, request.name, **changes)
+            record = machine_store.update(session, request.name, **changes)
+            changed = {k: v for k, v in changes.items() if v is not None}
+            _audit(
+                session,
+                caller,
+                "machine updated",
+                record.name,
+                f"Changed {', '.join(sorted(changed)) or 'nothing'} of machine {record.name}",
+                {"changed": sorted(changed), "after": changed},
+            )
+            return record
 
         record = await self._tx.run(work)
         log.info(
@@ -200,7 +282,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.RemoveMachineRequest, context: Context
     ) -> apb.RemoveMachineResponse:  # noqa: N802
         """Forget a machine: its certificate stops working and its streams end at once."""
-        record = await self._tx.run(lambda s: machine_store.remove(s, request.name))
+        caller = access.current()
+
+        def work(session: Session) -> MachineRecord:
+            fleet = FleetAccess.load(session, caller)
+            before = machine_store.get_by_name(session, request.name)
+            _require_machine_view(fleet, before)
+            fleet.require_in_every(
+                "administer", before.environments, f"remove machine {before.name!r}"
+            )
+            record = machine_store.remove(session, request.name)
+            _audit(
+                session,
+                caller,
+                "machine removed",
+                record.name,
+                f"Removed machine {record.name} (thumbprint {record.thumbprint}); its "
+                "certificate is no longer trusted",
+                {"thumbprint": record.thumbprint, "environments": list(record.environments)},
+            )
+            return record
+
+        record = await self._tx.run(work)
         await self._machine_removed(record)
         log.info("machine_removed", machine=record.name, thumbprint=record.thumbprint)
         return apb.RemoveMachineResponse()
@@ -208,8 +311,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CheckHealth(
         self, request: apb.CheckHealthRequest, context: Context
     ) -> apb.CheckHealthResponse:  # noqa: N802
-        """Check machines now and return what was recorded."""
-        records = await self._health.check(list(request.names))
+        """Check machines now and return what was recorded (those the caller may see)."""
+        caller = access.current()
+
+        def visible(session: Session) -> list[str] | None:
+            fleet = FleetAccess.load(session, caller)
+            if fleet.fleet_caller.has_full_rights:
+                return list(request.names)
+            fleet.require_some_machine_view()
+            if not request.names:
+                # "All machines" means all the caller sees; None: there are none to check.
+                seen = [
+                    m.name for m in machine_store.all_machines(session) if fleet.may_view_machine(m)
+                ]
+                return seen or None
+            for name in request.names:
+                _require_machine_view(fleet, machine_store.get_by_name(session, name))
+            return list(request.names)
+
+        names = await self._tx.read(visible)
+        if names is None:
+            return apb.CheckHealthResponse()
+        records = await self._health.check(names)
         return apb.CheckHealthResponse(machines=[self._machine(m) for m in records])
 
     async def RunScript(
@@ -234,6 +357,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(f"mutex name longer than {MAX_MUTEX_NAME} characters")
         for file in request.files:
             _check_file_name(file.name, syntax)
+        caller = access.current()
+
+        def admit(session: Session, machines: Sequence[MachineRecord]) -> None:
+            fleet = FleetAccess.load(session, caller)
+            for machine in machines:
+                # A machine the caller cannot see is refused as such, not named by its rights.
+                fleet.require_in_every(
+                    "deploy", machine.environments, f"run a script on {machine.name!r}"
+                )
+
+        def created(session: Session, task: TaskRecord) -> None:
+            machines = [t.machine_name for t in task.targets]
+            digest = hashlib.sha256(request.body.encode()).hexdigest()
+            _audit(
+                session,
+                caller,
+                "script run",
+                task.id,
+                f"Ran a {syntax} script (sha256 {digest}) on {', '.join(machines)} "
+                f"(task {task.id})",
+                {
+                    "task_id": task.id,
+                    "syntax": syntax,
+                    "script_sha256": digest,
+                    "machines": machines,
+                    # Names only: values may be secrets, and sensitive ones always are.
+                    "variables": [v.name for v in request.variables],
+                    "files": {f.name: hashlib.sha256(f.content).hexdigest() for f in request.files},
+                },
+                kind="task",
+            )
+
         task = await self._runner.submit_script(
             ScriptSpec(
                 syntax=syntax,
@@ -249,7 +404,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     RemoteVariable(v.name, v.value, v.sensitive) for v in request.variables
                 ),
                 files=tuple((f.name, f.content) for f in request.files),
-            )
+            ),
+            started_by=caller.name,
+            admit=admit,
+            created=created,
         )
         async for event in self._follow(task.id, 0, follow=True, runs=request.accept_runs):
             yield event
@@ -258,8 +416,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
         """Replay a task's log from a position and, unless told not to, follow it to the end."""
+        task = await self._visible_task(request.task_id, "read its log")
         async for event in self._follow(
-            request.task_id,
+            task.id,
             request.after_position,
             follow=not request.no_follow,
             runs=request.accept_runs,
@@ -290,35 +449,102 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             else:
                 yield apb.TaskEvent(task_id=task_id, finished=convert.task(event.task))
 
+    async def _visible_task(self, given: str, action: str) -> TaskRecord:
+        """The task an id or unique prefix names, if the caller may view it."""
+        caller = access.current()
+
+        def work(session: Session) -> TaskRecord:
+            task = tasks.get(session, tasks.resolve_id(session, given))
+            FleetAccess.load(session, caller).require_on_task(task, "view", action)
+            return task
+
+        return await self._tx.read(work)
+
     async def GetTask(self, request: apb.GetTaskRequest, context: Context) -> apb.Task:  # noqa: N802
-        """One task and its targets."""
-        return convert.task(await self._tx.read(lambda s: tasks.get(s, request.task_id)))
+        """One task and its targets (the id or a unique prefix of it)."""
+        return convert.task(await self._visible_task(request.task_id, "see the task"))
 
     async def ListTasks(
         self, request: apb.ListTasksRequest, context: Context
     ) -> apb.ListTasksResponse:  # noqa: N802
-        """Tasks, newest first, paged."""
-        page = await self._tx.read(
-            lambda s: tasks.list_tasks(
-                s, page_size=request.page_size or 50, page_token=request.page_token or None
+        """Tasks the caller may see, newest first, filtered, paged."""
+        caller = access.current()
+        try:
+            states = [TaskState(s.strip().lower()) for s in request.states]
+        except ValueError:
+            raise InvalidArgument(
+                f"task states are {', '.join(s.value for s in TaskState)}, "
+                f"not {', '.join(request.states)}"
+            ) from None
+        project = request.project.casefold()
+        environment = request.environment.casefold()
+
+        def work(session: Session) -> tuple[list[TaskRecord], str]:
+            fleet = FleetAccess.load(session, caller)
+
+            def keep(task: TaskRecord) -> bool:
+                spec = task.spec
+                if isinstance(spec, DeploymentTaskSpec):
+                    where_project = spec.project_name.casefold()
+                    where_environments = [spec.environment_name]
+                else:
+                    where_project = ""
+                    where_environments = list(fleet.task_environments(task))
+                if project and where_project != project:
+                    return False
+                if environment and environment not in {e.casefold() for e in where_environments}:
+                    return False
+                return fleet.may_on_task(task, "view")
+
+            page = tasks.list_tasks(
+                session,
+                states=states,
+                started_by=request.started_by,
+                since_ms=request.since_unix_ms,
+                keep=keep,
+                page_size=request.page_size or 50,
+                page_token=request.page_token or None,
             )
-        )
+            return list(page.items), page.next_page_token or ""
+
+        found, next_token = await self._tx.read(work)
         return apb.ListTasksResponse(
-            tasks=[convert.task(t) for t in page.items],
-            next_page_token=page.next_page_token or "",
+            tasks=[convert.task(t) for t in found], next_page_token=next_token
         )
 
     async def CancelTask(self, request: apb.CancelTaskRequest, context: Context) -> apb.Task:  # noqa: N802
         """Cancel a task; running scripts are killed on their machines."""
-        record = await self._runner.cancel(request.task_id, request.reason or "cancelled by a user")
+        caller = access.current()
+        task_id = await self._tx.read(lambda s: tasks.resolve_id(s, request.task_id))
+        reason = request.reason or f"cancelled by {caller.name}"
+
+        def admit(session: Session, task: TaskRecord) -> None:
+            fleet = FleetAccess.load(session, caller)
+            # Someone who may not even see the task is told it is not there to see.
+            fleet.require_on_task(task, "view", "see the task")
+            fleet.require_on_task(task, "deploy", "cancel the task")
+            spec = task.spec
+            _audit(
+                session,
+                caller,
+                "task cancelled",
+                task.id,
+                f"Cancelled task {task.id} ({task.description}): {reason}",
+                {"task_id": task.id, "reason": reason, "state_before": task.state.value},
+                kind="task",
+                space_id=spec.space_id if isinstance(spec, DeploymentTaskSpec) else None,
+            )
+
+        record = await self._runner.cancel(task_id, reason, admit=admit)
         return convert.task(record)
 
     async def DownloadArtifact(
         self, request: apb.DownloadArtifactRequest, context: Context
     ) -> AsyncIterator[apb.ArtifactChunk]:  # noqa: N802
         """An artifact's content as stored on the server."""
+        task = await self._visible_task(request.task_id, "download its artifacts")
         content = await self._tx.read(
-            lambda s: artifact_store.get_content(s, request.task_id, request.machine, request.name)
+            lambda s: artifact_store.get_content(s, task.id, request.machine, request.name)
         )
         digest = hashlib.sha256(content).hexdigest()
         chunk = 1024 * 1024
@@ -326,6 +552,55 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             yield apb.ArtifactChunk(
                 data=content[offset : offset + chunk], total_size=len(content), sha256=digest
             )
+
+
+def _find_machine(session: Session, name: str) -> MachineRecord | None:
+    try:
+        return machine_store.get_by_name(session, name)
+    except StoreNotFound:
+        return None
+
+
+def _union(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    seen = {n.casefold() for n in first}
+    return [*first, *(n for n in second if n.casefold() not in seen)]
+
+
+def _require_machine_view(fleet: FleetAccess, machine: MachineRecord) -> None:
+    # Machines the caller cannot see are named as missing rights, not hidden: machine names
+    # are not secrets, and "not found" for an existing machine would mislead an operator.
+    if not fleet.may_view_machine(machine):
+        raise PermissionDenied(
+            f"{fleet.caller.name!r} needs the view role in one of the environments of machine "
+            f"{machine.name!r} ({', '.join(machine.environments)})"
+        )
+
+
+def _audit(
+    session: Session,
+    caller: Principal,
+    category: str,
+    name: str,
+    message: str,
+    details: dict[str, Any],
+    *,
+    kind: str = "machine",
+    space_id: str | None = None,
+) -> None:
+    """An operation's audit event: server-wide ones go to the default space's trail."""
+    if space_id is None:
+        space_id = doc_store.get_space(session, doc_store.DEFAULT_SPACE).id
+    events.record(
+        session,
+        space_id=space_id,
+        actor=caller.name,
+        category=category,
+        kind=kind,
+        document_id=None,
+        document_name=name,
+        message=message,
+        details=details,
+    )
 
 
 def _check_machine_references(session: Session, changes: dict[str, Any]) -> None:

@@ -1,12 +1,12 @@
 """Admin API edge: API-key authentication, permission checks, and typed error mapping.
 
 Every call (except standard health checking and reflection) must carry `x-api-key`. The key
-becomes a Principal (api/access.py), available to the handler for the call. The fleet calls of
-AdminService need full rights (`admin`, or a team's unrestricted administer role);
-`machine:register` only lets a new Tentacle register itself. ModelService handlers authorize
-each call against what it touches. Server and store errors become gRPC statuses here, once,
-with the error kind in trailing metadata so the client can raise the same typed error, and
-validation failures carry google.rpc.BadRequest field violations.
+becomes a Principal (api/access.py), available to the handler for the call. Every service's
+handlers authorize each call against what it touches (AdminService: api/fleet_access.py);
+a `machine:register` key reaches only RegisterMachine and GetServerInfo. Server and store
+errors become gRPC statuses here, once, with the error kind in trailing metadata so the client
+can raise the same typed error, and validation failures carry google.rpc.BadRequest field
+violations.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ SELF_AUTHORIZING_PREFIXES = (
     "/cuttle.protocol.v1.DeploymentService/",
     "/cuttle.protocol.v1.InterruptionService/",
     "/cuttle.protocol.v1.DashboardService/",
+    "/cuttle.protocol.v1.AdminService/",
 )
 REGISTER_METHODS = frozenset(
     {
@@ -92,11 +93,12 @@ def error_kind(exc: BaseException) -> tuple[str, str]:
 
 def allowed(principal: Principal, method: str) -> bool:
     """Whether a caller may call a method at all (self-authorizing services decide later)."""
-    if method.startswith(SELF_AUTHORIZING_PREFIXES):
-        return True
     if principal.is_system_admin:
         return True
-    if method in REGISTER_METHODS and "machine:register" in principal.system_permissions:
+    if principal.key_only_registers:
+        # A Tentacle's bootstrap key: registering itself is all it is for.
+        return method in REGISTER_METHODS
+    if method.startswith(SELF_AUTHORIZING_PREFIXES):
         return True
     return principal.has_full_rights
 
@@ -146,11 +148,15 @@ class AdminInterceptor(_ServerInterceptor):
             message = "missing API key (x-api-key)" if not key else "invalid or revoked API key"
             return _refusal(handler, "unauthenticated", message)
         if not allowed(principal, method):
+            needs = (
+                "a machine:register key only registers machines"
+                if principal.key_only_registers
+                else "it needs full administrator rights"
+            )
             return _refusal(
                 handler,
                 "permission_denied",
-                f"{principal.name!r} may not call {method.rsplit('/', 1)[-1]}: it needs "
-                "full administrator rights",
+                f"{principal.name!r} may not call {method.rsplit('/', 1)[-1]}: {needs}",
             )
         return _with_error_mapping(handler, principal)
 

@@ -113,6 +113,8 @@ def task(record: TaskRecord) -> apb.Task:
         has_warnings=record.has_warnings,
         nodes=[node(n) for n in record.nodes],
         kind=record.kind.value,
+        started_by=record.started_by,
+        started_unix_ms=record.started_ms or 0,
     )
 
 

@@ -154,7 +154,9 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
                 prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
             if dry_run:
                 return prepared, None
-            task = deployments.create(session, prepared, ask, encryptor, space.id)
+            task = deployments.create(
+                session, prepared, ask, encryptor, space.id, started_by=who.name
+            )
             events.record(
                 session,
                 space_id=space.id,

@@ -33,8 +33,8 @@ from cuttle.server.store.transactions import Transactions
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_APPLY_DOCUMENTS = 5000
-# Events are also recorded for what is not a document.
-EVENT_ONLY_KINDS = frozenset({"release", "space"})
+# Kinds of events about things that are not model documents (operations, releases, spaces).
+EVENT_ONLY_KINDS = frozenset({"release", "space", "machine", "task", "api_key"})
 
 
 class _DryRun(Exception):

@@ -11,36 +11,23 @@ import click
 from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
-from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
-from cuttle.server.cli import log_output
 from cuttle.server.cli.connection import AdminConnection, check_request_size
 from cuttle.server.cli.context import (
     console,
-    err_console,
     format_ms,
     output_option,
     run_call,
     to_json,
 )
-from cuttle.server.cli.deploy_commands import task_tree
 from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
+from cuttle.server.cli.task_commands import exit_status, show_event, task
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
 HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
 STYLE = {1: "listening", 2: "polling"}
-TASK_STATE = {1: "queued", 2: "running", 3: "success", 4: "failed", 5: "cancelled"}
-SCRIPT_STATE = {
-    1: "pending",
-    2: "running",
-    3: "complete",
-    4: "cancelled",
-    5: "timed out",
-    6: "result unknown",
-    7: "failed to start",
-}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -387,194 +374,11 @@ def script_run(
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
         async for event in conn.stub.RunScript(request, metadata=conn.metadata):
-            final = _show_event(event, output) or final
+            final = show_event(event, output) or final
         return final
 
     final = run_call(ctx, work)
-    sys.exit(_exit_status(final))
-
-
-def _show_event(event: apb.TaskEvent, output: str) -> apb.Task | None:
-    kind = event.WhichOneof("kind")
-    out = sys.stdout.buffer
-    if output == "json":
-        if kind == "runs":
-            # The same JSON lines as the line-by-line events, so scripts that read them work.
-            out.write(log_output.json_lines(event.task_id, event.runs))
-        else:
-            out.write(json.dumps(to_json(event)).encode() + b"\n")
-        out.flush()
-    elif kind == "started":
-        err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
-    elif kind == "runs":
-        # One write per message: each run's lines get their machine prefix by one replace.
-        out.write(log_output.prefixed(event.runs))
-        out.flush()
-    elif kind == "lines":
-        out.write(
-            b"".join(
-                line.machine.encode() + b": " + line.line.text + b"\n" for line in event.lines.lines
-            )
-        )
-        out.flush()
-    elif kind == "target_finished":
-        t = event.target_finished
-        state = SCRIPT_STATE.get(t.state, "?")
-        detail = f" exit code {t.exit_code}" if t.state == tpb.SCRIPT_STATE_COMPLETE else ""
-        message = f" - {t.message}" if t.message else ""
-        err_console.print(f"[bold]{t.machine}[/bold]: {state}{detail}{message}", highlight=False)
-        for v in t.output_variables:
-            err_console.print(f"  output {v.name} = {v.value}", highlight=False)
-        for a in t.artifacts:
-            err_console.print(f"  artifact {a.name} ({a.size} bytes)", highlight=False)
-    if kind == "finished":
-        if output != "json":
-            err_console.print(f"Task {event.task_id} {TASK_STATE.get(event.finished.state, '?')}")
-        return event.finished
-    return None
-
-
-def _exit_status(task: apb.Task | None) -> int:
-    if task is None:
-        return 1
-    failed = [
-        t.machine
-        for t in task.targets
-        if not (t.state == tpb.SCRIPT_STATE_COMPLETE and t.exit_code == 0)
-    ]
-    if failed:
-        err_console.print(f"Failed on: {', '.join(failed)}", highlight=False)
-        return 1
-    return 0 if task.state == apb.TASK_STATE_SUCCESS else 1
-
-
-@main.group()
-def task() -> None:
-    """Server tasks (script runs) and their logs."""
-
-
-@task.command("list")
-@output_option
-@click.pass_context
-def task_list(ctx: click.Context, output: str) -> None:
-    """Recent tasks, newest first."""
-
-    async def work(conn: AdminConnection) -> apb.ListTasksResponse:
-        return await conn.stub.ListTasks(
-            apb.ListTasksRequest(page_size=50), metadata=conn.metadata, timeout=60
-        )
-
-    result = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([to_json(t) for t in result.tasks], indent=2))
-        return
-    table = Table("Id", "State", "Created", "Finished", "Description")
-    for t in result.tasks:
-        table.add_row(
-            t.id,
-            TASK_STATE.get(t.state, "?"),
-            format_ms(t.created_unix_ms),
-            format_ms(t.finished_unix_ms),
-            t.description,
-        )
-    console.print(table)
-
-
-@task.command("show")
-@click.argument("task_id")
-@output_option
-@click.pass_context
-def task_show(ctx: click.Context, task_id: str, output: str) -> None:
-    """A task and each machine's result."""
-
-    async def work(conn: AdminConnection) -> apb.Task:
-        return await conn.stub.GetTask(
-            apb.GetTaskRequest(task_id=task_id), metadata=conn.metadata, timeout=60
-        )
-
-    t = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps(to_json(t), indent=2))
-        return
-    console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
-    if t.waiting_reason:
-        console.print(f"Waiting: {t.waiting_reason}", highlight=False)
-    if t.reason:
-        console.print(f"Reason: {t.reason}", highlight=False)
-    if t.kind == "deployment":
-        console.print(task_tree(t))
-        return
-    table = Table("Machine", "State", "Exit", "Message")
-    for target in t.targets:
-        table.add_row(
-            target.machine,
-            SCRIPT_STATE.get(target.state, "?"),
-            str(target.exit_code),
-            target.message,
-        )
-    console.print(table)
-
-
-@task.command("rerun")
-@click.argument("task_id")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.pass_context
-def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
-    """Deploy again: the same release, environment, skips, machines and prompted values.
-
-    \b
-      cuttle task rerun 3f2c...
-    """
-
-    async def work(conn: AdminConnection) -> mpb.DeployResponse:
-        done: mpb.DeployResponse = await conn.deployments.Rerun(
-            mpb.RerunRequest(task_id=task_id), metadata=conn.metadata, timeout=120
-        )
-        return done
-
-    done = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps({"task_id": done.task_id, "state": done.state}))
-    else:
-        err_console.print(f"Rerunning as task {done.task_id} ({done.state})", highlight=False)
-
-
-@task.command("log")
-@click.argument("task_id")
-@click.option("--follow/--no-follow", default=False, help="Keep following a running task.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.pass_context
-def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> None:
-    """Print a task's full log (each line prefixed by its machine)."""
-
-    async def work(conn: AdminConnection) -> apb.Task | None:
-        final: apb.Task | None = None
-        async for event in conn.stub.WatchTask(
-            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow, accept_runs=True),
-            metadata=conn.metadata,
-        ):
-            final = _show_event(event, output) or final
-        return final
-
-    run_call(ctx, work)
-
-
-@task.command("cancel")
-@click.argument("task_id")
-@click.option("--reason", default="", help="Why (recorded with the task).")
-@click.pass_context
-def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
-    """Cancel a task; its scripts are killed on every machine."""
-
-    async def work(conn: AdminConnection) -> apb.Task:
-        return await conn.stub.CancelTask(
-            apb.CancelTaskRequest(task_id=task_id, reason=reason),
-            metadata=conn.metadata,
-            timeout=60,
-        )
-
-    t = run_call(ctx, work)
-    click.echo(f"Task {t.id}: {TASK_STATE.get(t.state, '?')}")
+    sys.exit(exit_status(final))
 
 
 @main.group()
@@ -607,5 +411,6 @@ def artifact_download(
 
 
 register_model_commands(main)
+main.add_command(task)
 main.add_command(login)
 main.add_command(logout)

@@ -56,6 +56,12 @@ class ScriptTaskSpec(_Spec):
     # stored then names them here, and cannot start after a restart (the values are gone).
     sensitive_names: tuple[str, ...] = ()
     files: tuple[SpecFile, ...] = ()
+    # The environments of the chosen machines when the script was asked for: who may see and
+    # cancel the task is decided by them, even after a machine moves or is removed.
+    environments: tuple[str, ...] = ()
+    # The environments the script was asked to run in (--environment), for
+    # Octopus.Environment.Name on a machine that is in several.
+    requested_environments: tuple[str, ...] = ()
 
 
 class DeploymentTaskSpec(_Spec):

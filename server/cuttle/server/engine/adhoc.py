@@ -8,6 +8,7 @@ unfinished machine's ScriptRun in parallel and sums up the outcome.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,6 +16,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.masking import Masker
+from cuttle.protocol.variables import evaluate
 from cuttle.server.domain.scripts import RemoteVariable, ScriptFile, ScriptRequest
 from cuttle.server.domain.task_specs import ScriptTaskSpec, SpecFile, SpecVariable
 from cuttle.server.domain.task_states import (
@@ -29,11 +31,16 @@ from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
 from cuttle.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import tasks
-from cuttle.server.store.records import TaskNodeRecord, TaskRecord
+from cuttle.server.store.records import MachineRecord, TaskNodeRecord, TaskRecord
 
 log = structlog.get_logger(__name__)
 
 SYNTAXES = ("bash", "python", "sh", "pwsh")
+
+# May refuse the chosen machines (permissions) before the task is stored, in its transaction.
+Admit = Callable[[Session, Sequence[MachineRecord]], None]
+# Told of the stored task in the same transaction (the audit event).
+Created = Callable[[Session, TaskRecord], None]
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,19 @@ def task_spec(spec: ScriptSpec, encryptor: Encryptor | None) -> ScriptTaskSpec:
         isolation_timeout_seconds=spec.isolation_timeout_seconds,
         variables=tuple(variables),
         files=tuple(SpecFile(name=name, content=data.hex()) for name, data in spec.files),
+        requested_environments=spec.environments,
     )
 
 
-def create(session: Session, spec: ScriptSpec, stored: ScriptTaskSpec) -> TaskRecord:
+def create(
+    session: Session,
+    spec: ScriptSpec,
+    stored: ScriptTaskSpec,
+    *,
+    started_by: str = "",
+    admit: Admit | None = None,
+    created: Created | None = None,
+) -> TaskRecord:
     """Pick the machines and store the task (one transaction)."""
     matching = machine_store.all_machines(
         session, environments=spec.environments, roles=spec.roles, names=spec.machines
@@ -122,12 +138,24 @@ def create(session: Session, spec: ScriptSpec, stored: ScriptTaskSpec) -> TaskRe
             )
             + (f" (unavailable: {', '.join(m.name for m in skipped)})" if skipped else "")
         )
+    if admit is not None:
+        admit(session, chosen)
+    environments: list[str] = []
+    for machine in chosen:
+        environments.extend(e for e in machine.environments if e not in environments)
     description = f"Run {spec.syntax} script on {len(chosen)} machine(s)"
     if skipped:
         description += f", skipped unavailable {', '.join(m.name for m in skipped)}"
-    return tasks.create_script_task(
-        session, description=description, spec=stored, machine_names=[m.name for m in chosen]
+    task = tasks.create_script_task(
+        session,
+        description=description,
+        spec=stored.model_copy(update={"environments": tuple(environments)}),
+        machine_names=[m.name for m in chosen],
+        started_by=started_by,
     )
+    if created is not None:
+        created(session, task)
+    return task
 
 
 def _secrets(spec: ScriptTaskSpec, encryptor: Encryptor | None) -> tuple[RemoteVariable, ...]:
@@ -140,21 +168,53 @@ def _secrets(spec: ScriptTaskSpec, encryptor: Encryptor | None) -> tuple[RemoteV
     )
 
 
+def system_variables(
+    task_id: str, spec: ScriptTaskSpec, name: str, machine: MachineRecord | None
+) -> dict[str, str]:
+    """What the Octopus script console gives a script about where it runs."""
+    values = {"Octopus.Machine.Name": name, "Octopus.Task.Id": task_id}
+    if machine is None:
+        return values
+    # A machine in several environments: the one the script was asked to run in, if any.
+    asked = {e.casefold() for e in spec.requested_environments}
+    environment = next(
+        (e for e in machine.environments if e.casefold() in asked),
+        machine.environments[0] if machine.environments else "",
+    )
+    values.update(
+        {
+            "Octopus.Machine.Id": machine.id,
+            "Octopus.Machine.Roles": ",".join(machine.roles),
+            "Octopus.Environment.Name": environment,
+        }
+    )
+    if len(machine.tenants) == 1:
+        # Only an unambiguous tenant: a script for several tenants runs for none in particular.
+        values["Octopus.Deployment.Tenant.Name"] = machine.tenants[0]
+    return values
+
+
 def _request(
     task_id: str,
     spec: ScriptTaskSpec,
     node: TaskNodeRecord,
     ticket: str,
     secrets: tuple[RemoteVariable, ...],
+    machines: Mapping[str, MachineRecord],
 ) -> ScriptRequest:
-    machine = node.machine_name or node.name
-    variables = [RemoteVariable(v.name, v.value) for v in spec.variables if not v.sensitive]
-    variables.append(RemoteVariable("Octopus.Machine.Name", machine))
-    variables.append(RemoteVariable("Octopus.Task.Id", task_id))
+    name = node.machine_name or node.name
+    system = system_variables(task_id, spec, name, machines.get(name.casefold()))
+    given = [RemoteVariable(v.name, v.value) for v in spec.variables if not v.sensitive]
+    # The machine's own values win over a variable of the same name given with the script.
+    variables = [v for v in given if v.name not in system]
+    variables.extend(RemoteVariable(k, v) for k, v in system.items())
     variables.extend(secrets)
+    # #{...} in the body is substituted as in a deployment step; the masker covers secrets
+    # that land in the body. Malformed or unknown tokens are left as written.
+    body = evaluate(spec.body, {v.name: v.value for v in variables})
     return ScriptRequest(
         ticket=ticket,
-        body=spec.body,
+        body=body,
         syntax=spec.syntax,
         files=tuple(ScriptFile(f.name, f.content) for f in spec.files),
         variables=tuple(variables),
@@ -176,6 +236,9 @@ async def execute(
     masker = Masker(v.value for v in secrets)
     runs: list[ScriptRun] = []
     lost_secrets: list[str] = []
+    names = [n.machine_name or n.name for n in task.machine_nodes]
+    found = await context.tx.read(lambda s: machine_store.all_machines(s, names=names))
+    machines = {m.name.casefold(): m for m in found}
     for node in task.machine_nodes:
         run = node.latest_run
         if run is None or run.state in FINISHED_RUN_STATES:
@@ -188,7 +251,7 @@ async def execute(
             ScriptRun(
                 context,
                 run,
-                _request(task.id, spec, node, run.ticket, secrets),
+                _request(task.id, spec, node, run.ticket, secrets, machines),
                 masker,
                 cancel,
                 resumed=resumed,

@@ -243,12 +243,27 @@ class TaskRunner:
         """Whether a runner on this node works on the task now."""
         return task_id in self._held
 
-    async def submit_script(self, spec: adhoc.ScriptSpec) -> TaskRecord:
-        """Validate, pick the machines, store the task and start running it."""
+    async def submit_script(
+        self,
+        spec: adhoc.ScriptSpec,
+        *,
+        started_by: str = "",
+        admit: adhoc.Admit | None = None,
+        created: adhoc.Created | None = None,
+    ) -> TaskRecord:
+        """Validate, pick the machines, store the task and start running it.
+
+        `admit` may refuse the chosen machines and `created` records the task's audit event,
+        both in the transaction that stores the task.
+        """
         adhoc.validate(spec)
         stored = adhoc.task_spec(spec, self.encryptor)
         # The API's own store (no long retries): the caller hears "busy" rather than waits.
-        task = await self._tx.with_retry(0).run(lambda s: adhoc.create(s, spec, stored))
+        task = await self._tx.with_retry(0).run(
+            lambda s: adhoc.create(
+                s, spec, stored, started_by=started_by, admit=admit, created=created
+            )
+        )
         log.info("task_submitted", task_id=task.id, machines=len(task.targets))
         self.wake()
         return task
@@ -257,11 +272,25 @@ class TaskRunner:
         """A task was queued by someone else (the deployment service): claim it soon."""
         self.wake()
 
-    async def cancel(self, task_id: str, reason: str) -> TaskRecord:
-        """Cancel a task: answered at once; its scripts are killed, confirmed by the agents."""
-        record = await self._tx.with_retry(0).run(
-            lambda s: tasks.request_cancel(s, task_id, reason)
-        )
+    async def cancel(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        admit: Callable[[Session, TaskRecord], None] | None = None,
+    ) -> TaskRecord:
+        """Cancel a task: answered at once; its scripts are killed, confirmed by the agents.
+
+        `admit` sees the task first, in the same transaction: it may refuse (permissions) and
+        records the audit event, so the event exists exactly when the cancel does.
+        """
+
+        def work(session: Session) -> TaskRecord:
+            if admit is not None:
+                admit(session, tasks.get(session, task_id))
+            return tasks.request_cancel(session, task_id, reason)
+
+        record = await self._tx.with_retry(0).run(work)
         held = self._held.get(task_id)
         if held is not None:
             held.cancel.set(reason)

@@ -308,6 +308,8 @@ def create(
     request: DeploymentRequest,
     encryptor: Encryptor,
     space_id: str,
+    *,
+    started_by: str = "",
 ) -> TaskRecord:
     """Store the deployment task with its tree, and record the deployment for the lifecycle."""
     deployment_id = uuid.uuid4().hex
@@ -373,6 +375,7 @@ def create(
         ),
         spec=spec,
         plan=nodes,
+        started_by=started_by,
     )
     if prepared.source.runbook:
         return task  # runbook runs are not deployments of a release: no lifecycle to move

@@ -170,6 +170,8 @@ class Task(Base):
     # The owner's claim holds until then; it renews it while alive, and any node may adopt
     # an unfinished task whose claim ran out (its owner died).
     lease_expires_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # Who asked for it (the caller's name, as in the audit trail); "" for tasks from before.
+    started_by: Mapped[str] = mapped_column(String(NAME_LENGTH), default="", server_default="")
 
 
 class ServerNode(Base):

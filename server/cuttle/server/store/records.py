@@ -199,6 +199,8 @@ class TaskRecord:
     has_warnings: bool = False
     # Why the task ended as it did (failed with the reason, cancelled by whom); empty while open.
     reason: str = ""
+    # Who asked for the task ("" for tasks stored before this was kept).
+    started_by: str = ""
 
     @property
     def machine_nodes(self) -> tuple[TaskNodeRecord, ...]:

@@ -9,7 +9,7 @@ Lock order, where a transaction takes several: the tasks row first, then its nod
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,7 @@ def _records(session: Session, rows: Sequence[Task]) -> list[TaskRecord]:
             waiting_reason=row.waiting_reason,
             has_warnings=row.has_warnings,
             reason=row.reason,
+            started_by=row.started_by,
         )
         for row in rows
     ]
@@ -166,6 +167,7 @@ def create_task(
     spec: TaskSpec,
     plan: Sequence[PlannedNode],
     created_ms: int | None = None,
+    started_by: str = "",
 ) -> TaskRecord:
     """Queue a task with its tree of pending nodes, in plan order."""
     task = Task(
@@ -184,6 +186,7 @@ def create_task(
         waiting_reason="",
         has_warnings=False,
         reason="",
+        started_by=started_by[:NAME_LENGTH],
     )
     session.add(task)
     # Flush the task before its nodes: their foreign key needs the row.
@@ -223,6 +226,7 @@ def create_script_task(
     spec: ScriptTaskSpec,
     machine_names: Sequence[str],
     created_ms: int | None = None,
+    started_by: str = "",
 ) -> TaskRecord:
     """Queue an ad-hoc script: one step and action, a machine node with a first run each."""
     if not machine_names:
@@ -241,6 +245,7 @@ def create_script_task(
         spec=spec,
         plan=[PlannedNode(NodeKind.STEP, SCRIPT_STEP, children=(action,))],
         created_ms=created_ms,
+        started_by=started_by,
     )
     for node in task.machine_nodes:
         add_run(session, node.id)
@@ -285,20 +290,62 @@ def list_tasks(
     session: Session,
     *,
     states: Collection[TaskState] = (),
+    started_by: str = "",
+    since_ms: int = 0,
+    keep: Callable[[TaskRecord], bool] | None = None,
     page_size: int = 50,
     page_token: str | None = None,
 ) -> Page[TaskRecord]:
-    """List tasks newest first, optionally only those in states."""
+    """List tasks newest first, filtered by state, starter and age, then by `keep`.
+
+    `keep` holds what SQL cannot see (permissions, the spec's project): rows are read in
+    batches until the page is full, so a page is short only at the end of the list.
+    """
     check_page_size(page_size, MAX_PAGE_SIZE)
     query = select(Task)
     if states:
         query = query.where(Task.state.in_(sorted(TaskState(s).value for s in states)))
-    query = newest_first(query, Task.created_ms, Task.id, page_token, page_size)
-    rows = session.scalars(query).all()
-    items = tuple(_records(session, rows[:page_size]))
-    more = len(rows) > page_size
-    token = next_token(items[-1].created_ms, items[-1].id, more) if items else None
-    return Page(items=items, next_page_token=token)
+    if started_by:
+        query = query.where(func.lower(Task.started_by) == started_by.casefold())
+    if since_ms:
+        query = query.where(Task.created_ms >= since_ms)
+    items: list[TaskRecord] = []
+    token = page_token
+    more = True
+    while more and len(items) < page_size:
+        rows = session.scalars(
+            newest_first(query, Task.created_ms, Task.id, token, page_size)
+        ).all()
+        batch = _records(session, rows[:page_size])
+        more = len(rows) > page_size
+        if not batch:
+            break
+        token = next_token(batch[-1].created_ms, batch[-1].id, True)
+        items.extend(t for t in batch if keep is None or keep(t))
+    page = tuple(items[:page_size])
+    # More to read if the store has more rows, or this batch kept more than fits.
+    has_more = more or len(items) > page_size
+    next_page = next_token(page[-1].created_ms, page[-1].id, has_more) if page else None
+    return Page(items=page, next_page_token=next_page)
+
+
+def resolve_id(session: Session, given: str) -> str:
+    """The full id of the one task whose id starts with `given` (a unique prefix will do)."""
+    text = given.strip().lower()
+    if not text:
+        raise InvalidArgument("give a task id (or a unique prefix of one)")
+    if session.get(Task, text) is not None:
+        return text
+    # Ids are hex: a LIKE pattern needs no escaping once anything else is refused.
+    if any(c not in "0123456789abcdef" for c in text):
+        raise NotFound("task", given)
+    ids = session.scalars(select(Task.id).where(Task.id.like(f"{text}%")).limit(11)).all()
+    if not ids:
+        raise NotFound("task", given)
+    if len(ids) > 1:
+        shown = ", ".join(sorted(ids)[:10]) + (", ..." if len(ids) > 10 else "")
+        raise InvalidArgument(f"task id prefix {given!r} matches several tasks: {shown}")
+    return str(ids[0])
 
 
 def set_state(

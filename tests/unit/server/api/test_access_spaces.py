@@ -38,8 +38,17 @@ def test_only_full_rights_reach_server_wide_services() -> None:
     method = "/cuttle.protocol.v1.SpaceService/CreateSpace"
     space_admin = Principal("alice", frozenset(), (ADMINISTER,), grants_space_id="b")
     assert not allowed(space_admin, method)
-    assert not allowed(space_admin, "/cuttle.protocol.v1.AdminService/ListMachines")
+    # AdminService decides per machine and task (fleet_access.py), not at the door.
+    assert allowed(space_admin, "/cuttle.protocol.v1.AdminService/ListMachines")
     default_admin = Principal(
         "root", frozenset(), (ADMINISTER,), grants_space_id="d", grants_from_default_space=True
     )
     assert allowed(default_admin, method)
+
+
+def test_a_register_key_reaches_registration_only() -> None:
+    installer = Principal("installer", frozenset({"machine:register"}), ())
+    assert allowed(installer, "/cuttle.protocol.v1.AdminService/RegisterMachine")
+    assert allowed(installer, "/cuttle.protocol.v1.AdminService/GetServerInfo")
+    assert not allowed(installer, "/cuttle.protocol.v1.AdminService/ListMachines")
+    assert not allowed(installer, "/cuttle.protocol.v1.ModelService/ListDocuments")

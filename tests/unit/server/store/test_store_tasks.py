@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.domain.scripts import Artifact
@@ -10,6 +11,7 @@ from cuttle.server.domain.scripts import RemoteVariable as OutputVariable
 from cuttle.server.domain.task_specs import ScriptTaskSpec, SpecVariable
 from cuttle.server.store import tasks
 from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
+from cuttle.server.store.models import Task
 from cuttle.server.store.records import TaskRecord
 
 SPEC = ScriptTaskSpec(
@@ -103,6 +105,65 @@ def test_list_by_state(sessions: sessionmaker[Session]) -> None:
         page = tasks.list_tasks(session, states=["running"])
     assert [t.id for t in page.items] == [running.id]
     assert queued.id != running.id
+
+
+def test_list_by_starter_age_and_a_filter_fills_whole_pages(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        made = [
+            tasks.create_script_task(
+                session,
+                description=f"task {n}",
+                spec=SPEC,
+                machine_names=("Web-1",),
+                created_ms=1_000 + n,
+                started_by="Alice" if n % 2 else "bob",
+            )
+            for n in range(9)
+        ]
+    alices = [t.id for t in reversed(made) if t.started_by == "Alice"]
+    with sessions.begin() as session:
+        by_alice = tasks.list_tasks(session, started_by="alice")
+        recent = tasks.list_tasks(session, since_ms=1_007)
+    assert [t.id for t in by_alice.items] == alices
+    assert [t.id for t in recent.items] == [made[8].id, made[7].id]
+    # A filter that keeps every other task still gives full pages, and pages without repeats.
+    seen: list[str] = []
+    token: str | None = None
+    with sessions.begin() as session:
+        while True:
+            page = tasks.list_tasks(
+                session, keep=lambda t: t.started_by == "bob", page_size=2, page_token=token
+            )
+            assert len(page.items) == 2 or page.next_page_token is None
+            seen.extend(t.id for t in page.items)
+            token = page.next_page_token
+            if token is None:
+                break
+    assert seen == [t.id for t in reversed(made) if t.started_by == "bob"]
+
+
+def test_a_task_is_found_by_any_unique_prefix_of_its_id(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        first = tasks.create_task(session, description="a", spec=SPEC, plan=[])
+        second = tasks.create_task(session, description="b", spec=SPEC, plan=[])
+        # Ids are random: give the two a known shared beginning (no nodes refer to them).
+        for row_id, new_id in ((first.id, "abc1" + "0" * 28), (second.id, "abc2" + "0" * 28)):
+            session.execute(update(Task).where(Task.id == row_id).values(id=new_id))
+    with sessions.begin() as session:
+        assert tasks.resolve_id(session, "abc1") == "abc1" + "0" * 28
+        assert tasks.resolve_id(session, "ABC2") == "abc2" + "0" * 28
+        assert tasks.resolve_id(session, "abc1" + "0" * 28) == "abc1" + "0" * 28
+        with pytest.raises(InvalidArgument, match="matches several tasks: abc1"):
+            tasks.resolve_id(session, "abc")
+        with pytest.raises(NotFound):
+            tasks.resolve_id(session, "abd")
+        # Not hex: no LIKE pattern is ever built from it.
+        with pytest.raises(NotFound):
+            tasks.resolve_id(session, "ab%")
+        with pytest.raises(InvalidArgument):
+            tasks.resolve_id(session, " ")
 
 
 def test_bad_page_token_is_invalid(sessions: sessionmaker[Session]) -> None:
