@@ -39,6 +39,24 @@ def _guided_failure(value: str) -> Literal["default", "on", "off"]:
     raise InvalidArgument(f"guided failure must be on, off or default, not {value!r}")
 
 
+def _require(**fields: str) -> None:
+    """Refuse a request that leaves a needed name empty, saying which."""
+    for field, value in fields.items():
+        if not value.strip():
+            raise InvalidArgument(f"{field.replace('_', ' ')} is empty: say which to use")
+
+
+def _choices(request: mpb.DeployRequest | mpb.RunRunbookRequest) -> dict[str, Any]:
+    """The deploy-time choices a deployment and a runbook run share."""
+    return {
+        "skip_steps": tuple(request.skip_steps),
+        "specific_machines": tuple(request.specific_machines),
+        "excluded_machines": tuple(request.excluded_machines),
+        "variables": tuple((v.name, v.value, v.sensitive) for v in request.variables),
+        "guided_failure": _guided_failure(request.guided_failure),
+    }
+
+
 class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
     """Implements DeploymentService over the model and the task runner."""
 
@@ -49,35 +67,23 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
 
     async def Deploy(self, request: mpb.DeployRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
         """Plan a deployment; unless it is a dry run, queue it and start it."""
-        for field, value in (
-            ("project", request.project),
-            ("release", request.release),
-            ("environment", request.environment),
-        ):
-            if not value.strip():
-                raise InvalidArgument(f"{field} is empty: say which {field} to deploy")
+        _require(project=request.project, release=request.release, environment=request.environment)
         ask = deployments.DeploymentRequest(
             project=request.project,
             release=request.release,
             environment=request.environment,
-            skip_steps=tuple(request.skip_steps),
-            specific_machines=tuple(request.specific_machines),
-            excluded_machines=tuple(request.excluded_machines),
-            variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
-            guided_failure=_guided_failure(request.guided_failure),
             tenant=request.tenant,
+            **_choices(request),
         )
         return await self._deploy(request.space, lambda _s, _r: ask, request.dry_run, "deployed")
 
     async def Promote(self, request: mpb.PromoteRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
         """Deploy to one environment what was last deployed with success to another."""
-        for field, value in (
-            ("project", request.project),
-            ("from environment", request.from_environment),
-            ("to environment", request.to_environment),
-        ):
-            if not value.strip():
-                raise InvalidArgument(f"{field} is empty")
+        _require(
+            project=request.project,
+            from_environment=request.from_environment,
+            to_environment=request.to_environment,
+        )
 
         def ask(session: Session, repo: ModelRepository) -> deployments.DeploymentRequest:
             release = deployments.latest_successful_release(
@@ -95,23 +101,13 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
         self, request: mpb.RunRunbookRequest, context: Context
     ) -> mpb.DeployResponse:
         """Run a runbook's published snapshot (or a named one) in an environment it allows."""
-        for field, value in (
-            ("project", request.project),
-            ("runbook", request.runbook),
-            ("environment", request.environment),
-        ):
-            if not value.strip():
-                raise InvalidArgument(f"{field} is empty")
+        _require(project=request.project, runbook=request.runbook, environment=request.environment)
         ask = deployments.DeploymentRequest(
             project=request.project,
             release=request.snapshot,
             environment=request.environment,
-            skip_steps=tuple(request.skip_steps),
-            specific_machines=tuple(request.specific_machines),
-            excluded_machines=tuple(request.excluded_machines),
-            variables=tuple((v.name, v.value, v.sensitive) for v in request.variables),
-            guided_failure=_guided_failure(request.guided_failure),
             runbook=request.runbook,
+            **_choices(request),
         )
         return await self._deploy(request.space, lambda _s, _r: ask, request.dry_run, "ran")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cuttle.server.cli.context import (
     format_ms,
     output_option,
     run_call,
+    script_variables,
     to_json,
 )
 from cuttle.server.cli.login_commands import login, logout
@@ -339,19 +339,10 @@ def script_run(
         raise click.UsageError("no script given: pass it after -- or with --file")
     if isolation != "full" and (mutex or isolation_timeout):
         raise click.UsageError("--mutex and --isolation-timeout need --isolation full")
-    request_vars = []
-    for item in variables:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"--variable {item!r}: expected NAME=VALUE")
-        request_vars.append(tpb.Variable(name=name, value=value))
-    for item in sensitive:
-        name, sep, env_name = item.partition("=")
-        if not sep or env_name not in os.environ:
-            raise click.UsageError(
-                f"--sensitive-variable {item!r}: expected NAME=ENV_VAR with ENV_VAR set"
-            )
-        request_vars.append(tpb.Variable(name=name, value=os.environ[env_name], sensitive=True))
+    request_vars = [
+        tpb.Variable(name=name, value=value, sensitive=secret)
+        for name, value, secret in script_variables(variables, sensitive)
+    ]
     request = apb.RunScriptRequest(
         environments=environments,
         roles=roles,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -77,3 +78,26 @@ space_option = click.option(
 output_option = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+
+
+def script_variables(
+    variables: tuple[str, ...], sensitive: tuple[str, ...]
+) -> list[tuple[str, str, bool]]:
+    """(name, value, sensitive) from --variable NAME=VALUE and --sensitive-variable NAME=ENV_VAR.
+
+    A sensitive value is read from the environment variable named, never from the command line.
+    """
+    found: list[tuple[str, str, bool]] = []
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--variable {item!r}: expected NAME=VALUE")
+        found.append((name, value, False))
+    for item in sensitive:
+        name, sep, env_name = item.partition("=")
+        if not sep or env_name not in os.environ:
+            raise click.UsageError(
+                f"--sensitive-variable {item!r}: expected NAME=ENV_VAR with ENV_VAR set"
+            )
+        found.append((name, os.environ[env_name], True))
+    return found

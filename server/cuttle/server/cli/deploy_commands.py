@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -20,7 +19,14 @@ from rich.tree import Tree
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, run_call, space_option, to_json
+from cuttle.server.cli.context import (
+    console,
+    err_console,
+    run_call,
+    script_variables,
+    space_option,
+    to_json,
+)
 
 WAIT_TIMED_OUT = 3
 
@@ -96,19 +102,10 @@ def deploy(
       cuttle deploy --project Web --release 1.4.0 --environment Test --wait
       cuttle deploy --project Web --release 1.4.0 --environment Production --dry-run
     """
-    prompted = []
-    for item in variables:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"--variable {item!r}: expected NAME=VALUE")
-        prompted.append(mpb.PromptedValue(name=name, value=value))
-    for item in sensitive:
-        name, sep, env_name = item.partition("=")
-        if not sep or env_name not in os.environ:
-            raise click.UsageError(
-                f"--sensitive-variable {item!r}: expected NAME=ENV_VAR with ENV_VAR set"
-            )
-        prompted.append(mpb.PromptedValue(name=name, value=os.environ[env_name], sensitive=True))
+    prompted = [
+        mpb.PromptedValue(name=name, value=value, sensitive=secret)
+        for name, value, secret in script_variables(variables, sensitive)
+    ]
     request = mpb.DeployRequest(
         space=space,
         project=project,
