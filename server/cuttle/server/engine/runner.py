@@ -376,7 +376,8 @@ class TaskRunner:
             held.cancel.set(task.cancel_reason)
         executor = _EXECUTORS.get(task.kind)
         if executor is None:
-            raise NotImplementedError(f"no executor for {task.kind.value} tasks on this server")
+            # Only a task written by a newer server node can get here: it ends failed, saying so.
+            raise RuntimeError(f"this server version cannot run {task.kind.value} tasks")
         limit = self._runner_settings.deployment_timeout
         timer: asyncio.TimerHandle | None = None
         timed_out = False
