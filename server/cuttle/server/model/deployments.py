@@ -25,6 +25,7 @@ from cuttle.server.domain.task_states import NodeKind, NodeState
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
+from cuttle.server.model.library_set_ties import variable_value
 from cuttle.server.model.releases import Releases
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.store import documents as doc_store
@@ -406,11 +407,15 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         release = release_store.get_by_id(session, spec.release_id)
         snapshot = release.snapshot
         project = _project_of(release, repo)
-    values: list[scopes.VariableValue] = [_value(v, None, encryptor) for v in project.variables]
+    values: list[scopes.VariableValue] = [
+        variable_value(v, None, encryptor) for v in project.variables
+    ]
     for item in snapshot.get("library_variable_sets", []):
         library = repo.names_for(d.LibraryVariableSet.model_validate(item["body"]))
         if isinstance(library, d.LibraryVariableSet):
-            values.extend(_value(v, str(item["name"]), encryptor) for v in library.variables)
+            values.extend(
+                variable_value(v, str(item["name"]), encryptor) for v in library.variables
+            )
     machines = {
         m.name.casefold(): MachineDescription(m.id, m.name, tuple(m.roles))
         for m in machine_store.all_machines(session)
@@ -457,31 +462,6 @@ def _tenant_values(
             environment=v.environment,
         )
         for v in tenant.variables
-    )
-
-
-def _value(
-    variable: d.Variable, library_set: str | None, encryptor: Encryptor
-) -> scopes.VariableValue:
-    text = variable.value or ""
-    if variable.sensitive and text:
-        text = encryptor.decrypt(text, variable.name)
-    scope = variable.scope
-    return scopes.VariableValue(
-        name=variable.name,
-        value=text,
-        scope=scopes.Scope.of(
-            environment=scope.environments,
-            role=scope.roles,
-            machine=scope.machines,
-            action=scope.actions,
-            channel=scope.channels,
-            tenant=scope.tenants,
-            tenant_tag=scope.tenant_tags,
-            process=scope.processes,
-        ),
-        sensitive=variable.sensitive,
-        library_set=library_set,
     )
 
 

@@ -133,31 +133,8 @@ class LibrarySetTies:
         return found
 
     def _value(self, variable: d.Variable, library_set: str | None) -> scopes.VariableValue:
-        text = variable.value or ""
-        if variable.sensitive and text:
-            # Ciphertexts of one secret differ; compare what a deployment would get.
-            text = self._encryptor.decrypt(text, variable.name)
-        scope = variable.scope
-        prompt = variable.prompt
-        return scopes.VariableValue(
-            name=variable.name,
-            value=text,
-            scope=scopes.Scope.of(
-                environment=scope.environments,
-                role=scope.roles,
-                machine=scope.machines,
-                action=scope.actions,
-                channel=scope.channels,
-                tenant=scope.tenants,
-                tenant_tag=scope.tenant_tags,
-                process=scope.processes,
-            ),
-            sensitive=variable.sensitive,
-            library_set=library_set,
-            prompt=None
-            if prompt is None
-            else scopes.Prompt(prompt.label, prompt.description, prompt.required),
-        )
+        # Ciphertexts of one secret differ; compare what a deployment would get.
+        return variable_value(variable, library_set, self._encryptor)
 
 
 def _position(values: Sequence[scopes.VariableValue], value: scopes.VariableValue) -> int:
@@ -192,4 +169,34 @@ def _message(project: str, ambiguity: scopes.Ambiguity) -> str:
         f"apply, equally specific, when {ambiguity.example_text}, and neither set takes "
         "precedence over the other. Narrow or remove one of them, or give the project its own "
         "value with that scope."
+    )
+
+
+def variable_value(
+    variable: d.Variable, library_set: str | None, encryptor: Encryptor
+) -> scopes.VariableValue:
+    """A stored variable as the resolver sees it: names for scopes, the secret decrypted."""
+    text = variable.value or ""
+    if variable.sensitive and text:
+        text = encryptor.decrypt(text, variable.name)
+    scope = variable.scope
+    prompt = variable.prompt
+    return scopes.VariableValue(
+        name=variable.name,
+        value=text,
+        scope=scopes.Scope.of(
+            environment=scope.environments,
+            role=scope.roles,
+            machine=scope.machines,
+            action=scope.actions,
+            channel=scope.channels,
+            tenant=scope.tenants,
+            tenant_tag=scope.tenant_tags,
+            process=scope.processes,
+        ),
+        sensitive=variable.sensitive,
+        library_set=library_set,
+        prompt=None
+        if prompt is None
+        else scopes.Prompt(prompt.label, prompt.description, prompt.required),
     )
