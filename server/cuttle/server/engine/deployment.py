@@ -503,7 +503,8 @@ async def _health_check(
     """Check the machine now: available goes on; unavailable fails, or is excluded."""
     await run.context.tx.run(partial(_start_once, node.id))
     try:
-        info = await run.context.connections.client(machine).get_info(timeout=HEALTH_CHECK_TIMEOUT)
+        client = await run.context.connections.client(machine)
+        info = await client.get_info(timeout=HEALTH_CHECK_TIMEOUT)
     except (AgentError, ServerNotFound, TimeoutError) as exc:
         exclude = evaluate(action.properties.get(EXCLUDE_UNAVAILABLE, ""), variables.values)
         if exclude.strip().casefold() == "true":

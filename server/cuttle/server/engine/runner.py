@@ -450,7 +450,7 @@ class TaskRunner:
 
     async def _cancel_one(self, machine: str, ticket: str, reason: str) -> _Outcome:
         try:
-            client = self._connections.client(machine)
+            client = await self._connections.client(machine)
             async with asyncio.timeout(self._runner_settings.cancel_timeout):
                 await client.cancel_script(ticket, reason)
         except UnknownTicket:

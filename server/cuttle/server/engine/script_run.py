@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.backoff import Backoff
 from cuttle.protocol.masking import Masker
 from cuttle.server.comms.client import TentacleClient
-from cuttle.server.comms.registry import Connections
+from cuttle.server.comms.registry import Connections, MachineUnavailable
 from cuttle.server.domain.scripts import (
     Artifact,
     LogChunk,
@@ -157,7 +157,7 @@ class ScriptRun:
             # Set once the agent answered the start: it has the script from then on.
             answered = asyncio.Event()
             try:
-                client = self._ctx.connections.client(self._machine)
+                client = await self._ctx.connections.client(self._machine)
                 if self._cancel.is_set and not cancel_sent:
                     try:
                         await client.cancel_script(self._ticket, self._cancel.reason)
@@ -176,7 +176,7 @@ class ScriptRun:
                 # decides when it is gone, so it is retried like an agent that is away.
                 if answered.is_set():
                     self._started = self._may_have_started = True
-                elif not isinstance(exc, NotDelivered):
+                elif not isinstance(exc, NotDelivered | NotFound):
                     # Only a request nobody picked up surely did not start it; one lost on
                     # the way back may have.
                     self._may_have_started = True
@@ -189,6 +189,8 @@ class ScriptRun:
                         f"not delivered, safe to retry: {self._machine} never received the "
                         f"script ({exc})",
                     )
+                if isinstance(exc, MachineUnavailable) and not self._may_have_started:
+                    return await self._finish(RunState.FAILED_TO_START, -1, str(exc))
                 if isinstance(exc, AgentRejected) and exc.kind in PERMANENT_REJECTIONS:
                     # Asking again cannot help: the agent refuses the same request every time.
                     state = RunState.RESULT_UNKNOWN if self._started else RunState.FAILED_TO_START

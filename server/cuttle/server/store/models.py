@@ -185,6 +185,19 @@ class ServerNode(Base):
     task_cap: Mapped[int] = mapped_column(Integer)
 
 
+class ServerIdentityRow(Base):
+    """The one server identity every node presents; its key sealed with the master key."""
+
+    __tablename__ = "server_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    thumbprint: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key_ciphertext: Mapped[str] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class TaskNode(Base):
     """A step, action or machine of a task's tree, ordered by position among its siblings."""
 
