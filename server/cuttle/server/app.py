@@ -264,6 +264,7 @@ class ServerNode:
         """Migrate, open both endpoints, resume unfinished work."""
         encryptor = self.encryptor
         self.runner.encryptor = encryptor
+        self.runner.worker = lambda: Worker(self.worker.unavailable)
         await self.refresh_machines()
         host = self.settings.listen_host
 
@@ -295,7 +296,10 @@ class ServerNode:
         model_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.tx, encryptor), admin)
         model_pb2_grpc.add_AccessServiceServicer_to_server(AccessService(self.tx), admin)
         model_pb2_grpc.add_ReleaseServiceServicer_to_server(
-            ReleaseService(self.tx, encryptor), admin
+            ReleaseService(
+                self.tx, encryptor, self.runner.start_task, lambda: Worker(self.worker.unavailable)
+            ),
+            admin,
         )
         model_pb2_grpc.add_RunbookServiceServicer_to_server(
             RunbookService(self.tx, encryptor), admin

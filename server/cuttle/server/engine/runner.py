@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.domain.task_states import (
     FINISHED_NODE_STATES,
     FINISHED_RUN_STATES,
@@ -119,6 +120,7 @@ class TaskRunner:
         # Not started (as in unit tests): each completion is then awaited in place.
         self._completions = completions or TicketCompletions()
         self.encryptor = encryptor
+        self.worker: Callable[[], Worker] = lambda: NO_WORKER
         self._reserve = reserve
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -136,6 +138,7 @@ class TaskRunner:
             self._completions,
             self._settings,
             self.encryptor,
+            self.worker,
         )
 
     async def start(self) -> int:

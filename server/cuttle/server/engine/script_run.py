@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -26,6 +26,7 @@ from cuttle.protocol.backoff import Backoff
 from cuttle.protocol.masking import Masker
 from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections, MachineUnavailable
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.domain.scripts import (
     Artifact,
     LogChunk,
@@ -111,6 +112,8 @@ class RunContext:
     completions: TicketCompletions
     settings: RunSettings
     encryptor: Encryptor | None
+    # Whether this node offers the built-in worker (for deployments a lifecycle queues).
+    worker: Callable[[], Worker] = lambda: NO_WORKER
 
 
 class ScriptRun:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cuttle.server.domain import lifecycles as lc
 from cuttle.server.domain import versions as v
 from cuttle.server.errors import NotFound, ValidationFailed
@@ -47,6 +49,16 @@ class Releases:
         self._repo = repo
         self._session = repo.session
         self._actor = actor
+
+    @property
+    def session(self) -> Session:
+        """The transaction these operations run in."""
+        return self._session
+
+    @property
+    def space_id(self) -> str:
+        """The space these releases belong to."""
+        return self._repo.space.id
 
     def _project(self, name: str) -> tuple[str, d.Project]:
         record, stored = self._repo.stored_body(PROJECT, name)
