@@ -44,13 +44,14 @@ from cuttle.server.engine.runner import RunnerSettings, TaskRunner
 from cuttle.server.engine.script_run import RunSettings
 from cuttle.server.errors import NotFound, ServerError
 from cuttle.server.model.repository import ModelRepository
+from cuttle.server.model.retention import apply_retention
 from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import server_identity as identity_store
 from cuttle.server.store.disk_reserve import DiskReserve
-from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.records import MachineRecord, now_ms
 from cuttle.server.store.task_log import LogLimits
 from cuttle.server.store.transactions import Transactions
 
@@ -252,6 +253,23 @@ class ServerNode:
             except Exception:
                 log.exception("machine_refresh_failed")
 
+    async def _retention_forever(self) -> None:
+        interval = self.settings.retention_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.tx.run(lambda s: apply_retention(s, now_ms()))
+            except Exception:
+                log.exception("retention_failed")
+                continue
+            for item in removed:
+                log.info(
+                    "release_removed_by_retention",
+                    project=item.project,
+                    version=item.version,
+                    tasks=item.tasks,
+                )
+
     async def machine_added(self, machine: MachineRecord) -> None:
         """Trust and reach one newly registered (or re-registered) machine."""
         await self.connections.adopt(_endpoint(machine))
@@ -354,6 +372,8 @@ class ServerNode:
             )
         )
         self._loops.append(asyncio.create_task(self._refresh_machines_forever()))
+        if self.settings.retention_interval_seconds > 0:
+            self._loops.append(asyncio.create_task(self._retention_forever()))
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         _write_ports(self.home, self.ports)
         log.info(

@@ -109,6 +109,9 @@ class ServerSettings:
     log_level: str = "info"
     # Steps without target tags run on a Tentacle the server runs itself, its scripts as this
     # unprivileged user (made by `cuttle-server init` when it can). Off: such steps are refused.
+    # How often old releases, their deployments and task logs are removed by the lifecycles'
+    # retention policies (0: never).
+    retention_interval_seconds: float = 3600.0
     builtin_worker: bool = True
     builtin_worker_user: str = "cuttle-worker"
 

@@ -223,6 +223,13 @@ def _resolve_phases(lifecycle: Lifecycle, environments: Sequence[Environment]) -
     return resolved
 
 
+def phase_members(
+    lifecycle: Lifecycle, environments: Sequence[Environment]
+) -> list[tuple[Phase, tuple[str, ...]]]:
+    """Each phase with the ids of the environments it covers (as progression resolves them)."""
+    return [(item.phase, item.environments) for item in _resolve_phases(lifecycle, environments)]
+
+
 def progression(
     lifecycle: Lifecycle,
     all_environments_in_order: Sequence[Environment],

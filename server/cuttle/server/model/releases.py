@@ -220,7 +220,7 @@ class Releases:
             lc.Deployment(dep.environment_id, lc.DeploymentState(dep.state))
             for dep in release_store.deployments(self._session, record.id)
         ]
-        return lc.progression(_domain_lifecycle(lifecycle), environments, deployments)
+        return lc.progression(domain_lifecycle(lifecycle), environments, deployments)
 
     def publish_runbook(self, project: str, runbook: str, name: str) -> RunbookSnapshotRecord:
         """Freeze a runbook's process with the project's variables and publish it."""
@@ -293,7 +293,8 @@ def _retention(policy: d.RetentionPolicy | None) -> lc.RetentionPolicy | None:
     return lc.RetentionPolicy(unit, policy.quantity_to_keep)
 
 
-def _domain_lifecycle(lifecycle: d.Lifecycle) -> lc.Lifecycle:
+def domain_lifecycle(lifecycle: d.Lifecycle) -> lc.Lifecycle:
+    """The stored lifecycle document as the pure lifecycle rules take it."""
     return lc.Lifecycle(
         name=lifecycle.name,
         phases=tuple(
