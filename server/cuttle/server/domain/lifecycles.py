@@ -33,6 +33,7 @@ class DeploymentState(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
 class RetentionUnit(enum.StrEnum):

@@ -148,7 +148,7 @@ async def execute(
             for node in group:
                 running.create_task(_run_step(run, node))
     if cancel.is_set:
-        state = TaskState.CANCELLED
+        state = TaskState.TIMED_OUT if cancel.timed_out else TaskState.CANCELLED
     elif run.failed:
         state = TaskState.FAILED
     else:

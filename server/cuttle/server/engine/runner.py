@@ -383,15 +383,14 @@ class TaskRunner:
             raise RuntimeError(f"this server version cannot run {task.kind.value} tasks")
         limit = self._runner_settings.deployment_timeout
         timer: asyncio.TimerHandle | None = None
-        timed_out = False
         if task.kind in (TaskKind.DEPLOYMENT, TaskKind.RUNBOOK) and limit > 0:
             # Measured from the task's stored start, so a resumed task keeps its clock.
             left = limit - (now_ms() - (task.started_ms or now_ms())) / 1000
 
             def expire() -> None:
-                nonlocal timed_out
-                timed_out = True
-                held.cancel.set(f"the deployment's time limit of {limit:g}s ran out")
+                held.cancel.set(
+                    f"the deployment's time limit of {limit:g}s ran out", timed_out=True
+                )
 
             timer = asyncio.get_running_loop().call_later(max(left, 0.0), expire)
         try:
@@ -399,7 +398,7 @@ class TaskRunner:
         finally:
             if timer is not None:
                 timer.cancel()
-        if timed_out and state == TaskState.CANCELLED:
+        if held.cancel.timed_out and state == TaskState.CANCELLED:
             state = TaskState.TIMED_OUT
         reason = held.cancel.reason if state in (TaskState.CANCELLED, TaskState.TIMED_OUT) else ""
         await self._tx.run(partial(self._close, task_id, state, reason))

@@ -78,11 +78,14 @@ class CancelSignal:
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    # Set by the deployment's own time limit: the task ends timed_out, not cancelled.
+    timed_out: bool = False
 
-    def set(self, reason: str) -> None:
+    def set(self, reason: str, *, timed_out: bool = False) -> None:
         """Cancel, keeping the first reason."""
         if not self.event.is_set():
             self.reason = reason or "cancelled"
+            self.timed_out = timed_out
             self.event.set()
 
     @property

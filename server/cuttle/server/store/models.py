@@ -40,7 +40,7 @@ NAMING_CONVENTION = {
 
 NAME_LENGTH = 200
 # As migration 0002 made them; the deployment engine gives deployments the task vocabulary.
-_DEPLOYMENT_STATES = ("queued", "running", "success", "failed", "cancelled")
+_DEPLOYMENT_STATES = ("queued", "running", "success", "failed", "cancelled", "timed_out")
 ID_LENGTH = 32
 
 

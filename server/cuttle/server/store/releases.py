@@ -290,7 +290,7 @@ def set_deployment_state(session: Session, task_id: str, state: str) -> None:
     if row is None:
         raise NotFound("deployment of task", task_id)
     row.state = state
-    if state in ("success", "failed", "cancelled") and row.finished_ms is None:
+    if state in ("success", "failed", "cancelled", "timed_out") and row.finished_ms is None:
         row.finished_ms = now_ms()
     session.flush()
     dashboard.note_state(session, row)
