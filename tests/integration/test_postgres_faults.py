@@ -63,7 +63,7 @@ def _terminate(application: str) -> int:
 
 
 def test_connections_cut_mid_deployment_are_retried_and_nothing_is_lost(
-    cluster: Cluster, tmp_path: Path, pg_schema: str
+    pg_schema: str, cluster: Cluster, tmp_path: Path
 ) -> None:
     application = f"cuttle-{pg_schema}"
     url = server_url(pg_schema, application)

@@ -81,7 +81,7 @@ def _second_node(cluster: Cluster, first: Server) -> Server:
 
 @pytest.mark.postgres
 def test_a_joined_node_presents_the_same_identity_and_wrong_keys_are_refused(
-    cluster: Cluster, pg_schema: str, tmp_path: Path
+    pg_schema: str, cluster: Cluster, tmp_path: Path
 ) -> None:
     first = cluster.start_server(database_url=server_url(pg_schema), **NODE_SETTINGS)
     second = _second_node(cluster, first)
@@ -112,6 +112,13 @@ def test_a_joined_node_presents_the_same_identity_and_wrong_keys_are_refused(
         check=True,
     )
     assert len(json.loads(nodes.stdout)) == 2
+    # The admin API shows the same, and which node answered.
+    listed = second.cli_json("node", "list")
+    assert len(listed) == 2
+    assert [n["this_node"] for n in listed].count(True) == 1
+    mine = next(n for n in listed if n["this_node"])
+    assert mine["id"] == (second.home / "node-id").read_text().strip()
+    assert all(n["heartbeat_age_seconds"] < 30 and n["task_cap"] == 5 for n in listed), listed
 
     # A key that is not the first node's cannot join, and says so.
     stranger = cluster.root / "stranger"
@@ -186,7 +193,7 @@ def test_an_upgraded_home_moves_its_identity_into_the_database(cluster: Cluster)
 
 @pytest.mark.postgres
 def test_the_surviving_node_adopts_a_deployment_whose_node_was_killed(
-    cluster: Cluster, pg_schema: str, tmp_path: Path
+    pg_schema: str, cluster: Cluster, tmp_path: Path
 ) -> None:
     marks, starts = tmp_path / "marks", tmp_path / "starts.txt"
     marks.mkdir()

@@ -308,6 +308,7 @@ class ServerNode:
                 follow_settings=FollowSettings(
                     poll_interval=self.settings.follow_poll_interval_seconds
                 ),
+                node_id=node_id(self.home),
             ),
             admin,
         )

@@ -13,7 +13,10 @@ LIBPQ = "postgresql://postgres@127.0.0.1:5432/test"
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    """A fresh schema in the shared PostgreSQL, dropped afterwards; skips when it is down."""
+    """A fresh schema in the shared PostgreSQL, dropped afterwards; skips when it is down.
+
+    Ask for it before `cluster`, so the servers using it are stopped before it is dropped.
+    """
     try:
         admin = psycopg.connect(LIBPQ, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
