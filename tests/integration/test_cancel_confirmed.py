@@ -67,18 +67,18 @@ def test_the_task_is_cancelling_while_any_process_lives_and_cancelled_after(
                 state = apb.TaskState.Name(api.task(task_id).state)
                 alive = len(processes_with(mark))
                 seen.append((state, alive))
-                if state == "TASK_STATE_CANCELLED":
+                if state == "cancelled":
                     break
-                assert state == "TASK_STATE_CANCELLING", seen
+                assert state == "cancelling", seen
                 assert len(seen) < 5000, seen[-20:]
         finally:
             api.close()
         # Cancelled only when all were gone; and cancelling for as long as one lived.
-        assert seen[-1] == ("TASK_STATE_CANCELLED", 0), seen[-20:]
-        assert any(s == "TASK_STATE_CANCELLING" and n for s, n in seen), seen[:20]
+        assert seen[-1] == ("cancelled", 0), seen[-20:]
+        assert any(s == "cancelling" and n for s, n in seen), seen[:20]
         task = server.cli_json("task", "show", task_id)
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_CANCELLED", target
+        assert target["state"] == "cancelled", target
         run.communicate(timeout=30)
         assert run.returncode != 0
     finally:
