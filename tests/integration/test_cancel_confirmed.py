@@ -67,15 +67,15 @@ def test_the_task_is_cancelling_while_any_process_lives_and_cancelled_after(
                 state = apb.TaskState.Name(api.task(task_id).state)
                 alive = len(processes_with(mark))
                 seen.append((state, alive))
-                if state == "cancelled":
+                if state == "TASK_STATE_CANCELLED":
                     break
-                assert state == "cancelling", seen
+                assert state == "TASK_STATE_CANCELLING", seen
                 assert len(seen) < 5000, seen[-20:]
         finally:
             api.close()
         # Cancelled only when all were gone; and cancelling for as long as one lived.
-        assert seen[-1] == ("cancelled", 0), seen[-20:]
-        assert any(s == "cancelling" and n for s, n in seen), seen[:20]
+        assert seen[-1] == ("TASK_STATE_CANCELLED", 0), seen[-20:]
+        assert any(s == "TASK_STATE_CANCELLING" and n for s, n in seen), seen[:20]
         task = server.cli_json("task", "show", task_id)
         (target,) = task["targets"]
         assert target["state"] == "cancelled", target
