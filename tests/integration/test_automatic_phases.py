@@ -71,7 +71,7 @@ def test_a_release_rolls_through_automatic_phases_by_itself(
         "Deploy Auto release 1.0.0 to Dev",
         "Deploy Auto release 1.0.0 to Test",
     ]
-    assert all(t["state"] == "TASK_STATE_SUCCESS" for t in tasks), tasks
+    assert all(t["state"] == "success" for t in tasks), tasks
     assert {t["started_by"] for t in tasks} == {"lifecycle (automatic)"}
     # Production has no machine: its automatic deployment is not queued, and the trail says why.
     assert len(server.cli_json("task", "list")) == 2

@@ -98,10 +98,10 @@ def test_connections_cut_mid_deployment_are_retried_and_nothing_is_lost(
         task: dict[str, object] = json.loads(
             server.cli("task", "show", task_id, "--output", "json").stdout
         )
-        return task if task["state"] not in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else None
+        return task if task["state"] not in ("queued", "running") else None
 
     task = wait_for(finished, 120, "the deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     lines = log_lines(server, task_id)
     numbered = [int(m.group(1)) for line in lines if (m := re.fullmatch(r"line (\d+)", line))]
     assert numbered == list(range(1, len(numbered) + 1)), (len(numbered), numbered[-3:])

@@ -241,10 +241,10 @@ def test_the_surviving_node_adopts_a_deployment_whose_node_was_killed(
 
     def finished() -> dict[str, object] | None:
         task = json.loads(survivor.cli("task", "show", task_id, "--output", "json").stdout)
-        return task if task["state"] not in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else None
+        return task if task["state"] not in ("queued", "running") else None
 
     task = wait_for(finished, 120, "the adopted deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     machines = [n for n in task["nodes"] if n["kind"] == "machine"]
     assert all(n["attempts"] == 1 and n["state"] == "success" for n in machines), machines
     assert sorted(starts.read_text().split()) == list(MACHINES)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, output_option, run_call
-from cuttle.server.cli.deploy_commands import rfc3339
+from cuttle.server.cli.context import console, run_call
+from cuttle.server.cli.json_output import listing_output, print_data, time_or_none
 
 
 @click.group()
@@ -19,7 +17,7 @@ def node() -> None:
 
 
 @node.command("list")
-@output_option
+@listing_output
 @click.pass_context
 def node_list(ctx: click.Context, output: str) -> None:
     """Each node, its heartbeat age, its task cap and the unfinished tasks it holds.
@@ -37,8 +35,8 @@ def node_list(ctx: click.Context, output: str) -> None:
         {
             "id": n.id,
             "this_node": n.this_node,
-            "started_at": rfc3339(n.started_unix_ms),
-            "heartbeat_at": rfc3339(n.heartbeat_unix_ms),
+            "started_at": time_or_none(n.started_unix_ms),
+            "heartbeat_at": time_or_none(n.heartbeat_unix_ms),
             "heartbeat_age_seconds": round(
                 max(0, found.now_unix_ms - n.heartbeat_unix_ms) / 1000, 1
             ),
@@ -47,8 +45,8 @@ def node_list(ctx: click.Context, output: str) -> None:
         }
         for n in found.nodes
     ]
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+    if output != "table":
+        print_data(rows, output)
         return
     table = Table("node", "heartbeat", "task cap", "tasks held")
     for row in rows:

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, output_option, run_call, space_option
+from cuttle.server.cli.context import console, err_console, run_call, space_option
+from cuttle.server.cli.json_output import listing_output, print_data
 from cuttle.server.model import documents as d
 
 project_option = click.option("--project", required=True, help="The project.")
@@ -45,13 +46,13 @@ async def _write(conn: AdminConnection, space: str, doc: mpb.Document, project: 
 @process.command("list")
 @project_option
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def process_list(ctx: click.Context, project: str, space: str, output: str) -> None:
     """The steps and their actions, in order."""
     _, spec = run_call(ctx, lambda conn: _read(conn, space, project))
-    if output == "json":
-        click.echo(spec.process.model_dump_json(exclude_defaults=True))
+    if output != "table":
+        print_data(spec.process.model_dump(mode="json", exclude_defaults=True), output)
         return
     table = Table("#", "Step", "Target tags", "Start", "Condition", "Window", "Actions")
     for index, step in enumerate(spec.process.steps, 1):

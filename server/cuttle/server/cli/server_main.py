@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from pathlib import Path
@@ -17,6 +16,13 @@ from cuttle.server.app import (
     KEY_FILE,
     ServerNode,
     prepare_model,
+)
+from cuttle.server.cli.json_output import (
+    listing_output,
+    print_data,
+    print_json_line,
+    text_output,
+    time_or_none,
 )
 from cuttle.server.encryption import KEY_FILE as MASTER_KEY_FILE
 from cuttle.server.encryption import DecryptionError, Encryptor, KeyFileError, create_key_file
@@ -54,7 +60,7 @@ def main() -> None:
     "--database-url",
     help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite in the home).",
 )
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 def init(home: Path, database_url: str | None, output: str) -> None:
     """Create the data folder, database, server certificate and the first admin API key."""
     home.mkdir(parents=True, exist_ok=True)
@@ -90,7 +96,7 @@ def init(home: Path, database_url: str | None, output: str) -> None:
         else "built-in worker switched off"
     )
     if output == "json":
-        click.echo(json.dumps({"thumbprint": identity.thumbprint, "api_key": plaintext}))
+        print_json_line({"thumbprint": identity.thumbprint, "api_key": plaintext})
     else:
         click.echo(f"Server initialised in {home}")
         click.echo(f"Thumbprint: {identity.thumbprint}")
@@ -112,7 +118,7 @@ def init(home: Path, database_url: str | None, output: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="A copy of the first node's master.key (every node decrypts the same secrets).",
 )
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 def join(home: Path, database_url: str, master_key: Path, output: str) -> None:
     """Make a home for another node of an existing server (same database, same identity).
 
@@ -154,7 +160,7 @@ def join(home: Path, database_url: str, master_key: Path, output: str) -> None:
     finally:
         engine.dispose()
     if output == "json":
-        click.echo(json.dumps({"thumbprint": identity.thumbprint}))
+        print_json_line({"thumbprint": identity.thumbprint})
     else:
         click.echo(f"Node home made in {home}; it presents thumbprint {identity.thumbprint}")
         click.echo(f"Start it with: cuttle-server run --home {home}")
@@ -216,7 +222,7 @@ def node() -> None:
 @node.command("list")
 @home_option
 @click.option("--database-url", help="SQLAlchemy URL (default: SQLite in the home).")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table")
+@listing_output
 def node_list(home: Path, database_url: str | None, output: str) -> None:
     """Each node, its heartbeat age, its task cap and the unfinished tasks it holds."""
     settings = _settings(home).with_overrides(database_url=database_url)
@@ -230,14 +236,15 @@ def node_list(home: Path, database_url: str | None, output: str) -> None:
     rows = [
         {
             "id": n.id,
+            "heartbeat_at": time_or_none(n.heartbeat_ms),
             "heartbeat_age_seconds": round((now - n.heartbeat_ms) / 1000, 1),
             "task_cap": n.task_cap,
             "tasks": n.tasks,
         }
         for n in found
     ]
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+    if output != "table":
+        print_data(rows, output)
         return
     for row in rows:
         click.echo(
@@ -248,14 +255,17 @@ def node_list(home: Path, database_url: str | None, output: str) -> None:
 
 @main.command("show-thumbprint")
 @home_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 def show_thumbprint(home: Path, output: str) -> None:
     """Print the server certificate's thumbprint (give it to Tentacles)."""
     try:
         thumbprint = pki.thumbprint_of_pem((home / CERTIFICATE_FILE).read_bytes())
     except OSError as exc:
         raise click.ClickException(f"cannot read the server certificate: {exc}") from exc
-    click.echo(json.dumps({"thumbprint": thumbprint}) if output == "json" else thumbprint)
+    if output == "json":
+        print_json_line({"thumbprint": thumbprint})
+    else:
+        click.echo(thumbprint)
 
 
 @main.command()
