@@ -96,7 +96,7 @@ def test_a_step_without_target_tags_runs_on_the_worker_as_its_own_user(
     _needs_root()
     code, out, err = _deploy(cluster, tmp_path)
     assert code == 0, out + err
-    task_id = json.loads(out.splitlines()[-1])["id"]
+    task_id = json.loads(out.splitlines()[-1])["task_id"]
     lines = log_lines(cluster.server, task_id)
     pwd.getpwnam(WORKER_USER)  # made by `cuttle-server init`
     assert f"worker user {WORKER_USER}" in lines

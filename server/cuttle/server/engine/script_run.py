@@ -147,13 +147,16 @@ class ScriptRun:
         self._started = run.last_sequence > 0
         self._warned = False
         self._last_sequence = run.last_sequence
+        # Since when the agent has been out of reach without a break (None: reachable). Reset by
+        # every answer, so two short outages hours apart never add up to a lost agent.
+        self._lost_since: float | None = None
+        self._unreachable_noted = False
 
     async def execute(self) -> RunOutcome:
         """Drive the run to a stored outcome; an agent that is away is retried, not failed."""
         if self._run.state in FINISHED_RUN_STATES:
             return RunOutcome(self._run.state, self._run.exit_code or -1, self._run.message)
         backoff = Backoff(initial=0.2, maximum=self._ctx.settings.reconnect_max_delay)
-        lost_since: float | None = None
         cancel_sent = False
         while True:
             if self._cancel.is_set and not self._may_have_started:
@@ -209,16 +212,52 @@ class ScriptRun:
                         f" ({getattr(exc, 'reason', '') or exc})"
                     )
                 now = time.monotonic()
-                lost_since = lost_since or now
+                self._lost_since = self._lost_since or now
                 stored = await self._ctx.tx.read(lambda s: tasks.get_run(s, self._ticket))
                 self._last_sequence = stored.last_sequence
                 lost_for = self._ctx.settings.agent_lost_after
-                if now - lost_since > lost_for:
+                if now - self._lost_since > lost_for:
                     lost = self._lost_message(lost_for, exc)
                     return await self._finish(RunState.RESULT_UNKNOWN, -1, lost)
+                if not self._unreachable_noted:
+                    await self._note_unreachable(exc, lost_for - (now - self._lost_since))
                 delay = backoff.next_delay()
                 self._log.warning("run_retrying", error=str(exc), delay=round(delay, 2))
                 await asyncio.sleep(delay)
+
+    async def _note_unreachable(self, exc: AgentError | NotFound, left: float) -> None:
+        """Say in the task's tree and live log that the agent is out of reach, and for how long
+        the server keeps trying (issue 15: never a silent 'pending')."""
+        since = time.strftime("%H:%M:%S", time.gmtime())
+        reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+        note = (
+            f"waiting for {self._machine} since {since} UTC: {reason}; retrying for "
+            f"{_duration(left)} more"
+        )
+        node_id, task_id = self._run.node_id, self._task_id
+
+        def store(session: Session) -> None:
+            tasks.note_node_reason(session, node_id, note)
+            task_log.append_server_line(session, task_id, note)
+
+        await self._ctx.tx.run(store)
+        self._ctx.signals.notify(task_id)
+        self._unreachable_noted = True
+
+    async def _note_reachable(self) -> None:
+        self._lost_since = None
+        if not self._unreachable_noted:
+            return
+        self._unreachable_noted = False
+        note = f"reached {self._machine} again"
+        node_id, task_id = self._run.node_id, self._task_id
+
+        def store(session: Session) -> None:
+            tasks.note_node_reason(session, node_id, "")
+            task_log.append_server_line(session, task_id, note)
+
+        await self._ctx.tx.run(store)
+        self._ctx.signals.notify(task_id)
 
     def _lost_message(self, lost_for: float, exc: AgentError | NotFound) -> str:
         seen = (
@@ -261,6 +300,8 @@ class ScriptRun:
             self._ticket, self._last_sequence, start=self._request
         ):
             last = status
+            if self._lost_since is not None:
+                await self._note_reachable()
             if not answered.is_set():
                 answered.set()
                 self._started = self._may_have_started = True
@@ -429,3 +470,11 @@ def _put_artifact(task_id: str, machine: str, name: str, content: bytes, session
 class _StillRunning(AgentError):
     def __init__(self, machine: str) -> None:
         super().__init__(f"{machine}: the watch ended while the script still runs")
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as an operator reads them: "45s", "8 minutes"."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f} minutes"

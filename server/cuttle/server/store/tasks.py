@@ -69,6 +69,9 @@ class _Counter:
     rows: list[TaskNode] = field(default_factory=list)
 
 
+_UNFINISHED_NODE_VALUES = (NodeState.PENDING.value, NodeState.RUNNING.value)
+
+
 def _run_record(row: ScriptRun) -> ScriptRunRecord:
     return ScriptRunRecord(
         ticket=row.ticket,
@@ -606,6 +609,16 @@ def set_node_state(
         row.ended_ms = at
     session.flush()
     return _node_record(row, ())
+
+
+def note_node_reason(session: Session, node_id: str, reason: str) -> None:
+    """Set an unfinished node's reason without moving its state (why it waits, and since when)."""
+    session.execute(
+        update(TaskNode)
+        .where(TaskNode.id == node_id, TaskNode.state.in_(_UNFINISHED_NODE_VALUES))
+        .values(reason=reason)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def cancel_requested_among(session: Session, task_ids: Sequence[str]) -> list[tuple[str, str]]:

@@ -1,0 +1,65 @@
+"""A target the server cannot reach says so, since when and for how long it keeps trying.
+
+The listening Tentacle is down when a script is sent to it. The live output and `task show`
+say "waiting for web-01 since ...: <why>; retrying for ... more"; once the Tentacle is back the
+output says it was reached again, the script runs with every line, and the machine's reason is
+clear again.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
+from tests.integration.harness.tasks import log_lines, newest_task_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def _machine_reason(server: Server, task_id: str) -> str:
+    task = server.cli_json("task", "show", task_id)
+    machine = next(n for n in task["nodes"] if n["kind"] == "machine")
+    return str(machine["reason"])
+
+
+def test_an_unreachable_target_says_why_since_when_and_recovers(cluster: Cluster) -> None:
+    server = cluster.start_server(agent_lost_after_seconds=120.0)
+    tentacle = cluster.add_tentacle("web-01", "listening")
+    assert tentacle.process is not None
+    tentacle.process.stop()
+    run = subprocess.Popen(
+        [str(BIN / "cuttle"), "script", "run", "--machine", "web-01", "--", "echo delivered"],
+        env=server.cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        task_id = wait_for(lambda: newest_task_id(server), 30, "the task to be listed")
+        wait_for(
+            lambda: any(
+                line.startswith("waiting for web-01 since ") for line in log_lines(server, task_id)
+            ),
+            60,
+            "the waiting note",
+            interval=0.2,
+        )
+        reason = _machine_reason(server, task_id)
+        assert re.fullmatch(
+            r"waiting for web-01 since \d\d:\d\d:\d\d UTC: .+; retrying for \d+ minutes more",
+            reason,
+        ), reason
+        tentacle.start()
+        out, _ = run.communicate(timeout=90)
+        printed = out.decode(errors="replace")
+        assert run.returncode == 0, printed
+        assert "waiting for web-01 since" in printed, printed
+        assert "reached web-01 again" in printed, printed
+        assert "delivered" in log_lines(server, task_id)
+        assert _machine_reason(server, task_id) == ""
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
