@@ -141,6 +141,14 @@ def test_a_script_runs_as_the_user_and_cannot_read_the_tentacle_home(
         "artifact", "download", task["id"], "web-01", "report.txt", "-o", str(saved), check=True
     )
     assert saved.read_text() == "report\n"
+    workspaces = home.with_name(home.name + "-workspaces")
+    assert workspaces.stat().st_mode & 0o777 == 0o711
+    # Once the server has the result, the ticket goes, and its workspace outside the home too.
+    wait_for(
+        lambda: sorted(p.name for p in workspaces.iterdir()) == ["helpers"],
+        30,
+        "the completed ticket's workspace to be deleted",
+    )
 
     # Root's files are not the script's to publish: root copying them in would leak them.
     publish = "new_octopusartifact /etc/shadow"
