@@ -558,6 +558,8 @@ def service_unit(executable: Path, home: Path, user: str = "") -> str:
             "NoNewPrivileges=yes\n"
             "RestrictSUIDSGID=yes\n"
             "ProtectSystem=full\n"
+            # A home under /etc (where older installers put it) stays writable.
+            f"ReadWritePaths={home}\n"
             "ProtectKernelTunables=yes\n"
             "ProtectKernelModules=yes\n"
             "ProtectKernelLogs=yes\n"

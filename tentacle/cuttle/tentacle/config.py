@@ -3,7 +3,9 @@
 Layout of `<home>`: `tentacle.json` (this configuration), `key.pem` (owner-only) and
 `certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tentacle.lock`
 (held by the one `run` of this home, see home_lock), `tickets/` (script state and journals),
-`uploads/` (file transfers in progress).
+`uploads/` (file transfers in progress). The home is 0700; with `run_scripts_as`, the scripts'
+workspaces live outside it, in `<home>-workspaces/` or `workspaces_dir`
+(execution/script_user.py).
 """
 
 from __future__ import annotations

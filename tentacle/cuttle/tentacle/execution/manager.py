@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -43,7 +44,7 @@ from cuttle.tentacle.execution.model import (
 from cuttle.tentacle.execution.proctree import become_subreaper
 from cuttle.tentacle.execution.record_sync import RecordSyncer
 from cuttle.tentacle.execution.runner import RunSettings, Started, TicketRun, launch
-from cuttle.tentacle.execution.script_user import ScriptUser
+from cuttle.tentacle.execution.script_user import ScriptUser, open_beneath
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
@@ -433,6 +434,18 @@ class ScriptManager:
             self._doomed.put_nowait(doomed)
         else:
             await asyncio.to_thread(remove_ticket, doomed)
+
+    def open_workspace_file(self, ticket: str, relative_path: str) -> BinaryIO:
+        """Open a file of the ticket's workspace for a download; OSError when there is none.
+
+        A workspace that belongs to another user (run_scripts_as) is read without following
+        any symlink: its user could otherwise swap the file for a link to one only root reads.
+        """
+        run = self._get(ticket)
+        if run.paths.work is None:
+            return open(self.workspace_file(ticket, relative_path), "rb")  # noqa: SIM115
+        fd = open_beneath(run.paths.script_workspace, check_relative_name(relative_path))
+        return os.fdopen(fd, "rb")
 
     def workspace_file(self, ticket: str, relative_path: str) -> Path:
         """Resolve a path inside the ticket's workspace (for downloads); refuse escapes."""

@@ -20,7 +20,7 @@ import os
 import pwd
 import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 __all__ = [
     "ScriptUser",
@@ -198,7 +198,7 @@ def give_to(path: Path, user: ScriptUser) -> None:
             os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
 
 
-def open_beneath(root: Path, relative: Path) -> int:
+def open_beneath(root: Path, relative: PurePath) -> int:
     """Open a regular file below ``root`` without following any symlink (a race-free read).
 
     The workspace belongs to the script's user, who could swap a checked path for a symlink
