@@ -18,7 +18,7 @@ from cuttle.tentacle.comms.polling import PollingClient, PollingSettings, Pollin
 from cuttle.tentacle.config import InstanceHome, TentacleConfig
 from cuttle.tentacle.execution.manager import ScriptManager, become_subreaper
 from cuttle.tentacle.execution.script_user import (
-    check_reachable,
+    check_workspaces,
     may_execute,
     script_user_for,
     workspaces_root,
@@ -40,7 +40,7 @@ class TentacleAgent:
         script_user = script_user_for(self._config.run_scripts_as)
         workspaces = workspaces_root(home.path, self._config.workspaces_dir)
         if script_user is not None:
-            check_reachable(workspaces, script_user)
+            check_workspaces(workspaces, script_user)
             mode = stat.S_IMODE(home.path.stat().st_mode)
             if mode & 0o077:
                 # Keys, journals and every ticket live here: the scripts' user gets nothing.

@@ -29,7 +29,7 @@ from cuttle.tentacle.config import (
 )
 from cuttle.tentacle.execution.script_user import (
     ScriptUserError,
-    check_reachable,
+    check_workspaces,
     script_user_for,
     workspaces_root,
 )
@@ -127,7 +127,7 @@ def _check_script_user(value: str, home: Path, workspaces_dir: str, *, starting:
     if user is None:
         return
     try:
-        check_reachable(workspaces_root(home, workspaces_dir), user)
+        check_workspaces(workspaces_root(home, workspaces_dir), user)
     except ScriptUserError as exc:
         if starting:
             raise CliError(str(exc)) from exc

@@ -18,6 +18,7 @@ from cuttle.tentacle.execution.script_user import (
     ScriptUserError,
     check_reachable,
     check_run_scripts_as,
+    check_workspaces,
     open_beneath,
     resolve_script_user,
     script_user_for,
@@ -147,3 +148,29 @@ def test_the_config_file_checks_the_form(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message) as caught:
             home.load()
         assert str(home.config_path) in str(caught.value)
+
+
+def test_a_workspaces_directory_others_could_change_is_refused() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    base = Path(tempfile.mkdtemp(prefix="cuttle-ws-", dir="/tmp"))
+    someone = ScriptUser("someone", 4242, 4242, (4242,), "/")
+    try:
+        base.chmod(0o711)
+        work = base / "workspaces"
+        check_workspaces(work, someone)  # not made yet: the Tentacle makes it, root's
+        work.mkdir()
+        os.chown(work, 4242, 4242)
+        with pytest.raises(ScriptUserError, match="owned by uid 4242"):
+            check_workspaces(work, someone)
+        os.chown(work, 0, 0)
+        work.chmod(0o771)
+        with pytest.raises(ScriptUserError, match="mode 0771"):
+            check_workspaces(work, someone)
+        work.chmod(0o711)
+        check_workspaces(work, someone)
+        # A symlink to it is judged by where it leads.
+        (base / "link").symlink_to(work)
+        check_workspaces(base / "link", someone)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

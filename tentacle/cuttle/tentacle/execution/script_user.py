@@ -26,6 +26,7 @@ __all__ = [
     "ScriptUser",
     "ScriptUserError",
     "check_reachable",
+    "check_workspaces",
     "check_run_scripts_as",
     "drop_privileges_argv",
     "give_to",
@@ -179,6 +180,38 @@ def check_reachable(path: Path, user: ScriptUser) -> None:
                 f"{stat.S_IMODE(st.st_mode):04o} owned by uid {st.st_uid}; choose a workspaces "
                 "directory the user can reach (tentacle configure --workspaces-dir DIR)"
             )
+
+
+def check_workspaces(path: Path, user: ScriptUser) -> None:
+    """Refuse a workspaces directory the user cannot reach, or one anyone else could change.
+
+    Root creates, renames and deletes ticket directories in it: were it (or a directory
+    above it) someone else's or writable by others, its entries could be swapped for
+    symlinks pointing root's writes elsewhere.
+    """
+    check_reachable(path, user)
+    euid = os.geteuid()
+    # Symlinks on the way are followed once, here (their own directories are checked as the
+    # real path's are not: a root-owned link in a root-owned directory cannot be changed).
+    target = Path(os.path.realpath(path))
+    current = target
+    while True:
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            current = current.parent  # made by the Tentacle
+            continue
+        # A sticky directory (/tmp) above it lets others add entries, never replace ours.
+        shared = st.st_mode & stat.S_ISVTX and current != target
+        if st.st_uid not in (0, euid) or (st.st_mode & 0o022 and not shared):
+            raise ScriptUserError(
+                f"run_scripts_as: the workspaces directory {path} is not safe: {current} is "
+                f"mode {stat.S_IMODE(st.st_mode):04o} owned by uid {st.st_uid}; it and the "
+                "directories above it must be root's and writable by root alone"
+            )
+        if current.parent == current:
+            return
+        current = current.parent
 
 
 def may_execute(path: str, user: ScriptUser) -> bool:

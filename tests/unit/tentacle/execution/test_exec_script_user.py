@@ -137,7 +137,20 @@ def test_a_restarted_tentacle_kills_what_the_user_left_and_finds_its_workspace(
     run_with(home, after)
     run_with(home, _restarted)
     assert not (workspaces / "t-left").exists()
-    leftovers = subprocess.run(
-        ["pgrep", "-u", str(user.uid)], capture_output=True, text=True, check=False
-    )
-    assert leftovers.stdout == "", leftovers.stdout
+    assert _live_processes_of(user.uid) == []
+
+
+def _live_processes_of(uid: int) -> list[int]:
+    """Pids of ``uid``'s processes that have not exited (a zombie only awaits its parent)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields["State"].startswith("Z"):
+            found.append(int(entry))
+    return found
