@@ -1,9 +1,9 @@
 """run_scripts_as: scripts run as an unprivileged user, kept in their cgroup and out of the home.
 
 Real `cuttle-server` and `tentacle` processes; the Tentacle runs as root (as the installed
-service does) and a throwaway system user is made for each test. The cluster lives under a
-directory others may traverse (pytest's own temp root is 0700, which no other user could
-enter to reach a workspace).
+service does) and a throwaway system user is made for each test. The Tentacle's home is in
+pytest's temp root, a 0700 tree the user cannot enter (as a server's built-in worker's home
+is): the workspaces live outside it, under /var/lib/cuttle-tentacle-workspaces.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from cuttle.tentacle.execution import proctree
-from tests.integration.harness.cluster import BIN, Cluster, Tentacle, running_cluster, wait_for
+from cuttle.tentacle.execution.script_user import workspaces_root
+from tests.integration.harness.cluster import BIN, Cluster, Tentacle, wait_for
 from tests.integration.harness.tasks import (
     finished_task,
     kill_marked,
@@ -50,21 +50,6 @@ def script_user() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["userdel", name], capture_output=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def open_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """A cluster in a directory other users may traverse (but not list)."""
-    root = Path(tempfile.mkdtemp(prefix="cuttle-run-as-", dir="/tmp"))
-    root.chmod(0o711)
-    try:
-        with running_cluster(root) as cluster:
-            yield cluster
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(cluster.logs())
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _run_as(tentacle: Tentacle, user: str) -> None:
@@ -99,10 +84,10 @@ def _writable_cgroup2() -> Path:
 
 
 def test_a_script_runs_as_the_user_and_cannot_read_the_tentacle_home(
-    open_cluster: Cluster, script_user: str, tmp_path: Path
+    cluster: Cluster, script_user: str, tmp_path: Path
 ) -> None:
-    server = open_cluster.start_server()
-    tentacle = open_cluster.add_tentacle("web-01", "listening")
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "listening")
     _run_as(tentacle, script_user)
     home = tentacle.home
     assert home.stat().st_mode & 0o777 == 0o700
@@ -141,8 +126,9 @@ def test_a_script_runs_as_the_user_and_cannot_read_the_tentacle_home(
         "artifact", "download", task["id"], "web-01", "report.txt", "-o", str(saved), check=True
     )
     assert saved.read_text() == "report\n"
-    workspaces = home.with_name(home.name + "-workspaces")
+    workspaces = workspaces_root(home, "")
     assert workspaces.stat().st_mode & 0o777 == 0o711
+    assert workspaces.parent.stat().st_mode & 0o777 == 0o711
     # Once the server has the result, the ticket goes, and its workspace outside the home too.
     wait_for(
         lambda: sorted(p.name for p in workspaces.iterdir()) == ["helpers"],
@@ -160,11 +146,11 @@ def test_a_script_runs_as_the_user_and_cannot_read_the_tentacle_home(
 
 
 def test_a_script_run_as_the_user_cannot_leave_its_cgroup_and_cancel_kills_its_tree(
-    open_cluster: Cluster, script_user: str
+    cluster: Cluster, script_user: str
 ) -> None:
     mount = _writable_cgroup2()
-    server = open_cluster.start_server()
-    tentacle = open_cluster.add_tentacle("web-01", "polling")
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "polling")
     _run_as(tentacle, script_user)
     mark = f"CUTTLE_TEST_MARK={uuid.uuid4().hex}"
     body = (
@@ -262,7 +248,15 @@ def test_run_scripts_as_is_set_by_create_instance_and_cleared_by_configure(
         timeout=60,
     )
     assert json.loads((home / "tentacle.json").read_text())["run_scripts_as"] == script_user
-    # pytest's temp root is 0700: the default workspaces beside this home are out of reach.
+    # pytest's temp root is 0700: workspaces in there would be out of the user's reach.
+    unreachable = subprocess.run(
+        [*tentacle, "configure", "--home", str(home), "--workspaces-dir", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert f"warning: run_scripts_as: user {script_user} cannot reach" in unreachable.stderr
     blocked = subprocess.run(
         [*tentacle, "run", "--home", str(home)], capture_output=True, text=True, timeout=60
     )

@@ -201,7 +201,7 @@ def show_thumbprint(home: Path, output: str) -> None:
 @click.option(
     "--workspaces-dir",
     help="Where workspaces of scripts run as another user live (absolute; default: "
-    '<home>-workspaces beside the home; "" restores it).',
+    '/var/lib/cuttle-tentacle-workspaces/<home name>-<hash>; "" restores it).',
 )
 def configure(
     home: Path,

@@ -4,7 +4,7 @@ Layout of `<home>`: `tentacle.json` (this configuration), `key.pem` (owner-only)
 `certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tentacle.lock`
 (held by the one `run` of this home, see home_lock), `tickets/` (script state and journals),
 `uploads/` (file transfers in progress). The home is 0700; with `run_scripts_as`, the scripts'
-workspaces live outside it, in `<home>-workspaces/` or `workspaces_dir`
+workspaces live outside it, under `/var/lib/cuttle-tentacle-workspaces/` or `workspaces_dir`
 (execution/script_user.py).
 """
 
@@ -68,7 +68,7 @@ class TentacleConfig:
     # so scripts that need root run unchanged); see execution/script_user.py.
     run_scripts_as: str = ""
     # Where the workspaces of scripts run as another user live (they cannot enter the home);
-    # "" means "<home>-workspaces" beside the home.
+    # "" means /var/lib/cuttle-tentacle-workspaces/<home name>-<hash of the home's path>.
     workspaces_dir: str = ""
 
     def trusted_thumbprints(self) -> set[str]:

@@ -88,8 +88,14 @@ def test_a_tentacle_that_is_not_root_refuses_another_user(
     assert "--run-scripts-as" in str(caught.value)
 
 
-def test_workspaces_default_to_beside_the_home(tmp_path: Path) -> None:
-    assert workspaces_root(tmp_path / "home", "") == tmp_path / "home-workspaces"
+def test_workspaces_default_to_one_directory_per_home_under_var_lib(tmp_path: Path) -> None:
+    # Not beside the home: a home may sit where the user cannot go (a server's worker).
+    one = workspaces_root(tmp_path / "a" / "home", "")
+    other = workspaces_root(tmp_path / "b" / "home", "")
+    assert one.parent == other.parent == Path("/var/lib/cuttle-tentacle-workspaces")
+    assert one.name.startswith("home-")
+    assert one != other
+    assert workspaces_root(tmp_path / "a" / "home", "") == one
     assert workspaces_root(tmp_path / "home", "/srv/work") == Path("/srv/work")
 
 

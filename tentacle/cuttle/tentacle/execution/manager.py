@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -44,7 +45,7 @@ from cuttle.tentacle.execution.model import (
 from cuttle.tentacle.execution.proctree import become_subreaper
 from cuttle.tentacle.execution.record_sync import RecordSyncer
 from cuttle.tentacle.execution.runner import RunSettings, Started, TicketRun, launch
-from cuttle.tentacle.execution.script_user import ScriptUser, open_beneath
+from cuttle.tentacle.execution.script_user import ScriptUser, open_beneath, workspaces_root
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
@@ -85,6 +86,17 @@ def _delete_all(paths: list[Path]) -> None:
         remove_ticket(path)
 
 
+def _tidy_workspaces(workspaces: Path) -> None:
+    """Remove a workspaces directory that holds no ticket (only the shared helpers)."""
+    try:
+        if any(entry.name != "helpers" for entry in workspaces.iterdir()):
+            return
+        shutil.rmtree(workspaces / "helpers", ignore_errors=True)
+        workspaces.rmdir()
+    except OSError:
+        pass  # a ticket arrived meanwhile, or it is gone already: nothing to tidy
+
+
 def _has_news(run: TicketRun, after: int) -> bool:
     return run.deleted or run.finished or run.journal.last_sequence > after
 
@@ -121,8 +133,10 @@ class ScriptManager:
         self._workspaces: Path | None = None
         helpers = HelperFiles(home / "helpers")
         if script_user is not None:
-            self._workspaces = (workspaces or home.with_name(home.name + "-workspaces")).absolute()
-            self._workspaces.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._workspaces = workspaces or workspaces_root(home, "")
+            # /var/lib/cuttle-tentacle-workspaces too, when it is made here: not listable.
+            self._workspaces.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._workspaces.mkdir(mode=0o711, exist_ok=True)
             # Traversable, not listable: a script reaches its own workspace, never lists others.
             os.chmod(self._workspaces, 0o711)  # noqa: S103
             helpers = HelperFiles(self._workspaces / "helpers", shared=True)
@@ -251,6 +265,8 @@ class ScriptManager:
         if self._settings.cgroups is not None:
             # Only succeeds when no ticket cgroup is left; a live script keeps it.
             proctree.remove_cgroup(self._settings.cgroups.path)
+        if self._workspaces is not None:
+            await asyncio.to_thread(_tidy_workspaces, self._workspaces)
 
     # -- the contract ------------------------------------------------------------------------
 

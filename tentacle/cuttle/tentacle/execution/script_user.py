@@ -8,14 +8,17 @@ ticket's cgroup: an unprivileged process cannot write a cgroup.procs outside its
 so it cannot leave, and cancel still reaches every process it starts.
 
 The home (0700) is out of the script's reach: its workspace and variables file live under the
-workspaces directory (``<home>-workspaces`` beside the home unless ``workspaces_dir`` says
-otherwise), where every directory but the workspace itself is root-owned and not listable.
+workspaces directory (``/var/lib/cuttle-tentacle-workspaces/<home name>-<hash of its path>``
+unless ``workspaces_dir`` says otherwise; not beside the home, which may sit in a directory the
+user cannot enter, as a server's built-in worker does), where every directory but the workspace
+itself is root-owned and not listable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import grp
+import hashlib
 import os
 import pwd
 import stat
@@ -36,7 +39,7 @@ __all__ = [
     "workspaces_root",
 ]
 
-WORKSPACES_SUFFIX = "-workspaces"
+DEFAULT_WORKSPACES = Path("/var/lib/cuttle-tentacle-workspaces")
 
 
 class ScriptUserError(ValueError):
@@ -148,11 +151,13 @@ def drop_privileges_argv(python: str, user: ScriptUser) -> list[str]:
 
 
 def workspaces_root(home: Path, configured: str) -> Path:
-    """Where scripts run as another user get their workspaces: the setting or beside the home."""
+    """Where scripts run as another user get their workspaces: the setting, or one directory
+    per home under /var/lib/cuttle-tentacle-workspaces (named and hashed by the home's path)."""
     if configured:
         return Path(configured).absolute()
     home = home.absolute()
-    return home.with_name(home.name + WORKSPACES_SUFFIX)
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    return DEFAULT_WORKSPACES / f"{home.name}-{digest}"
 
 
 def _may(st: os.stat_result, user: ScriptUser, bits: tuple[int, int, int]) -> bool:
