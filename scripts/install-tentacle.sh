@@ -24,7 +24,7 @@ Usage: install-tentacle.sh --server URL --server-thumbprint T --name NAME --envi
                            [--role ROLE]... [--comms-style listening|polling] [--port N]
                            [--listen-host ADDR] [--polling-address HOST:PORT]
                            [--public-hostname NAME] [--source PATH] [--prefix DIR]
-                           [--home DIR] [--no-service]
+                           [--home DIR] [--run-scripts-as USER[:GROUP]] [--no-service]
 Environment: CUTTLE_API_KEY (required): a key allowed to register machines
              (cuttle api-key create --permission machine:register);
              CUTTLE_SERVER, CUTTLE_SERVER_THUMBPRINT: defaults for --server and
@@ -39,6 +39,10 @@ Environment: CUTTLE_API_KEY (required): a key allowed to register machines
   --port         listening port (default 10933; listening Tentacles only)
   --listen-host  address a listening Tentacle binds (default 0.0.0.0, all interfaces, as
                  Octopus does; e.g. a private address to keep it off a public one)
+  --run-scripts-as
+                 run scripts as this user (and group) instead of as root, the service's
+                 user; each stays in its cgroup and out of the home ("" goes back to root;
+                 not given: an existing home keeps its setting)
   --no-service   do not write or start the systemd unit
 EOF
 }
@@ -57,7 +61,7 @@ fi
 
 server="${CUTTLE_SERVER:-}" thumbprint="${CUTTLE_SERVER_THUMBPRINT:-}" name="" environments=()
 roles=() style="listening" port=10933 listen_host="" polling_address="" public_hostname=""
-source="" prefix="/opt/cuttle-tentacle" home="" service=1
+source="" prefix="/opt/cuttle-tentacle" home="" service=1 run_scripts_as="" set_run_as=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --server) server=$2; shift 2 ;;
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
         --source) source=$2; shift 2 ;;
         --prefix) prefix=$2; shift 2 ;;
         --home) home=$2; shift 2 ;;
+        --run-scripts-as) run_scripts_as=$2; set_run_as=1; shift 2 ;;
         --no-service) service=0; shift ;;
         --api-key) die "pass the API key in CUTTLE_API_KEY, not on the command line" ;;
         -h|--help) usage; exit 0 ;;
@@ -198,6 +203,10 @@ note "installing ${packages[*]##*/} into $prefix"
 tentacle="$prefix/bin/tentacle"
 
 "$tentacle" create-instance --home "$home"
+if [ "$set_run_as" = 1 ]; then
+    # Checked here (the user must exist) before anything is registered.
+    "$tentacle" configure --home "$home" --run-scripts-as "$run_scripts_as"
+fi
 register=(register-with --home "$home" --server "$server" --server-thumbprint "$thumbprint"
     --name "$name" --comms-style "$style" --force)
 for env in "${environments[@]}"; do register+=(--environment "$env"); done

@@ -104,9 +104,11 @@ def test_one_line_install_registers_a_polling_tentacle_that_runs_scripts(
         return shown.stdout.strip()
 
     before = thumbprint()
-    again = _install(args, {"CUTTLE_API_KEY": server.api_key})
+    # --run-scripts-as reaches the instance's settings (root, as the Tentacle: nothing switches).
+    again = _install([*args, "--run-scripts-as", "root"], {"CUTTLE_API_KEY": server.api_key})
     assert again.returncode == 0, again.stdout + again.stderr
     assert thumbprint() == before
+    assert json.loads((home / "tentacle.json").read_text())["run_scripts_as"] == "root"
     (machine,) = server.cli_json("machine", "list")
     assert machine["thumbprint"] == before
 

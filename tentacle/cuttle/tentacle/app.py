@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import stat
+import sys
 from pathlib import Path
 
 import structlog
@@ -14,6 +17,12 @@ from cuttle.tentacle.comms.listening import ListeningServer
 from cuttle.tentacle.comms.polling import PollingClient, PollingSettings, PollingTarget
 from cuttle.tentacle.config import InstanceHome, TentacleConfig
 from cuttle.tentacle.execution.manager import ScriptManager, become_subreaper
+from cuttle.tentacle.execution.script_user import (
+    check_workspaces,
+    may_execute,
+    script_user_for,
+    workspaces_root,
+)
 from cuttle.tentacle.files.transfer import UploadStore
 from cuttle.tentacle.services.handlers import TentacleHandlers
 
@@ -28,7 +37,23 @@ class TentacleAgent:
         self._config = home.load()
         self._config_mtime = home.config_path.stat().st_mtime_ns
         self._identity = home.identity()
-        self._manager = ScriptManager(home.path)
+        script_user = script_user_for(self._config.run_scripts_as)
+        workspaces = workspaces_root(home.path, self._config.workspaces_dir)
+        if script_user is not None:
+            check_workspaces(workspaces, script_user)
+            mode = stat.S_IMODE(home.path.stat().st_mode)
+            if mode & 0o077:
+                # Keys, journals and every ticket live here: the scripts' user gets nothing.
+                os.chmod(home.path, 0o700)
+                log.warning("home_mode_tightened", home=str(home.path), was=f"{mode:04o}")
+            if not may_execute(sys.executable, script_user):
+                # Bash scripts run; Python scripts and get_octopusvariable need the interpreter.
+                log.warning(
+                    "script_user_cannot_run_python",
+                    user=script_user.name,
+                    python=sys.executable,
+                )
+        self._manager = ScriptManager(home.path, script_user=script_user, workspaces=workspaces)
         uploads = UploadStore(home.path / "uploads")
         self._handlers = TentacleHandlers(
             self._manager,
@@ -123,6 +148,13 @@ class TentacleAgent:
                 continue
             self._config_mtime = mtime
             old = self._config
+            if (old.run_scripts_as, old.workspaces_dir) != (
+                config.run_scripts_as,
+                config.workspaces_dir,
+            ):
+                # Who scripts run as is fixed for the life of the process (a ticket's files
+                # are laid out for it): a change applies at the next start.
+                log.warning("run_scripts_as_changed", applies="at the next start")
             self._config = config
             self._apply_trust(config)
             log.info("config_reloaded", trusted=sorted(config.trusted_thumbprints()))

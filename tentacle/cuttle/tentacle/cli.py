@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import socket
 import sys
@@ -25,6 +26,12 @@ from cuttle.tentacle.config import (
     InstanceHome,
     ServerLink,
     TentacleConfig,
+)
+from cuttle.tentacle.execution.script_user import (
+    ScriptUserError,
+    check_workspaces,
+    script_user_for,
+    workspaces_root,
 )
 from cuttle.tentacle.home_lock import HomeLock, HomeLocked
 
@@ -82,13 +89,49 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+run_scripts_as_option = click.option(
+    "--run-scripts-as",
+    metavar="USER[:GROUP]",
+    help='Run scripts as this user (and group) instead of as the Tentacle itself; "" clears. '
+    "Needs a Tentacle running as root; takes effect at its next start.",
+)
+
+
 @main.command("create-instance")
 @home_option
-def create_instance(home: Path) -> None:
+@run_scripts_as_option
+def create_instance(home: Path, run_scripts_as: str | None) -> None:
     """Create an instance home with a new certificate (kept if it already exists)."""
-    identity = _home(home).create()
+    instance = _home(home)
+    if run_scripts_as is not None:
+        _check_script_user(run_scripts_as, home, "", starting=False)
+    identity = instance.create()
+    if run_scripts_as is not None:
+        config = _load(instance)
+        config.run_scripts_as = run_scripts_as
+        instance.save(config)
     click.echo(f"Instance created in {home}")
     click.echo(f"Thumbprint: {identity.thumbprint}")
+
+
+def _check_script_user(value: str, home: Path, workspaces_dir: str, *, starting: bool) -> None:
+    """Refuse a run_scripts_as that names nobody or that this Tentacle could not apply.
+
+    Whether the user can reach the workspaces is only a warning until the Tentacle starts:
+    the directories on the way may be fixed in between.
+    """
+    try:
+        user = script_user_for(value)
+    except ScriptUserError as exc:
+        raise CliError(str(exc)) from exc
+    if user is None:
+        return
+    try:
+        check_workspaces(workspaces_root(home, workspaces_dir), user)
+    except ScriptUserError as exc:
+        if starting:
+            raise CliError(str(exc)) from exc
+        click.echo(f"warning: {exc}; the Tentacle will not start so", err=True)
 
 
 @main.command("new-certificate")
@@ -154,6 +197,12 @@ def show_thumbprint(home: Path, output: str) -> None:
 @click.option(
     "--reconnect-max-delay", type=click.FloatRange(min=0.05), help="Reconnect backoff cap."
 )
+@run_scripts_as_option
+@click.option(
+    "--workspaces-dir",
+    help="Where workspaces of scripts run as another user live (absolute; default: "
+    '/var/lib/cuttle-tentacle-workspaces/<home name>-<hash>; "" restores it).',
+)
 def configure(
     home: Path,
     port: int | None,
@@ -166,10 +215,21 @@ def configure(
     heartbeat_interval: float | None,
     heartbeat_timeout: float | None,
     reconnect_max_delay: float | None,
+    run_scripts_as: str | None,
+    workspaces_dir: str | None,
 ) -> None:
     """Change the instance's settings; a running Tentacle applies trust changes at once."""
     instance = _home(home)
     config = _load(instance)
+    if workspaces_dir and not Path(workspaces_dir).is_absolute():
+        raise CliError(f"--workspaces-dir {workspaces_dir!r} must be an absolute path")
+    if run_scripts_as is not None or workspaces_dir is not None:
+        _check_script_user(
+            config.run_scripts_as if run_scripts_as is None else run_scripts_as,
+            home,
+            config.workspaces_dir if workspaces_dir is None else workspaces_dir,
+            starting=False,
+        )
     try:
         for thumbprint in trust:
             address = _trust_source(config, server, thumbprint)
@@ -194,8 +254,14 @@ def configure(
         config.heartbeat_timeout_seconds = heartbeat_timeout
     if reconnect_max_delay is not None:
         config.reconnect_max_delay_seconds = reconnect_max_delay
+    if run_scripts_as is not None:
+        config.run_scripts_as = run_scripts_as
+    if workspaces_dir is not None:
+        config.workspaces_dir = workspaces_dir
     instance.save(config)
     click.echo("Configuration saved")
+    if run_scripts_as is not None or workspaces_dir is not None:
+        click.echo("Who scripts run as changes when the Tentacle next starts", err=True)
     for entry in config.trusted_servers:
         if not entry.certificate_pem:
             # Written by older versions: the TLS root bundle cannot enforce a bare thumbprint.
@@ -416,7 +482,10 @@ def run(home: Path, log_level: str) -> None:
 
     configure_logging(log_level)
     instance = _home(home)
-    _load(instance)
+    config = _load(instance)
+    # Checked before anything starts: a Tentacle that cannot run scripts as configured must
+    # not serve (and the message belongs on the terminal, not in a traceback).
+    _check_script_user(config.run_scripts_as, home, config.workspaces_dir, starting=True)
     # Held until this process ends: a second agent on the same home is refused at once.
     lock = HomeLock(home, "run a second Tentacle on this home")
     try:
@@ -443,8 +512,20 @@ def service() -> None:
     show_default=True,
 )
 @click.option("--unit-name", default="cuttle-tentacle", show_default=True)
-def service_install(home: Path, unit_dir: Path, unit_name: str) -> None:
+@click.option(
+    "--user",
+    "user",
+    default="",
+    help="Run the service as this user instead of root (a rootless Tentacle: its scripts run "
+    "as that user too, and the home must belong to it).",
+)
+def service_install(home: Path, unit_dir: Path, unit_name: str, user: str) -> None:
     """Write a systemd unit running this instance; enable it with systemctl."""
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise CliError(f"--user {user!r}: there is no such user on this machine") from None
     # The program running now, as an absolute path (systemd needs one): not whichever
     # `tentacle` comes first on PATH, which may be another installation.
     running = Path(sys.argv[0])
@@ -453,12 +534,13 @@ def service_install(home: Path, unit_dir: Path, unit_name: str) -> None:
         raise CliError("cannot tell where the tentacle program is installed")
     unit = unit_dir / f"{unit_name}.service"
     unit_dir.mkdir(parents=True, exist_ok=True)
-    unit.write_text(service_unit(Path(executable), home.resolve()))
+    unit.write_text(service_unit(Path(executable), home.resolve(), user))
     click.echo(f"Wrote {unit}; enable it with: systemctl enable --now {unit_name}")
 
 
-def service_unit(executable: Path, home: Path) -> str:
-    """The systemd unit running this instance as root, hardened where scripts do not suffer."""
+def service_unit(executable: Path, home: Path, user: str = "") -> str:
+    """The systemd unit running this instance (as root unless ``user``), hardened where
+    scripts do not suffer."""
     # Root, so that scripts written for Octopus (systemctl, apt, useradd) run unchanged. That
     # rules out the sandboxing options that would break them: ProtectSystem/ProtectHome
     # (package installs, deploys into /srv or /home), PrivateTmp (files shared with other
@@ -468,18 +550,37 @@ def service_unit(executable: Path, home: Path) -> str:
     # makes a cgroup per script), ProtectClock (it closes device access to all but the clock),
     # ProtectKernelLogs (dmesg in health checks). What is left costs a deployment script
     # nothing; `systemd-analyze security` rates the result as exposed, which is the price of
-    # running scripts as root. A rootless Tentacle can add the rest.
+    # running scripts as root. A rootless Tentacle adds what an unprivileged script cannot
+    # miss (it could not install packages or write /usr anyway).
+    rootless = (
+        (
+            f"User={user}\n"
+            "NoNewPrivileges=yes\n"
+            "RestrictSUIDSGID=yes\n"
+            "ProtectSystem=full\n"
+            # A home under /etc (where older installers put it) stays writable.
+            f"ReadWritePaths={home}\n"
+            "ProtectKernelTunables=yes\n"
+            "ProtectKernelModules=yes\n"
+            "ProtectKernelLogs=yes\n"
+            "ProtectClock=yes\n"
+        )
+        if user
+        else ""
+    )
     return (
         "[Unit]\n"
         "Description=Cuttle Tentacle agent\n"
         "After=network-online.target\nWants=network-online.target\n\n"
         "[Service]\n"
         f"ExecStart={executable} run --home {home}\n"
+        f"{rootless}"
         "Restart=always\nRestartSec=5\n"
         # Scripts may start services of their own: kill only the agent on stop, not the tree.
         "KillMode=process\n"
         # Each script gets a child cgroup of the service's (the kill that reaches every
-        # process): systemd must leave that subtree to the Tentacle.
+        # process): systemd must leave that subtree to the Tentacle (for a rootless one, it
+        # also hands the subtree to the service's user).
         "Delegate=yes\n"
         "Environment=CUTTLE_LOG_FORMAT=json\n"
         "LockPersonality=yes\n"

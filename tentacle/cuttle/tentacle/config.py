@@ -3,7 +3,9 @@
 Layout of `<home>`: `tentacle.json` (this configuration), `key.pem` (owner-only) and
 `certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tentacle.lock`
 (held by the one `run` of this home, see home_lock), `tickets/` (script state and journals),
-`uploads/` (file transfers in progress).
+`uploads/` (file transfers in progress). The home is 0700; with `run_scripts_as`, the scripts'
+workspaces live outside it, under `/var/lib/cuttle-tentacle-workspaces/` or `workspaces_dir`
+(execution/script_user.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cuttle.protocol import pki
+from cuttle.tentacle.execution.script_user import check_run_scripts_as
 
 CONFIG_FILE = "tentacle.json"
 KEY_FILE = "key.pem"
@@ -61,6 +64,12 @@ class TentacleConfig:
     config_reload_interval_seconds: float = 1.0
     workspace_retention_seconds: float = 86_400.0
     cleaner_interval_seconds: float = 3_600.0
+    # "user" or "user:group" scripts run as instead of the Tentacle's own user (root by default,
+    # so scripts that need root run unchanged); see execution/script_user.py.
+    run_scripts_as: str = ""
+    # Where the workspaces of scripts run as another user live (they cannot enter the home);
+    # "" means /var/lib/cuttle-tentacle-workspaces/<home name>-<hash of the home's path>.
+    workspaces_dir: str = ""
 
     def trusted_thumbprints(self) -> set[str]:
         """Thumbprints of the servers this Tentacle accepts."""
@@ -168,13 +177,22 @@ def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
     config = TentacleConfig()
-    for key in ("comms_style", "listen_host"):
+    for key in ("comms_style", "listen_host", "run_scripts_as", "workspaces_dir"):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise ConfigError(f"{path}: {key} must be a string")
             setattr(config, key, raw[key])
     if config.comms_style not in ("listening", "polling"):
         raise ConfigError(f"{path}: comms_style must be 'listening' or 'polling'")
+    if config.run_scripts_as:
+        # Only the form here: whether the user exists is checked by configure and at start
+        # (a Tentacle reading its file while running must not fail on a passwd change).
+        try:
+            check_run_scripts_as(config.run_scripts_as)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    if config.workspaces_dir and not Path(config.workspaces_dir).is_absolute():
+        raise ConfigError(f"{path}: workspaces_dir must be an absolute path")
     for key in ("port", "polling_connections"):
         if key in raw:
             if not isinstance(raw[key], int) or raw[key] < 0:

@@ -26,6 +26,7 @@ from typing import IO
 
 from cuttle.tentacle.execution.errors import InvalidScript
 from cuttle.tentacle.execution.model import StartCommand, Syntax, check_relative_name
+from cuttle.tentacle.execution.script_user import ScriptUser, drop_privileges_argv, give_to
 
 __all__ = [
     "HelperFiles",
@@ -256,11 +257,19 @@ class Launch:
     cwd: Path
     script: Path
     variables_file: Path
+    user: ScriptUser | None = None
+    """Who the script runs as (None: as the Tentacle); the workspace is handed to them."""
 
     def argv(self, cgroup: Path | None) -> list[str]:
         """The full argv; the bootstrap joins ``cgroup`` (when given) before the script runs."""
         join = str(cgroup / "cgroup.procs") if cgroup is not None else ""
         return [*self.command, join, *self.arguments]
+
+    def argv_as_user(self, python: str) -> list[str]:
+        """The argv that drops to ``user`` first; the Tentacle joins the cgroup for it."""
+        assert self.user is not None  # noqa: S101 - only for a launch with a user
+        # The dropper execs the interpreter by path: the command's first word is absolute.
+        return [*drop_privileges_argv(python, self.user), *self.command, "", *self.arguments]
 
 
 def release(gate: IO[bytes], go: bool) -> None:
@@ -290,8 +299,10 @@ class HelperFiles:
     crash the check runs again before any script uses them.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, shared: bool = False) -> None:
         self.directory = directory
+        # Shared with scripts that run as another user: they must be able to read them.
+        self._shared = shared
         self._lock = threading.Lock()
         self._installed: _Installed | None = None
 
@@ -300,6 +311,9 @@ class HelperFiles:
         with self._lock:
             if self._installed is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
+                if self._shared:
+                    # Code every script reads, holding nothing secret.
+                    os.chmod(self.directory, 0o755)  # noqa: S103
                 self._installed = _Installed(
                     shell_helpers=self._install("helpers", ".sh", _SHELL_HELPERS),
                     shell_bootstrap=self._install("bootstrap", ".sh", _SHELL_BOOTSTRAP),
@@ -374,6 +388,7 @@ def plan_launch(
     cmd: StartCommand,
     python: str,
     helpers: HelperFiles,
+    user: ScriptUser | None = None,
 ) -> Launch | str:
     """How to launch the script (nothing is written yet); a str says why not."""
     interpreter = _interpreter(cmd.syntax, python)
@@ -391,6 +406,8 @@ def plan_launch(
         CUTTLE_WORKSPACE=str(workspace),
         PYTHONUNBUFFERED="1",
     )
+    if user is not None:
+        env.update(user.environment())
     if cmd.syntax is Syntax.PYTHON:
         command = [interpreter, str(shared.python_bootstrap)]
     else:
@@ -404,6 +421,7 @@ def plan_launch(
         cwd=workspace,
         script=script,
         variables_file=variables_file,
+        user=user,
     )
 
 
@@ -417,6 +435,11 @@ def write_workspace(launch: Launch, cmd: StartCommand) -> None:
     launch.script.write_text(cmd.body, encoding="utf-8")
     pairs = [[v.name, v.value] for v in cmd.variables]
     _write_new(launch.variables_file, json.dumps(pairs).encode(), 0o600)
+    if launch.user is not None:
+        # The script's own files (its workspace was made theirs when the ticket was claimed,
+        # and nothing of the script runs before "go"): its user may change and delete them.
+        give_to(workspace, launch.user)
+        os.chown(launch.variables_file, launch.user.uid, launch.user.gid)
 
 
 def remove_variables_file(variables_file: Path) -> None:

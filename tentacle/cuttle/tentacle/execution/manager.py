@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -44,11 +45,13 @@ from cuttle.tentacle.execution.model import (
 from cuttle.tentacle.execution.proctree import become_subreaper
 from cuttle.tentacle.execution.record_sync import RecordSyncer
 from cuttle.tentacle.execution.runner import RunSettings, Started, TicketRun, launch
+from cuttle.tentacle.execution.script_user import ScriptUser, open_beneath, workspaces_root
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
     claim,
     load_record,
+    remove_ticket,
     sync_claim,
 )
 
@@ -80,7 +83,18 @@ _DELETING = ".deleting-"
 
 def _delete_all(paths: list[Path]) -> None:
     for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_ticket(path)
+
+
+def _tidy_workspaces(workspaces: Path) -> None:
+    """Remove a workspaces directory that holds no ticket (only the shared helpers)."""
+    try:
+        if any(entry.name != "helpers" for entry in workspaces.iterdir()):
+            return
+        shutil.rmtree(workspaces / "helpers", ignore_errors=True)
+        workspaces.rmdir()
+    except OSError:
+        pass  # a ticket arrived meanwhile, or it is gone already: nothing to tidy
 
 
 def _has_news(run: TicketRun, after: int) -> bool:
@@ -101,6 +115,8 @@ class ScriptManager:
         use_cgroups: bool = True,
         running_record_delay: float = 0.5,
         record_sync_delay: float = 0.2,
+        script_user: ScriptUser | None = None,
+        workspaces: Path | None = None,
     ) -> None:
         # Scripts run with their workspace as cwd, so every path handed to them is absolute.
         home = home.resolve()
@@ -112,18 +128,31 @@ class ScriptManager:
         self._creating: dict[str, asyncio.Event] = {}
         self._closed = False
         self._cgroups_wanted = use_cgroups
+        # Scripts run as another user get their workspaces (and the shared helpers they read)
+        # outside the home, which they cannot enter (see script_user.py).
+        self._workspaces: Path | None = None
+        helpers = HelperFiles(home / "helpers")
+        if script_user is not None:
+            self._workspaces = workspaces or workspaces_root(home, "")
+            # /var/lib/cuttle-tentacle-workspaces too, when it is made here: not listable.
+            self._workspaces.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._workspaces.mkdir(mode=0o711, exist_ok=True)
+            # Traversable, not listable: a script reaches its own workspace, never lists others.
+            os.chmod(self._workspaces, 0o711)  # noqa: S103
+            helpers = HelperFiles(self._workspaces / "helpers", shared=True)
         self._settings = RunSettings(
             python=python_executable,
             cancel_grace=cancel_grace,
             eof_grace=eof_grace,
             mutexes=MutexMap(home / "mutex"),
             cgroups=None,
-            helpers=HelperFiles(home / "helpers"),
+            helpers=helpers,
             running_record_delay=running_record_delay,
+            user=script_user,
         )
         self._syncer = RecordSyncer(record_sync_delay)
         self._tickets_dir = home / "tickets"
-        self._tickets_dir.mkdir(parents=True, exist_ok=True)
+        self._tickets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Completed tickets are renamed away at once and deleted by one task off the request
         # path (see _forget); recover() starts it, close() stops it.
         self._doomed: asyncio.Queue[Path] = asyncio.Queue()
@@ -138,11 +167,19 @@ class ScriptManager:
             digest = hashlib.sha256(str(self._home.resolve()).encode()).hexdigest()[:12]
             cgroups = await asyncio.to_thread(proctree.CgroupRoot.detect, f"cuttle-{digest}")
             self._settings = dataclasses.replace(self._settings, cgroups=cgroups)
+        if self._settings.user is not None and self._settings.cgroups is None:
+            # Process group and ticket marker still find the tree, but a script that leaves
+            # both (setsid env -i) can no longer be found by a cancel.
+            log.warning(
+                "scripts_not_confined",
+                user=self._settings.user.name,
+                reason="no writable cgroup v2 (systemd: Delegate=yes)",
+            )
         for entry in sorted(self._tickets_dir.iterdir()):
             if entry.name in self._runs or not entry.is_dir():
                 continue
             if entry.name.startswith(_DELETING):
-                await asyncio.to_thread(shutil.rmtree, entry, True)
+                await asyncio.to_thread(remove_ticket, entry)
                 continue
             try:
                 check_ticket(entry.name)
@@ -163,7 +200,7 @@ class ScriptManager:
             await asyncio.to_thread(_delete_all, doomed)
 
     async def _load(self, ticket: str) -> TicketRun:
-        paths = TicketPaths.of(self._home, ticket)
+        paths = await asyncio.to_thread(TicketPaths.found, self._home, ticket)
         on_disk = True
         try:
             record = await asyncio.to_thread(load_record, paths)
@@ -228,6 +265,8 @@ class ScriptManager:
         if self._settings.cgroups is not None:
             # Only succeeds when no ticket cgroup is left; a live script keeps it.
             proctree.remove_cgroup(self._settings.cgroups.path)
+        if self._workspaces is not None:
+            await asyncio.to_thread(_tidy_workspaces, self._workspaces)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -240,13 +279,13 @@ class ScriptManager:
         if creating is not None:
             await creating.wait()
         run = self._runs.get(ticket)
-        if run is None and TicketPaths.of(self._home, ticket).root.exists():
+        if run is None and (self._tickets_dir / ticket).exists():
             run = await self._load(ticket)
         if run is not None:
             await run.started.wait()
             return await self.status(ticket)
         check_files(cmd)
-        paths = TicketPaths.of(self._home, ticket)
+        paths = TicketPaths.of(self._home, ticket, self._workspaces)
         record = TicketRecord(ticket=ticket, state=ScriptState.PENDING)
         # Claim the ticket before the first await: a concurrent start must find it taken.
         claimed = self._creating[ticket] = asyncio.Event()
@@ -254,7 +293,7 @@ class ScriptManager:
             launched: Started | str | None = None
             if cmd.full_isolation:
                 # Answered PENDING while it waits for the mutex: the claim is durable at once.
-                journal = await asyncio.to_thread(self._create_ticket, paths, True)
+                journal = await asyncio.to_thread(self._create_ticket, paths, True, self._owner)
             else:
                 # One thread hop from nothing to a running script.
                 journal, launched = await asyncio.to_thread(
@@ -273,30 +312,37 @@ class ScriptManager:
         await run.started.wait()
         return await self.status(ticket)
 
+    @property
+    def _owner(self) -> tuple[int, int] | None:
+        user = self._settings.user
+        return (user.uid, user.gid) if user is not None else None
+
     @staticmethod
-    def _create_ticket(paths: TicketPaths, durable: bool) -> Journal:
+    def _create_ticket(
+        paths: TicketPaths, durable: bool, owner: tuple[int, int] | None = None
+    ) -> Journal:
         # The directory is the whole claim: no PENDING record is written (a ticket without one
         # loads as "result unknown"). It is made durable here only when the answer may be
         # PENDING (waiting for a mutex); otherwise runner.launch does it while the interpreter
         # starts up, before the script may run.
-        claim(paths)
+        claim(paths, owner)
         try:
             if durable:
                 sync_claim(paths)
             return Journal(paths.journal, new=True)
         except BaseException:
-            shutil.rmtree(paths.root, ignore_errors=True)  # nothing ran: no trace of the ticket
+            remove_ticket(paths.root)  # nothing ran: no trace of the ticket
             raise
 
     def _create_and_launch(
         self, paths: TicketPaths, record: TicketRecord, cmd: StartCommand
     ) -> tuple[Journal, Started | str]:
-        claim(paths)
+        claim(paths, self._owner)
         try:
             # launch() closes the gate of a process it started when it fails: nothing ran.
             started = launch(paths, record, cmd, self._settings)
         except BaseException:
-            shutil.rmtree(paths.root, ignore_errors=True)
+            remove_ticket(paths.root)
             raise
         return Journal(paths.journal, new=True), started
 
@@ -403,7 +449,19 @@ class ScriptManager:
         if doomed != run.paths.root and self._deleter is not None and not self._deleter.done():
             self._doomed.put_nowait(doomed)
         else:
-            await asyncio.to_thread(shutil.rmtree, doomed, True)
+            await asyncio.to_thread(remove_ticket, doomed)
+
+    def open_workspace_file(self, ticket: str, relative_path: str) -> BinaryIO:
+        """Open a file of the ticket's workspace for a download; OSError when there is none.
+
+        A workspace that belongs to another user (run_scripts_as) is read without following
+        any symlink: its user could otherwise swap the file for a link to one only root reads.
+        """
+        run = self._get(ticket)
+        if run.paths.work is None:
+            return open(self.workspace_file(ticket, relative_path), "rb")  # noqa: SIM115
+        fd = open_beneath(run.paths.script_workspace, check_relative_name(relative_path))
+        return os.fdopen(fd, "rb")
 
     def workspace_file(self, ticket: str, relative_path: str) -> Path:
         """Resolve a path inside the ticket's workspace (for downloads); refuse escapes."""

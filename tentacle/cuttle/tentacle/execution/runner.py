@@ -51,6 +51,7 @@ from cuttle.tentacle.execution.model import (
     Variable,
 )
 from cuttle.tentacle.execution.record_sync import RecordSyncer
+from cuttle.tentacle.execution.script_user import ScriptUser, open_beneath
 from cuttle.tentacle.execution.tickets import (
     TicketPaths,
     TicketRecord,
@@ -105,6 +106,8 @@ class RunSettings:
     running_record_delay: float = 0.5
     """A script still running after this long gets its RUNNING record (pid, start time,
     cgroup) on disk. Shorter ones never need one: their terminal record is the first."""
+    user: ScriptUser | None = None
+    """Who scripts run as (run_scripts_as); None: as the Tentacle itself."""
 
 
 @dataclass
@@ -572,7 +575,14 @@ class TicketRun:
     async def _collect_artifacts(self) -> None:
         requests, self._artifact_requests = self._artifact_requests, []
         for path, name in requests:
-            result = await asyncio.to_thread(_collect_artifact, self.paths.workspace, path, name)
+            if self.paths.work is not None:
+                result = await asyncio.to_thread(
+                    _collect_confined_artifact, self.paths.script_workspace, path, name
+                )
+            else:
+                result = await asyncio.to_thread(
+                    _collect_artifact, self.paths.workspace, path, name
+                )
             if isinstance(result, str):
                 await self.say(result, LogLevel.WARNING)
                 continue
@@ -630,21 +640,30 @@ def launch(
     ticket = record.ticket
     try:
         plan = plan_launch(
-            paths.workspace, paths.variables, ticket, cmd, settings.python, settings.helpers
+            paths.script_workspace,
+            paths.variables,
+            ticket,
+            cmd,
+            settings.python,
+            settings.helpers,
+            settings.user,
         )
     except OSError as exc:
         return f"could not prepare the workspace: {exc}"
     if isinstance(plan, str):
         return plan
     cgroup = settings.cgroups.create(ticket) if settings.cgroups else None
+    if plan.user is not None and settings.cgroups is not None and cgroup is None:
+        return "could not create the script's cgroup, which keeps a script run as another user"
     try:
-        proc = _spawn(plan, cgroup)
+        proc = _spawn(plan, cgroup, settings.python)
     except OSError as exc:
         proctree.remove_cgroup(cgroup)
         return f"could not start the script: {exc}"
     assert proc.stdin is not None  # noqa: S101 - started with PIPE: the bootstrap's gate
     try:
-        failure = _ready(paths, plan, cmd)
+        failure = _join(proc, cgroup) if plan.user is not None else None
+        failure = failure or _ready(paths, plan, cmd)
     except BaseException:
         _abandon(proc, cgroup, settings.cancel_grace)
         raise
@@ -660,6 +679,20 @@ def launch(
         cgroup=str(cgroup) if cgroup else None,
     )
     return Started(proc, cgroup, running)
+
+
+def _join(proc: subprocess.Popen[bytes], cgroup: Path | None) -> str | None:
+    """Move a script that runs as another user into its cgroup (it cannot do it itself)."""
+    # It waits at the bootstrap's gate, so it has started nothing yet: everything it starts
+    # from "go" on is born inside, and an unprivileged process cannot write any cgroup.procs
+    # outside its own (root-owned) cgroup to leave it.
+    if cgroup is None:
+        return None
+    try:
+        (cgroup / "cgroup.procs").write_text(str(proc.pid))
+    except OSError as exc:
+        return f"could not move the script into its cgroup {cgroup}: {exc}"
+    return None
 
 
 def _ready(paths: TicketPaths, launch: Launch, cmd: StartCommand) -> str | None:
@@ -692,11 +725,14 @@ def _abandon(proc: subprocess.Popen[bytes], cgroup: Path | None, grace: float) -
     proctree.remove_cgroup(cgroup)
 
 
-def _spawn(launch: Launch, cgroup: Path | None) -> subprocess.Popen[bytes]:
+def _spawn(launch: Launch, cgroup: Path | None, python: str) -> subprocess.Popen[bytes]:
     # The bootstrap joins the cgroup itself before the script runs (see helpers.py): no joiner
     # process is exec'd first, and no preexec_fn (which would force fork() in a threaded process).
+    # A script run as another user is started through the privilege dropper instead (Popen's
+    # user=/group= would fork() too), and the Tentacle moves it into its cgroup (_join).
+    argv = launch.argv(cgroup) if launch.user is None else launch.argv_as_user(python)
     return subprocess.Popen(
-        launch.argv(cgroup),
+        argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -767,10 +803,38 @@ def _collect_artifact(workspace: Path, path: str, name: str) -> Artifact | str:
             counter += 1
         shutil.copyfile(source, target)
         source = target
+    with open(source, "rb") as f:
+        size, digest = _hash(f)
+    return Artifact(label, source.relative_to(root).as_posix(), size, digest)
+
+
+def _hash(f: IO[bytes]) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with open(source, "rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-            size += len(block)
-    return Artifact(label, source.relative_to(root).as_posix(), size, digest.hexdigest())
+    while block := f.read(1024 * 1024):
+        digest.update(block)
+        size += len(block)
+    return size, digest.hexdigest()
+
+
+def _collect_confined_artifact(workspace: Path, path: str, name: str) -> Artifact | str:
+    """Hash a file published by a script run as another user: only from its workspace.
+
+    Root copying a file from elsewhere would hand the script (and the server) a file its user
+    may not read; the file is opened without following symlinks for the same reason.
+    """
+    candidate = Path(os.path.normpath(workspace / path))
+    if not candidate.is_relative_to(workspace) or candidate == workspace:
+        return (
+            f"Artifact {path!r} is outside the workspace: a script that runs as another user "
+            "publishes files from its workspace (copy the file there first)"
+        )
+    relative = candidate.relative_to(workspace)
+    try:
+        fd = open_beneath(workspace, relative)
+    except OSError:
+        return f"Artifact {path!r} was not found as a regular file (symlinks are not followed)"
+    with os.fdopen(fd, "rb") as f:
+        size, digest = _hash(f)
+    label = name or candidate.name
+    return Artifact(label, relative.as_posix(), size, digest)

@@ -8,6 +8,9 @@
     variables.json  the script's variables while it runs (0600; deleted when it ends)
     workspace/    the script's working directory
 
+A script run as another user (run_scripts_as) has its workspace/ and variables.json in
+``<workspaces>/<ticket>/`` outside the home instead, and ``workspace`` here is a symlink to it.
+
 A record replacing another is written atomically (temp file, rename), so readers, a Tentacle
 restarted after its process died included, see the old or the new version, never half of one.
 The first record is written in place: half of it reads back like none at all (see below), so
@@ -34,8 +37,10 @@ again, and the ticket's cgroup and CUTTLE_TICKET marker still find what is left 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +54,7 @@ __all__ = [
     "atomic_write",
     "claim",
     "load_record",
+    "remove_ticket",
     "save_first_record",
     "save_record",
     "sync_claim",
@@ -58,14 +64,34 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TicketPaths:
-    """Where one ticket's files live."""
+    """Where one ticket's files live.
+
+    ``work`` is set for a script that runs as another user (see script_user.py): its workspace
+    and variables file then live in ``work`` (``<workspaces>/<ticket>/``, outside the home),
+    and ``root/workspace`` is a symlink to that workspace, so the Tentacle finds it after a
+    restart and everything that reads the workspace through ``root`` works unchanged.
+    """
 
     root: Path
+    work: Path | None = None
 
     @classmethod
-    def of(cls, home: Path, ticket: str) -> TicketPaths:
-        """Paths for ``ticket`` under a manager home."""
-        return cls(home / "tickets" / ticket)
+    def of(cls, home: Path, ticket: str, workspaces: Path | None = None) -> TicketPaths:
+        """Paths for a new ``ticket`` under a manager home (its workspace in ``workspaces``)."""
+        return cls(home / "tickets" / ticket, workspaces / ticket if workspaces else None)
+
+    @classmethod
+    def found(cls, home: Path, ticket: str) -> TicketPaths:
+        """Paths of a ticket already on disk, wherever its workspace was put."""
+        return cls.at(home / "tickets" / ticket)
+
+    @classmethod
+    def at(cls, root: Path) -> TicketPaths:
+        """Paths of the ticket directory ``root`` (perhaps renamed for deletion)."""
+        link = root / "workspace"
+        if link.is_symlink():
+            return cls(root, Path(os.readlink(link)).parent)
+        return cls(root)
 
     @property
     def state(self) -> Path:
@@ -85,12 +111,17 @@ class TicketPaths:
     @property
     def variables(self) -> Path:
         """The script's variables file (it holds secrets; deleted when the script ends)."""
-        return self.root / "variables.json"
+        return (self.work or self.root) / "variables.json"
 
     @property
     def workspace(self) -> Path:
-        """The script's working directory."""
+        """The script's working directory, as the Tentacle reaches it."""
         return self.root / "workspace"
+
+    @property
+    def script_workspace(self) -> Path:
+        """The script's working directory, as the script sees it (no symlink on the way)."""
+        return (self.work or self.root) / "workspace"
 
 
 @dataclass
@@ -151,10 +182,39 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = 
         _fsync_path(path.parent, os.O_RDONLY | os.O_DIRECTORY)
 
 
-def claim(paths: TicketPaths) -> None:
-    """Create the ticket's directory (and workspace); it must not exist yet. Not yet durable."""
+def claim(paths: TicketPaths, owner: tuple[int, int] | None = None) -> None:
+    """Create the ticket's directory (and workspace); it must not exist yet. Not yet durable.
+
+    ``owner`` (uid, gid) is the user the script runs as: its workspace, outside the home in
+    ``paths.work``, is theirs; ``paths.work`` itself stays root's and only traversable.
+    """
     paths.root.mkdir(mode=0o700)
-    paths.workspace.mkdir(mode=0o700)
+    if paths.work is None:
+        paths.workspace.mkdir(mode=0o700)
+        return
+    try:
+        # A leftover of a claim that failed halfway (its ticket directory did not survive).
+        shutil.rmtree(paths.work, ignore_errors=True)
+        paths.work.mkdir(mode=0o711)
+        # Whatever the umask: traversable (to the workspace), not listable, not writable.
+        os.chmod(paths.work, 0o711)  # noqa: S103
+        paths.script_workspace.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(paths.script_workspace, *owner)
+        os.symlink(paths.script_workspace, paths.workspace)
+    except BaseException:
+        remove_ticket(paths.root)
+        shutil.rmtree(paths.work, ignore_errors=True)
+        raise
+
+
+def remove_ticket(root: Path) -> None:
+    """Delete a ticket directory and, when it is elsewhere, its workspace (blocking)."""
+    with contextlib.suppress(OSError):
+        work = TicketPaths.at(root).work
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def sync_claim(paths: TicketPaths) -> None:

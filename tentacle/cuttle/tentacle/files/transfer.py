@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from cuttle.tentacle.errors import BadRequest, NotFound
 
@@ -80,15 +81,19 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_chunk(path: Path, offset: int, length: int) -> tuple[bytes, int, str]:
-    """Read one chunk of a file; returns (data, total size, sha256 of the whole file at EOF)."""
-    if not path.is_file():
-        raise NotFound(f"no file {path.name} in the workspace")
-    total = path.stat().st_size
+def read_open_chunk(
+    handle: BinaryIO, name: str, offset: int, length: int
+) -> tuple[bytes, int, str]:
+    """Read one chunk of an open file: (data, total size, sha256 of the whole file at EOF)."""
+    total = os.fstat(handle.fileno()).st_size
     if offset > total:
-        raise BadRequest(f"offset {offset} is past the end of {path.name} ({total} bytes)")
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
-    digest = _sha256_file(path) if offset + len(data) >= total else ""
-    return data, total, digest
+        raise BadRequest(f"offset {offset} is past the end of {name} ({total} bytes)")
+    handle.seek(offset)
+    data = handle.read(length)
+    if offset + len(data) < total:
+        return data, total, ""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := handle.read(1024 * 1024):
+        digest.update(chunk)
+    return data, total, digest.hexdigest()

@@ -15,11 +15,11 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from cuttle.protocol.v1 import tentacle_pb2 as pb
-from cuttle.tentacle.errors import BadRequest, TentacleError
+from cuttle.tentacle.errors import BadRequest, NotFound, TentacleError
 from cuttle.tentacle.execution import model
 from cuttle.tentacle.execution.errors import ExecutionError, InvalidScript, UnknownTicket
 from cuttle.tentacle.execution.manager import ScriptManager
-from cuttle.tentacle.files.transfer import UploadStore, read_chunk
+from cuttle.tentacle.files.transfer import UploadStore, read_open_chunk
 from cuttle.tentacle.services import convert
 
 # Chunks larger than this are refused: they would not fit the gRPC message limit with headroom.
@@ -149,8 +149,12 @@ class TentacleHandlers:
     async def download_chunk(self, request: pb.DownloadChunkRequest) -> pb.DownloadChunkResult:
         """Send one chunk of a file in a ticket's workspace (artifacts)."""
         length = min(request.length or 1024 * 1024, MAX_CHUNK_BYTES)
-        path = self._manager.workspace_file(request.ticket, request.path)
-        data, total, digest = read_chunk(path, request.offset, length)
+        try:
+            handle = self._manager.open_workspace_file(request.ticket, request.path)
+        except OSError:
+            raise NotFound(f"no file {request.path} in the workspace") from None
+        with handle:
+            data, total, digest = read_open_chunk(handle, request.path, request.offset, length)
         return pb.DownloadChunkResult(
             data=data,
             offset=request.offset,
