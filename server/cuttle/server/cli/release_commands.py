@@ -40,6 +40,20 @@ def _release_json(r: mpb.Release) -> dict[str, object]:
         "created_by": r.created_by,
         "variables_snapshot_unix_ms": r.variables_snapshot_unix_ms,
     }
+    if r.packages:
+        data["packages"] = [
+            {
+                "step": p.step,
+                "action": p.action,
+                "use": p.use,
+                "feed": p.feed,
+                "package_id": p.package_id,
+                "version": p.version,
+                "sha256": p.sha256,
+                "size": p.size,
+            }
+            for p in r.packages
+        ]
     if r.snapshot_json:
         data["snapshot"] = json.loads(r.snapshot_json)
     return data
@@ -50,6 +64,14 @@ def _release_json(r: mpb.Release) -> dict[str, object]:
 @click.option("--version", default="", help="Default: next from the project's version template.")
 @click.option("--channel", default="", help="Default: the project's default channel.")
 @click.option("--notes", default="", help="Release notes.")
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="NAME:VERSION",
+    help="A package version for an action, step or package id (default: the newest in the "
+    "feed that fits the channel).",
+)
 @space_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
@@ -59,6 +81,7 @@ def release_create(
     version: str,
     channel: str,
     notes: str,
+    packages: tuple[str, ...],
     space: str,
     output: str,
 ) -> None:
@@ -67,12 +90,18 @@ def release_create(
     \b
       cuttle release create --project Web --version 1.4.0
       cuttle release create --project Web --version 1.4.1-hotfix.1 --channel Hotfix
+      cuttle release create --project Web --version 1.4.0 --package web:1.4.0
     """
 
     async def work(conn: AdminConnection) -> mpb.Release:
         created: mpb.Release = await conn.releases.CreateRelease(
             mpb.CreateReleaseRequest(
-                space=space, project=project, version=version, channel=channel, notes=notes
+                space=space,
+                project=project,
+                version=version,
+                channel=channel,
+                notes=notes,
+                packages=packages,
             ),
             metadata=conn.metadata,
         )
@@ -86,6 +115,8 @@ def release_create(
             f"created release {created.version} of {project} in channel {created.channel}",
             highlight=False,
         )
+        for p in created.packages:
+            console.print(f"  {p.action}: {p.package_id} {p.version}", highlight=False)
 
 
 @release.command("list")
@@ -152,6 +183,11 @@ def release_show(ctx: click.Context, project: str, version: str, space: str, out
         click.echo(json.dumps(data))
         return
     console.print(f"Release {found.version} of {project} ({found.channel})", highlight=False)
+    if found.packages:
+        table = Table("Step", "Action", "Package", "Version", "SHA-256")
+        for p in found.packages:
+            table.add_row(p.step, p.action, p.package_id, p.version, p.sha256)
+        console.print(table)
     console.print_json(json.dumps(data.get("snapshot", {})))
 
 
