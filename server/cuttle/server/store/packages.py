@@ -189,6 +189,7 @@ def releases_using(
     """'<project> <version>' of the releases that recorded this package version."""
     rows = session.execute(
         select(Document.name, Release.version)
+        .select_from(ReleasePackage)
         .join(Release, Release.id == ReleasePackage.release_id)
         .join(Document, Document.id == Release.project_id)
         .where(
