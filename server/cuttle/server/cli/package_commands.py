@@ -7,11 +7,11 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
 import click
+import grpc
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -52,20 +52,34 @@ def package_json(p: ppb.Package) -> dict[str, object]:
     }
 
 
-async def _requests(
-    handle: BinaryIO, header: ppb.PushPackageHeader, progress: Progress, task: TaskID
-) -> AsyncIterator[ppb.PushPackageRequest]:
+async def _send(
+    conn: AdminConnection,
+    handle: BinaryIO,
+    header: ppb.PushPackageHeader,
+    progress: Progress,
+    task: TaskID,
+) -> ppb.PushPackageResponse:
     """The header, the file in chunks (read once, hashed as read), then the trailer."""
-    yield ppb.PushPackageRequest(header=header)
-    digest = hashlib.sha256()
-    while True:
-        data = await asyncio.to_thread(handle.read, CHUNK_BYTES)
-        if not data:
-            break
-        digest.update(data)
-        yield ppb.PushPackageRequest(chunk=data)
-        progress.update(task, advance=len(data))
-    yield ppb.PushPackageRequest(trailer=ppb.PushPackageTrailer(sha256=digest.hexdigest()))
+    call = conn.packages.PushPackage(None, metadata=conn.metadata)
+    try:
+        await call.write(ppb.PushPackageRequest(header=header))
+        digest = hashlib.sha256()
+        while True:
+            data = await asyncio.to_thread(handle.read, CHUNK_BYTES)
+            if not data:
+                break
+            digest.update(data)
+            await call.write(ppb.PushPackageRequest(chunk=data))
+            progress.update(task, advance=len(data))
+        trailer = ppb.PushPackageTrailer(sha256=digest.hexdigest())
+        await call.write(ppb.PushPackageRequest(trailer=trailer))
+        await call.done_writing()
+    except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        # The server answered before taking every chunk (a duplicate, no room): awaiting the
+        # call gives its status and words, not the broken write's.
+        pass
+    response: ppb.PushPackageResponse = await call
+    return response
 
 
 @package.command("push")
@@ -124,10 +138,7 @@ def package_push(
                 disable=not err_console.is_terminal,
             ) as progress:
                 task = progress.add_task("push", total=size if size >= 0 else None)
-                pushed: ppb.PushPackageResponse = await conn.packages.PushPackage(
-                    _requests(handle, header, progress, task), metadata=conn.metadata
-                )
-        return pushed
+                return await _send(conn, handle, header, progress, task)
 
     pushed = run_call(ctx, work)
     p = pushed.package
