@@ -62,13 +62,15 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
     ) -> ppb.PushPackageResponse:  # noqa: N802
         """Receive a header, then the file in chunks; store it if everything checks out."""
         first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("header"):
+        if not isinstance(first, ppb.PushPackageRequest) or not first.HasField("header"):
             raise InvalidArgument("a push starts with its header (file name, size, SHA-256)")
         h = first.header
         who = await self._caller(h.space, ("package_push",), "push packages")
 
         async def chunks() -> AsyncIterator[bytes | PushEnd]:
             async for message in request_iterator:
+                if not isinstance(message, ppb.PushPackageRequest):
+                    raise InvalidArgument("a push message could not be read; nothing was stored")
                 part = message.WhichOneof("part")
                 if part == "chunk":
                     yield message.chunk

@@ -225,25 +225,31 @@ class PackageFeed:
     ) -> tuple[PackageRecord, str | None]:
         space = doc_store.get_space(session, header.space or doc_store.DEFAULT_SPACE)
         existing = self._check_push(session, header, name, lock=True)
-        fields = {
-            "package_id": name.package_id,
-            "version": str(name.version),
-            "format": name.format,
-            "size": size,
-            "sha256": sha256,
-            "pushed_by": actor,
-        }
         if existing is None:
             record = package_store.add(
                 session,
                 space_id=space.id,
+                package_id=name.package_id,
                 package_key=name.key,
+                version=str(name.version),
                 version_key=name.version_key,
-                **fields,  # type: ignore[arg-type]
+                format=name.format,
+                size=size,
+                sha256=sha256,
+                pushed_by=actor,
             )
             category, verb = "pushed", "Pushed"
         else:
-            record = package_store.replace(session, existing.id, **fields)  # type: ignore[arg-type]
+            record = package_store.replace(
+                session,
+                existing.id,
+                package_id=name.package_id,
+                version=str(name.version),
+                format=name.format,
+                size=size,
+                sha256=sha256,
+                pushed_by=actor,
+            )
             category, verb = "replaced", "Replaced"
         events.record(
             session,
