@@ -18,10 +18,14 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 
+from cuttle.protocol.v1 import packages_pb2 as ppb
+from cuttle.protocol.v1 import packages_pb2_grpc
 from tests.integration.harness.cli import cuttle, ok
+from tests.integration.harness.clients import admin_channel
 from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
 
 pytestmark = pytest.mark.integration
@@ -315,6 +319,19 @@ def test_the_same_bytes_under_two_versions_are_stored_once(server: Server, tmp_p
     ]
 
 
+def test_a_package_larger_than_a_grpc_message_goes_through(server: Server, tmp_path: Path) -> None:
+    # More than MAX_MESSAGE_BYTES (16 MiB): the push is chunked, never one message.
+    path = tmp_path / "big.1.0.0.tar"
+    with path.open("wb") as out:
+        for _ in range(20):
+            out.write(os.urandom(1024 * 1024))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    pushed = json.loads(ok(cuttle(server, "package", "push", str(path), "--output", "json")).stdout)
+    assert (pushed["sha256"], pushed["size"], pushed["format"]) == (sha, 20 * 1024 * 1024, "tar")
+    stored = server.home / "packages/sha256" / sha[:2] / sha
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
+
+
 def test_a_key_with_only_package_push_pushes_and_does_nothing_else(
     server: Server, tmp_path: Path
 ) -> None:
@@ -393,6 +410,47 @@ def test_a_push_killed_mid_way_leaves_nothing(server: Server, tmp_path: Path) ->
     pipe.unlink()
     make_zip(pipe, "whole")
     ok(cuttle(server, "package", "push", str(pipe)))
+
+
+def test_a_stream_closed_early_or_corrupted_stores_nothing(server: Server) -> None:
+    channel = admin_channel(server)
+    stub = packages_pb2_grpc.PackageServiceStub(channel)
+    metadata = (("x-api-key", server.api_key),)
+    data = os.urandom(600_000)
+    header = ppb.PushPackageRequest(
+        header=ppb.PushPackageHeader(file_name="web.1.0.0.zip", size=len(data))
+    )
+    try:
+        # The client stops after one chunk and closes its side: no trailer, so cut short.
+        with pytest.raises(grpc.RpcError) as cut:
+            stub.PushPackage(
+                iter([header, ppb.PushPackageRequest(chunk=data[:300_000])]),
+                metadata=metadata,
+                timeout=30,
+            )
+        assert cut.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "without its trailer" in str(cut.value.details())
+        # Every byte, but one flipped on the way: the SHA-256 the client computed disagrees.
+        damaged = bytes([data[0] ^ 1]) + data[1:]
+        trailer = ppb.PushPackageTrailer(sha256=hashlib.sha256(data).hexdigest())
+        with pytest.raises(grpc.RpcError) as corrupt:
+            stub.PushPackage(
+                iter(
+                    [
+                        header,
+                        ppb.PushPackageRequest(chunk=damaged),
+                        ppb.PushPackageRequest(trailer=trailer),
+                    ]
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+        assert "the sender computed" in str(corrupt.value.details())
+    finally:
+        channel.close()
+    assert listed(server) == []
+    assert stored_files(server.home / "packages") == []
+    assert not any((server.home / "packages" / "tmp").iterdir())
 
 
 LIBPQ = "postgresql://postgres@127.0.0.1:5432/test"
