@@ -332,6 +332,20 @@ def test_a_package_larger_than_a_grpc_message_goes_through(server: Server, tmp_p
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
 
 
+def test_each_space_has_its_own_feed(server: Server, tmp_path: Path) -> None:
+    ok(cuttle(server, "space", "create", "Team-B"))
+    make_zip(tmp_path / "web.1.0.0.zip", "b")
+    ok(cuttle(server, "package", "push", str(tmp_path / "web.1.0.0.zip"), "--space", "Team-B"))
+    assert listed(server) == []
+    assert [p["version"] for p in listed(server, "--space", "Team-B")] == ["1.0.0"]
+    # A space holding packages is not deleted (their files would be left behind).
+    refused = cuttle(server, "space", "delete", "Team-B")
+    assert "1 package version(s)" in refused.stderr, refused.stderr
+    ok(cuttle(server, "package", "prune", "--space", "Team-B"))
+    ok(cuttle(server, "space", "delete", "Team-B"))
+    assert stored_files(server.home / "packages") == []
+
+
 def test_a_key_with_only_package_push_pushes_and_does_nothing_else(
     server: Server, tmp_path: Path
 ) -> None:

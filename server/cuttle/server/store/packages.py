@@ -178,6 +178,12 @@ def versions_of(
     return found
 
 
+def count_in_space(session: Session, space_id: str) -> int:
+    """How many package versions a space's feed holds."""
+    query = select(func.count()).where(Package.space_id == space_id)
+    return int(session.scalar(query) or 0)
+
+
 def count_sha256(session: Session, sha256: str) -> int:
     """How many versions (in any space) name this SHA-256: the file's reference count."""
     return int(session.scalar(select(func.count()).where(Package.sha256 == sha256)) or 0)
