@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cuttle.server.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from cuttle.server.packages import feed as feed_module
 from cuttle.server.packages.feed import PackageFeed, PushEnd, PushHeader
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import packages as package_store
@@ -319,4 +320,15 @@ def test_a_removal_puts_the_file_back_when_a_row_names_it_again(feed: PackageFee
     assert feed.blobs.sweep(-1) == 2
     partial.discard()
     assert feed.blobs.exists(pushed.record.sha256)
+    assert temp_files(feed) == []
+
+
+def test_a_push_the_root_has_no_room_for_is_refused_before_any_byte(
+    feed: PackageFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "FREE_MARGIN_BYTES", 1 << 62)
+    data = content("big")
+    with pytest.raises(feed_module.DiskFull, match="not enough for a"):
+        asyncio.run(feed.push(header("web.1.0.0.zip", data), stream(data), "ci"))
+    assert stored_files(feed) == []
     assert temp_files(feed) == []
