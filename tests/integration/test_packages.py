@@ -10,16 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 
 from cuttle.protocol.v1 import packages_pb2 as ppb
@@ -27,6 +23,7 @@ from cuttle.protocol.v1 import packages_pb2_grpc
 from tests.integration.harness.cli import cuttle, ok
 from tests.integration.harness.clients import admin_channel
 from tests.integration.harness.cluster import BIN, Cluster, Server, wait_for
+from tests.integration.harness.postgres import server_url
 
 pytestmark = pytest.mark.integration
 
@@ -467,38 +464,17 @@ def test_a_stream_closed_early_or_corrupted_stores_nothing(server: Server) -> No
     assert not any((server.home / "packages" / "tmp").iterdir())
 
 
-LIBPQ = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A schema of the test's own in the shared PostgreSQL, dropped afterwards."""
-    try:
-        admin = psycopg.connect(LIBPQ, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not answering: {exc}")
-    name = f"t_{uuid.uuid4().hex}"
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
-
-
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
 def test_two_nodes_on_one_database_share_one_package_root(
-    cluster: Cluster, tmp_path: Path, schema: str
+    cluster: Cluster, tmp_path: Path, pg_schema: str
 ) -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
     shared = tmp_path / "shared-packages"
-    first = cluster.start_server(database_url=url, package_root=str(shared))
+    first = cluster.start_server(database_url=server_url(pg_schema), package_root=str(shared))
     second = Server(cluster.root / "server-2", cluster.procs)
-    second.settings.update(database_url=url, package_root=str(shared))
-    second.init()
-    # One model, one encryption key: the second node uses the first one's.
-    shutil.copy(first.home / "master.key", second.home / "master.key")
+    second.settings.update(package_root=str(shared))
+    joined = second.join(first)
+    assert joined.returncode == 0, joined.stderr
     second.start()
 
     sha = make_zip(tmp_path / "web.1.0.0.zip", "node one")

@@ -4,6 +4,7 @@ wait explained (`waiting_reason`), through the real CLI and server."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,7 @@ def test_a_deployment_past_its_time_limit_is_cancelled_and_ends_timed_out(
     machine = next(n for n in final["nodes"] if n["kind"] == "machine")
     # The script was cancelled on its agent, not left waiting for the marker forever.
     assert machine["state"] == "cancelled", machine
+    # The release's deployment history (what lifecycles and retention read) says so too.
+    with sqlite3.connect(server.home / "cuttle.db") as db:
+        recorded = db.execute("SELECT state FROM deployments").fetchall()
+    assert recorded == [("timed_out",)]
