@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.pinning import PinnedPeers
-from cuttle.protocol.v1 import admin_pb2, admin_pb2_grpc, model_pb2, model_pb2_grpc
+from cuttle.protocol.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    model_pb2,
+    model_pb2_grpc,
+    packages_pb2,
+    packages_pb2_grpc,
+)
 from cuttle.server.api.access_service import AccessService
 from cuttle.server.api.admin import AdminService
 from cuttle.server.api.auth import AdminInterceptor
@@ -27,6 +34,7 @@ from cuttle.server.api.dashboard_service import DashboardService
 from cuttle.server.api.deployment_service import DeploymentService
 from cuttle.server.api.interruption_service import InterruptionService
 from cuttle.server.api.model_service import ModelService
+from cuttle.server.api.package_service import PackageService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.api.space_service import SpaceService
 from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
@@ -45,6 +53,7 @@ from cuttle.server.engine.script_run import RunSettings
 from cuttle.server.errors import NotFound, ServerError
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.model.retention import apply_retention
+from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
@@ -158,6 +167,10 @@ class ServerNode:
             lookup=self._lookup_machine,
         )
         self.signals = TaskSignals(settings.follow_buffer_bytes)
+        # The built-in feed: its files under the home unless several nodes share a directory.
+        self.packages = PackageFeed(
+            self.tx, Path(settings.package_root) if settings.package_root else home / "packages"
+        )
         self.health = HealthChecker(
             self.tx,
             self.connections,
@@ -283,6 +296,7 @@ class ServerNode:
         encryptor = self.encryptor
         self.runner.encryptor = encryptor
         self.runner.worker = lambda: Worker(self.worker.unavailable)
+        await self.packages.start()
         await self.refresh_machines()
         host = self.settings.listen_host
 
@@ -331,6 +345,9 @@ class ServerNode:
             admin,
         )
         model_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardService(self.tx), admin)
+        packages_pb2_grpc.add_PackageServiceServicer_to_server(
+            PackageService(self.tx, self.packages), admin
+        )
         model_pb2_grpc.add_InterruptionServiceServicer_to_server(
             InterruptionService(self.tx, self.signals), admin
         )
@@ -347,6 +364,7 @@ class ServerNode:
                 model_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["InterruptionService"].full_name,
                 model_pb2.DESCRIPTOR.services_by_name["DashboardService"].full_name,
+                packages_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name,
                 reflection.SERVICE_NAME,
                 "grpc.health.v1.Health",
             ),

@@ -106,6 +106,9 @@ class ServerSettings:
     follow_poll_interval_seconds: float = 1.0
     # Log a follower may have waiting in memory; one that falls further behind reads the store.
     follow_buffer_bytes: ByteSize = 16 * 1024 * 1024
+    # Where the built-in feed keeps package files ("": <home>/packages). Server nodes sharing
+    # one database must point this at one shared directory, so each sees every package.
+    package_root: str = ""
     log_level: str = "info"
     # Steps without target tags run on a Tentacle the server runs itself, its scripts as this
     # unprivileged user (made by `cuttle-server init` when it can). Off: such steps are refused.

@@ -900,6 +900,7 @@ class Release(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     VARIABLES_SNAPSHOT_UNIX_MS_FIELD_NUMBER: _builtins.int
     SNAPSHOT_JSON_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     project: _builtins.str
     version: _builtins.str
@@ -912,6 +913,10 @@ class Release(_message.Message):
     """The snapshot as JSON: {"process": ..., "variables": [...], "library_variable_sets": [...]},
     names for references, sensitive values null. Only GetRelease fills it.
     """
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleasePackage]:
+        """The package versions the release recorded (Create and GetRelease fill it)."""
+
     def __init__(
         self,
         *,
@@ -924,14 +929,58 @@ class Release(_message.Message):
         created_by: _builtins.str = ...,
         variables_snapshot_unix_ms: _builtins.int = ...,
         snapshot_json: _builtins.str = ...,
+        packages: _abc.Iterable[Global___ReleasePackage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "created_by", b"created_by", "created_unix_ms", b"created_unix_ms", "id", b"id", "notes", b"notes", "project", b"project", "snapshot_json", b"snapshot_json", "variables_snapshot_unix_ms", b"variables_snapshot_unix_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "created_by", b"created_by", "created_unix_ms", b"created_unix_ms", "id", b"id", "notes", b"notes", "packages", b"packages", "project", b"project", "snapshot_json", b"snapshot_json", "variables_snapshot_unix_ms", b"variables_snapshot_unix_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Release: _TypeAlias = Release  # noqa: Y015
+
+@_typing.final
+class ReleasePackage(_message.Message):
+    """A package version a release recorded for one action: deployments fetch exactly these bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    FEED_FIELD_NUMBER: _builtins.int
+    USE_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    action: _builtins.str
+    package_id: _builtins.str
+    version: _builtins.str
+    sha256: _builtins.str
+    size: _builtins.int
+    feed: _builtins.str
+    use: _builtins.str
+    """"package" (the action deploys it) or "script" (the action's script comes from it)."""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        action: _builtins.str = ...,
+        package_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+        feed: _builtins.str = ...,
+        use: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "feed", b"feed", "package_id", b"package_id", "sha256", b"sha256", "size", b"size", "step", b"step", "use", b"use", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleasePackage: _TypeAlias = ReleasePackage  # noqa: Y015
 
 @_typing.final
 class CreateReleaseRequest(_message.Message):
@@ -942,6 +991,7 @@ class CreateReleaseRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
     space: _builtins.str
     project: _builtins.str
     version: _builtins.str
@@ -949,6 +999,12 @@ class CreateReleaseRequest(_message.Message):
     channel: _builtins.str
     """Empty: the project's default channel."""
     notes: _builtins.str
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """NAME:VERSION, NAME an action, a step or a package id. A package reference not named
+        takes the newest version in the feed that fits the channel's version rules.
+        """
+
     def __init__(
         self,
         *,
@@ -957,10 +1013,11 @@ class CreateReleaseRequest(_message.Message):
         version: _builtins.str = ...,
         channel: _builtins.str = ...,
         notes: _builtins.str = ...,
+        packages: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "notes", b"notes", "project", b"project", "space", b"space", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "notes", b"notes", "packages", b"packages", "project", b"project", "space", b"space", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

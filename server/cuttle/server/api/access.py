@@ -23,12 +23,15 @@ from cuttle.server.store import documents as doc_store
 from cuttle.server.store.records import ApiKeyRecord
 
 # What each role also allows: administer covers edit, edit and deploy and approve cover view.
+# package_push is what a build server's key needs and nothing more: push to the built-in feed
+# (and list it); edit and administer include it.
 IMPLIED: dict[str, frozenset[str]] = {
     "view": frozenset({"view"}),
+    "package_push": frozenset({"package_push"}),
     "deploy": frozenset({"deploy", "view"}),
     "approve": frozenset({"approve", "view"}),
-    "edit": frozenset({"edit", "view"}),
-    "administer": frozenset({"administer", "edit", "deploy", "approve", "view"}),
+    "edit": frozenset({"edit", "view", "package_push"}),
+    "administer": frozenset({"administer", "edit", "deploy", "approve", "view", "package_push"}),
 }
 
 

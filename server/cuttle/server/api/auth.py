@@ -54,6 +54,7 @@ SELF_AUTHORIZING_PREFIXES = (
     "/cuttle.protocol.v1.DeploymentService/",
     "/cuttle.protocol.v1.InterruptionService/",
     "/cuttle.protocol.v1.DashboardService/",
+    "/cuttle.protocol.v1.PackageService/",
     "/cuttle.protocol.v1.AdminService/",
 )
 REGISTER_METHODS = frozenset(

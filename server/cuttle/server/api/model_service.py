@@ -35,7 +35,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_APPLY_DOCUMENTS = 5000
 # Kinds of events about things that are not model documents (operations, releases, spaces).
-EVENT_ONLY_KINDS = frozenset({"release", "space", "machine", "task", "api_key"})
+EVENT_ONLY_KINDS = frozenset({"release", "space", "machine", "task", "api_key", "package"})
 
 
 class _DryRun(Exception):

@@ -40,6 +40,19 @@ def release_message(record: ReleaseRecord, project: str, snapshot_json: str = ""
         created_by=record.created_by,
         variables_snapshot_unix_ms=record.variables_snapshot_ms,
         snapshot_json=snapshot_json,
+        packages=[
+            mpb.ReleasePackage(
+                step=p["step"],
+                action=p["action"],
+                package_id=p["package_id"],
+                version=p["version"],
+                sha256=p["sha256"],
+                size=p["size"],
+                feed=p["feed"],
+                use=p["use"],
+            )
+            for p in record.snapshot.get("packages", ())
+        ],
     )
 
 
@@ -80,7 +93,11 @@ class ReleaseService(model_pb2_grpc.ReleaseServiceServicer):
         def work(releases: Releases) -> mpb.Release:
             automatic.clear()  # a retried transaction starts over
             record = releases.create(
-                request.project, request.version, request.channel, request.notes
+                request.project,
+                request.version,
+                request.channel,
+                request.notes,
+                list(request.packages),
             )
             session = releases.session
             for task in queue_automatic(

@@ -21,6 +21,7 @@ from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import events
+from cuttle.server.store import packages as package_store
 from cuttle.server.store.documents import SpaceRecord
 from cuttle.server.store.models import NAME_LENGTH
 from cuttle.server.store.transactions import Transactions
@@ -157,10 +158,14 @@ class SpaceService(model_pb2_grpc.SpaceServiceServicer):
             if space.is_default:
                 raise FailedPrecondition(f"the default space {space.name!r} cannot be deleted")
             contents = doc_store.space_contents(session, space.id, _STARTING_DOCUMENTS)
+            # Package files outlive their rows only if a space's rows vanish by cascade.
+            packages = package_store.count_in_space(session, space.id)
+            if packages:
+                contents["package_version"] = packages
             if contents:
                 raise FailedPrecondition(
                     f"space {space.name!r} still holds {_describe(contents)}; "
-                    "delete them first (cuttle apply --prune can)"
+                    "delete them first (cuttle apply --prune and cuttle package prune can)"
                 )
             doc_store.delete_space(session, space.id)
             _audit(

@@ -21,6 +21,7 @@ from cuttle.server.cli.json_output import (
 from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.node_commands import node
+from cuttle.server.cli.package_commands import package
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
 from cuttle.server.cli.task_commands import check_raw, exit_status, raw_option, show_event, task
 
@@ -406,5 +407,6 @@ def artifact_download(
 register_model_commands(main)
 main.add_command(task)
 main.add_command(node)
+main.add_command(package)
 main.add_command(login)
 main.add_command(logout)

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from cuttle.protocol import channel, pki
 from cuttle.protocol.errors import kind_from_rpc_error
-from cuttle.protocol.v1 import admin_pb2_grpc, model_pb2_grpc
+from cuttle.protocol.v1 import admin_pb2_grpc, model_pb2_grpc, packages_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class AdminConnection:
         self.deployments = model_pb2_grpc.DeploymentServiceStub(self.channel)
         self.interruptions = model_pb2_grpc.InterruptionServiceStub(self.channel)
         self.dashboard = model_pb2_grpc.DashboardServiceStub(self.channel)
+        self.packages = packages_pb2_grpc.PackageServiceStub(self.channel)
         self.metadata = (("x-api-key", address.api_key),)
 
     async def close(self) -> None:

@@ -48,6 +48,14 @@ def _release_json(r: mpb.Release) -> dict[str, object]:
 @click.option("--version", default="", help="Default: next from the project's version template.")
 @click.option("--channel", default="", help="Default: the project's default channel.")
 @click.option("--notes", default="", help="Release notes.")
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="NAME:VERSION",
+    help="A package version for an action, step or package id (default: the newest in the "
+    "feed that fits the channel).",
+)
 @space_option
 @text_output
 @click.pass_context
@@ -57,6 +65,7 @@ def release_create(
     version: str,
     channel: str,
     notes: str,
+    packages: tuple[str, ...],
     space: str,
     output: str,
 ) -> None:
@@ -65,12 +74,18 @@ def release_create(
     \b
       cuttle release create --project Web --version 1.4.0
       cuttle release create --project Web --version 1.4.1-hotfix.1 --channel Hotfix
+      cuttle release create --project Web --version 1.4.0 --package web:1.4.0
     """
 
     async def work(conn: AdminConnection) -> mpb.Release:
         created: mpb.Release = await conn.releases.CreateRelease(
             mpb.CreateReleaseRequest(
-                space=space, project=project, version=version, channel=channel, notes=notes
+                space=space,
+                project=project,
+                version=version,
+                channel=channel,
+                notes=notes,
+                packages=packages,
             ),
             metadata=conn.metadata,
         )
@@ -84,6 +99,8 @@ def release_create(
             f"created release {created.version} of {project} in channel {created.channel}",
             highlight=False,
         )
+        for p in created.packages:
+            console.print(f"  {p.action}: {p.package_id} {p.version}", highlight=False)
 
 
 @release.command("list")
@@ -150,6 +167,11 @@ def release_show(ctx: click.Context, project: str, version: str, space: str, out
         print_data(data, output)
         return
     console.print(f"Release {found.version} of {project} ({found.channel})", highlight=False)
+    if found.packages:
+        table = Table("Step", "Action", "Package", "Version", "SHA-256")
+        for p in found.packages:
+            table.add_row(p.step, p.action, p.package_id, p.version, p.sha256)
+        console.print(table)
     console.print_json(json.dumps(data.get("snapshot") or {}))
 
 

@@ -611,7 +611,7 @@ class Tenant(Document):
 
 # -- people ----------------------------------------------------------------------------------
 
-Role = Literal["view", "deploy", "approve", "edit", "administer"]
+Role = Literal["view", "package_push", "deploy", "approve", "edit", "administer"]
 
 
 class RoleGrant(Spec):

@@ -8,6 +8,7 @@ the version. Editing the project afterwards changes documents, never snapshots; 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from cuttle.server.domain import lifecycles as lc
 from cuttle.server.domain import versions as v
 from cuttle.server.errors import NotFound, ValidationFailed
 from cuttle.server.model import documents as d
+from cuttle.server.model import release_packages
 from cuttle.server.model.kinds import kind
 from cuttle.server.model.repository import ModelRepository, elide_secrets
 from cuttle.server.store import documents as doc_store
@@ -66,8 +68,19 @@ class Releases:
             raise TypeError("not a project")
         return record.id, stored
 
-    def create(self, project: str, version: str, channel: str, notes: str) -> ReleaseRecord:
-        """Create a release (auto-numbered when version is empty) and snapshot the project."""
+    def create(
+        self,
+        project: str,
+        version: str,
+        channel: str,
+        notes: str,
+        packages: Sequence[str] = (),
+    ) -> ReleaseRecord:
+        """Create a release (auto-numbered when version is empty) and snapshot the project.
+
+        packages are `NAME:VERSION` choices; every other package reference of the process
+        takes the newest feed version that fits the channel (model/release_packages.py).
+        """
         project_id, stored = self._project(project)
         # The stored body with names for ids: read once, not again through get().
         current = self._repo.names_for(stored)
@@ -85,6 +98,12 @@ class Releases:
         problems = v.check_channel_version(parsed, chosen.version_range, chosen.prerelease_pattern)
         if problems:
             raise ValidationFailed([("version", f"{p} (channel {chosen.name})") for p in problems])
+        space_id = self._repo.space.id
+        selected = release_packages.choose(
+            self._session, space_id, current.process, chosen, packages
+        )
+        snapshot = self._snapshot(stored)
+        snapshot[release_packages.SNAPSHOT_KEY] = [s.as_json() for s in selected]
         record = release_store.create(
             self._session,
             space_id=self._repo.space.id,
@@ -93,9 +112,10 @@ class Releases:
             version=str(parsed),
             version_key=parsed.normalized,
             notes=notes,
-            snapshot=self._snapshot(stored),
+            snapshot=snapshot,
             created_by=self._actor,
         )
+        release_packages.record(self._session, record.id, space_id, selected)
         self._audit(
             "created", record, current.name, f"Created release {record.version} of {current.name}"
         )

@@ -563,3 +563,63 @@ class PendingCancel(Base):
     last_attempt_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str] = mapped_column(Text)
     next_attempt_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Package(Base):
+    """A version of a package in the built-in feed; its bytes are a content-addressed file.
+
+    Rows are the reference count of the stored files: a file is removed when no row names its
+    SHA-256 any more (packages/blobs.py), so a package pushed twice is stored once.
+    """
+
+    __tablename__ = "packages"
+    __table_args__ = (
+        # One version of a package per space; ids compare without case, versions canonically.
+        Index(
+            "ix_packages_space_id_package_key_version_key",
+            "space_id",
+            "package_key",
+            "version_key",
+            unique=True,
+        ),
+        Index("ix_packages_sha256", "sha256"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("spaces.id", ondelete="CASCADE")
+    )
+    package_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    package_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    format: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    pushed_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    pushed_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReleasePackage(Base):
+    """A package version a release recorded: such a version is never deleted or replaced."""
+
+    __tablename__ = "release_packages"
+    __table_args__ = (
+        # "Which releases use this version?" on delete, replace and prune.
+        Index(
+            "ix_release_packages_space_id_package_key_version_key",
+            "space_id",
+            "package_key",
+            "version_key",
+        ),
+    )
+
+    release_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True
+    )
+    package_key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    version_key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    package_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    sha256: Mapped[str] = mapped_column(String(64))
