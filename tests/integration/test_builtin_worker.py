@@ -12,12 +12,13 @@ import json
 import os
 import pwd
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness.cluster import Cluster
-from tests.integration.harness.tasks import log_lines
+from tests.integration.harness.cluster import Cluster, wait_for
+from tests.integration.harness.tasks import finished_task, log_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -119,3 +120,80 @@ def test_with_the_worker_switched_off_such_a_deployment_is_refused(
         "is not available: the built-in worker is switched off"
     ) in err
     assert not (cluster.server.home / "worker").exists()
+
+
+RESUME_MODEL = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Only Dev
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+projects:
+  - name: Long
+    lifecycle: Only Dev
+    channels:
+      - name: Default
+        is_default: true
+    process:
+      steps:
+        - name: Work
+          actions:
+            - name: Work
+              type: run_script
+              script:
+                body: |
+                  echo started >> "STARTS"
+                  for i in $(seq 1 100); do echo "line $i"; done
+                  while [ ! -e "MARK" ]; do sleep 0.05; done
+                  for i in $(seq 101 200); do echo "line $i"; done
+"""
+
+
+def test_a_server_killed_while_the_worker_runs_a_script_re_attaches_to_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    _needs_root()
+    # Where the worker's user can reach (pytest's own folders are root's, 0700).
+    shared = Path(tempfile.mkdtemp(prefix="cuttle-worker-test-"))
+    shared.chmod(0o777)
+    mark, starts = shared / "go", shared / "starts"
+    try:
+        _resume(cluster, tmp_path, mark, starts)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _resume(cluster: Cluster, tmp_path: Path, mark: Path, starts: Path) -> None:
+    server = cluster.start_server()
+    model = tmp_path / "model.yaml"
+    model.write_text(RESUME_MODEL.replace("MARK", str(mark)).replace("STARTS", str(starts)))
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli("release", "create", "--project", "Long", "--version", "1.0.0", check=True)
+    queued = server.cli(
+        "deploy",
+        "--project",
+        "Long",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Dev",
+        "--output",
+        "json",
+        check=True,
+    )
+    task_id = json.loads(queued.stdout)["task_id"]
+    wait_for(lambda: "line 100" in log_lines(server, task_id), 60, "the first half")
+    assert server.process is not None
+    server.process.kill()
+    server.start()
+    mark.touch()
+    task = wait_for(lambda: finished_task(server, task_id), 90, "the resumed deployment")
+    assert task["state"] == "success", task
+    assert starts.read_text().split() == ["started"]  # started once, re-attached after
+    numbers = [
+        int(line.split()[1]) for line in log_lines(server, task_id) if line.startswith("line ")
+    ]
+    assert numbers == list(range(1, 201))
+    assert "builtin_worker_reused" in (server.home / "server.log").read_text()

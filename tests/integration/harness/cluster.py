@@ -462,9 +462,12 @@ class Cluster:
         return "\n\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.procs)
 
     def stop(self) -> None:
-        """Stop everything, Tentacles first."""
+        """Stop everything, Tentacles first; then any built-in worker a killed server left."""
         for proc in reversed(self.procs):
             proc.stop()
+        for lock in self.root.glob("*/worker/tentacle.lock"):
+            with suppress(ValueError, OSError):
+                os.kill(int(lock.read_text().split()[0]), signal.SIGKILL)
 
 
 @contextmanager

@@ -223,6 +223,9 @@ class BuiltinWorker:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                # Its own session: a server killed with its process group leaves the worker
+                # and its scripts running, and the next start re-attaches to them.
+                start_new_session=True,
             )
         finally:
             output.close()
