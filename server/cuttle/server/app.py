@@ -25,6 +25,7 @@ from cuttle.server.api.auth import AdminInterceptor
 from cuttle.server.api.dashboard_service import DashboardService
 from cuttle.server.api.deployment_service import DeploymentService
 from cuttle.server.api.interruption_service import InterruptionService
+from cuttle.server.api.log_events import PreSerializedEvents
 from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.api.space_service import SpaceService
@@ -184,7 +185,8 @@ class ServerNode:
         )
 
         admin = grpc.aio.server(
-            interceptors=[AdminInterceptor(self.tx)], options=channel.server_options()
+            interceptors=[AdminInterceptor(self.tx), PreSerializedEvents()],
+            options=channel.server_options(),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(
