@@ -42,9 +42,10 @@ from cuttle.server.engine.runner import RunnerSettings, TaskRunner
 from cuttle.server.engine.script_run import RunSettings
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.settings import ServerSettings
-from cuttle.server.store import database
+from cuttle.server.store import change_feed, database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store.change_feed import PostgresChangeFeed
 from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.records import MachineRecord
 from cuttle.server.store.task_log import LogLimits
@@ -107,6 +108,16 @@ class ServerNode:
             settings.agent_call_timeout_seconds,
         )
         self.signals = TaskSignals(settings.follow_buffer_bytes)
+        # Several nodes may share a PostgreSQL database: their followers hear of each other's
+        # changes through it (SQLite is one node's own).
+        self.change_feed: PostgresChangeFeed | None = None
+        if self._engine.dialect.name == "postgresql":
+            self.change_feed = PostgresChangeFeed(
+                change_feed.conninfo(self._engine.url),
+                self.signals.changed_elsewhere,
+                self.signals.maybe_missed,
+            )
+            self.signals.publish_to(self.change_feed.publish)
         self.health = HealthChecker(
             self.tx,
             self.connections,
@@ -250,6 +261,8 @@ class ServerNode:
         await admin.start()
         self._polling, self._admin = polling, admin
         self.completions.start()
+        if self.change_feed is not None:
+            await self.change_feed.start()
         resumed = await self.runner.start()
         pending_cancels = await self.cancels.start()
         self._loops.append(
@@ -275,6 +288,8 @@ class ServerNode:
         await self.cancels.stop()
         await self.runner.stop()
         await self.completions.stop(grace)
+        if self.change_feed is not None:
+            await self.change_feed.stop()
         for server in (self._admin, self._polling):
             if server is not None:
                 await server.stop(grace)
