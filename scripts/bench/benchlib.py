@@ -14,10 +14,11 @@ journaled with an fsync per read; see `lines` below) and `hold` (bidi: one messa
 idle stream until the client leaves). Every server also serves `Chunks` (a task's stored log
 read from a server database file, see `chunks` below).
 
-And, as a client process (the bare side of `cuttle task log`):
+And, as client processes: the bare side of `cuttle task log` and of `cuttle script run -- true`:
 
     python scripts/bench/benchlib.py bare-read --port P --key K --cert C --server-cert S \
         --db DB --task-id ID --prefix MACHINE
+    python scripts/bench/benchlib.py bare-call --port P --key K --cert C --server-cert S
 """
 
 from __future__ import annotations
@@ -549,6 +550,20 @@ async def _read_bare(args: argparse.Namespace) -> None:
         await chan.close(None)
 
 
+async def _call_bare(args: argparse.Namespace) -> None:
+    """One mTLS round trip to the bare server, then spawn `bash -c true` and wait for it: what
+    `cuttle script run -- true` does at the least (a process, a handshake, a call, a spawn)."""
+    me = pki.load_identity(args.key, args.cert)
+    chan = bare_channel(f"127.0.0.1:{args.port}", me, args.server_cert.read_bytes())
+    try:
+        await bare_unary(chan, "Echo")(b"run", timeout=60)
+        proc = await asyncio.create_subprocess_exec("bash", "-c", "true")
+        if await proc.wait() != 0:
+            raise RuntimeError("bash -c true failed")
+    finally:
+        await chan.close(None)
+
+
 def main() -> None:
     """Entry point for the bare peers started as separate processes."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -567,9 +582,16 @@ def main() -> None:
     read.add_argument("--db", type=Path, required=True)
     read.add_argument("--task-id", required=True)
     read.add_argument("--prefix", required=True, help="the machine name each line gets")
+    call = sub.add_parser("bare-call", help="one round trip to the bare server, then a spawn")
+    call.add_argument("--port", type=int, required=True)
+    call.add_argument("--key", type=Path, required=True)
+    call.add_argument("--cert", type=Path, required=True)
+    call.add_argument("--server-cert", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "bare-read":
         asyncio.run(_read_bare(args))
+    elif args.command == "bare-call":
+        asyncio.run(_call_bare(args))
     else:
         asyncio.run(_serve_bare(args.kind, args.key, args.cert, args.trust, args.port))
 
