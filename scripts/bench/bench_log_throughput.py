@@ -28,7 +28,9 @@ and Cuttle/bare for rates, so 1.0 is "as fast as the bare side" and higher is be
    no access checks, no protobuf and no framework. Unpacking the chunks once in this process
    (no process, no network, no output) is printed beside it as the floor.
    And `cuttle task log ID --follow` started mid-run, from submit until it exits, against the
-   durable bare stream of the same script (produce, journal, store, deliver to a pipe).
+   durable bare stream of the same script (produce, journal, store, deliver to a pipe). The
+   script is submitted through the API with nobody following it, so that follower is the only
+   reader, as the bare receiver is.
 4. Latency: a script prints a timestamped line every 10 ms; the time until `cuttle task log
    --follow` prints it (p50, p99), against a bare gRPC stream of the same script's output in
    the Tentacle's pipe reads (no journal: the floor of any streamed path).
@@ -312,30 +314,34 @@ def _pid(process: Process | None) -> int:
 
 
 async def _follow_mid_run(
-    server: Server, db: Path, machine: str, gen: Path, timeout: float
+    stub: admin_pb2_grpc.AdminServiceAsyncStub,
+    server: Server,
+    db: Path,
+    machine: str,
+    gen: Path,
+    timeout: float,
 ) -> float:
-    """Seconds from submitting gen.py until `task log --follow`, started mid-run, exits."""
+    """Seconds from submitting gen.py until `task log --follow`, started mid-run, exits.
+
+    Submitted through the API with no one following (the call is cancelled once the task
+    exists, as in the write path), so the follower measured is the only reader, as the bare
+    stream's receiver is.
+    """
     env = server.cli_env()
     cuttle = shlex.quote(str(BIN / "cuttle"))
     conn = await asyncio.to_thread(_open_db, db)
-    known = await asyncio.to_thread(_task_ids, conn)
-    start = time.perf_counter()
-    runner = await asyncio.create_subprocess_exec(
-        str(BIN / "cuttle"),
-        "script",
-        "run",
-        "--machine",
-        machine,
-        "--syntax",
-        "python",
-        "--file",
-        str(gen),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+    request = apb.RunScriptRequest(
+        machines=[machine],
+        syntax=tpb.SCRIPT_SYNTAX_PYTHON,
+        body=await asyncio.to_thread(gen.read_text),
     )
+    start = time.perf_counter()
+    call = stub.RunScript(request, metadata=(("x-api-key", server.api_key),))
     try:
-        task_id = await _new_task(db, known, timeout)
+        first = await call.read()
+        call.cancel()
+        assert isinstance(first, apb.TaskEvent), first
+        task_id = first.task_id
         async with asyncio.timeout(timeout):
             while await asyncio.to_thread(_log_count, conn, task_id) == 0:  # noqa: ASYNC110 - another process's database
                 await asyncio.sleep(0.005)
@@ -350,13 +356,9 @@ async def _follow_mid_run(
             if await follow.wait() != 0:
                 raise RuntimeError("task log --follow failed")
         elapsed = time.perf_counter() - start
-        async with asyncio.timeout(timeout):
-            await runner.wait()
     finally:
         conn.close()
-        if runner.returncode is None:
-            runner.kill()
-            await runner.wait()
+    await _wait_state(db, task_id, timeout)
     return elapsed
 
 
@@ -569,7 +571,10 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one benchmark
                 timed("cli_start", start_s)
                 timed("task_log", log_s)
                 rss["task log CLI"] = max(rss.get("task log CLI", 0), log_rss)
-                timed("follow", await _follow_mid_run(server, db, machine, gen, args.timeout))
+                timed(
+                    "follow",
+                    await _follow_mid_run(stub, server, db, machine, gen, args.timeout),
+                )
 
             # 4. Latency, once: it is a distribution already.
             latency["bare"] = await _latency_bare(bare, [python, str(late)])
