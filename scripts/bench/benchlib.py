@@ -11,7 +11,14 @@ Also runnable, to start a bare gRPC server in its own process:
 It prints one JSON line `{"port": N}` once it serves. Kinds: `echo` (unary, returns the
 request), `lines` (unary-stream: a command's output in the Tentacle's pipe reads, optionally
 journaled with an fsync per read; see `lines` below) and `hold` (bidi: one message, then an
-idle stream until the client leaves).
+idle stream until the client leaves). Every server also serves `Chunks` (a task's stored log
+read from a server database file, see `chunks` below).
+
+And, as client processes: the bare side of `cuttle task log` and of `cuttle script run -- true`:
+
+    python scripts/bench/benchlib.py bare-read --port P --key K --cert C --server-cert S \
+        --db DB --task-id ID --prefix MACHINE
+    python scripts/bench/benchlib.py bare-call --port P --key K --cert C --server-cert S
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,6 +55,8 @@ PYTHON = sys.executable
 BARE_SERVICE = "/bare.Bench/"
 # What a Tentacle reads from a script's pipe at a time (tentacle execution/runner.py).
 READ_SIZE = 256 * 1024
+# The least text per read-back message (engine/follow.py MESSAGE_BYTES).
+MESSAGE_BYTES = 256 * 1024
 
 
 # -- statistics and printing -------------------------------------------------------------------
@@ -381,6 +391,40 @@ async def _serve_bare(kind: str, key: Path, cert: Path, trust: Path, port: int) 
             if journal is not None:
                 os.close(journal)
 
+    async def chunks(
+        request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        # {"db": PATH, "task_id": ID}: a task's stored log, read back by a reader that does
+        # only what it must: one query in position order (fetched off the event loop, as the
+        # server's store thread does), each chunk unpacked once, its text sent in messages of
+        # at least MESSAGE_BYTES (whole chunks, as Cuttle's read-back groups them).
+        # Imported here: the bare-read client process must not pay for the server's modules.
+        from cuttle.server.store import log_packing  # noqa: PLC0415
+
+        spec = json.loads(request)
+        db = sqlite3.connect(
+            f"file:{spec['db']}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            cursor = db.execute(
+                "SELECT lines FROM task_log_chunks WHERE task_id = ? ORDER BY last_position",
+                (spec["task_id"],),
+            )
+            group: list[bytes] = []
+            size = 0
+            while rows := await asyncio.to_thread(cursor.fetchmany, 16):
+                for (data,) in rows:
+                    text = log_packing.unpack_columns(bytes(data)).text
+                    group.append(text)
+                    size += len(text)
+                    if size >= MESSAGE_BYTES:
+                        yield b"\n".join(group)
+                        group, size = [], 0
+            if group:
+                yield b"\n".join(group)
+        finally:
+            db.close()
+
     async def hold(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
@@ -396,6 +440,7 @@ async def _serve_bare(kind: str, key: Path, cert: Path, trust: Path, port: int) 
                     "Echo": grpc.unary_unary_rpc_method_handler(echo, _same, _same),
                     "Lines": grpc.unary_stream_rpc_method_handler(lines, _same, _same),
                     "Hold": grpc.stream_stream_rpc_method_handler(hold, _same, _same),
+                    "Chunks": grpc.unary_stream_rpc_method_handler(chunks, _same, _same),
                 },
             )
         ]
@@ -489,6 +534,36 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+async def _read_bare(args: argparse.Namespace) -> None:
+    """Print a bare `Chunks` stream as `cuttle task log` prints a log: a machine prefix per
+    line by one replace per message, one write per message."""
+    me = pki.load_identity(args.key, args.cert)
+    chan = bare_channel(f"127.0.0.1:{args.port}", me, args.server_cert.read_bytes())
+    request = json.dumps({"db": str(args.db), "task_id": args.task_id}).encode()
+    prefix = args.prefix.encode() + b": "
+    out = sys.stdout.buffer
+    try:
+        async for message in bare_stream(chan, "Chunks")(request, timeout=600):
+            out.write(prefix + message.replace(b"\n", b"\n" + prefix) + b"\n")
+            out.flush()
+    finally:
+        await chan.close(None)
+
+
+async def _call_bare(args: argparse.Namespace) -> None:
+    """One mTLS round trip to the bare server, then spawn `bash -c true` and wait for it: what
+    `cuttle script run -- true` does at the least (a process, a handshake, a call, a spawn)."""
+    me = pki.load_identity(args.key, args.cert)
+    chan = bare_channel(f"127.0.0.1:{args.port}", me, args.server_cert.read_bytes())
+    try:
+        await bare_unary(chan, "Echo")(b"run", timeout=60)
+        proc = await asyncio.create_subprocess_exec("bash", "-c", "true")
+        if await proc.wait() != 0:
+            raise RuntimeError("bash -c true failed")
+    finally:
+        await chan.close(None)
+
+
 def main() -> None:
     """Entry point for the bare peers started as separate processes."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -499,8 +574,26 @@ def main() -> None:
     bare.add_argument("--cert", type=Path, required=True)
     bare.add_argument("--trust", type=Path, required=True, help="PEM bundle of client certs")
     bare.add_argument("--port", type=int, default=0)
+    read = sub.add_parser("bare-read", help="print a task's stored log through the bare server")
+    read.add_argument("--port", type=int, required=True)
+    read.add_argument("--key", type=Path, required=True)
+    read.add_argument("--cert", type=Path, required=True)
+    read.add_argument("--server-cert", type=Path, required=True)
+    read.add_argument("--db", type=Path, required=True)
+    read.add_argument("--task-id", required=True)
+    read.add_argument("--prefix", required=True, help="the machine name each line gets")
+    call = sub.add_parser("bare-call", help="one round trip to the bare server, then a spawn")
+    call.add_argument("--port", type=int, required=True)
+    call.add_argument("--key", type=Path, required=True)
+    call.add_argument("--cert", type=Path, required=True)
+    call.add_argument("--server-cert", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(_serve_bare(args.kind, args.key, args.cert, args.trust, args.port))
+    if args.command == "bare-read":
+        asyncio.run(_read_bare(args))
+    elif args.command == "bare-call":
+        asyncio.run(_call_bare(args))
+    else:
+        asyncio.run(_serve_bare(args.kind, args.key, args.cert, args.trust, args.port))
 
 
 if __name__ == "__main__":

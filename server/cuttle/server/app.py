@@ -33,6 +33,7 @@ from cuttle.server.api.auth import AdminInterceptor
 from cuttle.server.api.dashboard_service import DashboardService
 from cuttle.server.api.deployment_service import DeploymentService
 from cuttle.server.api.interruption_service import InterruptionService
+from cuttle.server.api.log_events import PreSerializedEvents
 from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.package_service import PackageService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
@@ -55,10 +56,11 @@ from cuttle.server.model.repository import ModelRepository
 from cuttle.server.model.retention import apply_retention
 from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.settings import ServerSettings
-from cuttle.server.store import database
+from cuttle.server.store import change_feed, database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import server_identity as identity_store
+from cuttle.server.store.change_feed import PostgresChangeFeed
 from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.records import MachineRecord, now_ms
 from cuttle.server.store.task_log import LogLimits
@@ -171,6 +173,16 @@ class ServerNode:
         self.packages = PackageFeed(
             self.tx, Path(settings.package_root) if settings.package_root else home / "packages"
         )
+        # Several nodes may share a PostgreSQL database: their followers hear of each other's
+        # changes through it (SQLite is one node's own).
+        self.change_feed: PostgresChangeFeed | None = None
+        if self._engine.dialect.name == "postgresql":
+            self.change_feed = PostgresChangeFeed(
+                change_feed.conninfo(self._engine.url),
+                self.signals.changed_elsewhere,
+                self.signals.maybe_missed,
+            )
+            self.signals.publish_to(self.change_feed.publish)
         self.health = HealthChecker(
             self.tx,
             self.connections,
@@ -306,7 +318,8 @@ class ServerNode:
         )
 
         admin = grpc.aio.server(
-            interceptors=[AdminInterceptor(self.tx)], options=channel.server_options()
+            interceptors=[AdminInterceptor(self.tx), PreSerializedEvents()],
+            options=channel.server_options(),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(
@@ -383,6 +396,8 @@ class ServerNode:
         self.completions.start()
         # Before the runner: resumed deployments may have scripts on the worker.
         await self.worker.reuse()
+        if self.change_feed is not None:
+            await self.change_feed.start()
         resumed = await self.runner.start()
         pending_cancels = await self.cancels.start()
         self._loops.append(
@@ -412,6 +427,8 @@ class ServerNode:
         await self.runner.stop()
         await self.worker.stop()
         await self.completions.stop(grace)
+        if self.change_feed is not None:
+            await self.change_feed.stop()
         for server in (self._admin, self._polling):
             if server is not None:
                 await server.stop(grace)

@@ -101,8 +101,9 @@ class ServerSettings:
     # met a full disk can still be recorded as failed. 0: no reserve.
     disk_reserve_bytes: ByteSize = 8 * 1024**2
     # How often a follower of a task (`task log --follow`, `script run`) looks at the store
-    # without being told of a change. Changes made on this node wake it at once; this only
-    # paces how soon it sees what another server node wrote.
+    # without being told of a change. Changes made on this node wake it at once, and on
+    # PostgreSQL so do other nodes' (LISTEN/NOTIFY); this is the safety net for a notification
+    # lost while the database connection was down.
     follow_poll_interval_seconds: float = 1.0
     # Log a follower may have waiting in memory; one that falls further behind reads the store.
     follow_buffer_bytes: ByteSize = 16 * 1024 * 1024

@@ -496,6 +496,7 @@ class RunScriptRequest(_message.Message):
     MUTEX_NAME_FIELD_NUMBER: _builtins.int
     ISOLATION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     ACCEPT_RUNS_FIELD_NUMBER: _builtins.int
+    ACCEPT_BLOCKS_FIELD_NUMBER: _builtins.int
     syntax: _tentacle_pb2.ScriptSyntax.ValueType
     body: _builtins.str
     timeout_seconds: _builtins.float
@@ -508,6 +509,8 @@ class RunScriptRequest(_message.Message):
     isolation_timeout_seconds: _builtins.float
     accept_runs: _builtins.bool
     """The caller reads TaskEvent.runs: the log comes as stored runs (see WatchTaskRequest)."""
+    accept_blocks: _builtins.bool
+    """The caller reads TaskEvent.blocks (see WatchTaskRequest); wins over accept_runs."""
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -533,10 +536,11 @@ class RunScriptRequest(_message.Message):
         mutex_name: _builtins.str = ...,
         isolation_timeout_seconds: _builtins.float = ...,
         accept_runs: _builtins.bool = ...,
+        accept_blocks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_runs", b"accept_runs", "body", b"body", "environments", b"environments", "files", b"files", "full_isolation", b"full_isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "machines", b"machines", "mutex_name", b"mutex_name", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_blocks", b"accept_blocks", "accept_runs", b"accept_runs", "body", b"body", "environments", b"environments", "files", b"files", "full_isolation", b"full_isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "machines", b"machines", "mutex_name", b"mutex_name", "roles", b"roles", "syntax", b"syntax", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -736,6 +740,7 @@ class TaskEvent(_message.Message):
     FINISHED_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
     UPDATED_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
     def started(self) -> Global___Task: ...
@@ -753,6 +758,10 @@ class TaskEvent(_message.Message):
     def updated(self) -> Global___Task:
         """The task's state changed without ending (waiting for a person, cancelling, ...)."""
 
+    @_builtins.property
+    def blocks(self) -> Global___TaskLogBlocks:
+        """The log as columns of stored runs, to callers that set accept_blocks."""
+
     def __init__(
         self,
         *,
@@ -763,12 +772,13 @@ class TaskEvent(_message.Message):
         finished: Global___Task | None = ...,
         runs: Global___TaskLogRuns | None = ...,
         updated: Global___Task | None = ...,
+        blocks: Global___TaskLogBlocks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "updated", b"updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "finished", b"finished", "kind", b"kind", "lines", b"lines", "runs", b"runs", "started", b"started", "target_finished", b"target_finished", "task_id", b"task_id", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished", "runs", "updated"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "lines", "target_finished", "finished", "runs", "updated", "blocks"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -849,6 +859,83 @@ class TaskLogRuns(_message.Message):
 Global___TaskLogRuns: _TypeAlias = TaskLogRuns  # noqa: Y015
 
 @_typing.final
+class TaskLogBlock(_message.Message):
+    """Consecutive lines of one machine as stored, by column: every line's text in one field and
+    what the runs say about their lines in parallel arrays (run i holds counts[i] lines, the
+    first with sequences[i], all with times_unix_ms[i], sources[i] and levels[i]). A reader that
+    only prints never looks at a run or a line: the lines are `text` split at "\\n", with the
+    positions first_position, first_position + 1, ... in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_POSITION_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    TIMES_UNIX_MS_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    first_position: _builtins.int
+    machine: _builtins.str
+    text: _builtins.bytes
+    """The lines joined by "\\n", no trailing newline; a line never contains "\\n" itself."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def times_unix_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedScalarFieldContainer[_tentacle_pb2.LogSource.ValueType]: ...
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_tentacle_pb2.LogLevel.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        first_position: _builtins.int = ...,
+        machine: _builtins.str = ...,
+        text: _builtins.bytes = ...,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+        times_unix_ms: _abc.Iterable[_builtins.int] | None = ...,
+        sources: _abc.Iterable[_tentacle_pb2.LogSource.ValueType] | None = ...,
+        levels: _abc.Iterable[_tentacle_pb2.LogLevel.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "first_position", b"first_position", "levels", b"levels", "machine", b"machine", "sequences", b"sequences", "sources", b"sources", "text", b"text", "times_unix_ms", b"times_unix_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogBlock: _TypeAlias = TaskLogBlock  # noqa: Y015
+
+@_typing.final
+class TaskLogBlocks(_message.Message):
+    """A read-back comes in messages of at least 256 KiB of text (but the last); a follower gets
+    what was just stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLogBlock]: ...
+    def __init__(
+        self,
+        *,
+        blocks: _abc.Iterable[Global___TaskLogBlock] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogBlocks: _TypeAlias = TaskLogBlocks  # noqa: Y015
+
+@_typing.final
 class WatchTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -856,6 +943,7 @@ class WatchTaskRequest(_message.Message):
     AFTER_POSITION_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
     ACCEPT_RUNS_FIELD_NUMBER: _builtins.int
+    ACCEPT_BLOCKS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     after_position: _builtins.int
     no_follow: _builtins.bool
@@ -864,6 +952,10 @@ class WatchTaskRequest(_message.Message):
     """Send the log as TaskEvent.runs (whole stored runs) instead of TaskEvent.lines (one
     message field per line, kept for older clients).
     """
+    accept_blocks: _builtins.bool
+    """Send the log as TaskEvent.blocks (stored runs by column: no per-run field to build or
+    read); wins over accept_runs.
+    """
     def __init__(
         self,
         *,
@@ -871,10 +963,11 @@ class WatchTaskRequest(_message.Message):
         after_position: _builtins.int = ...,
         no_follow: _builtins.bool = ...,
         accept_runs: _builtins.bool = ...,
+        accept_blocks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_runs", b"accept_runs", "after_position", b"after_position", "no_follow", b"no_follow", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_blocks", b"accept_blocks", "accept_runs", b"accept_runs", "after_position", b"after_position", "no_follow", b"no_follow", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -360,9 +360,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         records = await self._health.check(names)
         return apb.CheckHealthResponse(machines=[self._machine(m) for m in records])
 
-    async def RunScript(
+    # Events may come serialized already (api/log_events.py), which the stub's type does not say.
+    async def RunScript(  # type: ignore[override]
         self, request: apb.RunScriptRequest, context: Context
-    ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
+    ) -> AsyncIterator[apb.TaskEvent | bytes]:  # noqa: N802
         """Start a script task and stream its events until it ends."""
         syntax = {1: "bash", 2: "python", 3: "sh", 4: "pwsh"}.get(request.syntax)
         if syntax is None:
@@ -434,29 +435,36 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             admit=admit,
             created=created,
         )
-        async for event in self._follow(task.id, 0, follow=True, runs=request.accept_runs):
+        async for event in self._follow(
+            task.id, 0, follow=True, log_form=_log_form(request.accept_blocks, request.accept_runs)
+        ):
             yield event
 
-    async def WatchTask(
+    # Events may come serialized already (api/log_events.py), which the stub's type does not say.
+    async def WatchTask(  # type: ignore[override]
         self, request: apb.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[apb.TaskEvent]:  # noqa: N802
+    ) -> AsyncIterator[apb.TaskEvent | bytes]:  # noqa: N802
         """Replay a task's log from a position and, unless told not to, follow it to the end."""
         task = await self._visible_task(request.task_id, "read its log")
         async for event in self._follow(
             task.id,
             request.after_position,
             follow=not request.no_follow,
-            runs=request.accept_runs,
+            log_form=_log_form(request.accept_blocks, request.accept_runs),
         ):
             yield event
 
     async def _follow(
-        self, task_id: str, after: int, *, follow: bool, runs: bool
-    ) -> AsyncIterator[apb.TaskEvent]:
+        self, task_id: str, after: int, *, follow: bool, log_form: str
+    ) -> AsyncIterator[apb.TaskEvent | bytes]:
         follower = TaskFollower(self._tx, self._signals, task_id, after, self._follow_settings)
         async for event in follower.events(follow=follow):
             if isinstance(event, LogChunks):
-                if runs:
+                if log_form == "blocks":
+                    # Serialized here, sent as it is (api/log_events.py).
+                    yield convert.log_blocks_event(task_id, event.chunks)
+                    continue
+                if log_form == "runs":
                     message = apb.TaskEvent(task_id=task_id)
                     convert.log_runs(message.runs, event.chunks)
                     yield message
@@ -577,6 +585,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             yield apb.ArtifactChunk(
                 data=content[offset : offset + chunk], total_size=len(content), sha256=digest
             )
+
+
+def _log_form(blocks: bool, runs: bool) -> str:
+    """How a caller reads the log: by column, as runs, or (older clients) line by line."""
+    return "blocks" if blocks else "runs" if runs else "lines"
 
 
 def _find_machine(session: Session, name: str) -> MachineRecord | None:

@@ -163,6 +163,58 @@ def log_runs(message: apb.TaskLogRuns, chunks: Sequence[LogChunk]) -> None:
             position += run.count
 
 
+def log_blocks_event(task_id: str, chunks: Sequence[LogChunk]) -> bytes:
+    """A TaskEvent of `blocks` holding the chunks, already serialized.
+
+    The text is most of a read-back's bytes: it goes from the store's chunk into the message
+    in one copy (the join), where a protobuf message would copy it in and again out. Each
+    block's other fields are serialized by protobuf and its text field appended after them
+    (a field's place on the wire does not matter). RunScript and WatchTask send these bytes
+    as they are (see log_events.py).
+    """
+    parts: list[bytes] = []
+    for chunk in chunks:
+        columns = chunk.columns
+        head = apb.TaskLogBlock(
+            first_position=chunk.first_position,
+            machine=chunk.machine_name,
+            counts=columns.counts,
+            sequences=columns.sequences,
+            times_unix_ms=columns.times_ms,
+            sources=columns.sources,  # type: ignore[arg-type]
+            levels=columns.levels,  # type: ignore[arg-type]
+        ).SerializeToString()
+        text = columns.text
+        text_key = _TEXT_KEY + _varint(len(text))
+        parts += [
+            _BLOCK_KEY,
+            _varint(len(head) + len(text_key) + len(text)),
+            head,
+            text_key,
+            text,
+        ]
+    size = sum(len(part) for part in parts)
+    event = apb.TaskEvent(task_id=task_id).SerializeToString()
+    return b"".join([event, _BLOCKS_KEY, _varint(size), *parts])
+
+
+# Wire keys (field number << 3 | 2, length-delimited) of TaskEvent.blocks, TaskLogBlocks.blocks
+# and TaskLogBlock.text.
+_BLOCKS_KEY = bytes((8 << 3 | 2,))
+_BLOCK_KEY = bytes((1 << 3 | 2,))
+_TEXT_KEY = bytes((3 << 3 | 2,))
+
+
+def _varint(value: int) -> bytes:
+    """A protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def log_lines(chunks: Sequence[LogChunk]) -> list[apb.TaskLogLine]:
     """Stored chunks line by line, for clients that do not read runs."""
     lines: list[apb.TaskLogLine] = []

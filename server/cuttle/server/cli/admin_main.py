@@ -19,7 +19,6 @@ from cuttle.server.cli.json_output import (
     text_output,
 )
 from cuttle.server.cli.login_commands import login, logout
-from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.node_commands import node
 from cuttle.server.cli.package_commands import package
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
@@ -30,7 +29,37 @@ HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
 STYLE = {1: "listening", 2: "polling"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _CuttleGroup(click.Group):
+    """The `cuttle` group, whose model commands are loaded only when one is called or listed.
+
+    Those commands import the model's documents (pydantic) and their helpers: a third of the
+    CLI's start-up, which `cuttle task log` or `cuttle script run` would pay for nothing.
+    """
+
+    _model_loaded = False
+
+    def _load_model(self) -> None:
+        if not self._model_loaded:
+            self._model_loaded = True
+            from cuttle.server.cli.model_commands import register  # noqa: PLC0415 - see above
+
+            register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command of that name, loading the model's commands if it is not a core one."""
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_model()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, the model's included."""
+        self._load_model()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_CuttleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cuttle-server", prog_name="cuttle")
 @click.option(
     "--server",
@@ -357,7 +386,7 @@ def script_run(
         full_isolation=isolation == "full",
         mutex_name=mutex,
         isolation_timeout_seconds=isolation_timeout,
-        accept_runs=True,
+        accept_blocks=True,
     )
     check_request_size(
         request,
@@ -404,7 +433,6 @@ def artifact_download(
     click.echo(f"Saved {out}")
 
 
-register_model_commands(main)
 main.add_command(task)
 main.add_command(node)
 main.add_command(package)

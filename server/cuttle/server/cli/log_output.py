@@ -1,8 +1,9 @@
 """Task log output for the terminal and for scripts, a message of whole runs at a time.
 
-A script printing a million lines reaches the CLI as a few hundred messages of runs; what the
-CLI does per line is what limits how fast it prints. Text output adds each machine's prefix
-with one bytes.replace per run; JSON output keeps the shape of the line-by-line events (one JSON
+A script printing a million lines reaches the CLI as a few dozen messages of blocks (stored
+runs by column); what the CLI does per run or line is what limits how fast it prints. Text
+output adds each machine's prefix with one bytes.replace per block and writes once per
+message; JSON output keeps the shape of the line-by-line events (one JSON
 object per message, one entry per line) so scripts reading `--output json` keep working.
 Text is UTF-8 with invalid bytes shown as U+FFFD, unless `--raw` asks for the bytes as written.
 """
@@ -36,6 +37,57 @@ def prefixed(runs: apb.TaskLogRuns, raw: bool = False) -> bytes:
         parts.append(text.replace(b"\n", b"\n" + prefix))
         parts.append(b"\n")
     return b"".join(parts)
+
+
+def prefixed_blocks(blocks: apb.TaskLogBlocks, raw: bool = False) -> list[bytes]:
+    """The blocks' lines, each as `machine: text` and a newline, as pieces to write in order:
+    one replace per block, and no copy to join them (a message holds megabytes). Raw keeps
+    invalid UTF-8 bytes; otherwise they show as U+FFFD (valid text costs one check)."""
+    parts: list[bytes] = []
+    for block in blocks.blocks:
+        prefix = block.machine.encode() + b": "
+        text = block.text if raw else valid_utf8(block.text)
+        parts.append(prefix)
+        parts.append(text.replace(b"\n", b"\n" + prefix))
+        parts.append(b"\n")
+    return parts
+
+
+def block_runs(blocks: apb.TaskLogBlocks) -> apb.TaskLogRuns:
+    """The blocks as whole runs (for output that describes every line: JSON)."""
+    message = apb.TaskLogRuns()
+    add = message.runs.add
+    for block in blocks.blocks:
+        position = block.first_position
+        text = block.text
+        offset = 0
+        for count, sequence, time_ms, source, level in zip(
+            block.counts,
+            block.sequences,
+            block.times_unix_ms,
+            block.sources,
+            block.levels,
+            strict=True,
+        ):
+            end = offset - 1
+            for _ in range(count):
+                end = text.find(b"\n", end + 1)
+                if end < 0:
+                    end = len(text)
+                    break
+            item = add()
+            item.first_position = position
+            item.machine = block.machine
+            run = item.run
+            run.sequence = sequence
+            run.time_unix_ms = time_ms
+            run.source = source
+            run.level = level
+            run.text = text[offset:end]
+            run.count = count
+            position += count
+            offset = end + 1
+    return message
 
 
 def json_lines(task_id: str, runs: apb.TaskLogRuns) -> bytes:

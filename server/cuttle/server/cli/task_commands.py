@@ -70,14 +70,20 @@ def show_event(event: apb.TaskEvent, output: str, raw: bool = False) -> apb.Task
     kind = event.WhichOneof("kind")
     out = sys.stdout.buffer
     if output == "json":
-        if kind == "runs":
+        if kind == "blocks":
             # The same JSON lines as the line-by-line events, so scripts that read them work.
+            out.write(log_output.json_lines(event.task_id, log_output.block_runs(event.blocks)))
+        elif kind == "runs":
             out.write(log_output.json_lines(event.task_id, event.runs))
             out.flush()
         else:
             print_json_line(event_json(event))
     elif kind == "started":
         err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
+    elif kind == "blocks":
+        # One write per message, one replace per block: nothing per run or line.
+        out.writelines(log_output.prefixed_blocks(event.blocks, raw))
+        out.flush()
     elif kind == "runs":
         # One write per message: each run's lines get their machine prefix by one replace.
         out.write(log_output.prefixed(event.runs, raw))
@@ -306,7 +312,7 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str, raw: b
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
         async for event in conn.stub.WatchTask(
-            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow, accept_runs=True),
+            apb.WatchTaskRequest(task_id=task_id, no_follow=not follow, accept_blocks=True),
             metadata=conn.metadata,
         ):
             final = show_event(event, output, raw) or final

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.server.domain import scripts
@@ -57,23 +57,25 @@ def _script_file(file: scripts.ScriptFile, transfer_id: str) -> pb.ScriptFile:
     return pb.ScriptFile(name=file.name, content=file.content)
 
 
+def _log_runs(runs: Iterable[pb.LogRun]) -> tuple[scripts.LogRun, ...]:
+    """The domain form of the runs: the write path's one step per run, kept lean (enum fields
+    are ints already; a list comprehension, not a generator)."""
+    log_run = scripts.LogRun
+    return tuple(
+        [
+            log_run(run.sequence, run.time_unix_ms, run.source, run.level, run.text, run.count or 1)
+            for run in runs
+        ]
+    )
+
+
 def script_status(status: pb.ScriptStatus) -> scripts.ScriptStatus:
     """The domain form of a ticket's status."""
     return scripts.ScriptStatus(
         ticket=status.ticket,
         state=STATE_NAMES.get(status.state, "result_unknown"),
         exit_code=status.exit_code,
-        runs=tuple(
-            scripts.LogRun(
-                run.sequence,
-                run.time_unix_ms,
-                int(run.source),
-                int(run.level),
-                run.text,
-                max(run.count, 1),
-            )
-            for run in status.runs
-        ),
+        runs=_log_runs(status.runs),
         last_sequence=status.last_sequence,
         more_lines=status.more_lines,
         output_variables=tuple(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -10,7 +11,9 @@ FINISHED_STATES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes a run once made: a frozen dataclass costs four times as
+# much to build, and the write path builds one per run received (tens of thousands a second).
+@dataclass(slots=True)
 class LogRun:
     """Consecutive journal lines sharing one time, source and level: the unit of a log.
 
@@ -33,10 +36,59 @@ class LogRun:
         return self.sequence + self.count - 1
 
 
-# No slots: count and size are computed once, on first use (a chunk may hold thousands of runs).
+@dataclass(frozen=True, slots=True)
+class RunColumns:
+    """Runs by column: every line's text in one bytes, and what each run says of its lines.
+
+    Run i holds counts[i] lines (lengths[i] bytes of text), the first with sequences[i], all
+    with times_ms[i], sources[i] and levels[i]. Reading back or printing a log then costs per
+    chunk, not per run or line: the text goes out as it is, the columns as whole arrays.
+    """
+
+    # The lines of all runs joined by "\n" (no trailing newline).
+    text: bytes
+    counts: Sequence[int]
+    lengths: Sequence[int]
+    sequences: Sequence[int]
+    times_ms: Sequence[int]
+    sources: Sequence[int]
+    levels: Sequence[int]
+
+    @classmethod
+    def of_runs(cls, runs: Iterable[LogRun]) -> RunColumns:
+        """The columns of these runs (a run of no lines has nothing to give and is left out)."""
+        kept = [run for run in runs if run.count]
+        return cls(
+            text=b"\n".join([run.text for run in kept]),
+            counts=[run.count for run in kept],
+            lengths=[len(run.text) for run in kept],
+            sequences=[run.sequence for run in kept],
+            times_ms=[run.time_ms for run in kept],
+            sources=[run.source for run in kept],
+            levels=[run.level for run in kept],
+        )
+
+    def runs(self) -> Iterator[LogRun]:
+        """The runs, one by one (for callers that need them: a copy of each run's text)."""
+        offset = 0
+        text = self.text
+        for count, length, sequence, time_ms, source, level in zip(
+            self.counts,
+            self.lengths,
+            self.sequences,
+            self.times_ms,
+            self.sources,
+            self.levels,
+            strict=True,
+        ):
+            yield LogRun(sequence, time_ms, source, level, text[offset : offset + length], count)
+            offset += length + 1
+
+
+# No slots: count is computed once, on first use (a chunk may hold thousands of runs).
 @dataclass(frozen=True)
 class LogChunk:
-    """Runs of one machine's lines as stored in a task's log, from `first_position` on.
+    """Lines of one machine as stored in a task's log, from `first_position` on, by column.
 
     Positions number all of a task's lines across its machines; a chunk's lines have the
     consecutive positions first_position .. last_position, run after run.
@@ -44,22 +96,32 @@ class LogChunk:
 
     first_position: int
     machine_name: str
-    runs: tuple[LogRun, ...]
+    columns: RunColumns
+
+    @classmethod
+    def of_runs(cls, first_position: int, machine_name: str, runs: Iterable[LogRun]) -> LogChunk:
+        """A chunk of these runs."""
+        return cls(first_position, machine_name, RunColumns.of_runs(runs))
+
+    @property
+    def runs(self) -> tuple[LogRun, ...]:
+        """The chunk's runs (built on each call: for tests and line-by-line readers)."""
+        return tuple(self.columns.runs())
 
     @cached_property
     def count(self) -> int:
         """How many lines the chunk holds."""
-        return sum(run.count for run in self.runs)
+        return sum(self.columns.counts)
 
     @property
     def last_position(self) -> int:
         """The position of the chunk's last line."""
         return self.first_position + self.count - 1
 
-    @cached_property
+    @property
     def size(self) -> int:
         """Bytes of text the chunk holds."""
-        return sum(len(run.text) for run in self.runs)
+        return len(self.columns.text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ once every line stored before them has been sent (the task row's log_count says 
 the task row is read only when something other than lines changed, not once per batch of lines.
 
 The only timer is `poll_interval`: how often a follower looks at the store even though nothing
-on this node told it of a change, which only matters when another server node writes the task.
+told it of a change. Changes another node makes reach it through PostgreSQL's LISTEN/NOTIFY
+(store/change_feed.py); the poll only covers a notification lost while that connection was down.
 """
 
 from __future__ import annotations

@@ -8,15 +8,16 @@ Log chunks this node has just committed are handed to each subscriber as they ar
 from memory), so a follower of a running task never re-reads what it could have been given.
 Each subscriber's buffer is bounded in bytes: the writer never waits for a follower; one that
 falls behind loses its buffer and catches up from the database, as does one that joins late.
-Changes written by another server node reach nobody here: followers keep a slow poll of the
-store for that case only (see api/admin.py).
+Changes written by another server node reach followers here through the database when it is
+PostgreSQL (store/change_feed.py: each change is published, and another node's changes come
+back as changed_elsewhere); followers keep a slow poll of the store as the safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cuttle.server.domain.scripts import LogChunk
@@ -88,11 +89,29 @@ class TaskSignals:
     def __init__(self, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._buffer_bytes = buffer_bytes
+        self._publish: Callable[[str], None] | None = None
+
+    def publish_to(self, publish: Callable[[str], None]) -> None:
+        """Also tell other server nodes of every change (publish must not block)."""
+        self._publish = publish
 
     def notify(self, task_id: str, stored: LogChunk | None = None) -> None:
         """Something about the task changed (and, with `stored`, these lines were committed)."""
         for subscription in self._subscribers.get(task_id, ()):
             subscription.deliver(stored)
+        if self._publish is not None:
+            self._publish(task_id)
+
+    def changed_elsewhere(self, task_id: str) -> None:
+        """Another node changed the task: its followers here look at the store."""
+        for subscription in self._subscribers.get(task_id, ()):
+            subscription.deliver(None)
+
+    def maybe_missed(self) -> None:
+        """Changes made elsewhere may have gone unheard: every follower looks at the store."""
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.deliver(None)
 
     @contextlib.contextmanager
     def subscribe(self, task_id: str) -> Iterator[Subscription]:

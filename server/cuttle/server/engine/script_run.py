@@ -327,11 +327,9 @@ class ScriptRun:
         return last
 
     async def _store(self, runs: Sequence[LogRun], *, running: bool = False) -> None:
-        # Runs go to the store as they came, one chunk per batch: no per-line work here.
-        records = [
-            LogRun(r.sequence, r.time_ms, r.source, r.level, self._masker.mask(r.text), r.count)
-            for r in runs
-        ]
+        # Runs go to the store as they came, one chunk per batch: no per-line work here, and
+        # no new run unless masking changed its text (a batch holds thousands of runs).
+        records = list(runs) if not self._masker else [self._masked(r) for r in runs]
         ticket = self._ticket
 
         limits = self._ctx.settings.log_limits
@@ -353,6 +351,12 @@ class ScriptRun:
             self._last_sequence = max(self._last_sequence, runs[-1].last_sequence)
         # Committed: followers on this node get the lines from memory (engine/follow.py).
         self._ctx.signals.notify(self._task_id, stored)
+
+    def _masked(self, run: LogRun) -> LogRun:
+        text = self._masker.mask(run.text)
+        if text == run.text:
+            return run
+        return LogRun(run.sequence, run.time_ms, run.source, run.level, text, run.count)
 
     async def _conclude(self, client: TentacleClient, status: ScriptStatus) -> RunOutcome:
         stored_artifacts: list[Artifact] = []

@@ -16,10 +16,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 
-from cuttle.server.domain.scripts import LogRun
+from cuttle.server.domain.scripts import LogRun, RunColumns
 from cuttle.server.store.records import LogLineRecord
 
-__all__ = ["pack", "unpack", "unpack_runs"]
+__all__ = ["pack", "unpack", "unpack_columns", "unpack_runs"]
 
 _FORMAT_RUNS = 2
 _RUN_HEADER = struct.Struct(">qIqBBI")
@@ -68,6 +68,42 @@ def unpack_runs(data: bytes) -> list[LogRun]:
         )
         offset += length
     return runs
+
+
+def unpack_columns(data: bytes) -> RunColumns:
+    """A chunk's runs by column: one pass over its run headers, the texts joined by one copy.
+
+    What a read-back sends: nothing is built per run but its header's fields.
+    """
+    if data[:1] != bytes((_FORMAT_RUNS,)):
+        return RunColumns.of_runs(unpack_runs(data))
+    view = memoryview(data)
+    offset = 1
+    end = len(view)
+    size = _RUN_HEADER.size
+    unpack_header = _RUN_HEADER.unpack_from
+    headers: list[tuple[int, int, int, int, int, int]] = []
+    texts: list[memoryview] = []
+    while offset < end:
+        header = unpack_header(view, offset)
+        offset += size
+        length = header[5]
+        if header[1]:
+            headers.append(header)
+            texts.append(view[offset : offset + length])
+        offset += length
+    if not headers:
+        return RunColumns.of_runs(())
+    sequences, counts, times, sources, levels, lengths = zip(*headers, strict=True)
+    return RunColumns(
+        text=b"\n".join(texts),
+        counts=counts,
+        lengths=lengths,
+        sequences=sequences,
+        times_ms=times,
+        sources=sources,
+        levels=levels,
+    )
 
 
 def _unpack_runs(data: bytes) -> Iterator[LogLineRecord]:

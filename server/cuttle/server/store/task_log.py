@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.logruns import head_lines
-from cuttle.server.domain.scripts import LogChunk, LogRun
+from cuttle.server.domain.scripts import LogChunk, LogRun, RunColumns
 from cuttle.server.store import log_packing
 from cuttle.server.store.errors import InvalidArgument, NotFound, ServerDiskFull
 from cuttle.server.store.models import Base
@@ -282,7 +282,7 @@ def append_chunk(
     )
     # Dropped lines count as stored here: a replay must not offer them again.
     connection.execute(_SET_LAST_SEQUENCE, {"p_ticket": ticket, "p_last_sequence": stored_to})
-    return LogChunk(log_count + 1, machine_name, tuple(kept)) if kept else None
+    return LogChunk.of_runs(log_count + 1, machine_name, kept) if kept else None
 
 
 def _within(runs: list[LogRun], room: int) -> tuple[list[LogRun], list[LogRun]]:
@@ -403,7 +403,7 @@ def read_chunks(
     result = connection.execute(statement, params)
     try:
         for first, _last, machine, data in result:
-            chunk = LogChunk(int(first), str(machine), tuple(log_packing.unpack_runs(bytes(data))))
+            chunk = LogChunk(int(first), str(machine), log_packing.unpack_columns(bytes(data)))
             if chunk.first_position <= after_position:
                 chunk = skip_to(chunk, after_position)
             found.append(chunk)
@@ -416,20 +416,47 @@ def read_chunks(
 
 
 def skip_to(chunk: LogChunk, after_position: int) -> LogChunk:
-    """The chunk without its lines at or before after_position."""
+    """The chunk without its lines at or before after_position.
+
+    Whole runs are skipped by their lengths; only the run the position falls in is scanned.
+    """
     skip = after_position - chunk.first_position + 1
     if skip <= 0:
         return chunk
-    runs: list[LogRun] = []
-    for run in chunk.runs:
-        if skip >= run.count:
-            skip -= run.count
-            continue
-        if skip > 0:
-            run = _drop_head(run, skip)
-            skip = 0
-        runs.append(run)
-    return LogChunk(after_position + 1, chunk.machine_name, tuple(runs))
+    columns = chunk.columns
+    index = 0
+    offset = 0
+    counts, lengths = columns.counts, columns.lengths
+    while index < len(counts) and skip >= counts[index]:
+        skip -= counts[index]
+        offset += lengths[index] + 1
+        index += 1
+    if index == len(counts):
+        return LogChunk(
+            after_position + 1, chunk.machine_name, RunColumns(b"", (), (), (), (), (), ())
+        )
+    first_count, first_length, first_sequence = (
+        counts[index],
+        lengths[index],
+        columns.sequences[index],
+    )
+    if skip:
+        head, _ = head_lines(columns.text[offset : offset + first_length], skip)
+        cut = len(head) + 1
+        offset += cut
+        first_count -= skip
+        first_length -= cut
+        first_sequence += skip
+    cut_columns = RunColumns(
+        text=columns.text[offset:],
+        counts=[first_count, *counts[index + 1 :]],
+        lengths=[first_length, *lengths[index + 1 :]],
+        sequences=[first_sequence, *columns.sequences[index + 1 :]],
+        times_ms=columns.times_ms[index:],
+        sources=columns.sources[index:],
+        levels=columns.levels[index:],
+    )
+    return LogChunk(after_position + 1, chunk.machine_name, cut_columns)
 
 
 def read_lines(

@@ -113,7 +113,9 @@ class Transactions:
     ) -> T:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.retry.window_seconds
-        backoff = Backoff(initial=self.retry.initial_delay, maximum=self.retry.max_delay)
+        # Made at the first retry: a Backoff seeds a random generator from the OS, a cost
+        # every transaction would pay for nothing (the API's hot paths run several each).
+        backoff: Backoff | None = None
         attempt = 0
         while True:
             attempt += 1
@@ -124,6 +126,9 @@ class Transactions:
                     raise ServerDiskFull(str(exc.orig)) from exc
                 if not transient(exc):
                     raise
+                if backoff is None:
+                    policy = self.retry
+                    backoff = Backoff(initial=policy.initial_delay, maximum=policy.max_delay)
                 delay = backoff.next_delay()
                 if time.monotonic() + delay > deadline:
                     if self.retry.window_seconds <= 0:

@@ -179,9 +179,7 @@ class Journal:
                 chunks.append(MAGIC)
                 offset = len(MAGIC)
             placed: list[tuple[int, int]] = []
-            for time_ms, source, level, text, count in runs:
-                if count < 1:
-                    raise ValueError(f"a run holds at least one line, not {count}")
+            for time_ms, source, level, text, count in _coalesced(runs):
                 placed.append((seq + 1, offset))
                 chunks.append(
                     _HEADER.pack(seq + 1, count, time_ms, source.value, level.value, len(text))
@@ -287,6 +285,32 @@ class Journal:
                 self._closed = True
                 if self._fd is not None:
                     os.close(self._fd)
+
+
+def _coalesced(runs: Sequence[PendingRun]) -> list[PendingRun]:
+    """The runs with neighbours of the same time, source and level joined into one run.
+
+    That is what a run is, so nothing is lost; a script writing fast gives a run per pipe read,
+    dozens per millisecond, and every later step (journal, wire, server, store, followers)
+    costs per run.
+    """
+    joined: list[PendingRun] = []
+    texts: list[bytes] = []
+    key: tuple[int, LogSource, LogLevel] | None = None
+    lines = 0
+    for time_ms, source, level, text, count in runs:
+        if count < 1:
+            raise ValueError(f"a run holds at least one line, not {count}")
+        if key == (time_ms, source, level):
+            texts.append(text)
+            lines += count
+            continue
+        if key is not None:
+            joined.append((*key, texts[0] if len(texts) == 1 else b"\n".join(texts), lines))
+        key, texts, lines = (time_ms, source, level), [text], count
+    if key is not None:
+        joined.append((*key, texts[0] if len(texts) == 1 else b"\n".join(texts), lines))
+    return joined
 
 
 def _within_bytes(text: bytes, budget: int, *, first: bool) -> tuple[bytes, int]:

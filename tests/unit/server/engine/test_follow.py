@@ -87,7 +87,7 @@ def test_a_slow_follower_overflows_and_never_blocks_the_writer() -> None:
     with signals.subscribe("t1") as changes:
         for first in range(1, 1000, 10):
             # notify is synchronous and never waits for the follower.
-            signals.notify("t1", LogChunk(first, "web-01", (_run(first, 10),)))
+            signals.notify("t1", LogChunk.of_runs(first, "web-01", (_run(first, 10),)))
         chunks, overflowed = changes.take()
         assert overflowed
         assert chunks == []

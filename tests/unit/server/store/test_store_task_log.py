@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cuttle.server.domain.scripts import LogRun
+from cuttle.server.domain.scripts import LogRun, RunColumns
 from cuttle.server.domain.task_specs import ScriptTaskSpec
 from cuttle.server.store import log_packing, task_log, tasks
 from cuttle.server.store.errors import InvalidArgument, NotFound
@@ -240,18 +240,50 @@ def test_read_chunks_from_any_position_cuts_the_first_chunk(
         assert got == want, after
 
 
+def test_read_chunks_cuts_a_chunk_of_many_runs_at_any_line(
+    engine: Engine, task: TaskRecord
+) -> None:
+    # One chunk of runs of 1, 3 and 5 lines (one empty line among them): every cut gives the
+    # lines after it, each run's sequence, time and source kept.
+    runs = [
+        LogRun(1, 100, 1, 1, b"a", 1),
+        LogRun(2, 200, 2, 1, b"b\n\nd", 3),
+        LogRun(5, 300, 1, 2, b"e\nf\ng\nh\ni", 5),
+    ]
+    with engine.begin() as connection:
+        task_log.append_runs(connection, _ticket(task, "Web-1"), runs)
+    every = [
+        (run.sequence + index, run.time_ms, run.source, text)
+        for run in runs
+        for index, text in enumerate(run.text.split(b"\n"))
+    ]
+    for after in range(10):
+        with engine.connect() as connection:
+            (chunk,) = task_log.read_chunks(connection, task.id, after_position=after) or [
+                task_log.skip_to(task_log.read_chunks(connection, task.id)[0], after)
+            ]
+        got = [
+            (run.sequence + index, run.time_ms, run.source, text)
+            for run in chunk.runs
+            for index, text in enumerate(run.text.split(b"\n"))
+        ]
+        assert chunk.first_position == after + 1
+        assert chunk.count == len(every) - after
+        assert got == every[after:], after
+
+
 def test_reading_a_log_unpacks_each_chunk_once(
     engine: Engine, task: TaskRecord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _store_chunks(engine, task, chunks=60, lines_each=500)
     unpacked: list[int] = []
-    original = log_packing.unpack_runs
+    original = log_packing.unpack_columns
 
-    def counting(data: bytes) -> list[LogRun]:
+    def counting(data: bytes) -> RunColumns:
         unpacked.append(len(data))
         return original(data)
 
-    monkeypatch.setattr(log_packing, "unpack_runs", counting)
+    monkeypatch.setattr(log_packing, "unpack_columns", counting)
     after, total = 0, 0
     with engine.connect() as connection:
         while chunks := task_log.read_chunks(

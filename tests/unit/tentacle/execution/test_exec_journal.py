@@ -206,3 +206,30 @@ def test_a_failed_first_append_leaves_a_journal_the_next_append_completes(
     reopened = Journal(path)
     assert flatten(reopened.read_after(0, 10)[0]) == [(1, b"kept")]
     reopened.close()
+
+
+def test_neighbouring_runs_of_one_time_source_and_level_are_joined(tmp_path: Path) -> None:
+    # A fast script gives a run per pipe read: those of one millisecond, source and level
+    # become one run (all later steps cost per run); any difference keeps runs apart.
+    journal = Journal(tmp_path / "journal")
+    stderr = (STAMP, LogSource.STDERR, LogLevel.INFO, b"e", 1)
+    later = (STAMP + 1, LogSource.STDOUT, LogLevel.INFO, b"l", 1)
+    also_later = (STAMP + 1, LogSource.STDOUT, LogLevel.INFO, b"m", 1)
+    journal.append([run_of(b"a", b""), *one_line_runs(b"b", b"c"), stderr, later, also_later])
+    page, more = journal.read_after(0, 100)
+    assert not more
+    assert [(r.sequence, r.count, r.source, r.text) for r in page] == [
+        (1, 4, LogSource.STDOUT, b"a\n\nb\nc"),
+        (5, 1, LogSource.STDERR, b"e"),
+        (6, 2, LogSource.STDOUT, b"l\nm"),
+    ]
+    assert flatten(page) == [
+        (1, b"a"),
+        (2, b""),
+        (3, b"b"),
+        (4, b"c"),
+        (5, b"e"),
+        (6, b"l"),
+        (7, b"m"),
+    ]
+    journal.close()
