@@ -510,7 +510,7 @@ class InProcessServer:
             async with asyncio.timeout(60):
                 while not self.node.connections.connected(name):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-        return self.node.connections.client(name)
+        return await self.node.connections.client(name)
 
     async def stop(self) -> None:
         """Stop the node, then every Tentacle (SIGTERM, grace, SIGKILL of the group)."""
