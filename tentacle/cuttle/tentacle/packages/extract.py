@@ -203,6 +203,7 @@ class _Writer:
     directories: int = 0
     links: int = 0
     dir_modes: dict[str, int] = field(default_factory=dict)
+    folders: set[str] = field(default_factory=lambda: {""})  # checked parents, relative
     symlinks: list[tuple[str, str, str]] = field(default_factory=list)  # (path, target, name)
 
     def _begin(self, name: str) -> str | None:
@@ -232,6 +233,8 @@ class _Writer:
     def _parent(self, relative: str) -> Path:
         """Create the entry's parent folders (never through a link) and return the parent."""
         parent = posixpath.dirname(relative)
+        if parent in self.folders:
+            return self.root / parent
         path = self.root
         for part in parent.split("/") if parent else ():
             path = path / part
@@ -247,6 +250,9 @@ class _Writer:
                     f"{self.archive}: entry {self.current!r} needs {parent!r} to be a folder, "
                     "but the archive made it something else"
                 )
+        # Known folders stay folders: nothing replaces a folder (see _clear) and no link
+        # exists until finish(), so the checks above need not be repeated.
+        self.folders.add(parent)
         return path
 
     def _chown(self, path: Path) -> None:
@@ -398,12 +404,16 @@ def _extract_tar(archive: Path, kind: ArchiveFormat, writer: _Writer) -> None:
 
 
 def _open_tar(archive: Path, kind: ArchiveFormat) -> tarfile.TarFile:
-    """Stream mode ("r|"): one sequential pass, no seeking back in a compressed stream."""
+    """Read in one forward pass (next() then extractfile() of that member, never back).
+
+    Not the "r|" stream modes: their pure-Python buffering is several times slower than
+    GzipFile/BZ2File, and reading forward in member order never seeks back either way.
+    """
     if kind is ArchiveFormat.TAR_GZ:
-        return tarfile.open(archive, "r|gz")
+        return tarfile.open(archive, "r:gz")
     if kind is ArchiveFormat.TAR_BZ2:
-        return tarfile.open(archive, "r|bz2")
-    return tarfile.open(archive, "r|")
+        return tarfile.open(archive, "r:bz2")
+    return tarfile.open(archive, "r:")
 
 
 def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
