@@ -5,12 +5,15 @@ from __future__ import annotations
 import errno
 import io
 import os
+import posixpath
 import stat
 import tarfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cuttle.tentacle.packages import extract as extract_module
 from cuttle.tentacle.packages.errors import (
@@ -25,6 +28,7 @@ from cuttle.tentacle.packages.extract import (
     ExtractionLimits,
     archive_format,
     extract,
+    safe_relative_path,
 )
 
 TarEntry = tuple[str, str, bytes | str, int]  # (name, kind, data or link target, mode)
@@ -319,3 +323,18 @@ def test_owner_is_the_given_user(layout: tuple[Path, Path, Path]) -> None:
     for path in (target / "d", target / "d/a.txt", target / "d/l"):
         info = path.lstat()
         assert (info.st_uid, info.st_gid) == (4321, 4322)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(alphabet=st.sampled_from(list("ab./\\:\x00 ")), max_size=20))
+def test_any_accepted_entry_name_stays_inside_the_target(name: str) -> None:
+    root = PurePosixPath("/target")
+    try:
+        relative = safe_relative_path(name, "p.zip")
+    except UnsafeArchive:
+        return
+    if relative is None:
+        return
+    joined = PurePosixPath(posixpath.normpath(root / relative))
+    assert joined.is_relative_to(root)
+    assert joined != root
