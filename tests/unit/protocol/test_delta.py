@@ -155,6 +155,7 @@ def test_verify_sha256_accepts_the_right_hash_and_names_the_wrong_one(tmp_path: 
 
 
 def test_block_size_rule_grows_with_the_file() -> None:
-    assert d.choose_block_size(0) == 2048
-    assert d.choose_block_size(50 * 1024 * 1024) == 8192
+    assert d.choose_block_size(0) == 8192
+    assert d.choose_block_size(200 * 1024 * 1024) == 8192
+    assert d.choose_block_size(1024**3) == 16384
     assert d.choose_block_size(10**12) == 65536
