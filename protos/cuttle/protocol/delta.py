@@ -208,6 +208,22 @@ def patch(basis: BinaryIO, ops: Iterable[Op], out: BinaryIO, block_size: int) ->
     return written
 
 
+def patch_file(
+    basis: Path, ops: Iterable[Op], out: Path, block_size: int, expected_sha256: str
+) -> None:
+    """Rebuild into `out` and verify its SHA-256; on any failure `out` is removed and it raises.
+
+    A HashMismatch or DeltaError tells the caller to fall back to the full file.
+    """
+    try:
+        with basis.open("rb") as source, out.open("wb") as target:
+            patch(source, ops, target, block_size)
+        verify_sha256(out, expected_sha256)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
 def encode_ops(ops: Iterable[Op], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Wire chunks of whole ops, each at least `chunk_size` bytes except the last."""
     pending = bytearray()

@@ -159,3 +159,17 @@ def test_block_size_rule_grows_with_the_file() -> None:
     assert d.choose_block_size(200 * 1024 * 1024) == 8192
     assert d.choose_block_size(1024**3) == 16384
     assert d.choose_block_size(10**12) == 65536
+
+
+def test_patch_file_verifies_and_removes_a_wrong_result(tmp_path: Path) -> None:
+    basis, out = tmp_path / "basis", tmp_path / "out"
+    basis.write_bytes(_random_bytes(5, 50_000))
+    new = basis.read_bytes()[:20_000] + b"changed" + basis.read_bytes()[20_000:]
+    sig = d.signature_of_file(basis, 4096)
+    ops = list(d.delta(sig, io.BytesIO(new)))
+    (tmp_path / "new").write_bytes(new)
+    d.patch_file(basis, ops, out, 4096, d.sha256_file(tmp_path / "new"))
+    assert out.read_bytes() == new
+    with pytest.raises(d.HashMismatch):
+        d.patch_file(basis, ops, out, 4096, "0" * 64)
+    assert not out.exists()

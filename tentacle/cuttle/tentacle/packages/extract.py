@@ -15,6 +15,9 @@ Nothing of an archive lands outside its target, and nothing of a refused archive
   against the archive's size are limited, checked on the bytes actually written (an archive's
   headers can lie).
 
+A .nupkg is a zip whose packaging files (`[Content_Types].xml`, `_rels/`,
+`package/services/metadata/`) are left out, as NuGet and Octopus do; the .nuspec stays.
+
 Modes: tar keeps each file's permission bits without setuid, setgid and sticky; zips made on
 Unix keep theirs the same way, others get 0644 (0755 for directories). Directories keep at least
 owner rwx while being filled and get their own mode at the end. Files are owned by the
@@ -28,6 +31,7 @@ import enum
 import errno
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import stat
@@ -54,12 +58,16 @@ log = structlog.get_logger(__name__)
 _COPY_SIZE = 1024 * 1024
 _PERMISSIONS = 0o777  # what is kept of a mode: no setuid, setgid or sticky bit
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# The Open Packaging Conventions files NuGet adds around a package's content; NuGet's own
+# extraction leaves them out, and so does Octopus.
+_NUPKG_PACKAGING = re.compile(r"^(\[Content_Types\]\.xml|_rels/.*|package/services/metadata/.*)$")
 
 
 class ArchiveFormat(enum.Enum):
     """The archive formats a package may come in."""
 
     ZIP = "zip"
+    NUPKG = "nupkg"  # a zip whose packaging files (see _NUPKG_PACKAGING) are not extracted
     TAR = "tar"
     TAR_GZ = "tar.gz"
     TAR_BZ2 = "tar.bz2"
@@ -67,7 +75,7 @@ class ArchiveFormat(enum.Enum):
 
 _SUFFIXES: tuple[tuple[str, ArchiveFormat], ...] = (
     (".zip", ArchiveFormat.ZIP),
-    (".nupkg", ArchiveFormat.ZIP),
+    (".nupkg", ArchiveFormat.NUPKG),
     (".tar.gz", ArchiveFormat.TAR_GZ),
     (".tgz", ArchiveFormat.TAR_GZ),
     (".tar.bz2", ArchiveFormat.TAR_BZ2),
@@ -127,8 +135,8 @@ def extract(
     started = time.monotonic()
     try:
         try:
-            if kind is ArchiveFormat.ZIP:
-                _extract_zip(archive, writer)
+            if kind in (ArchiveFormat.ZIP, ArchiveFormat.NUPKG):
+                _extract_zip(archive, writer, nupkg=kind is ArchiveFormat.NUPKG)
             else:
                 _extract_tar(archive, kind, writer)
             writer.finish()
@@ -435,7 +443,7 @@ def _tar_type_name(member: tarfile.TarInfo) -> str:
     return f"entry of type {member.type!r}"
 
 
-def _extract_zip(archive: Path, writer: _Writer) -> None:
+def _extract_zip(archive: Path, writer: _Writer, *, nupkg: bool) -> None:
     try:
         with zipfile.ZipFile(archive) as package:
             infos = package.infolist()
@@ -446,6 +454,8 @@ def _extract_zip(archive: Path, writer: _Writer) -> None:
                     f"limit of {writer.limits.max_total_bytes}"
                 )
             for info in infos:
+                if nupkg and _NUPKG_PACKAGING.match(info.filename.replace("\\", "/")):
+                    continue
                 _zip_entry(package, info, writer)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise UnsupportedArchive(f"{archive.name} is not a readable zip file: {exc}") from exc

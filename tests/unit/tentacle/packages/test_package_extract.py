@@ -149,6 +149,20 @@ def test_zip_and_nupkg_keep_unix_modes_and_treat_backslashes_as_separators(
     assert (target / "empty").is_dir()
 
 
+def test_nupkg_packaging_files_are_not_extracted(layout: tuple[Path, Path, Path]) -> None:
+    archives, _, target = layout
+    entries = [
+        "[Content_Types].xml",
+        "_rels/.rels",
+        "package/services/metadata/core-properties/abc.psmdcp",
+        "Web.nuspec",
+        "bin/Web.dll",
+    ]
+    extract(_zip(archives / "Web.1.0.0.nupkg", [(n, b"x", None) for n in entries]), target)
+    found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert found == ["Web.nuspec", "bin/Web.dll"]
+
+
 def test_zip_symlink_inside_is_kept(layout: tuple[Path, Path, Path]) -> None:
     archives, _, target = layout
     archive = _zip(
@@ -305,7 +319,8 @@ def test_truncated_tar_gz_is_refused(layout: tuple[Path, Path, Path]) -> None:
 
 
 def test_format_comes_from_the_name_or_is_refused() -> None:
-    assert archive_format("Web.1.0.NUPKG") is ArchiveFormat.ZIP
+    assert archive_format("Web.1.0.NUPKG") is ArchiveFormat.NUPKG
+    assert archive_format("web.1.0.zip") is ArchiveFormat.ZIP
     assert archive_format("web.1.0.tgz") is ArchiveFormat.TAR_GZ
     with pytest.raises(UnsupportedArchive, match="'web.rar' is not a supported"):
         archive_format("web.rar")
