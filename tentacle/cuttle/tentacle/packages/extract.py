@@ -212,6 +212,7 @@ class _Writer:
     links: int = 0
     dir_modes: dict[str, int] = field(default_factory=dict)
     folders: set[str] = field(default_factory=lambda: {""})  # checked parents, relative
+    root_mode: int = 0o755
     symlinks: list[tuple[str, str, str]] = field(default_factory=list)  # (path, target, name)
 
     def _begin(self, name: str) -> str | None:
@@ -281,7 +282,8 @@ class _Writer:
 
     def directory(self, name: str, mode: int) -> None:
         relative = self._begin(name)
-        if relative is None:
+        if relative is None:  # "./": the mode of the target folder itself
+            self.root_mode = mode & _PERMISSIONS
             return
         path = self._parent(relative) / posixpath.basename(relative)
         try:
@@ -378,6 +380,9 @@ class _Writer:
                 )
         for relative in sorted(self.dir_modes, key=lambda r: r.count("/"), reverse=True):
             os.chmod(self.root / relative, self.dir_modes[relative])
+        # The staging folder was made owner-only; the target gets the archive's or 0755.
+        self._chown(self.root)
+        os.chmod(self.root, self.root_mode)
 
 
 # -- formats -----------------------------------------------------------------------------------

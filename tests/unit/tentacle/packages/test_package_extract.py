@@ -99,7 +99,7 @@ def test_tar_gz_keeps_modes_without_setuid_links_and_mtimes(
             ("conf/copy.json", "hardlink", "conf/app.json", 0o640),
             ("readonly", "dir", b"", 0o555),
             ("readonly/inside.txt", "file", b"x", 0o444),
-            ("./", "dir", b"", 0o755),
+            ("./", "dir", b"", 0o4755),
         ],
     )
     result = extract(archive, target)
@@ -114,6 +114,7 @@ def test_tar_gz_keeps_modes_without_setuid_links_and_mtimes(
     assert stat.S_IMODE((target / "readonly").stat().st_mode) == 0o555
     assert (target / "readonly/inside.txt").read_text() == "x"
     assert (target / "bin/deploy.sh").stat().st_mtime == 1_600_000_000
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755  # the "./" entry's mode
     assert _left_over(target.parent) == ["1.4.0"]
 
 
@@ -143,6 +144,7 @@ def test_zip_and_nupkg_keep_unix_modes_and_treat_backslashes_as_separators(
         ],
     )
     extract(archive, target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
     assert stat.S_IMODE((target / "run.sh").stat().st_mode) == 0o750
     assert (target / "lib" / "windows.dll").read_bytes() == b"MZ"
     assert stat.S_IMODE((target / "lib" / "windows.dll").stat().st_mode) == 0o644
@@ -335,7 +337,7 @@ def test_owner_is_the_given_user(layout: tuple[Path, Path, Path]) -> None:
         "w",
     )
     extract(archive, target, owner=(4321, 4322))
-    for path in (target / "d", target / "d/a.txt", target / "d/l"):
+    for path in (target, target / "d", target / "d/a.txt", target / "d/l"):
         info = path.lstat()
         assert (info.st_uid, info.st_gid) == (4321, 4322)
 
