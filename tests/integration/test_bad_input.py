@@ -429,9 +429,10 @@ def test_invalid_utf8_and_nul_bytes_arrive_byte_identical(
     assert task.state == apb.TASK_STATE_SUCCESS
     assert _stdout(admin.log(task_id)) == _RAW_LINES
 
-    # The text rendering writes the same bytes and does not choke on them.
+    # --raw writes the same bytes and does not choke on them (without it, invalid UTF-8 shows
+    # as U+FFFD: tests/integration/test_output_conventions.py).
     text = subprocess.run(
-        [str(BIN / "cuttle"), "task", "log", task_id],
+        [str(BIN / "cuttle"), "task", "log", "--raw", task_id],
         capture_output=True,
         env=served.server.cli_env(),
         timeout=60,

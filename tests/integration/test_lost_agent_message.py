@@ -61,4 +61,6 @@ def test_a_polling_agent_lost_mid_script_ends_result_unknown_not_safe_to_retry(
         if run.poll() is None:
             run.kill()
             run.wait()
+        if run.stdout is not None:
+            run.stdout.close()  # a failed test must not leak the pipe into the next one
         kill_marked(mark.encode())

@@ -199,13 +199,15 @@ def test_a_script_run_as_the_user_cannot_leave_its_cgroup_and_cancel_kills_its_t
         cancel = server.cli("task", "cancel", task_id)
         assert cancel.returncode == 0, cancel.stdout + cancel.stderr
         task = wait_for(lambda: finished_task(server, task_id), 60, "the task to end")
-        assert task["state"] == "TASK_STATE_CANCELLED", task
+        assert task["state"] == "cancelled", task
         assert processes_with(mark.encode()) == []
         run.communicate(timeout=30)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
+        if run.stdout is not None:
+            run.stdout.close()  # a failed test must not leak the pipe into the next one
         kill_marked(mark.encode())
 
 

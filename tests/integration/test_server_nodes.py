@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cuttle.server.store import database
 from tests.integration.harness.cluster import BIN, Cluster, Server, _env, wait_for
 from tests.integration.harness.postgres import query, server_url
 from tests.integration.harness.tasks import log_lines
@@ -177,10 +178,12 @@ def test_an_upgraded_home_moves_its_identity_into_the_database(cluster: Cluster)
     before = server.thumbprint
     assert server.process is not None
     server.process.stop()
-    # The state a database from before the identity moved is in: no table, older revision.
-    with sqlite3.connect(server.home / "cuttle.db") as db:
-        db.execute("DROP TABLE server_identity")
-        db.execute("UPDATE alembic_version SET version_num = '0013'")
+    # The state a database from before the identity moved is in: migrated down to 0013.
+    engine = database.create_engine_for(f"sqlite+pysqlite:///{server.home / 'cuttle.db'}")
+    try:
+        database.downgrade(engine, "0013")
+    finally:
+        engine.dispose()
     server.start()
     with sqlite3.connect(server.home / "cuttle.db") as db:
         stored = db.execute("SELECT thumbprint FROM server_identity").fetchall()

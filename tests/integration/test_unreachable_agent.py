@@ -63,3 +63,5 @@ def test_an_unreachable_target_says_why_since_when_and_recovers(cluster: Cluster
         if run.poll() is None:
             run.kill()
             run.wait()
+        if run.stdout is not None:
+            run.stdout.close()  # a failed test must not leak the pipe into the next one

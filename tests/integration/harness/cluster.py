@@ -466,8 +466,10 @@ class Cluster:
         for proc in reversed(self.procs):
             proc.stop()
         for lock in self.root.glob("*/worker/tentacle.lock"):
+            holder = lock.read_text().split()  # empty once its holder stopped
             with suppress(ValueError, OSError):
-                os.kill(int(lock.read_text().split()[0]), signal.SIGKILL)
+                if holder:
+                    os.kill(int(holder[0]), signal.SIGKILL)
 
 
 @contextmanager

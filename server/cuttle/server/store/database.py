@@ -103,6 +103,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_alembic_config(connection), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to an older revision (tests of upgrades; operators restoring)."""
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), revision)
+
+
 def current_revision(engine: Engine) -> str | None:
     """Return the Alembic revision the database is at (None: never migrated)."""
     with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
