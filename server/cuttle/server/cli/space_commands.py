@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
+from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
 
@@ -92,9 +93,23 @@ def space_rename(ctx: click.Context, name: str, new_name: str) -> None:
 
 @space.command("delete")
 @click.argument("name")
+@yes_option
 @click.pass_context
-def space_delete(ctx: click.Context, name: str) -> None:
-    """Delete a space that holds nothing but what it started with."""
+def space_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete a space that holds nothing but what it started with.
+
+    Asks first on a terminal; without one, --yes is needed. A space that still holds more is
+    refused, with what is left.
+
+    \b
+    Example:
+      cuttle space delete Team-B --yes
+    """
+    confirm(
+        f"delete space {name}",
+        ["its audit trail, Default Lifecycle and Default Project Group"],
+        yes=yes,
+    )
 
     async def work(conn: AdminConnection) -> None:
         await _stub(conn).DeleteSpace(mpb.DeleteSpaceRequest(name=name), metadata=conn.metadata)

@@ -16,6 +16,35 @@ from cuttle.server.store.records import Page, now_ms
 
 MAX_PAGE_SIZE = 1000
 
+# Every category an event may have; `record` refuses others, so `cuttle events --category` can
+# tell a typo from a category that merely has no events yet.
+CATEGORIES = frozenset(
+    {
+        # the model (documents, spaces, releases, runbooks)
+        "created",
+        "modified",
+        "deleted",
+        "renamed",
+        "published",
+        "variables-updated",
+        # deployments and runbook runs
+        "deployed",
+        "promoted",
+        "redeployed",
+        "ran",
+        "answered",
+        # operations
+        "machine registered",
+        "machine re-registered",
+        "machine updated",
+        "machine removed",
+        "script run",
+        "task cancelled",
+        "api key created",
+        "api key revoked",
+    }
+)
+
 _id_lock = threading.Lock()
 _last_id_stamp = (0, 0)
 
@@ -81,6 +110,8 @@ def record(
     details: dict[str, Any],
 ) -> EventRecord:
     """Append an event in the caller's transaction, so it exists exactly when the change does."""
+    if category not in CATEGORIES:
+        raise ValueError(f"event category {category!r} is not one of events.CATEGORIES")
     occurred_ms = now_ms()
     row = Event(
         id=ordered_event_id(occurred_ms),
