@@ -18,6 +18,7 @@ import grpc
 from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.apply_diff import value_change_json, value_change_line
 from cuttle.server.cli.channel_commands import channel
 from cuttle.server.cli.confirm import confirm, with_consequences, yes_option
 from cuttle.server.cli.connection import (
@@ -42,6 +43,7 @@ from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
 from cuttle.server.cli.set_keys import apply_settings, set_keys_epilog
 from cuttle.server.cli.space_commands import space
+from cuttle.server.cli.tenant_commands import tenant_tag
 from cuttle.server.cli.update_commands import update_command
 from cuttle.server.cli.variable_commands import variable_delete, variable_list
 from cuttle.server.model import bounded_yaml, files
@@ -191,6 +193,7 @@ def apply(
                             "kind": c.kind,
                             "name": c.name,
                             "changed_paths": list(c.changed_paths),
+                            "values": [value_change_json(v) for v in c.values],
                         }
                         for c in response.changes
                     ],
@@ -206,8 +209,10 @@ def apply(
         for change in changed:
             label = change.kind.replace("_", " ")
             console.print(f"{verb[change.action]} {label} {change.name}", highlight=False)
+            shown = {v.path: v for v in change.values}
             for path in change.changed_paths:
-                console.print(f"    ~ {path}", highlight=False)
+                line = value_change_line(shown[path]) if path in shown else f"~ {path}"
+                console.print(f"    {line}", highlight=False, soft_wrap=True)
         unchanged = len(response.changes) - len(changed)
         deleted = sum(1 for c in changed if c.action == "delete")
         summary = "would change" if dry_run else "changed"
@@ -514,6 +519,8 @@ def _kind_group(document_kind: Kind) -> click.Group:
     group.add_command(update_command(document_kind))
     if document_kind.name == "environment":
         group.add_command(_environment_reorder)
+    if document_kind.name == "tenant":
+        group.add_command(tenant_tag)
     return group
 
 

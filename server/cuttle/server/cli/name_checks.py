@@ -13,7 +13,7 @@ from click.core import ParameterSource
 
 from cuttle.server.cli.context import run_call
 from cuttle.server.cli.suggest import check_known, document_names
-from cuttle.server.store.events import CATEGORIES
+from cuttle.server.domain.audit import CATEGORIES
 
 
 def check_environments(ctx: click.Context, given: Iterable[str], option: str, space: str) -> None:
