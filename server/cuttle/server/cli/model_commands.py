@@ -41,7 +41,7 @@ from cuttle.server.cli.deploy_commands import deploy, interruption, promote
 from cuttle.server.cli.name_checks import check_category
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
-from cuttle.server.cli.set_keys import apply_settings, set_keys_epilog
+from cuttle.server.cli.set_keys import SchemaHelpCommand, apply_settings
 from cuttle.server.cli.space_commands import space
 from cuttle.server.cli.tenant_commands import tenant_tag
 from cuttle.server.cli.update_commands import update_command
@@ -463,7 +463,13 @@ def _kind_group(document_kind: Kind) -> click.Group:
         run_call(ctx, work)
         err_console.print(with_consequences(f"deleted {label} {name}", goes), highlight=False)
 
-    @group.command("create")
+    @group.command(
+        "create",
+        cls=SchemaHelpCommand,
+        help=f"Create a {label} from options, --set fields or a file.",
+        schema_model=document_kind.model,
+        example=f"cuttle {group_name} create NAME [--set FIELD=VALUE] [-f spec.yaml]",
+    )
     @click.argument("name")
     @click.option("--description", default="")
     @click.option(
@@ -512,10 +518,6 @@ def _kind_group(document_kind: Kind) -> click.Group:
         run_call(ctx, work)
         err_console.print(f"created {label} {name}", highlight=False)
 
-    create_command.help = f"Create a {label} from options, --set fields or a file."
-    create_command.epilog = set_keys_epilog(
-        document_kind.model, f"cuttle {group_name} create NAME [--set FIELD=VALUE] [-f spec.yaml]"
-    )
     group.add_command(update_command(document_kind))
     if document_kind.name == "environment":
         group.add_command(_environment_reorder)
@@ -729,7 +731,12 @@ def api_key_create(
 @output_option
 @click.pass_context
 def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None:
-    """Keys with their prefixes (never their secrets)."""
+    """Keys with their prefixes (never their secrets).
+
+    \b
+    Example:
+      cuttle api-key list --user alice
+    """
 
     async def work(conn: AdminConnection) -> mpb.ListApiKeysResponse:
         keys: mpb.ListApiKeysResponse = await conn.access.ListApiKeys(

@@ -99,7 +99,12 @@ def release_create(
 def release_list(
     ctx: click.Context, project: str, channel: str, limit: int, space: str, output: str
 ) -> None:
-    """A project's releases, newest first."""
+    """A project's releases, newest first.
+
+    \b
+    Example:
+      cuttle release list --project Web --channel Hotfix
+    """
 
     async def work(conn: AdminConnection) -> list[mpb.Release]:
         found: list[mpb.Release] = []
@@ -138,7 +143,12 @@ def release_list(
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
 def release_show(ctx: click.Context, project: str, version: str, space: str, output: str) -> None:
-    """A release and its snapshot (sensitive values are never shown)."""
+    """A release and its snapshot (sensitive values are never shown).
+
+    \b
+    Example:
+      cuttle release show --project Web --release 1.4.0 --output json
+    """
 
     async def work(conn: AdminConnection) -> mpb.Release:
         found: mpb.Release = await conn.releases.GetRelease(

@@ -48,7 +48,12 @@ def space_create(ctx: click.Context, name: str) -> None:
 @output_option
 @click.pass_context
 def space_list(ctx: click.Context, output: str) -> None:
-    """Every space."""
+    """Every space.
+
+    \b
+    Example:
+      cuttle space list --output json
+    """
 
     async def work(conn: AdminConnection) -> mpb.ListSpacesResponse:
         return await _stub(conn).ListSpaces(mpb.ListSpacesRequest(), metadata=conn.metadata)

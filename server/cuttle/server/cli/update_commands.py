@@ -15,7 +15,7 @@ import click
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import err_console, run_call, space_option
-from cuttle.server.cli.set_keys import apply_settings, set_keys_epilog
+from cuttle.server.cli.set_keys import SchemaHelpCommand, apply_settings
 from cuttle.server.model.kinds import Kind
 
 # project update's own options: option name -> (field, choices or None, help).
@@ -100,9 +100,11 @@ def update_command(document_kind: Kind) -> click.Command:
     func = click.argument("name")(func)
     command: click.Command = click.command(
         "update",
+        cls=SchemaHelpCommand,
         help=f"Change a {document_kind.label}: only the fields given change; "
         "--set takes any field of the document, by its name in YAML files.",
-        epilog=set_keys_epilog(document_kind.model, example),
+        schema_model=document_kind.model,
+        example=example,
     )(func)
     return command
 

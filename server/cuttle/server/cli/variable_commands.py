@@ -72,7 +72,8 @@ def variable_list(ctx: click.Context, project: str, name: str, space: str, outpu
             row = v.model_dump(mode="json", exclude_defaults=True)
             row.pop("value", None)
             row["name"] = v.name
-            row["value"] = shown_value(v)
+            # JSON readers test `sensitive`; the value of a sensitive one is never sent anyway.
+            row["value"] = None if v.sensitive else v.value
             row["sensitive"] = v.sensitive
             rows.append(row)
         click.echo(json.dumps(rows))

@@ -420,11 +420,15 @@ class ModelRepository:
             FieldChange(c.path, MISSING, MISSING, True) if c.sensitive else c
             for c in changes(_dump(before.spec), _dump(after.spec))
         ]
-        if not values:
-            # Only a sensitive value changed: say where without saying what.
-            values = [
-                FieldChange(c.path, MISSING, MISSING, True) for c in changes(record.body, body)
-            ]
+        # A sensitive value reads as null on both sides: its change shows only in the stored
+        # bodies (ciphertexts). Say where it changed without saying what.
+        seen = {c.path for c in values}
+        raw = changes(record.body, body)
+        values += [
+            FieldChange(c.path, MISSING, MISSING, True)
+            for c in raw
+            if c.path not in seen and (c.sensitive or not values)
+        ]
         paths = [c.path for c in values]
         self._audit(
             "modified",
