@@ -196,6 +196,10 @@ def test_names_that_do_not_exist_are_refused_with_the_close_one(cluster: Cluster
         "did you mean 'Dev'?",
         code=2,
     )
+    _refused(
+        cuttle(server, "variable", "set", "X", "1", "--project", "Web", "--environment", "Dve"),
+        "no environment named 'Dve'; did you mean 'Dev'?",
+    )
     _refused(cuttle(server, "events", "--category", "delted"), "did you mean 'deleted'?", code=2)
     assert (
         _json(cuttle(server, "events", "--category", "machine removed", "--output", "json")) == []

@@ -16,7 +16,7 @@ import grpc
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
-from cuttle.server.cli.connection import AdminConnection
+from cuttle.server.cli.connection import AdminConnection, field_violations
 from cuttle.server.model.kinds import KINDS
 
 # How alike two names must be (difflib's ratio) to be offered; difflib's own default.
@@ -125,10 +125,21 @@ async def _space_names(conn: AdminConnection) -> list[str]:
 
 
 async def suggestion(conn: AdminConnection, error: grpc.aio.AioRpcError, space: str) -> str:
-    """'; did you mean ...' for a NOT_FOUND error when a close name exists, else ''."""
-    if error.code() != grpc.StatusCode.NOT_FOUND:
+    """'; did you mean ...' when a refused call names one missing thing and a close one exists.
+
+    That is a NOT_FOUND error, or a request refused for one field that names something that
+    does not exist ("environments[0]: no environment named 'Prodution'").
+    """
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        details = error.details() or ""
+    elif error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        violations = field_violations(error)
+        if len(violations) != 1:
+            return ""
+        details = violations[0][1]
+    else:
         return ""
-    found = missing_name(error.details() or "", space)
+    found = missing_name(details, space)
     if found is None:
         return ""
     name, lister = found
