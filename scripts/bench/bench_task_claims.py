@@ -10,8 +10,10 @@ is tasks claimed and started per second, over the whole drain.
 - cuttle: `store.task_queue.claim(session, node, now_ms, lease_ms, task_cap=5)`, one
   transaction per claim, as the engine's claim loop calls it: it adopts tasks whose owner's
   lease ran out, counts the node's busy slots, reads which project/environment/tenant started
-  deployments hold, looks ahead at up to 200 queued tasks with FOR UPDATE SKIP LOCKED, starts
-  up to the free slots and writes why the others wait.
+  deployments hold, looks ahead at up to 200 queued tasks (reading only the three fields of
+  each spec that make its concurrency key, without locking them), starts up to the free slots
+  with one guarded UPDATE ... RETURNING (a row another node started first is not returned) and
+  writes why the others wait, one statement per distinct reason.
 - bare: the least a claim that honours a cap must do, on the same `tasks` table, the same
   indexes and the same number of tasks, one transaction per claim: `SELECT count(*)` of the
   node's running tasks, `SELECT id ... WHERE state = 'queued' ORDER BY created_ms, id LIMIT

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness.cluster import Cluster, running_cluster
+from tests.integration.harness.postgres import pg_schema
+
+__all__ = ["pg_schema"]  # a fixture of tests that need PostgreSQL, offered to every test
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def _black_hole_and_measure(cluster: Cluster, namespace: Namespace, tentacle: Te
     health = cluster.server.cli("machine", "health-check", "--output", "json")
     (checked,) = json.loads(health.stdout)
     # One failed check: unreachable, not yet unavailable (the default policy waits 300 s).
-    assert checked["health"] == "HEALTH_STATUS_UNREACHABLE", checked
+    assert checked["health"] == "unreachable", checked
     assert checked["health_message"] == "the polling Tentacle is not connected to this server"
 
     # The Tentacle: it heard nothing from the server for the timeout and gave the stream up

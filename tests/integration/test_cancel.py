@@ -90,9 +90,9 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
             "the task to finish",
             interval=0.2,
         )
-        assert task["state"] == "TASK_STATE_CANCELLED", task
+        assert task["state"] == "cancelled", task
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_CANCELLED", target
+        assert target["state"] == "cancelled", target
 
         wait_for(
             lambda: not processes_with(ticket_marker) and not processes_with(mark.encode()),

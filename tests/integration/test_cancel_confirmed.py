@@ -78,7 +78,7 @@ def test_the_task_is_cancelling_while_any_process_lives_and_cancelled_after(
         assert any(s == "TASK_STATE_CANCELLING" and n for s, n in seen), seen[:20]
         task = server.cli_json("task", "show", task_id)
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_CANCELLED", target
+        assert target["state"] == "cancelled", target
         run.communicate(timeout=30)
         assert run.returncode != 0
     finally:

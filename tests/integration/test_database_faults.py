@@ -69,7 +69,7 @@ def test_a_locked_database_delays_a_running_task_but_never_hangs_it(cluster: Clu
     finally:
         run.kill()
         run.wait()
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     lines = log_lines(server, task_id)
     numbered = [int(m.group(1)) for line in lines if (m := re.fullmatch(r"line (\d+)", line))]
     final = [line for line in lines if line.startswith("final ")]

@@ -131,7 +131,7 @@ def test_a_cancel_with_one_agent_away_ends_cancelled_with_its_cancel_pending(
 
         def ended() -> dict[str, Any] | None:
             task = _show(server, task_id)
-            return task if task["state"] == "TASK_STATE_CANCELLED" else None
+            return task if task["state"] == "cancelled" else None
 
         # Well before agent_lost_after (5 s) twice over plus the call timeout: no such wait.
         task = wait_for(ended, 60, "the deployment to be cancelled")
@@ -167,7 +167,7 @@ def test_a_vanished_tentacle_is_result_unknown_and_a_person_can_exclude_it(
 
     def finished() -> dict[str, Any] | None:
         task = _show(server, task_id)
-        return task if task["state"] == "TASK_STATE_SUCCESS" else None
+        return task if task["state"] == "success" else None
 
     task = wait_for(finished, 60, "the deployment to go on without web-02", interval=0.5)
     machines = _machines(task)

@@ -109,10 +109,10 @@ def test_a_server_killed_in_a_rolling_step_resumes_the_deployment(
 
     def finished() -> dict[str, object] | None:
         task = json.loads(server.cli("task", "show", task_id, "--output", "json").stdout)
-        return task if task["state"] not in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else None
+        return task if task["state"] not in ("queued", "running") else None
 
     task = wait_for(finished, 120, "the resumed deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     machines = [n for n in task["nodes"] if n["kind"] == "machine"]
     assert sorted(n["name"] for n in machines) == [m for m, _ in MACHINES]
     # No machine's action ran twice: one run each, each script started once.

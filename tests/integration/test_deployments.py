@@ -161,7 +161,7 @@ def test_the_seed_example_rolls_out_and_a_failed_sanity_test_keeps_a_machine_out
     deployed: tuple[Server, dict[str, Any]],
 ) -> None:
     server, task = deployed
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     # The Report step wrote a warning: success with warnings.
     assert task["has_warnings"] is True, task
     nodes = _nodes(task)
@@ -273,7 +273,7 @@ def test_promote_rerun_and_the_tree_as_people_read_it(
         task: dict[str, Any] = json.loads(
             server.cli("task", "show", again, "--output", "json", check=True).stdout
         )
-        return task if task["state"] == "TASK_STATE_SUCCESS" else None
+        return task if task["state"] == "success" else None
 
     wait_for(finished, 120, "the rerun to succeed", interval=0.5)
     shown = server.cli("task", "show", again, check=True).stdout
@@ -428,7 +428,7 @@ def test_a_runbook_runs_its_published_snapshot_where_it_is_allowed(
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     final = json.loads(ran.stdout.splitlines()[-1])["finished"]
-    assert final["state"] == "TASK_STATE_SUCCESS"
+    assert final["state"] == "success"
     assert final["kind"] == "runbook"
     assert "restart by operator in Production" in log_lines(server, final["id"])
 

@@ -74,7 +74,7 @@ def test_a_full_disk_stops_the_script_with_a_reason_and_keeps_what_was_journaled
         task_id = wait_for(lambda: newest_task_id(server), 20, "the task to be listed")
         task = wait_for(lambda: finished_task(server, task_id), 60, "the task to finish")
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_CANCELLED", target
+        assert target["state"] == "cancelled", target
         assert "could not journal the script's output" in target["message"], target
         assert "No space left on device" in target["message"], target
 

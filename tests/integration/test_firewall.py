@@ -58,7 +58,7 @@ def test_polling_gets_work_through_the_firewall_and_listening_is_reported_unreac
     before = server.cli("machine", "health-check", "--output", "json")
     assert before.returncode == 0, before.stdout + before.stderr
     (checked,) = json.loads(before.stdout)
-    assert checked["health"] == "HEALTH_STATUS_HEALTHY", checked
+    assert checked["health"] == "healthy", checked
 
     namespace.drop_new_inbound_tcp()
     assert _tcp_connect(namespace.inner_address, listening.port) == "timed out", namespace.ruleset()
@@ -89,16 +89,16 @@ def test_polling_gets_work_through_the_firewall_and_listening_is_reported_unreac
     check = server.cli("machine", "health-check", "--output", "json")
     assert check.returncode == 1, check.stdout + check.stderr
     health = _by_name(json.loads(check.stdout))
-    assert health["vm-polling"]["health"] == "HEALTH_STATUS_HEALTHY", health
+    assert health["vm-polling"]["health"] == "healthy", health
     # One failed check: unreachable, not yet unavailable (the default policy waits 300 s).
-    assert health["vm-listening"]["health"] == "HEALTH_STATUS_UNREACHABLE", health
+    assert health["vm-listening"]["health"] == "unreachable", health
     message = health["vm-listening"]["health_message"]
     assert message.startswith("vm-listening is unreachable: timed out"), message
 
     # What a user sees afterwards: the machine list keeps the verdict and its reason, in JSON
     # and in the table a person reads (a wide terminal, so rich does not elide columns).
     listed = _by_name(server.cli_json("machine", "list"))
-    assert listed["vm-listening"]["health"] == "HEALTH_STATUS_UNREACHABLE"
+    assert listed["vm-listening"]["health"] == "unreachable"
     assert listed["vm-listening"]["health_message"] == message
     assert listed["vm-polling"]["connected"] is True
     table = subprocess.run(

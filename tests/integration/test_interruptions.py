@@ -130,7 +130,7 @@ def test_approval_retry_and_exclusion_each_answered_by_a_person(
     assert approval["responses"] == ["proceed", "abort"]
     assert approval["instructions"] == "Check Dev first."
     waiting = _task(server, task_id)
-    assert waiting["state"] == "TASK_STATE_WAITING", waiting
+    assert waiting["state"] == "waiting", waiting
     assert "waiting for a person: approve 'Approve'" in waiting["waiting_reason"]
     server.cli(
         "interruption", "respond", approval["id"], "--proceed", "--note", "looks-good", check=True
@@ -154,11 +154,11 @@ def test_approval_retry_and_exclusion_each_answered_by_a_person(
 
     def finished() -> dict[str, Any] | None:
         task = _task(server, task_id)
-        done = task["state"] in ("TASK_STATE_SUCCESS", "TASK_STATE_FAILED")
+        done = task["state"] in ("success", "failed")
         return task if done else None
 
     task = wait_for(finished, 90, "the deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     by_id = {n["id"]: n for n in task["nodes"]}
     machines = {
         (by_id[n["parent_id"]]["name"], n["name"]): n
@@ -191,10 +191,10 @@ def test_an_aborted_approval_fails_the_deployment_and_runs_only_always_steps(
 
     def finished() -> dict[str, Any] | None:
         task = _task(server, task_id)
-        return task if task["state"] not in ("TASK_STATE_RUNNING", "TASK_STATE_WAITING") else None
+        return task if task["state"] not in ("running", "waiting") else None
 
     task = wait_for(finished, 90, "the deployment to end", interval=0.5)
-    assert task["state"] == "TASK_STATE_FAILED", task
+    assert task["state"] == "failed", task
     steps = {n["name"]: n for n in task["nodes"] if n["kind"] == "step"}
     assert steps["Approve"]["state"] == "failed"
     assert "not today" in steps["Approve"]["reason"]
@@ -212,7 +212,7 @@ def test_open_interruptions_survive_a_server_sigkill(cluster: Cluster, tmp_path:
     server.start()
     # Still open after the restart, same id; the task still waits for it.
     assert _wait_open(server, task_id, "manual_intervention")["id"] == approval["id"]
-    assert _task(server, task_id)["state"] == "TASK_STATE_WAITING"
+    assert _task(server, task_id)["state"] == "waiting"
     server.cli("interruption", "respond", approval["id"], "--proceed", check=True)
 
     failed = _wait_open(server, task_id, "guided_failure", "web-01")
@@ -229,11 +229,11 @@ def test_open_interruptions_survive_a_server_sigkill(cluster: Cluster, tmp_path:
 
     def finished() -> dict[str, Any] | None:
         task = _task(server, task_id)
-        done = task["state"] in ("TASK_STATE_SUCCESS", "TASK_STATE_FAILED")
+        done = task["state"] in ("success", "failed")
         return task if done else None
 
     task = wait_for(finished, 120, "the resumed deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     by_id = {n["id"]: n for n in task["nodes"]}
     machines = {
         (by_id[n["parent_id"]]["name"], n["name"]): n

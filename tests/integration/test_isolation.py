@@ -90,7 +90,7 @@ def test_fully_isolated_scripts_on_one_mutex_take_turns(
         assert quick.returncode == 1, quick.stdout + quick.stderr
         quick_task = _new_task(server, [holder, waiter])
         (target,) = server.cli_json("task", "show", quick_task)["targets"]
-        assert target["state"] == "SCRIPT_STATE_FAILED_TO_START", target
+        assert target["state"] == "failed_to_start", target
         assert "Timed out after 0.5s waiting for the mutex 'deploy'" in target["message"], target
         assert "quick ran" not in log_lines(server, quick_task)
 
@@ -114,12 +114,12 @@ def test_fully_isolated_scripts_on_one_mutex_take_turns(
         done = wait_for(
             lambda: finished_task(server, waiter), 60, "the waiter to finish", interval=0.2
         )
-        assert done["state"] == "TASK_STATE_SUCCESS", done
+        assert done["state"] == "success", done
         assert "waiter ran" in log_lines(server, waiter)
         assert runs[1].wait(30) == 0
         holder_task = finished_task(server, holder)
         assert holder_task is not None
-        assert holder_task["state"] == "TASK_STATE_CANCELLED", holder_task
+        assert holder_task["state"] == "cancelled", holder_task
         assert "holder done" not in log_lines(server, holder)
         assert not processes_with(mark.encode())
     finally:

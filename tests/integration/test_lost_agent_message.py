@@ -47,14 +47,14 @@ def test_a_polling_agent_lost_mid_script_ends_result_unknown_not_safe_to_retry(
         task = wait_for(lambda: finished_task(server, task_id), 60, "the task to finish")
         out, _ = run.communicate(timeout=30)
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_RESULT_UNKNOWN", target
+        assert target["state"] == "result_unknown", target
         message = target["message"]
         assert "may have run" in message, message
         assert "safe to retry" not in message, message
         assert "not delivered" not in message, message
         # What is known: the last line stored (8 lines, their journal sequences 1..8 or more).
         assert "the last line stored is number" in message, message
-        assert task["state"] == "TASK_STATE_FAILED", task
+        assert task["state"] == "failed", task
         printed = out.decode(errors="replace")
         assert "safe to retry" not in printed, printed
     finally:

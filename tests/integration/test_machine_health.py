@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.harness.cli import at_ms
 from tests.integration.harness.cluster import BIN, Cluster, Server, Tentacle, wait_for
 
 pytestmark = pytest.mark.integration
@@ -69,22 +70,20 @@ def test_a_stopped_tentacle_is_unreachable_then_unavailable_then_healthy_again(
         check=True,
     )
     server.cli("machine", "update", "web-01", "--policy", "Quick", check=True)
-    wait_for(
-        lambda: _health_is(server, "web-01", "HEALTH_STATUS_HEALTHY"), 30, "a first check", 0.3
-    )
+    wait_for(lambda: _health_is(server, "web-01", "healthy"), 30, "a first check", 0.3)
 
     assert web_01.process is not None
     web_01.process.stop()
     unavailable = wait_for(
-        lambda: _health_is(server, "web-01", "HEALTH_STATUS_UNAVAILABLE"),
+        lambda: _health_is(server, "web-01", "unavailable"),
         60,
         "web-01 to count as unavailable",
         0.3,
     )
     # Only after the policy's time, counted from the first failed check (the server's clock).
-    since = int(unavailable["unreachable_since_unix_ms"])
+    since = at_ms(unavailable["unreachable_at"])
     assert since > 0
-    assert int(unavailable["last_health_check_unix_ms"]) - since >= UNAVAILABLE_AFTER * 1000
+    assert at_ms(unavailable["last_health_check_at"]) - since >= UNAVAILABLE_AFTER * 1000
     assert "connection refused" in unavailable["health_message"], unavailable
     # Unreachable first, with the reason, and only then unavailable.
     changes = _health_changes(server, "web-01")
@@ -104,10 +103,8 @@ def test_a_stopped_tentacle_is_unreachable_then_unavailable_then_healthy_again(
 
     # Back on the same port: the next scheduled check ends the run of failures.
     web_01.start()
-    healthy = wait_for(
-        lambda: _health_is(server, "web-01", "HEALTH_STATUS_HEALTHY"), 30, "web-01 healthy", 0.3
-    )
-    assert int(healthy["unreachable_since_unix_ms"]) == 0
+    healthy = wait_for(lambda: _health_is(server, "web-01", "healthy"), 30, "web-01 healthy", 0.3)
+    assert healthy["unreachable_at"] is None
     assert healthy["health_message"] == ""
     assert [health for health, _ in _health_changes(server, "web-01")][-1] == "healthy"
     run = server.cli("script", "run", "--machine", "web-01", "--", "echo back")
@@ -134,7 +131,7 @@ def test_an_unreachable_machine_is_still_tried(cluster: Cluster) -> None:
     checked = server.cli("machine", "health-check", "--name", "web-01", "--output", "json")
     assert checked.returncode == 1
     (machine,) = json.loads(checked.stdout)
-    assert machine["health"] == "HEALTH_STATUS_UNREACHABLE"
+    assert machine["health"] == "unreachable"
     assert "connection refused" in machine["health_message"], machine
 
     # Tried, not skipped: the task keeps trying the agent, which comes back and runs it.

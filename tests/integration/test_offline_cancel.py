@@ -132,9 +132,9 @@ def test_a_cancel_for_a_frozen_tentacle_is_delivered_when_it_runs_again(
             "the server to give up on the frozen Tentacle",
             interval=0.5,
         )
-        assert task["state"] == "TASK_STATE_CANCELLED", task
+        assert task["state"] == "cancelled", task
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_RESULT_UNKNOWN", target
+        assert target["state"] == "result_unknown", target
         assert "will be delivered when web-01 is back" in target["message"], target
         # The agent never heard the cancel: its script still runs, and the cancel is kept.
         assert {pid for pid, _ in processes_with(ticket_marker)} == script

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.integration.harness.cluster import Cluster, wait_for
+from tests.integration.harness.postgres import LIBPQ, server_url
 from tests.integration.harness.tasks import log_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(240)]
-
-LIBPQ = "postgresql://postgres@127.0.0.1:5432/test"
 
 MODEL = """
 environments:
@@ -56,22 +53,6 @@ projects:
 """
 
 
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A schema of the test's own in the shared PostgreSQL, dropped afterwards."""
-    try:
-        admin = psycopg.connect(LIBPQ, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not answering: {exc}")
-    name = f"t_{uuid.uuid4().hex}"
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
-
-
 def _terminate(application: str) -> int:
     with psycopg.connect(LIBPQ, autocommit=True) as admin:
         rows = admin.execute(
@@ -82,13 +63,10 @@ def _terminate(application: str) -> int:
 
 
 def test_connections_cut_mid_deployment_are_retried_and_nothing_is_lost(
-    cluster: Cluster, tmp_path: Path, schema: str
+    pg_schema: str, cluster: Cluster, tmp_path: Path
 ) -> None:
-    application = f"cuttle-{schema}"
-    url = (
-        "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        f"?options=-csearch_path%3D{schema}&application_name={application}"
-    )
+    application = f"cuttle-{pg_schema}"
+    url = server_url(pg_schema, application)
     mark = tmp_path / "go"
     server = cluster.start_server(database_url=url)
     cluster.add_tentacle("web-01", "listening", environments=("Dev",), roles=("web-server",))
@@ -120,10 +98,10 @@ def test_connections_cut_mid_deployment_are_retried_and_nothing_is_lost(
         task: dict[str, object] = json.loads(
             server.cli("task", "show", task_id, "--output", "json").stdout
         )
-        return task if task["state"] not in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING") else None
+        return task if task["state"] not in ("queued", "running") else None
 
     task = wait_for(finished, 120, "the deployment to finish", interval=0.5)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
     lines = log_lines(server, task_id)
     numbered = [int(m.group(1)) for line in lines if (m := re.fullmatch(r"line (\d+)", line))]
     assert numbered == list(range(1, len(numbered) + 1)), (len(numbered), numbered[-3:])

@@ -38,5 +38,5 @@ def test_a_syntax_the_agent_cannot_run_fails_fast(cluster: Cluster, style: str) 
     (task,) = server.cli_json("task", "list")
     shown = json.loads(server.cli("task", "show", task["id"], "--output", "json").stdout)
     (target,) = shown["targets"]
-    assert target["state"] == "SCRIPT_STATE_FAILED_TO_START", target
+    assert target["state"] == "failed_to_start", target
     assert "refused" in target["message"], target

@@ -101,7 +101,7 @@ def test_script_runs_on_every_matching_machine_and_names_the_failures(cluster: C
     assert finished
     last = finished[-1]["finished"]
     assert isinstance(last, dict)
-    assert last["state"] == "TASK_STATE_SUCCESS"
+    assert last["state"] == "success"
 
 
 def test_sensitive_input_variable_is_masked_and_not_on_the_command_line(cluster: Cluster) -> None:

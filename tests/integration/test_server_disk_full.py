@@ -103,11 +103,11 @@ def test_a_full_server_disk_fails_the_task_and_the_server_recovers_by_itself(
             task = wait_for(lambda: finished_task(server, task_id), 120, "the task to finish")
             out, _ = run.communicate(timeout=60)
             assert run.returncode != 0, out.decode(errors="replace")
-            assert task["state"] == "TASK_STATE_FAILED", task
+            assert task["state"] == "failed", task
             assert task["reason"].startswith("server disk full: "), task
             (target,) = task["targets"]
             # Its script was stopped on the agent, not left printing for nobody.
-            assert target["state"] == "SCRIPT_STATE_CANCELLED", target
+            assert target["state"] == "cancelled", target
             assert "server disk full" in target["message"], target
             wait_for(lambda: not processes_with(mark.encode()), 30, "the flood to be killed")
 
@@ -148,7 +148,7 @@ def test_below_the_free_space_floor_output_is_refused_before_the_disk_fills(
             task_id = wait_for(lambda: newest_task_id(server), 30, "the task to be listed")
             task = wait_for(lambda: finished_task(server, task_id), 120, "the task to finish")
             run.communicate(timeout=60)
-            assert task["state"] == "TASK_STATE_FAILED", task
+            assert task["state"] == "failed", task
             assert "server disk full" in task["reason"], task
             assert "below the floor of 24.0 MiB" in task["reason"], task
             wait_for(lambda: not processes_with(mark.encode()), 30, "the flood to be killed")

@@ -61,7 +61,7 @@ def test_lines_past_the_limit_are_counted_and_the_count_survives_a_restart(
         cluster.tentacles["web-01"].wait_connected()
     go_on.touch()
     task = wait_for(lambda: finished_task(server, task_id), 60, "the task to finish", 0.25)
-    assert task["state"] == "TASK_STATE_SUCCESS", task
+    assert task["state"] == "success", task
 
     log = log_lines(server, task_id)
     script = [line for line in log if line.startswith("line ")]

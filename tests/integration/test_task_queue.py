@@ -4,6 +4,7 @@ wait explained (`waiting_reason`), through the real CLI and server."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def test_tasks_beyond_the_cap_queue_oldest_first_and_say_why(
     second: subprocess.Popen[bytes] | None = None
     try:
         wait_for(
-            lambda: [t for t in _tasks(server) if t["state"] == "TASK_STATE_RUNNING"],
+            lambda: [t for t in _tasks(server) if t["state"] == "running"],
             30,
             "the first task to run",
         )
@@ -55,7 +56,7 @@ def test_tasks_beyond_the_cap_queue_oldest_first_and_say_why(
         )
 
         def queued() -> dict[str, Any] | None:
-            found = [t for t in _tasks(server) if t["state"] == "TASK_STATE_QUEUED"]
+            found = [t for t in _tasks(server) if t["state"] == "queued"]
             return found[0] if found and found[0].get("waiting_reason") else None
 
         waiting = wait_for(queued, 30, "the second task to queue with a reason")
@@ -69,7 +70,7 @@ def test_tasks_beyond_the_cap_queue_oldest_first_and_say_why(
                 proc.kill()
                 proc.wait(10)
     done = _show(server, waiting["id"])
-    assert done["state"] == "TASK_STATE_SUCCESS"
+    assert done["state"] == "success"
     assert not done.get("waiting_reason")
     listed = subprocess.run(
         [str(BIN / "cuttle-server"), "node", "list", "--home", str(server.home)]
@@ -145,13 +146,13 @@ def test_a_second_deployment_of_a_project_and_environment_waits_for_the_first(
         return task if task.get("waiting_reason") else None
 
     waiting = wait_for(explained, 30, "the second deployment to say why it waits")
-    assert waiting["state"] == "TASK_STATE_QUEUED"
+    assert waiting["state"] == "queued"
     assert waiting["waiting_reason"] == (f"waiting for task {first} (same project and environment)")
-    assert _show(server, first)["state"] == "TASK_STATE_RUNNING"
+    assert _show(server, first)["state"] == "running"
     mark.touch()
 
     def both_done() -> bool:
-        return all(_show(server, i)["state"] == "TASK_STATE_SUCCESS" for i in ids)
+        return all(_show(server, i)["state"] == "success" for i in ids)
 
     wait_for(both_done, 60, "both deployments to succeed", interval=0.5)
 
@@ -181,8 +182,12 @@ def test_a_deployment_past_its_time_limit_is_cancelled_and_ends_timed_out(
     )
     assert out.returncode == 1, out.stdout + out.stderr
     final = json.loads(out.stdout.splitlines()[-1])["finished"]
-    assert final["state"] == "TASK_STATE_TIMED_OUT", final
+    assert final["state"] == "timed_out", final
     assert "time limit of 3s ran out" in final["reason"]
     machine = next(n for n in final["nodes"] if n["kind"] == "machine")
     # The script was cancelled on its agent, not left waiting for the marker forever.
     assert machine["state"] == "cancelled", machine
+    # The release's deployment history (what lifecycles and retention read) says so too.
+    with sqlite3.connect(server.home / "cuttle.db") as db:
+        recorded = db.execute("SELECT state FROM deployments").fetchall()
+    assert recorded == [("timed_out",)]

@@ -81,8 +81,8 @@ def test_tentacle_killed_under_a_script_reports_result_unknown(
 
         task = wait_for(lambda: finished_task(server, task_id), 40, "the task to finish", 0.2)
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_RESULT_UNKNOWN", task
-        assert task["state"] == "TASK_STATE_FAILED", task
+        assert target["state"] == "result_unknown", task
+        assert task["state"] == "failed", task
         assert run.wait(30) != 0, (tmp_path / "run.out").read_text()
         assert log_lines(server, task_id).count(line) == 1, log_lines(server, task_id)
         wait_for(lambda: not processes_with(marker), 10, "no process of the script to remain")
@@ -111,9 +111,9 @@ def test_server_restart_does_not_start_the_script_twice(
             tentacle.wait_connected()
 
         task = wait_for(lambda: finished_task(server, task_id), 40, "the task to finish", 0.2)
-        assert task["state"] == "TASK_STATE_SUCCESS", task
+        assert task["state"] == "success", task
         (target,) = task["targets"]
-        assert target["state"] == "SCRIPT_STATE_COMPLETE", target
+        assert target["state"] == "complete", target
         assert target["exit_code"] == 0, target
         assert outside.read_text().splitlines() == ["x"]
         # The Tentacle started one script for the task, however often it was asked.

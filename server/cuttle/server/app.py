@@ -14,6 +14,7 @@ import structlog
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cuttle.protocol import channel, pki
@@ -29,9 +30,11 @@ from cuttle.server.api.model_service import ModelService
 from cuttle.server.api.release_service import ReleaseService, RunbookService
 from cuttle.server.api.space_service import SpaceService
 from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
-from cuttle.server.comms.registry import Connections, MachineEndpoint
+from cuttle.server.comms.registry import Connections, MachineEndpoint, MachineUnavailable
+from cuttle.server.domain.plan import BUILTIN_WORKER, Worker
 from cuttle.server.encryption import KEY_FILE as ENCRYPTION_KEY_FILE
 from cuttle.server.encryption import Encryptor, KeyFileError, create_key_file
+from cuttle.server.engine.builtin_worker import BuiltinWorker, WorkerSettings
 from cuttle.server.engine.cancel_delivery import CancelDelivery, CancelDeliverySettings
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.follow import FollowSettings
@@ -39,13 +42,16 @@ from cuttle.server.engine.health import HealthChecker
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.runner import RunnerSettings, TaskRunner
 from cuttle.server.engine.script_run import RunSettings
+from cuttle.server.errors import NotFound, ServerError
 from cuttle.server.model.repository import ModelRepository
+from cuttle.server.model.retention import apply_retention
 from cuttle.server.settings import ServerSettings
 from cuttle.server.store import database
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
+from cuttle.server.store import server_identity as identity_store
 from cuttle.server.store.disk_reserve import DiskReserve
-from cuttle.server.store.records import MachineRecord
+from cuttle.server.store.records import MachineRecord, now_ms
 from cuttle.server.store.task_log import LogLimits
 from cuttle.server.store.transactions import Transactions
 
@@ -71,9 +77,54 @@ def node_id(home: Path) -> str:
     return made
 
 
-def load_identity(home: Path) -> pki.Identity:
-    """The server's identity, made by `cuttle-server init`."""
+class IdentityMissing(ServerError):
+    """Neither the database nor the home holds a server identity."""
+
+    kind = "failed_precondition"
+
+
+def establish_identity(session: Session, home: Path, encryptor: Encryptor) -> pki.Identity:
+    """The identity every node of this database presents; its files in the home kept in step.
+
+    The database is the source of truth. An upgraded home (identity files, empty table) moves
+    its identity into the database; a home whose files differ from the database (a node joined
+    after another was re-initialised) is told so and gets the database's.
+    """
+    stored = identity_store.load(session, encryptor)
+    on_disk = _identity_files(home)
+    if stored is None:
+        if on_disk is None:
+            raise IdentityMissing(
+                f"no server identity in the database or in {home}: run `cuttle-server init` "
+                "for a new server, or `cuttle-server join` for another node of an existing one"
+            )
+        stored = identity_store.store(session, encryptor, on_disk)
+        log.info("server_identity_moved_to_database", thumbprint=stored.thumbprint)
+    elif on_disk is not None and on_disk.thumbprint != stored.thumbprint:
+        log.warning(
+            "server_identity_replaced",
+            home_thumbprint=on_disk.thumbprint,
+            database_thumbprint=stored.thumbprint,
+        )
+    if on_disk != stored:
+        # Tools and operators read the certificate (and the harness the key) from the home.
+        pki.save_identity(stored, home / KEY_FILE, home / CERTIFICATE_FILE)
+    return stored
+
+
+def _identity_files(home: Path) -> pki.Identity | None:
+    if not (home / KEY_FILE).exists() or not (home / CERTIFICATE_FILE).exists():
+        return None
     return pki.load_identity(home / KEY_FILE, home / CERTIFICATE_FILE)
+
+
+def bootstrap(home: Path, engine: Engine) -> tuple[Encryptor, pki.Identity]:
+    """Migrate, make the defaults, and establish the shared identity (before serving)."""
+    database.migrate(engine)
+    with database.session_maker(engine).begin() as session:
+        encryptor = prepare_model(session, home)
+        identity = establish_identity(session, home, encryptor)
+    return encryptor, identity
 
 
 class ServerNode:
@@ -82,8 +133,8 @@ class ServerNode:
     def __init__(self, home: Path, settings: ServerSettings) -> None:
         self.home = home
         self.settings = settings
-        self.identity = load_identity(home)
         self._engine = database.create_engine_for(settings.database_url)
+        self.encryptor, self.identity = bootstrap(home, self._engine)
         self.tx = Transactions(database.session_maker(self._engine))
         self.log_limits = LogLimits(
             max_bytes=settings.task_log_limit_bytes,
@@ -104,6 +155,7 @@ class ServerNode:
             self.polling_peers,
             settings.connect_timeout_seconds,
             settings.agent_call_timeout_seconds,
+            lookup=self._lookup_machine,
         )
         self.signals = TaskSignals(settings.follow_buffer_bytes)
         self.health = HealthChecker(
@@ -149,6 +201,12 @@ class ServerNode:
                 log_limits=self.log_limits,
             ),
         )
+        self.worker = BuiltinWorker(
+            home,
+            home / CERTIFICATE_FILE,
+            WorkerSettings(enabled=settings.builtin_worker, user=settings.builtin_worker_user),
+            self.connections.adopt,
+        )
         self._admin: grpc.aio.Server | None = None
         self._polling: grpc.aio.Server | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -158,9 +216,59 @@ class ServerNode:
         return self.connections.resolve_polling(thumbprint)
 
     async def refresh_machines(self) -> None:
-        """Reload the machine list into comms (trust, transports)."""
-        machines = await self.tx.run(lambda s: machine_store.all_machines(s))
-        await self.connections.refresh(_endpoint(m) for m in machines)
+        """Reload the machine list into comms (trust, transports); the worker stays."""
+        machines = await self.tx.read(lambda s: machine_store.all_machines(s))
+        endpoints = [_endpoint(m) for m in machines]
+        if self.worker.endpoint is not None:
+            endpoints.append(self.worker.endpoint)
+        await self.connections.refresh(endpoints)
+
+    async def _lookup_machine(self, name: str) -> MachineEndpoint | None:
+        if name.casefold() == BUILTIN_WORKER:
+            # Started when a step first needs it: most servers never run project code.
+            endpoint = await self.worker.start()
+            if endpoint is None:
+                raise MachineUnavailable(
+                    f"the built-in worker is not available: {self.worker.unavailable}"
+                )
+            return endpoint
+
+        def find(session: Session) -> MachineRecord | None:
+            try:
+                return machine_store.get_by_name(session, name)
+            except NotFound:
+                return None
+
+        found = await self.tx.read(find)
+        return None if found is None else _endpoint(found)
+
+    async def _refresh_machines_forever(self) -> None:
+        # Other server nodes register, re-key and remove machines too: their changes reach
+        # this node's trust and transports within one interval.
+        interval = self.settings.machine_refresh_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh_machines()
+            except Exception:
+                log.exception("machine_refresh_failed")
+
+    async def _retention_forever(self) -> None:
+        interval = self.settings.retention_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.tx.run(lambda s: apply_retention(s, now_ms()))
+            except Exception:
+                log.exception("retention_failed")
+                continue
+            for item in removed:
+                log.info(
+                    "release_removed_by_retention",
+                    project=item.project,
+                    version=item.version,
+                    tasks=item.tasks,
+                )
 
     async def machine_added(self, machine: MachineRecord) -> None:
         """Trust and reach one newly registered (or re-registered) machine."""
@@ -172,9 +280,9 @@ class ServerNode:
 
     async def start(self) -> None:
         """Migrate, open both endpoints, resume unfinished work."""
-        await asyncio.to_thread(database.migrate, self._engine)
-        encryptor = await self.tx.run(lambda s: prepare_model(s, self.home))
+        encryptor = self.encryptor
         self.runner.encryptor = encryptor
+        self.runner.worker = lambda: Worker(self.worker.unavailable)
         await self.refresh_machines()
         host = self.settings.listen_host
 
@@ -200,20 +308,27 @@ class ServerNode:
                 follow_settings=FollowSettings(
                     poll_interval=self.settings.follow_poll_interval_seconds
                 ),
+                node_id=node_id(self.home),
             ),
             admin,
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.tx, encryptor), admin)
         model_pb2_grpc.add_AccessServiceServicer_to_server(AccessService(self.tx), admin)
         model_pb2_grpc.add_ReleaseServiceServicer_to_server(
-            ReleaseService(self.tx, encryptor), admin
+            ReleaseService(
+                self.tx, encryptor, self.runner.start_task, lambda: Worker(self.worker.unavailable)
+            ),
+            admin,
         )
         model_pb2_grpc.add_RunbookServiceServicer_to_server(
             RunbookService(self.tx, encryptor), admin
         )
         model_pb2_grpc.add_SpaceServiceServicer_to_server(SpaceService(self.tx, encryptor), admin)
         model_pb2_grpc.add_DeploymentServiceServicer_to_server(
-            DeploymentService(self.tx, encryptor, self.runner), admin
+            DeploymentService(
+                self.tx, encryptor, self.runner, lambda: Worker(self.worker.unavailable)
+            ),
+            admin,
         )
         model_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardService(self.tx), admin)
         model_pb2_grpc.add_InterruptionServiceServicer_to_server(
@@ -248,6 +363,8 @@ class ServerNode:
         await admin.start()
         self._polling, self._admin = polling, admin
         self.completions.start()
+        # Before the runner: resumed deployments may have scripts on the worker.
+        await self.worker.reuse()
         resumed = await self.runner.start()
         pending_cancels = await self.cancels.start()
         self._loops.append(
@@ -255,6 +372,9 @@ class ServerNode:
                 self.health.run_forever(self.settings.health_check_interval_seconds)
             )
         )
+        self._loops.append(asyncio.create_task(self._refresh_machines_forever()))
+        if self.settings.retention_interval_seconds > 0:
+            self._loops.append(asyncio.create_task(self._retention_forever()))
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         _write_ports(self.home, self.ports)
         log.info(
@@ -272,6 +392,7 @@ class ServerNode:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.cancels.stop()
         await self.runner.stop()
+        await self.worker.stop()
         await self.completions.stop(grace)
         for server in (self._admin, self._polling):
             if server is not None:

@@ -57,12 +57,17 @@ class Encryptor:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise KeyFileError("the encryption key must be 32 bytes (AES-256)")
+        self._key = key
         self._aead = AESGCM(key)
 
     @classmethod
     def from_home(cls, home: Path) -> Encryptor:
         """Load <home>/master.key, refusing it when anyone but the owner can read it."""
-        path = home / KEY_FILE
+        return cls.from_file(home / KEY_FILE)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Encryptor:
+        """Load a master key file, refusing it when anyone but the owner can read it."""
         try:
             info = path.stat()
         except FileNotFoundError:
@@ -80,6 +85,15 @@ class Encryptor:
         except (binascii.Error, ValueError):
             raise KeyFileError(f"{path} does not hold a base64 key") from None
         return cls(key)
+
+    def save(self, path: Path) -> None:
+        """Write this key to a new owner-only file (a joining node's copy); never overwrite."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, base64.b64encode(self._key) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def encrypt(self, plaintext: str, name: str) -> str:
         """Encrypt a value of the variable called name."""

@@ -83,6 +83,9 @@ class ServerSettings:
     # A node's claim on its tasks lasts this long unless its heartbeat renews it; then
     # another node adopts them (several nodes on one PostgreSQL).
     task_lease_seconds: float = 30.0
+    # How soon machines registered, changed or removed through another node reach this one
+    # (a machine a task needs is also looked up at once when this node does not know it).
+    machine_refresh_interval_seconds: float = 10.0
     node_heartbeat_interval_seconds: float = 10.0
     # A deployment running longer than this is cancelled and ends timed_out (a day: generous,
     # so that only a deployment that truly hangs meets it).
@@ -104,6 +107,13 @@ class ServerSettings:
     # Log a follower may have waiting in memory; one that falls further behind reads the store.
     follow_buffer_bytes: ByteSize = 16 * 1024 * 1024
     log_level: str = "info"
+    # Steps without target tags run on a Tentacle the server runs itself, its scripts as this
+    # unprivileged user (made by `cuttle-server init` when it can). Off: such steps are refused.
+    # How often old releases, their deployments and task logs are removed by the lifecycles'
+    # retention policies (0: never).
+    retention_interval_seconds: float = 3600.0
+    builtin_worker: bool = True
+    builtin_worker_user: str = "cuttle-worker"
 
     def with_overrides(self, **values: Any) -> ServerSettings:
         """A copy with the given (non-None) values replaced."""
@@ -196,3 +206,16 @@ def _size(value: Any) -> int:
     if match is None or match.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as 1048576, 512KiB, 256MiB or 1GB, not {value!r}")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def remember(home: Path, **values: str) -> None:
+    """Write values into <home>/server.json (owner-only), keeping what is there."""
+    path = home / SETTINGS_FILE
+    current: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    current.update(values)
+    tmp = path.with_suffix(".json.tmp")
+    # The database URL may carry a password: never readable by others, even for a moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(current, indent=2) + "\n")
+    os.replace(tmp, path)

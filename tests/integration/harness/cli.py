@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 
 from tests.integration.harness.cluster import BIN, Server
 
@@ -19,6 +20,14 @@ def cuttle(
         input=stdin,
         timeout=90,
     )
+
+
+def at_ms(value: str | None) -> int:
+    """An RFC 3339 `*_at` time from the CLI's JSON as Unix milliseconds (null, never: 0)."""
+    if value is None:
+        return 0
+    assert value.endswith("Z"), f"{value!r} is not an RFC 3339 time in UTC"
+    return round(datetime.fromisoformat(value).timestamp() * 1000)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -104,7 +104,7 @@ class ServerComms:
 
     async def client(self, name: str) -> TentacleClient:
         """The machine's client; made on the loop because its channel belongs to the loop."""
-        return self.connections.client(name)
+        return await self.connections.client(name)
 
     async def stop(self) -> None:
         """Close the polling endpoint and every client."""

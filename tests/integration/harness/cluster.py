@@ -162,6 +162,33 @@ class Server:
         data = json.loads(out.stdout)
         self.thumbprint, self.api_key = data["thumbprint"], data["api_key"]
 
+    def join(self, first: Server) -> subprocess.CompletedProcess[str]:
+        """cuttle-server join: this home becomes another node of first's database."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "server.json").write_text(json.dumps(self.settings))
+        result = subprocess.run(
+            [
+                str(BIN / "cuttle-server"),
+                "join",
+                "--home",
+                str(self.home),
+                "--database-url",
+                str(first.settings["database_url"]),
+                "--master-key",
+                str(first.home / "master.key"),
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+        )
+        if result.returncode == 0:
+            self.thumbprint = json.loads(result.stdout)["thumbprint"]
+            self.api_key = first.api_key
+        return result
+
     def start(self) -> None:
         """cuttle-server run on free ports (the same ones again after a restart)."""
         (self.home / "ports.json").unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -24,7 +23,7 @@ def log_lines(server: Server, task_id: str) -> list[str]:
     lines = []
     for event in task_events(out.stdout):
         for line in event.get("lines", {}).get("lines", []):
-            lines.append(base64.b64decode(line["line"]["text"]).decode(errors="replace"))
+            lines.append(line["line"]["text"])
     return lines
 
 
@@ -35,8 +34,8 @@ def newest_task_id(server: Server) -> str | None:
 
 def finished_task(server: Server, task_id: str) -> dict[str, Any] | None:
     task: dict[str, Any] = server.cli_json("task", "show", task_id)
-    unfinished = ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING", "TASK_STATE_CANCELLING")
-    return None if task["state"] in unfinished + ("TASK_STATE_WAITING",) else task
+    unfinished = ("queued", "running", "cancelling")
+    return None if task["state"] in unfinished + ("waiting",) else task
 
 
 def processes_with(marker: bytes) -> list[tuple[int, str]]:

@@ -94,6 +94,11 @@ class AdminServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/cuttle.protocol.v1.AdminService/ListNodes',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -175,6 +180,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """The server nodes sharing this database: heartbeat, task cap, tasks held (view anywhere).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +249,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +580,33 @@ class AdminService:
             '/cuttle.protocol.v1.AdminService/DownloadArtifact',
             cuttle_dot_protocol_dot_v1_dot_admin__pb2.DownloadArtifactRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_admin__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.AdminService/ListNodes',
+            cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class AdminServiceStub:
     ListTasks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTasksRequest, _admin_pb2.ListTasksResponse]
     CancelTask: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelTaskRequest, _admin_pb2.Task]
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_admin_pb2.DownloadArtifactRequest, _admin_pb2.ArtifactChunk]
+    ListNodes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListNodesRequest, _admin_pb2.ListNodesResponse]
+    """The server nodes sharing this database: heartbeat, task cap, tasks held (view anywhere)."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -67,6 +69,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListTasks: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTasksRequest, _admin_pb2.ListTasksResponse]  # type: ignore[assignment]
     CancelTask: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelTaskRequest, _admin_pb2.Task]  # type: ignore[assignment]
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_admin_pb2.DownloadArtifactRequest, _admin_pb2.ArtifactChunk]  # type: ignore[assignment]
+    ListNodes: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListNodesRequest, _admin_pb2.ListNodesResponse]  # type: ignore[assignment]
+    """The server nodes sharing this database: heartbeat, task cap, tasks held (view anywhere)."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -156,5 +160,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.DownloadArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_admin_pb2.ArtifactChunk], _abc.AsyncIterator[_admin_pb2.ArtifactChunk]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNodes(
+        self,
+        request: _admin_pb2.ListNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListNodesResponse, _abc.Awaitable[_admin_pb2.ListNodesResponse]]:
+        """The server nodes sharing this database: heartbeat, task cap, tasks held (view anywhere)."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

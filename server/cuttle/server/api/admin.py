@@ -43,10 +43,10 @@ from cuttle.server.engine.runner import TaskRunner
 from cuttle.server.errors import InvalidArgument, PermissionDenied, ValidationFailed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import documents as doc_store
-from cuttle.server.store import events, tasks
+from cuttle.server.store import events, task_queue, tasks
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store.errors import NotFound as StoreNotFound
-from cuttle.server.store.records import MachineRecord, TaskRecord
+from cuttle.server.store.records import MachineRecord, TaskRecord, now_ms
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -82,7 +82,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         runner: TaskRunner,
         signals: TaskSignals,
         follow_settings: FollowSettings | None = None,
+        node_id: str = "",
     ) -> None:
+        self._node_id = node_id
         self._tx = tx
         self._identity = identity
         self._polling_port = polling_port
@@ -106,6 +108,29 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             thumbprint=self._identity.thumbprint,
             polling_port=self._polling_port(),
             certificate_pem=self._identity.certificate_pem.decode(),
+        )
+
+    async def ListNodes(
+        self, request: apb.ListNodesRequest, context: Context
+    ) -> apb.ListNodesResponse:  # noqa: N802
+        """The server nodes of this database, for anyone who may view something."""
+        caller = access.current()
+        if not caller.can_anywhere("view"):
+            raise PermissionDenied("listing server nodes needs the view role somewhere")
+        found = await self._tx.read(task_queue.nodes)
+        return apb.ListNodesResponse(
+            nodes=[
+                apb.ServerNodeInfo(
+                    id=n.id,
+                    started_unix_ms=n.started_ms,
+                    heartbeat_unix_ms=n.heartbeat_ms,
+                    task_cap=n.task_cap,
+                    tasks=n.tasks,
+                    this_node=n.id == self._node_id,
+                )
+                for n in found
+            ],
+            now_unix_ms=now_ms(),
         )
 
     async def RegisterMachine(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.encryption import Encryptor
 from cuttle.server.engine.runner import TaskRunner
 from cuttle.server.errors import InvalidArgument
@@ -60,10 +61,17 @@ def _choices(request: mpb.DeployRequest | mpb.RunRunbookRequest) -> dict[str, An
 class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
     """Implements DeploymentService over the model and the task runner."""
 
-    def __init__(self, tx: Transactions, encryptor: Encryptor, runner: TaskRunner) -> None:
+    def __init__(
+        self,
+        tx: Transactions,
+        encryptor: Encryptor,
+        runner: TaskRunner,
+        worker: Callable[[], Worker] = lambda: NO_WORKER,
+    ) -> None:
         self._tx = tx
         self._encryptor = encryptor
         self._runner = runner
+        self._worker = worker
 
     async def Deploy(self, request: mpb.DeployRequest, context: Context) -> mpb.DeployResponse:  # noqa: N802
         """Plan a deployment; unless it is a dry run, queue it and start it."""
@@ -130,6 +138,7 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
     ) -> mpb.DeployResponse:
         caller = access.current()
         encryptor = self._encryptor
+        worker = self._worker()
 
         def work(session: Session) -> tuple[deployments.PreparedDeployment, TaskRecord | None]:
             space = doc_store.get_space(session, space_name or doc_store.DEFAULT_SPACE)
@@ -145,9 +154,9 @@ class DeploymentService(model_pb2_grpc.DeploymentServiceServicer):
                 action="deploy",
             )
             if ask.runbook:
-                prepared = deployments.prepare_runbook(repo, ask)
+                prepared = deployments.prepare_runbook(repo, ask, worker)
             else:
-                prepared = deployments.prepare(Releases(repo, who.name), repo, ask)
+                prepared = deployments.prepare(Releases(repo, who.name), repo, ask, worker)
             if dry_run:
                 return prepared, None
             task = deployments.create(

@@ -19,6 +19,7 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
+from cuttle.server.api.event_visibility import event_filter
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, InvalidArgument, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
@@ -270,6 +271,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                 page_size=request.page_size or 100,
                 page_token=request.page_token or None,
             )
+            visible = event_filter(repo.session, repo.space.id, who)
             return mpb.ListEventsResponse(
                 events=[
                     mpb.Event(
@@ -283,6 +285,7 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
                         details_json=json.dumps(e.details),
                     )
                     for e in page.items
+                    if visible(e)
                 ],
                 next_page_token=page.next_page_token or "",
             )

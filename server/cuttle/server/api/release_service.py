@@ -13,8 +13,10 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import PermissionDenied
+from cuttle.server.model.automatic_deployments import queue_automatic
 from cuttle.server.model.releases import Releases
 from cuttle.server.model.repository import ModelRepository
 from cuttle.server.store import documents as doc_store
@@ -44,9 +46,18 @@ def release_message(record: ReleaseRecord, project: str, snapshot_json: str = ""
 class ReleaseService(model_pb2_grpc.ReleaseServiceServicer):
     """Releases of projects; every call is authorized for the project."""
 
-    def __init__(self, tx: Transactions, encryptor: Encryptor) -> None:
+    def __init__(
+        self,
+        tx: Transactions,
+        encryptor: Encryptor,
+        queued: Callable[[str], None] = lambda _task_id: None,
+        worker: Callable[[], Worker] = lambda: NO_WORKER,
+    ) -> None:
         self._tx = tx
         self._encryptor = encryptor
+        # Told of each automatic deployment the new release queued, to start it now.
+        self._queued = queued
+        self._worker = worker
 
     async def _run(
         self,
@@ -63,15 +74,27 @@ class ReleaseService(model_pb2_grpc.ReleaseServiceServicer):
     ) -> mpb.Release:  # noqa: N802
         """Create a release; the version must fit the channel's rules."""
 
+        encryptor, worker = self._encryptor, self._worker()
+        automatic: list[str] = []
+
         def work(releases: Releases) -> mpb.Release:
+            automatic.clear()  # a retried transaction starts over
             record = releases.create(
                 request.project, request.version, request.channel, request.notes
             )
+            session = releases.session
+            for task in queue_automatic(
+                session, encryptor, releases.space_id, request.project, record.version, worker
+            ):
+                automatic.append(task.id)
             return release_message(record, request.project)
 
-        return await self._run(
+        made = await self._run(
             request.space, request.project, ("deploy", "edit"), "create releases", work
         )
+        for task_id in automatic:
+            self._queued(task_id)
+        return made
 
     async def GetRelease(self, request: mpb.GetReleaseRequest, context: Context) -> mpb.Release:  # noqa: N802
         """One release with its snapshot (names, sensitive values null)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,20 +13,20 @@ from cuttle.protocol.v1 import tentacle_pb2 as tpb
 from cuttle.server.cli.completion_commands import completion
 from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection, check_request_size
-from cuttle.server.cli.context import (
-    console,
-    format_ms,
-    output_option,
-    run_call,
-    script_variables,
-    to_json,
+from cuttle.server.cli.context import console, format_ms, run_call, script_variables
+from cuttle.server.cli.json_output import (
+    listing_output,
+    message_json,
+    print_data,
+    text_output,
 )
 from cuttle.server.cli.login_commands import login, logout
 from cuttle.server.cli.model_commands import register as register_model_commands
 from cuttle.server.cli.name_checks import check_environments, refuse_space
+from cuttle.server.cli.node_commands import node
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
 from cuttle.server.cli.suggest import did_you_mean, machine_names
-from cuttle.server.cli.task_commands import exit_status, show_event, task
+from cuttle.server.cli.task_commands import check_raw, exit_status, raw_option, show_event, task
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
 HEALTH = {0: "unknown", 1: "healthy", 2: "unavailable", 3: "unreachable"}
@@ -126,7 +125,7 @@ def _machines_table(machines: list[apb.Machine]) -> Table:
 @machine.command("list")
 @click.option("--environment", "environments", multiple=True)
 @click.option("--role", "roles", multiple=True)
-@output_option
+@listing_output
 @click.pass_context
 def machine_list(
     ctx: click.Context, environments: tuple[str, ...], roles: tuple[str, ...], output: str
@@ -161,15 +160,15 @@ def machine_list(
                 return machines
 
     machines = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([to_json(m) for m in machines], indent=2))
+    if output != "table":
+        print_data([message_json(m) for m in machines], output)
     else:
         console.print(_machines_table(machines))
 
 
 @machine.command("health-check")
 @click.option("--name", "names", multiple=True, help="Only these machines (default: all).")
-@output_option
+@listing_output
 @click.pass_context
 def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str) -> None:
     """Check machines now; exits 1 when any is not healthy."""
@@ -180,8 +179,8 @@ def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str
         )
 
     result = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([to_json(m) for m in result.machines], indent=2))
+    if output != "table":
+        print_data([message_json(m) for m in result.machines], output)
     else:
         console.print(_machines_table(list(result.machines)))
     if any(m.health != apb.HEALTH_STATUS_HEALTHY for m in result.machines):
@@ -235,7 +234,7 @@ def machine_remove(ctx: click.Context, name: str, yes: bool) -> None:
     "--enable/--disable", "enabled", default=None, help="A disabled machine gets no work."
 )
 @click.option("--policy", default=None, help="Machine policy ('' for the default one).")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table")
+@listing_output
 @click.pass_context
 def machine_update(
     ctx: click.Context,
@@ -283,8 +282,8 @@ def machine_update(
         return updated
 
     updated = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps(to_json(updated)))
+    if output != "table":
+        print_data(message_json(updated), output)
     else:
         console.print(_machines_table([updated]))
 
@@ -341,7 +340,8 @@ def script(ctx: click.Context) -> None:
     help="NAME=ENV_VAR: a sensitive variable whose value is read from an environment variable "
     "(never from the command line).",
 )
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@text_output
+@raw_option
 @click.argument("body", nargs=-1)
 @click.pass_context
 def script_run(
@@ -358,12 +358,14 @@ def script_run(
     variables: tuple[str, ...],
     sensitive: tuple[str, ...],
     output: str,
+    raw: bool,
     body: tuple[str, ...],
 ) -> None:
     """Run a script on every matching machine in parallel and stream each machine's output.
 
     Exit status: 0 when every machine succeeded, 1 when any failed (they are named).
     """
+    check_raw(raw, output)
     if file is not None and body:
         raise click.UsageError("give the script either as --file or as arguments, not both")
     text = file.read_text() if file is not None else " ".join(body)
@@ -398,7 +400,7 @@ def script_run(
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
         async for event in conn.stub.RunScript(request, metadata=conn.metadata):
-            final = show_event(event, output) or final
+            final = show_event(event, output, raw) or final
         return final
 
     final = run_call(ctx, work)
@@ -436,6 +438,7 @@ def artifact_download(
 
 register_model_commands(main)
 main.add_command(task)
+main.add_command(node)
 main.add_command(login)
 main.add_command(logout)
 main.add_command(completion)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -10,8 +9,9 @@ from rich.table import Table
 
 from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, output_option, run_call, space_option
+from cuttle.server.cli.context import console, err_console, run_call, space_option
 from cuttle.server.cli.dependents import release_count
+from cuttle.server.cli.json_output import listing_output, print_data
 from cuttle.server.cli.project_documents import edit_project, project_option, read_project
 from cuttle.server.cli.suggest import did_you_mean
 from cuttle.server.domain.versions import VersionError, parse_version_range
@@ -106,7 +106,7 @@ def _with_default(channels: list[d.Channel], name: str) -> list[d.Channel]:
 @channel.command("list")
 @project_option
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def channel_list(ctx: click.Context, project: str, space: str, output: str) -> None:
     """A project's channels with their version rules and lifecycle.
@@ -116,8 +116,8 @@ def channel_list(ctx: click.Context, project: str, space: str, output: str) -> N
       cuttle channel list --project Web
     """
     _, spec = run_call(ctx, lambda conn: read_project(conn, space, project))
-    if output == "json":
-        click.echo(json.dumps([c.model_dump(mode="json") for c in spec.channels]))
+    if output != "table":
+        print_data([c.model_dump(mode="json") for c in spec.channels], output)
         return
     table = Table("Name", "Default", "Version range", "Pre-release", "Lifecycle", "Tenant tags")
     for c in spec.channels:

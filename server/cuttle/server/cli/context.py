@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import click
 import grpc
-from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 
 from cuttle.server.cli.connection import AdminConnection, ServerAddress, describe, parse_server
+from cuttle.server.cli.json_output import message_json
 from cuttle.server.cli.profiles import ConnectionChoice
 from cuttle.server.cli.suggest import suggestion
 
@@ -69,10 +69,8 @@ def format_ms(value: int) -> str:
 
 
 def to_json(message: Any) -> dict[str, Any]:
-    """A protobuf message as a JSON-ready dict with proto field names."""
-    return MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    """A protobuf message as JSON data in the CLI's conventions (json_output.message_json)."""
+    return message_json(message)
 
 
 def _space_or_global(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -87,6 +85,8 @@ space_option = click.option(
     help="Space (default: `cuttle --space`, CUTTLE_SPACE, else the default space).",
 )
 
+# Kept for commands not yet moved to json_output.listing_output (table|json|yaml), which every
+# listing and show should use together with json_output.print_data.
 output_option = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 
 import click
@@ -14,7 +13,7 @@ from rich.text import Text
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import console, run_call, space_option
-from cuttle.server.cli.deploy_commands import rfc3339
+from cuttle.server.cli.json_output import listing_output, print_data, print_json_line, rfc3339
 
 # How each state reads in a table cell; the JSON keeps the plain state.
 _STYLE = {
@@ -115,14 +114,15 @@ async def _fetch(conn: AdminConnection, space: str) -> mpb.Dashboard:
     show_default=True,
     help="Seconds between redraws with --watch.",
 )
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@listing_output
 @space_option
 @click.pass_context
 def dashboard(ctx: click.Context, watch: bool, interval: float, output: str, space: str) -> None:
     """Projects × environments: the latest deployment in each cell, its state and age.
 
     A cell whose latest deployment is not a success also names the release last deployed there
-    with success. With --output json and --watch, one JSON document per line, per redraw.
+    with success. With --watch, --output json prints one JSON document per line per redraw,
+    and --output yaml one YAML document (after `---`) per redraw.
 
     \b
       cuttle dashboard
@@ -132,16 +132,20 @@ def dashboard(ctx: click.Context, watch: bool, interval: float, output: str, spa
 
     async def once(conn: AdminConnection) -> None:
         board = await _fetch(conn, space)
-        if output == "json":
-            click.echo(json.dumps(dashboard_json(board), indent=2))
+        if output != "table":
+            print_data(dashboard_json(board), output)
         else:
             console.print(dashboard_table(board))
 
     async def live(conn: AdminConnection) -> None:
         board = await _fetch(conn, space)
-        if output == "json":
+        if output != "table":
             while True:
-                click.echo(json.dumps(dashboard_json(board)))
+                if output == "json":
+                    print_json_line(dashboard_json(board))
+                else:
+                    click.echo("---")
+                    print_data(dashboard_json(board), output)
                 await asyncio.sleep(interval)
                 board = await _fetch(conn, space)
         with Live(dashboard_table(board), console=console, auto_refresh=False) as screen:

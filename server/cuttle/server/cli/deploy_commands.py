@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 
 import click
 from rich.table import Table
@@ -25,15 +24,18 @@ from cuttle.server.cli.context import (
     run_call,
     script_variables,
     space_option,
-    to_json,
 )
+from cuttle.server.cli.json_output import (
+    event_json,
+    listing_output,
+    print_data,
+    print_json_line,
+    text_output,
+    time_or_none,
+)
+from cuttle.server.cli.log_output import valid_utf8
 
 WAIT_TIMED_OUT = 3
-
-
-def rfc3339(unix_ms: int) -> str:
-    """A time as RFC 3339 in UTC (the JSON convention for *_at fields)."""
-    return datetime.fromtimestamp(unix_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 _FINISHED = {
@@ -76,7 +78,7 @@ _FINISHED = {
     help="With --wait: give up waiting after this many seconds (exit 3; 0: no limit).",
 )
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@text_output
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -150,7 +152,7 @@ def show_response(response: mpb.DeployResponse, output: str, dry_run: bool) -> N
         data: dict[str, object] = {"task_id": response.task_id, "state": response.state}
         if dry_run:
             data["plan"] = json.loads(response.plan_json)
-        click.echo(json.dumps(data))
+        print_json_line(data)
         return
     if dry_run:
         for line in response.plan:
@@ -167,12 +169,12 @@ async def follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task |
     async for event in stream:
         kind = event.WhichOneof("kind")
         if output == "json":
-            click.echo(json.dumps(to_json(event)))
+            print_json_line(event_json(event))
         elif kind == "lines":
             out = sys.stdout.buffer
             for line in event.lines.lines:
                 prefix = f"{line.machine}: " if line.machine else ""
-                out.write(prefix.encode() + line.line.text + b"\n")
+                out.write(prefix.encode() + valid_utf8(line.line.text) + b"\n")
             out.flush()
         if kind in ("lines", "target_finished", "updated"):
             await _progress(conn, task_id, shown, output)
@@ -250,10 +252,10 @@ def _interruption_json(i: mpb.Interruption) -> dict[str, object]:
         "instructions": i.instructions,
         "responsible_teams": list(i.responsible_teams),
         "responses": list(i.responses),
-        "created_at": rfc3339(i.created_unix_ms),
+        "created_at": time_or_none(i.created_unix_ms),
         "response": i.response,
         "answered_by": i.answered_by,
-        "answered_at": rfc3339(i.answered_unix_ms) if i.answered_unix_ms else "",
+        "answered_at": time_or_none(i.answered_unix_ms),
         "note": i.note,
     }
 
@@ -261,7 +263,7 @@ def _interruption_json(i: mpb.Interruption) -> dict[str, object]:
 @interruption.command("list")
 @click.option("--task", "task_id", default="", help="Only this task's.")
 @click.option("--all", "show_all", is_flag=True, help="Answered ones too.")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@listing_output
 @click.pass_context
 def interruption_list(ctx: click.Context, task_id: str, show_all: bool, output: str) -> None:
     """What waits for a person (open ones, unless --all).
@@ -280,8 +282,8 @@ def interruption_list(ctx: click.Context, task_id: str, show_all: bool, output: 
         return found
 
     found = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([_interruption_json(i) for i in found.interruptions], indent=2))
+    if output != "table":
+        print_data([_interruption_json(i) for i in found.interruptions], output)
         return
     table = Table("Id", "Task", "Kind", "Step / action", "Machine", "Waiting for", "Answer")
     for i in found.interruptions:
@@ -361,7 +363,7 @@ def task_tree(task: apb.Task) -> Tree:
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--wait", is_flag=True, help="Follow the deployment until it ends.")
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@text_output
 @click.pass_context
 def promote(
     ctx: click.Context,

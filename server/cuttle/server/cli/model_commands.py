@@ -31,13 +31,20 @@ from cuttle.server.cli.context import (
     console,
     err_console,
     format_ms,
-    output_option,
     run_call,
     space_option,
 )
 from cuttle.server.cli.dashboard_commands import dashboard
 from cuttle.server.cli.dependents import document_dependents
 from cuttle.server.cli.deploy_commands import deploy, interruption, promote
+from cuttle.server.cli.json_output import (
+    listing_output,
+    output_option,
+    print_data,
+    print_json_line,
+    text_output,
+    time_or_none,
+)
 from cuttle.server.cli.name_checks import check_category
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
@@ -106,7 +113,7 @@ def register(main: click.Group) -> None:
     help="With --prune: prune this kind even if the files declare none of it (repeatable).",
 )
 @space_option
-@output_option
+@text_output
 @yes_option
 @click.pass_context
 def apply(
@@ -183,22 +190,20 @@ def apply(
     response = run_call(ctx, work)
     changed = [c for c in response.changes if c.action != "unchanged"]
     if output == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "applied": response.applied,
-                    "changes": [
-                        {
-                            "action": c.action,
-                            "kind": c.kind,
-                            "name": c.name,
-                            "changed_paths": list(c.changed_paths),
-                            "values": [value_change_json(v) for v in c.values],
-                        }
-                        for c in response.changes
-                    ],
-                }
-            )
+        print_json_line(
+            {
+                "applied": response.applied,
+                "changes": [
+                    {
+                        "action": c.action,
+                        "kind": c.kind,
+                        "name": c.name,
+                        "changed_paths": list(c.changed_paths),
+                        "values": [value_change_json(v) for v in c.values],
+                    }
+                    for c in response.changes
+                ],
+            }
         )
     else:
         verb = (
@@ -301,7 +306,7 @@ def export(
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def events(
     ctx: click.Context,
@@ -337,23 +342,22 @@ def events(
         return response
 
     response = run_call(ctx, work)
-    if output == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": e.id,
-                        "occurred_unix_ms": e.occurred_unix_ms,
-                        "actor": e.actor,
-                        "category": e.category,
-                        "kind": e.kind,
-                        "name": e.document_name,
-                        "message": e.message,
-                        "details": json.loads(e.details_json or "{}"),
-                    }
-                    for e in response.events
-                ]
-            )
+    if output != "table":
+        print_data(
+            [
+                {
+                    "id": e.id,
+                    "occurred_at": time_or_none(e.occurred_unix_ms),
+                    "actor": e.actor,
+                    "category": e.category,
+                    "kind": e.kind,
+                    "name": e.document_name,
+                    "message": e.message,
+                    "details": json.loads(e.details_json or "{}"),
+                }
+                for e in response.events
+            ],
+            output,
         )
         return
     table = Table("When", "Who", "What", "Changed")
@@ -390,7 +394,7 @@ def _kind_group(document_kind: Kind) -> click.Group:
     )
     @click.option("--name-contains", default="", help="Only names containing this.")
     @space_option
-    @output_option
+    @listing_output
     @click.pass_context
     def list_command(ctx: click.Context, name_contains: str, space: str, output: str) -> None:
         async def work(conn: AdminConnection) -> list[mpb.Document]:
@@ -413,8 +417,8 @@ def _kind_group(document_kind: Kind) -> click.Group:
                     return found
 
         documents = run_call(ctx, work)
-        if output == "json":
-            click.echo(json.dumps([json.loads(doc.spec_json) for doc in documents]))
+        if output != "table":
+            print_data([json.loads(doc.spec_json) for doc in documents], output)
             return
         table = Table("Name", "Description", "Updated")
         for doc in documents:
@@ -430,12 +434,13 @@ def _kind_group(document_kind: Kind) -> click.Group:
     )
     @click.argument("name")
     @space_option
-    @click.option("--output", type=click.Choice(["yaml", "json"]), default="yaml")
+    # A document's own form is YAML that `cuttle apply` takes back; there is no table of it.
+    @output_option(("yaml", "json"))
     @click.pass_context
     def show_command(ctx: click.Context, name: str, space: str, output: str) -> None:
         doc = run_call(ctx, lambda conn: _get(conn, space, document_kind, name))
         if output == "json":
-            click.echo(doc.spec_json)
+            print_data(json.loads(doc.spec_json), output)
         else:
             spec = document_kind.model.model_validate_json(doc.spec_json)
             click.echo(files.dump([(document_kind, spec)]), nl=False)
@@ -691,7 +696,7 @@ def api_key() -> None:
     help="A system permission instead of a user (e.g. machine:register for install scripts).",
 )
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 @click.pass_context
 def api_key_create(
     ctx: click.Context,
@@ -719,7 +724,7 @@ def api_key_create(
 
     created = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps({"id": created.key.id, "api_key": created.secret}))
+        print_json_line({"id": created.key.id, "api_key": created.secret})
     else:
         err_console.print(f"API key {created.key.id} (shown once, keep it safe):")
         click.echo(created.secret)
@@ -728,7 +733,7 @@ def api_key_create(
 @api_key.command("list")
 @click.option("--user", default="", help="Only this user's keys.")
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None:
     """Keys with their prefixes (never their secrets).
@@ -745,8 +750,8 @@ def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None
         return keys
 
     keys = run_call(ctx, work).keys
-    if output == "json":
-        click.echo(json.dumps([_key_json(k) for k in keys]))
+    if output != "table":
+        print_data([_key_json(k) for k in keys], output)
         return
     table = Table(
         "Id", "Name", "Prefix", "User", "Permissions", "Created", "Created with", "Revoked"
@@ -772,7 +777,7 @@ def _key_json(k: mpb.ApiKey) -> dict[str, Any]:
         "prefix": k.prefix,
         "user": k.user,
         "permissions": list(k.permissions),
-        "created_unix_ms": k.created_unix_ms,
+        "created_at": time_or_none(k.created_unix_ms),
         "created_by_key_id": k.created_by_key_id,
         "revoked": k.revoked,
     }
@@ -783,7 +788,7 @@ def _key_json(k: mpb.ApiKey) -> dict[str, Any]:
 @click.option("--all", "all_keys", is_flag=True, help="Revoke every key of --user.")
 @click.option("--user", default="", help="With --all: the user whose keys to revoke.")
 @space_option
-@output_option
+@text_output
 @click.pass_context
 def api_key_revoke(
     ctx: click.Context, key_id: str | None, all_keys: bool, user: str, space: str, output: str
@@ -808,7 +813,7 @@ def api_key_revoke(
 
     revoked = run_call(ctx, work).revoked
     if output == "json":
-        click.echo(json.dumps([_key_json(k) for k in revoked]))
+        print_json_line([_key_json(k) for k in revoked])
         return
     if not revoked:
         click.echo(f"{user} has no API keys", err=True)

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, output_option, run_call, space_option
+from cuttle.server.cli.context import console, err_console, run_call, space_option
+from cuttle.server.cli.json_output import listing_output, print_data
 from cuttle.server.cli.process_actions import action_options, build_action
 from cuttle.server.cli.process_actions import register as register_actions
 from cuttle.server.model import documents as d
@@ -50,7 +51,7 @@ async def _write(conn: AdminConnection, space: str, doc: mpb.Document, project: 
 @process.command("list")
 @project_option
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def process_list(ctx: click.Context, project: str, space: str, output: str) -> None:
     """The steps and their actions, in order, with start trigger, condition and window.
@@ -60,8 +61,8 @@ def process_list(ctx: click.Context, project: str, space: str, output: str) -> N
       cuttle process list --project Web
     """
     _, spec = run_call(ctx, lambda conn: _read(conn, space, project))
-    if output == "json":
-        click.echo(spec.process.model_dump_json(exclude_defaults=True))
+    if output != "table":
+        print_data(spec.process.model_dump(mode="json", exclude_defaults=True), output)
         return
     table = Table("#", "Step", "Target tags", "Start", "Condition", "Window", "Actions")
     for index, step in enumerate(spec.process.steps, 1):

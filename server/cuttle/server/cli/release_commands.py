@@ -16,11 +16,18 @@ from cuttle.server.cli.context import (
     console,
     err_console,
     format_ms,
-    output_option,
     run_call,
     space_option,
 )
 from cuttle.server.cli.deploy_commands import follow, show_response
+from cuttle.server.cli.json_output import (
+    listing_output,
+    message_json,
+    print_data,
+    print_json_line,
+    text_output,
+    time_or_none,
+)
 
 project_option = click.option("--project", required=True, help="The project.")
 release_option = click.option("--release", "version", required=True, help="The release version.")
@@ -32,18 +39,9 @@ def release() -> None:
 
 
 def _release_json(r: mpb.Release) -> dict[str, object]:
-    data: dict[str, object] = {
-        "project": r.project,
-        "version": r.version,
-        "channel": r.channel,
-        "notes": r.notes,
-        "created_unix_ms": r.created_unix_ms,
-        "created_by": r.created_by,
-        "variables_snapshot_unix_ms": r.variables_snapshot_unix_ms,
-    }
-    if r.snapshot_json:
-        data["snapshot"] = json.loads(r.snapshot_json)
-    return data
+    # id, project, version, channel, notes, created_at, created_by, variables_snapshot_at and
+    # snapshot (only `release show` has one; null elsewhere).
+    return message_json(r)
 
 
 @release.command("create")
@@ -52,7 +50,7 @@ def _release_json(r: mpb.Release) -> dict[str, object]:
 @click.option("--channel", default="", help="Default: the project's default channel.")
 @click.option("--notes", default="", help="Release notes.")
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 @click.pass_context
 def release_create(
     ctx: click.Context,
@@ -81,7 +79,7 @@ def release_create(
 
     created = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps(_release_json(created)))
+        print_json_line(_release_json(created))
     else:
         console.print(
             f"created release {created.version} of {project} in channel {created.channel}",
@@ -94,7 +92,7 @@ def release_create(
 @click.option("--channel", default="")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def release_list(
     ctx: click.Context, project: str, channel: str, limit: int, space: str, output: str
@@ -127,8 +125,8 @@ def release_list(
         return found
 
     releases = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([_release_json(r) for r in releases]))
+    if output != "table":
+        print_data([_release_json(r) for r in releases], output)
         return
     table = Table("Version", "Channel", "Created", "By", "Notes")
     for r in releases:
@@ -140,7 +138,7 @@ def release_list(
 @project_option
 @release_option
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@listing_output
 @click.pass_context
 def release_show(ctx: click.Context, project: str, version: str, space: str, output: str) -> None:
     """A release and its snapshot (sensitive values are never shown).
@@ -159,18 +157,18 @@ def release_show(ctx: click.Context, project: str, version: str, space: str, out
 
     found = run_call(ctx, work)
     data = _release_json(found)
-    if output == "json":
-        click.echo(json.dumps(data))
+    if output != "table":
+        print_data(data, output)
         return
     console.print(f"Release {found.version} of {project} ({found.channel})", highlight=False)
-    console.print_json(json.dumps(data.get("snapshot", {})))
+    console.print_json(json.dumps(data.get("snapshot") or {}))
 
 
 @release.command("progression")
 @project_option
 @release_option
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@listing_output
 @click.pass_context
 def release_progression(
     ctx: click.Context, project: str, version: str, space: str, output: str
@@ -185,29 +183,28 @@ def release_progression(
         return found
 
     p = run_call(ctx, work)
-    if output == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "lifecycle": p.lifecycle,
-                    "phases": [
-                        {
-                            "name": ph.name,
-                            "environments": list(ph.environments),
-                            "deployed_environments": list(ph.deployed_environments),
-                            "required": ph.required,
-                            "optional": ph.optional,
-                            "complete": ph.complete,
-                            "open": ph.open,
-                        }
-                        for ph in p.phases
-                    ],
-                    "allowed_environments": list(p.allowed_environments),
-                    "next_environments": list(p.next_environments),
-                    "automatic_environments": list(p.automatic_environments),
-                    "reasons": dict(p.reasons),
-                }
-            )
+    if output != "table":
+        print_data(
+            {
+                "lifecycle": p.lifecycle,
+                "phases": [
+                    {
+                        "name": ph.name,
+                        "environments": list(ph.environments),
+                        "deployed_environments": list(ph.deployed_environments),
+                        "required": ph.required,
+                        "optional": ph.optional,
+                        "complete": ph.complete,
+                        "open": ph.open,
+                    }
+                    for ph in p.phases
+                ],
+                "allowed_environments": list(p.allowed_environments),
+                "next_environments": list(p.next_environments),
+                "automatic_environments": list(p.automatic_environments),
+                "reasons": dict(p.reasons),
+            },
+            output,
         )
         return
     table = Table("Phase", "Environments", "Deployed", "Needs", "State")
@@ -307,7 +304,7 @@ def runbook_publish(
 @project_option
 @click.option("--runbook", "name", required=True, help="The runbook.")
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def runbook_snapshots(ctx: click.Context, project: str, name: str, space: str, output: str) -> None:
     """A runbook's snapshots, newest first; one is published."""
@@ -320,20 +317,20 @@ def runbook_snapshots(ctx: click.Context, project: str, name: str, space: str, o
         return found
 
     snapshots = run_call(ctx, work).snapshots
-    if output == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": s.name,
-                        "runbook": s.runbook,
-                        "published": s.published,
-                        "created_unix_ms": s.created_unix_ms,
-                        "created_by": s.created_by,
-                    }
-                    for s in snapshots
-                ]
-            )
+    if output != "table":
+        print_data(
+            [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "runbook": s.runbook,
+                    "published": s.published,
+                    "created_at": time_or_none(s.created_unix_ms),
+                    "created_by": s.created_by,
+                }
+                for s in snapshots
+            ],
+            output,
         )
         return
     table = Table("Snapshot", "Published", "Created", "By")
@@ -355,7 +352,7 @@ def runbook_snapshots(ctx: click.Context, project: str, name: str, space: str, o
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--wait", is_flag=True, help="Follow the run until it ends.")
 @space_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 @click.pass_context
 def runbook_run(
     ctx: click.Context,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from pathlib import Path
@@ -16,13 +15,22 @@ from cuttle.server.app import (
     CERTIFICATE_FILE,
     KEY_FILE,
     ServerNode,
-    load_identity,
     prepare_model,
 )
-from cuttle.server.encryption import create_key_file
+from cuttle.server.cli.json_output import (
+    listing_output,
+    print_data,
+    print_json_line,
+    text_output,
+    time_or_none,
+)
+from cuttle.server.encryption import KEY_FILE as MASTER_KEY_FILE
+from cuttle.server.encryption import DecryptionError, Encryptor, KeyFileError, create_key_file
+from cuttle.server.engine.builtin_worker import create_user
 from cuttle.server.errors import ServerError
-from cuttle.server.settings import ServerSettings, load_settings
+from cuttle.server.settings import ServerSettings, load_settings, remember
 from cuttle.server.store import api_keys, database, task_queue
+from cuttle.server.store import server_identity as identity_store
 from cuttle.server.store.records import now_ms
 
 DEFAULT_HOME = "/var/lib/cuttle"
@@ -52,29 +60,110 @@ def main() -> None:
     "--database-url",
     help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite in the home).",
 )
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 def init(home: Path, database_url: str | None, output: str) -> None:
     """Create the data folder, database, server certificate and the first admin API key."""
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    if (home / KEY_FILE).exists():
-        raise click.ClickException(f"{home} is already initialised (found {KEY_FILE})")
-    identity = pki.generate_identity("Cuttle Server", pki.SERVER_NAME)
-    pki.save_identity(identity, home / KEY_FILE, home / CERTIFICATE_FILE)
+    if (home / MASTER_KEY_FILE).exists() or (home / KEY_FILE).exists():
+        raise click.ClickException(f"{home} is already initialised (found {MASTER_KEY_FILE})")
     settings = _settings(home).with_overrides(database_url=database_url)
     engine = database.create_engine_for(settings.database_url)
-    database.migrate(engine)
-    create_key_file(home)
-    with database.session_maker(engine).begin() as session:
-        prepare_model(session, home)
-        _record, plaintext = api_keys.create(session, "initial admin", ["admin"])
-    engine.dispose()
+    try:
+        database.migrate(engine)
+        with database.session_maker(engine)() as session:
+            taken = identity_store.stored_thumbprint(session)
+        if taken is not None:
+            raise click.ClickException(
+                f"the database already belongs to a server (thumbprint {taken}): to add a "
+                "node to it, run `cuttle-server join --home H --database-url URL "
+                "--master-key <first node's master.key>`"
+            )
+        create_key_file(home)
+        if database_url:
+            remember(home, database_url=database_url)
+        identity = pki.generate_identity("Cuttle Server", pki.SERVER_NAME)
+        pki.save_identity(identity, home / KEY_FILE, home / CERTIFICATE_FILE)
+        with database.session_maker(engine).begin() as session:
+            encryptor = prepare_model(session, home)
+            identity_store.store(session, encryptor, identity)
+            _record, plaintext = api_keys.create(session, "initial admin", ["admin"])
+    finally:
+        engine.dispose()
+    worker_user = (
+        create_user(settings.builtin_worker_user)
+        if settings.builtin_worker
+        else "built-in worker switched off"
+    )
     if output == "json":
-        click.echo(json.dumps({"thumbprint": identity.thumbprint, "api_key": plaintext}))
+        print_json_line({"thumbprint": identity.thumbprint, "api_key": plaintext})
     else:
         click.echo(f"Server initialised in {home}")
         click.echo(f"Thumbprint: {identity.thumbprint}")
         click.echo(f"Admin API key (shown once, keep it safe): {plaintext}")
+        click.echo(f"Built-in worker: {worker_user}")
+
+
+@main.command()
+@home_option
+@click.option(
+    "--database-url",
+    required=True,
+    help="The first node's database (PostgreSQL to share one server between nodes).",
+)
+@click.option(
+    "--master-key",
+    "master_key",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A copy of the first node's master.key (every node decrypts the same secrets).",
+)
+@text_output
+def join(home: Path, database_url: str, master_key: Path, output: str) -> None:
+    """Make a home for another node of an existing server (same database, same identity).
+
+    \b
+      cuttle-server join --home /var/lib/cuttle --master-key ./master.key \\
+          --database-url postgresql+psycopg://cuttle@db/cuttle
+      cuttle-server run --home /var/lib/cuttle
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    if (home / MASTER_KEY_FILE).exists():
+        raise click.ClickException(f"{home} already holds a server ({MASTER_KEY_FILE} exists)")
+    try:
+        encryptor = Encryptor.from_file(master_key)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = database.create_engine_for(database_url)
+    try:
+        if database.current_revision(engine) is None:
+            raise click.ClickException(
+                "that database holds no Cuttle server: run `cuttle-server init` on the first node"
+            )
+        database.migrate(engine)
+        with database.session_maker(engine)() as session:
+            try:
+                identity = identity_store.load(session, encryptor)
+            except DecryptionError:
+                raise click.ClickException(
+                    f"{master_key} is not the master key of the server in that database"
+                ) from None
+        if identity is None:
+            raise click.ClickException(
+                "that database holds no server identity yet: start the first node once "
+                "(`cuttle-server run`) so it moves its identity into the database, then join"
+            )
+        encryptor.save(home / MASTER_KEY_FILE)
+        remember(home, database_url=database_url)
+        pki.save_identity(identity, home / KEY_FILE, home / CERTIFICATE_FILE)
+    finally:
+        engine.dispose()
+    if output == "json":
+        print_json_line({"thumbprint": identity.thumbprint})
+    else:
+        click.echo(f"Node home made in {home}; it presents thumbprint {identity.thumbprint}")
+        click.echo(f"Start it with: cuttle-server run --home {home}")
 
 
 @main.command()
@@ -101,8 +190,10 @@ def run(
         log_level=log_level,
     )
     configure_logging(settings.log_level)
-    if not (home / KEY_FILE).exists():
-        raise click.ClickException(f"{home} is not initialised: run `cuttle-server init` first")
+    if not (home / MASTER_KEY_FILE).exists() and not (home / KEY_FILE).exists():
+        raise click.ClickException(
+            f"{home} is not initialised: run `cuttle-server init` (or `join` for another node)"
+        )
 
     async def serve() -> None:
         node = ServerNode(home, settings)
@@ -131,7 +222,7 @@ def node() -> None:
 @node.command("list")
 @home_option
 @click.option("--database-url", help="SQLAlchemy URL (default: SQLite in the home).")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table")
+@listing_output
 def node_list(home: Path, database_url: str | None, output: str) -> None:
     """Each node, its heartbeat age, its task cap and the unfinished tasks it holds."""
     settings = _settings(home).with_overrides(database_url=database_url)
@@ -145,14 +236,15 @@ def node_list(home: Path, database_url: str | None, output: str) -> None:
     rows = [
         {
             "id": n.id,
+            "heartbeat_at": time_or_none(n.heartbeat_ms),
             "heartbeat_age_seconds": round((now - n.heartbeat_ms) / 1000, 1),
             "task_cap": n.task_cap,
             "tasks": n.tasks,
         }
         for n in found
     ]
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+    if output != "table":
+        print_data(rows, output)
         return
     for row in rows:
         click.echo(
@@ -163,14 +255,17 @@ def node_list(home: Path, database_url: str | None, output: str) -> None:
 
 @main.command("show-thumbprint")
 @home_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@text_output
 def show_thumbprint(home: Path, output: str) -> None:
     """Print the server certificate's thumbprint (give it to Tentacles)."""
     try:
-        thumbprint = load_identity(home).thumbprint
+        thumbprint = pki.thumbprint_of_pem((home / CERTIFICATE_FILE).read_bytes())
     except OSError as exc:
         raise click.ClickException(f"cannot read the server certificate: {exc}") from exc
-    click.echo(json.dumps({"thumbprint": thumbprint}) if output == "json" else thumbprint)
+    if output == "json":
+        print_json_line({"thumbprint": thumbprint})
+    else:
+        click.echo(thumbprint)
 
 
 @main.command()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.table import Table
 
@@ -11,7 +9,8 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import console, err_console, format_ms, output_option, run_call
+from cuttle.server.cli.context import console, err_console, format_ms, run_call
+from cuttle.server.cli.json_output import listing_output, message_json, print_data
 
 
 def _stub(conn: AdminConnection) -> model_pb2_grpc.SpaceServiceAsyncStub:
@@ -45,7 +44,7 @@ def space_create(ctx: click.Context, name: str) -> None:
 
 
 @space.command("list")
-@output_option
+@listing_output
 @click.pass_context
 def space_list(ctx: click.Context, output: str) -> None:
     """Every space.
@@ -59,20 +58,9 @@ def space_list(ctx: click.Context, output: str) -> None:
         return await _stub(conn).ListSpaces(mpb.ListSpacesRequest(), metadata=conn.metadata)
 
     spaces = run_call(ctx, work).spaces
-    if output == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": s.id,
-                        "name": s.name,
-                        "is_default": s.is_default,
-                        "created_unix_ms": s.created_unix_ms,
-                    }
-                    for s in spaces
-                ]
-            )
-        )
+    if output != "table":
+        # id, name, created_at, is_default
+        print_data([message_json(s) for s in spaces], output)
         return
     table = Table("Name", "Default", "Created", "Id")
     for s in spaces:

@@ -6,7 +6,6 @@ ids in full, since that is where they are copied from.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 
@@ -18,15 +17,16 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
 from cuttle.server.cli import log_output
 from cuttle.server.cli.connection import AdminConnection
-from cuttle.server.cli.context import (
-    console,
-    err_console,
-    format_ms,
-    output_option,
-    run_call,
-    to_json,
-)
+from cuttle.server.cli.context import console, err_console, format_ms, run_call
 from cuttle.server.cli.deploy_commands import task_tree
+from cuttle.server.cli.json_output import (
+    event_json,
+    listing_output,
+    print_data,
+    print_json_line,
+    task_json,
+    text_output,
+)
 from cuttle.server.cli.times import format_duration, parse_since
 
 TASK_STATE = {
@@ -51,28 +51,42 @@ SCRIPT_STATE = {
 }
 
 
-def show_event(event: apb.TaskEvent, output: str) -> apb.Task | None:
+raw_option = click.option(
+    "--raw",
+    is_flag=True,
+    help="Print script output as the bytes written (text output; by default invalid UTF-8 "
+    "shows as U+FFFD).",
+)
+
+
+def check_raw(raw: bool, output: str) -> None:
+    """--raw gives bytes, which only text output can carry."""
+    if raw and output != "text":
+        raise click.UsageError("--raw prints the bytes as written: use it with --output text")
+
+
+def show_event(event: apb.TaskEvent, output: str, raw: bool = False) -> apb.Task | None:
+    """Print one task event: text for people, or one JSON line; returns the final task."""
     kind = event.WhichOneof("kind")
     out = sys.stdout.buffer
     if output == "json":
         if kind == "runs":
             # The same JSON lines as the line-by-line events, so scripts that read them work.
             out.write(log_output.json_lines(event.task_id, event.runs))
+            out.flush()
         else:
-            out.write(json.dumps(to_json(event)).encode() + b"\n")
-        out.flush()
+            print_json_line(event_json(event))
     elif kind == "started":
         err_console.print(f"[bold]Task {event.task_id}[/bold]: {event.started.description}")
     elif kind == "runs":
         # One write per message: each run's lines get their machine prefix by one replace.
-        out.write(log_output.prefixed(event.runs))
+        out.write(log_output.prefixed(event.runs, raw))
         out.flush()
     elif kind == "lines":
-        out.write(
-            b"".join(
-                line.machine.encode() + b": " + line.line.text + b"\n" for line in event.lines.lines
-            )
+        text = b"".join(
+            line.machine.encode() + b": " + line.line.text + b"\n" for line in event.lines.lines
         )
+        out.write(text if raw else log_output.valid_utf8(text))
         out.flush()
     elif kind == "target_finished":
         t = event.target_finished
@@ -131,7 +145,7 @@ def task() -> None:
     type=click.IntRange(1, 1000),
     help="At most this many tasks.",
 )
-@output_option
+@listing_output
 @click.pass_context
 def task_list(
     ctx: click.Context,
@@ -172,8 +186,8 @@ def task_list(
         )
 
     result = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps([to_json(t) for t in result.tasks], indent=2))
+    if output != "table":
+        print_data([task_json(t) for t in result.tasks], output)
         return
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     table = Table("Id", "State", "Started by", "Created", "Duration", "Description")
@@ -203,7 +217,7 @@ def _duration(t: apb.Task, now_ms: int) -> str:
 
 @task.command("show")
 @click.argument("task_id")
-@output_option
+@listing_output
 @click.pass_context
 def task_show(ctx: click.Context, task_id: str, output: str) -> None:
     """A task and each machine's result; TASK_ID may be any unique prefix of the id.
@@ -219,8 +233,8 @@ def task_show(ctx: click.Context, task_id: str, output: str) -> None:
         )
 
     t = run_call(ctx, work)
-    if output == "json":
-        click.echo(json.dumps(to_json(t), indent=2))
+    if output != "table":
+        print_data(task_json(t), output)
         return
     console.print(f"Task {t.id}: {TASK_STATE.get(t.state, '?')} - {t.description}")
     if t.started_by:
@@ -256,7 +270,7 @@ def machine_rows(t: apb.Task) -> list[tuple[str, str, str, str]]:
 
 @task.command("rerun")
 @click.argument("task_id")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@text_output
 @click.pass_context
 def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
     """Deploy again: the same release, environment, skips, machines and prompted values.
@@ -273,7 +287,7 @@ def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
 
     done = run_call(ctx, work)
     if output == "json":
-        click.echo(json.dumps({"task_id": done.task_id, "state": done.state}))
+        print_json_line({"task_id": done.task_id, "state": done.state})
     else:
         err_console.print(f"Rerunning as task {done.task_id} ({done.state})", highlight=False)
 
@@ -281,10 +295,18 @@ def task_rerun(ctx: click.Context, task_id: str, output: str) -> None:
 @task.command("log")
 @click.argument("task_id")
 @click.option("--follow/--no-follow", default=False, help="Keep following a running task.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@text_output
+@raw_option
 @click.pass_context
-def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> None:
-    """Print a task's full log (each line prefixed by its machine); any unique id prefix."""
+def task_log(ctx: click.Context, task_id: str, follow: bool, output: str, raw: bool) -> None:
+    """Print a task's full log (each line prefixed by its machine); any unique id prefix.
+
+    \b
+      cuttle task log 3f2c... --follow
+      cuttle task log 3f2c... --output json     # one JSON document per line
+      cuttle task log 3f2c... --raw > out.bin   # the bytes as the scripts wrote them
+    """
+    check_raw(raw, output)
 
     async def work(conn: AdminConnection) -> apb.Task | None:
         final: apb.Task | None = None
@@ -292,7 +314,7 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str) -> Non
             apb.WatchTaskRequest(task_id=task_id, no_follow=not follow, accept_runs=True),
             metadata=conn.metadata,
         ):
-            final = show_event(event, output) or final
+            final = show_event(event, output, raw) or final
         return final
 
     run_call(ctx, work)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from rich.table import Table
 
 from cuttle.server.cli.confirm import confirm, yes_option
-from cuttle.server.cli.context import console, err_console, output_option, run_call, space_option
+from cuttle.server.cli.context import console, err_console, run_call, space_option
+from cuttle.server.cli.json_output import listing_output, print_data
 from cuttle.server.cli.project_documents import edit_project, project_option, read_project
 from cuttle.server.cli.suggest import did_you_mean
 from cuttle.server.model import documents as d
@@ -49,7 +49,7 @@ def shown_value(variable: d.Variable) -> str | None:
 @project_option
 @click.option("--name", default="", help="Only values of this variable.")
 @space_option
-@output_option
+@listing_output
 @click.pass_context
 def variable_list(ctx: click.Context, project: str, name: str, space: str, output: str) -> None:
     """A project's variable values with their scopes; sensitive values are never shown.
@@ -66,7 +66,7 @@ def variable_list(ctx: click.Context, project: str, name: str, space: str, outpu
             f"project {spec.name} has no variable {name!r}"
             + did_you_mean(name, [v.name for v in spec.variables])
         )
-    if output == "json":
+    if output != "table":
         rows = []
         for v in values:
             row = v.model_dump(mode="json", exclude_defaults=True)
@@ -76,7 +76,7 @@ def variable_list(ctx: click.Context, project: str, name: str, space: str, outpu
             row["value"] = None if v.sensitive else v.value
             row["sensitive"] = v.sensitive
             rows.append(row)
-        click.echo(json.dumps(rows))
+        print_data(rows, output)
         return
     table = Table("Name", "Value", "Scope", "Prompt")
     for v in values:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from cuttle.protocol import pki
@@ -24,6 +24,10 @@ class MachineEndpoint:
     certificate_pem: str
 
 
+class MachineUnavailable(NotFound):
+    """The machine cannot be reached by this node at all (the built-in worker cannot start)."""
+
+
 class Connections:
     """Clients for machines by name; trust for the polling port follows the machine list."""
 
@@ -34,8 +38,10 @@ class Connections:
         polling_peers: PinnedPeers,
         connect_timeout: float = 10.0,
         call_timeout: float = 60.0,
+        lookup: Callable[[str], Awaitable[MachineEndpoint | None]] | None = None,
     ) -> None:
         self._identity = identity
+        self._lookup = lookup
         self.hub = hub
         self._peers = polling_peers
         self._connect_timeout = connect_timeout
@@ -104,13 +110,18 @@ class Connections:
         self.hub.end_machine(old.name)
         self._peers.distrust(old.thumbprint)
 
-    def client(self, name: str) -> TentacleClient:
+    async def client(self, name: str) -> TentacleClient:
         """A client for a registered machine, whichever way it connects."""
         key = name.lower()
         client = self._clients.get(key)
         if client is not None:
             return client
         machine = self._machines.get(key)
+        if machine is None and self._lookup is not None:
+            # Registered through another server node since this one last read the list.
+            machine = await self._lookup(name)
+            if machine is not None:
+                await self.adopt(machine)
         if machine is None:
             raise NotFound(f"no machine named {name!r} is registered")
         if machine.comms_style == "polling":

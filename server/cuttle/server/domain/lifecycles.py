@@ -33,6 +33,7 @@ class DeploymentState(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
 class RetentionUnit(enum.StrEnum):
@@ -221,6 +222,13 @@ def _resolve_phases(lifecycle: Lifecycle, environments: Sequence[Environment]) -
         resolved.append(_Resolved(phase, members, tuple(i for i in members if i in automatic)))
         listed_before |= listed
     return resolved
+
+
+def phase_members(
+    lifecycle: Lifecycle, environments: Sequence[Environment]
+) -> list[tuple[Phase, tuple[str, ...]]]:
+    """Each phase with the ids of the environments it covers (as progression resolves them)."""
+    return [(item.phase, item.environments) for item in _resolve_phases(lifecycle, environments)]
 
 
 def progression(

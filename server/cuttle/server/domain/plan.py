@@ -21,6 +21,23 @@ MAX_PARALLELISM_VARIABLE = "Octopus.Action.MaxParallelism"
 SUPPORTED_ACTION_TYPES = frozenset({"run_script", "manual_intervention", "health_check"})
 # Actions that wait for a person on no machine: a step made only of them needs no target.
 SERVER_ACTION_TYPES = frozenset({"manual_intervention"})
+# The machine name of each server node's own worker Tentacle (no registered machine has it).
+BUILTIN_WORKER = "built-in-worker"
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Whether steps without target tags can run on the built-in worker, and if not why."""
+
+    unavailable: str = "this server offers no built-in worker"
+
+    @property
+    def available(self) -> bool:
+        """Whether the worker takes steps."""
+        return not self.unavailable
+
+
+NO_WORKER = Worker()
 
 
 @dataclass(frozen=True)
@@ -185,6 +202,7 @@ def plan_deployment(
     target: Target,
     machines: Sequence[MachineInput],
     choices: Choices = Choices(),
+    worker: Worker = NO_WORKER,
 ) -> Plan:
     """Plan a deployment, or raise PlanProblems naming every step that cannot run."""
     problems: list[str] = []
@@ -261,9 +279,20 @@ def plan_deployment(
             )
             continue
         if not step.target_tags:
-            problems.append(
-                f"step {step.name!r} has no target tags: it would run on the server's built-in "
-                "worker, which this server does not offer yet"
+            if not worker.available:
+                problems.append(
+                    f"step {step.name!r} has no target tags, so it runs on the server's "
+                    f"built-in worker, which is not available: {worker.unavailable}"
+                )
+                continue
+            planned.append(
+                PlannedStep(
+                    step.name,
+                    actions,
+                    (BUILTIN_WORKER,),
+                    with_previous=step.with_previous,
+                    window_size=step.window_size,
+                )
             )
             continue
         tags = _fold(step.target_tags)

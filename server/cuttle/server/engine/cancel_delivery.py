@@ -168,7 +168,7 @@ class CancelDelivery:
     async def _deliver(self, record: PendingCancelRecord) -> None:
         bound = log.bind(machine=record.machine_name, ticket=record.ticket, task_id=record.task_id)
         try:
-            client = self._connections.client(record.machine_name)
+            client = await self._connections.client(record.machine_name)
         except NotFound as exc:
             # Not a reason to drop it: the store decides when a machine is gone (removing it
             # removes its records), and this node may not have heard of a new machine yet.

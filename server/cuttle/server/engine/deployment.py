@@ -38,7 +38,7 @@ from cuttle.server.domain.interruptions import (
     responses_for,
 )
 from cuttle.server.domain.scripts import RemoteVariable, ScriptRequest
-from cuttle.server.domain.task_specs import DeploymentTaskSpec
+from cuttle.server.domain.task_specs import DeploymentTaskSpec, RunbookTaskSpec
 from cuttle.server.domain.task_states import (
     FINISHED_NODE_STATES,
     FINISHED_RUN_STATES,
@@ -51,6 +51,7 @@ from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
 from cuttle.server.errors import AgentError
 from cuttle.server.errors import NotFound as ServerNotFound
 from cuttle.server.model import documents as d
+from cuttle.server.model.automatic_deployments import queue_automatic
 from cuttle.server.model.deployments import Material, load_material, set_deployment_state
 from cuttle.server.store import interruptions as interruption_store
 from cuttle.server.store import task_log, tasks
@@ -147,12 +148,26 @@ async def execute(
             for node in group:
                 running.create_task(_run_step(run, node))
     if cancel.is_set:
-        state = TaskState.CANCELLED
+        state = TaskState.TIMED_OUT if cancel.timed_out else TaskState.CANCELLED
     elif run.failed:
         state = TaskState.FAILED
     else:
         state = TaskState.SUCCESS
-    await context.tx.run(lambda s: set_deployment_state(s, task.id, state.value))
+    worker = context.worker()
+
+    def record(session: Session) -> list[str]:
+        set_deployment_state(session, task.id, state.value)
+        if state != TaskState.SUCCESS or isinstance(spec, RunbookTaskSpec):
+            return []
+        # A success may complete a phase: the next phase's automatic environments start now.
+        queued = queue_automatic(
+            session, encryptor, spec.space_id, spec.project_name, spec.release_version, worker
+        )
+        return [t.id for t in queued]
+
+    automatic = await context.tx.run(record)
+    if automatic:
+        log.info("automatic_deployments_queued", task_id=task.id, tasks=automatic)
     return state
 
 
@@ -503,7 +518,8 @@ async def _health_check(
     """Check the machine now: available goes on; unavailable fails, or is excluded."""
     await run.context.tx.run(partial(_start_once, node.id))
     try:
-        info = await run.context.connections.client(machine).get_info(timeout=HEALTH_CHECK_TIMEOUT)
+        client = await run.context.connections.client(machine)
+        info = await client.get_info(timeout=HEALTH_CHECK_TIMEOUT)
     except (AgentError, ServerNotFound, TimeoutError) as exc:
         exclude = evaluate(action.properties.get(EXCLUDE_UNAVAILABLE, ""), variables.values)
         if exclude.strip().casefold() == "true":

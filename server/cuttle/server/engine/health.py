@@ -98,7 +98,7 @@ class HealthChecker:
         if self._connections.connected(name) is False:
             return _Probe(False, "the polling Tentacle is not connected to this server")
         try:
-            info = await self._connections.client(name).get_info(timeout=self._timeout)
+            info = await (await self._connections.client(name)).get_info(timeout=self._timeout)
         except (AgentError, NotFound) as exc:
             log.info("health_check_failed", machine=name, error=str(exc))
             return _Probe(False, str(exc))

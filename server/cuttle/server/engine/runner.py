@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from cuttle.protocol.backoff import Backoff
 from cuttle.server.comms.registry import Connections
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.domain.task_states import (
     FINISHED_NODE_STATES,
     FINISHED_RUN_STATES,
@@ -119,6 +120,7 @@ class TaskRunner:
         # Not started (as in unit tests): each completion is then awaited in place.
         self._completions = completions or TicketCompletions()
         self.encryptor = encryptor
+        self.worker: Callable[[], Worker] = lambda: NO_WORKER
         self._reserve = reserve
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -136,6 +138,7 @@ class TaskRunner:
             self._completions,
             self._settings,
             self.encryptor,
+            self.worker,
         )
 
     async def start(self) -> int:
@@ -380,15 +383,14 @@ class TaskRunner:
             raise RuntimeError(f"this server version cannot run {task.kind.value} tasks")
         limit = self._runner_settings.deployment_timeout
         timer: asyncio.TimerHandle | None = None
-        timed_out = False
         if task.kind in (TaskKind.DEPLOYMENT, TaskKind.RUNBOOK) and limit > 0:
             # Measured from the task's stored start, so a resumed task keeps its clock.
             left = limit - (now_ms() - (task.started_ms or now_ms())) / 1000
 
             def expire() -> None:
-                nonlocal timed_out
-                timed_out = True
-                held.cancel.set(f"the deployment's time limit of {limit:g}s ran out")
+                held.cancel.set(
+                    f"the deployment's time limit of {limit:g}s ran out", timed_out=True
+                )
 
             timer = asyncio.get_running_loop().call_later(max(left, 0.0), expire)
         try:
@@ -396,7 +398,7 @@ class TaskRunner:
         finally:
             if timer is not None:
                 timer.cancel()
-        if timed_out and state == TaskState.CANCELLED:
+        if held.cancel.timed_out and state == TaskState.CANCELLED:
             state = TaskState.TIMED_OUT
         reason = held.cancel.reason if state in (TaskState.CANCELLED, TaskState.TIMED_OUT) else ""
         await self._tx.run(partial(self._close, task_id, state, reason))
@@ -450,7 +452,7 @@ class TaskRunner:
 
     async def _cancel_one(self, machine: str, ticket: str, reason: str) -> _Outcome:
         try:
-            client = self._connections.client(machine)
+            client = await self._connections.client(machine)
             async with asyncio.timeout(self._runner_settings.cancel_timeout):
                 await client.cancel_script(ticket, reason)
         except UnknownTicket:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from cuttle.protocol.backoff import Backoff
 from cuttle.protocol.masking import Masker
 from cuttle.server.comms.client import TentacleClient
-from cuttle.server.comms.registry import Connections
+from cuttle.server.comms.registry import Connections, MachineUnavailable
+from cuttle.server.domain.plan import NO_WORKER, Worker
 from cuttle.server.domain.scripts import (
     Artifact,
     LogChunk,
@@ -77,11 +78,14 @@ class CancelSignal:
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    # Set by the deployment's own time limit: the task ends timed_out, not cancelled.
+    timed_out: bool = False
 
-    def set(self, reason: str) -> None:
+    def set(self, reason: str, *, timed_out: bool = False) -> None:
         """Cancel, keeping the first reason."""
         if not self.event.is_set():
             self.reason = reason or "cancelled"
+            self.timed_out = timed_out
             self.event.set()
 
     @property
@@ -111,6 +115,8 @@ class RunContext:
     completions: TicketCompletions
     settings: RunSettings
     encryptor: Encryptor | None
+    # Whether this node offers the built-in worker (for deployments a lifecycle queues).
+    worker: Callable[[], Worker] = lambda: NO_WORKER
 
 
 class ScriptRun:
@@ -157,7 +163,7 @@ class ScriptRun:
             # Set once the agent answered the start: it has the script from then on.
             answered = asyncio.Event()
             try:
-                client = self._ctx.connections.client(self._machine)
+                client = await self._ctx.connections.client(self._machine)
                 if self._cancel.is_set and not cancel_sent:
                     try:
                         await client.cancel_script(self._ticket, self._cancel.reason)
@@ -176,7 +182,7 @@ class ScriptRun:
                 # decides when it is gone, so it is retried like an agent that is away.
                 if answered.is_set():
                     self._started = self._may_have_started = True
-                elif not isinstance(exc, NotDelivered):
+                elif not isinstance(exc, NotDelivered | NotFound):
                     # Only a request nobody picked up surely did not start it; one lost on
                     # the way back may have.
                     self._may_have_started = True
@@ -189,6 +195,8 @@ class ScriptRun:
                         f"not delivered, safe to retry: {self._machine} never received the "
                         f"script ({exc})",
                     )
+                if isinstance(exc, MachineUnavailable) and not self._may_have_started:
+                    return await self._finish(RunState.FAILED_TO_START, -1, str(exc))
                 if isinstance(exc, AgentRejected) and exc.kind in PERMANENT_REJECTIONS:
                     # Asking again cannot help: the agent refuses the same request every time.
                     state = RunState.RESULT_UNKNOWN if self._started else RunState.FAILED_TO_START

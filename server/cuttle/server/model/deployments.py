@@ -136,7 +136,9 @@ def _step_inputs(process: d.Process) -> list[p.StepInput]:
     ]
 
 
-def prepare_runbook(repo: ModelRepository, request: DeploymentRequest) -> PreparedDeployment:
+def prepare_runbook(
+    repo: ModelRepository, request: DeploymentRequest, worker: p.Worker = p.NO_WORKER
+) -> PreparedDeployment:
     """Plan a runbook run on its published snapshot (or the one named); no lifecycle applies."""
     session = repo.session
     project_id = repo.find_id("project", request.project)
@@ -179,7 +181,7 @@ def prepare_runbook(repo: ModelRepository, request: DeploymentRequest) -> Prepar
             f"not {environment.name}"
         )
     as_process = project.model_copy(update={"process": runbook.process})
-    plan = _plan(as_process, environment.name, "", request, repo)
+    plan = _plan(as_process, environment.name, "", request, repo, worker=worker)
     return PreparedDeployment(
         source=Source(chosen.id, chosen.name, runbook=runbook.name),
         project_id=project_id,
@@ -199,6 +201,7 @@ def _plan(
     repo: ModelRepository,
     *,
     tenant: tuple[str, tuple[str, ...]] | None = None,
+    worker: p.Worker = p.NO_WORKER,
 ) -> p.Plan:
     machines = [
         p.MachineInput(
@@ -224,6 +227,7 @@ def _plan(
             ),
             machines,
             p.Choices(request.skip_steps, request.specific_machines, request.excluded_machines),
+            worker,
         )
     except p.PlanProblems as exc:
         raise ValidationFailed([("", problem) for problem in exc.problems]) from None
@@ -232,7 +236,10 @@ def _plan(
 
 
 def prepare(
-    releases: Releases, repo: ModelRepository, request: DeploymentRequest
+    releases: Releases,
+    repo: ModelRepository,
+    request: DeploymentRequest,
+    worker: p.Worker = p.NO_WORKER,
 ) -> PreparedDeployment:
     """Check the lifecycle and plan the deployment; raises with every reason it cannot run."""
     session = repo.session
@@ -258,6 +265,7 @@ def prepare(
         request,
         repo,
         tenant=None if tenant is None else (tenant[1].name, tuple(tenant[1].tags)),
+        worker=worker,
     )
     return PreparedDeployment(
         source=Source(release.id, release.version, release.channel),
@@ -429,6 +437,7 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         m.name.casefold(): MachineDescription(m.id, m.name, tuple(m.roles))
         for m in machine_store.all_machines(session)
     }
+    machines[p.BUILTIN_WORKER] = MachineDescription(p.BUILTIN_WORKER, p.BUILTIN_WORKER)
     environment = doc_store.get(session, spec.environment_id)
     earlier = (
         []

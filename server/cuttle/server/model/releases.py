@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cuttle.server.domain import lifecycles as lc
 from cuttle.server.domain import versions as v
 from cuttle.server.errors import NotFound, ValidationFailed
@@ -47,6 +49,16 @@ class Releases:
         self._repo = repo
         self._session = repo.session
         self._actor = actor
+
+    @property
+    def session(self) -> Session:
+        """The transaction these operations run in."""
+        return self._session
+
+    @property
+    def space_id(self) -> str:
+        """The space these releases belong to."""
+        return self._repo.space.id
 
     def _project(self, name: str) -> tuple[str, d.Project]:
         record, stored = self._repo.stored_body(PROJECT, name)
@@ -208,7 +220,7 @@ class Releases:
             lc.Deployment(dep.environment_id, lc.DeploymentState(dep.state))
             for dep in release_store.deployments(self._session, record.id)
         ]
-        return lc.progression(_domain_lifecycle(lifecycle), environments, deployments)
+        return lc.progression(domain_lifecycle(lifecycle), environments, deployments)
 
     def publish_runbook(self, project: str, runbook: str, name: str) -> RunbookSnapshotRecord:
         """Freeze a runbook's process with the project's variables and publish it."""
@@ -281,7 +293,8 @@ def _retention(policy: d.RetentionPolicy | None) -> lc.RetentionPolicy | None:
     return lc.RetentionPolicy(unit, policy.quantity_to_keep)
 
 
-def _domain_lifecycle(lifecycle: d.Lifecycle) -> lc.Lifecycle:
+def domain_lifecycle(lifecycle: d.Lifecycle) -> lc.Lifecycle:
+    """The stored lifecycle document as the pure lifecycle rules take it."""
     return lc.Lifecycle(
         name=lifecycle.name,
         phases=tuple(

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from cuttle.server.domain.plan import BUILTIN_WORKER
 from cuttle.server.store.errors import Conflict, InvalidArgument, NotFound
 from cuttle.server.store.models import NAME_LENGTH, Machine
 from cuttle.server.store.records import (
@@ -46,6 +47,8 @@ def _check_name(name: str) -> None:
         raise InvalidArgument(
             f"machine name {name!r} must be 1-{NAME_LENGTH} characters without surrounding spaces"
         )
+    if name.casefold() == BUILTIN_WORKER:
+        raise InvalidArgument(f"machine name {name!r} is reserved for the server's own worker")
 
 
 def _record(row: Machine) -> MachineRecord:

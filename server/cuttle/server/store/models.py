@@ -40,7 +40,7 @@ NAMING_CONVENTION = {
 
 NAME_LENGTH = 200
 # As migration 0002 made them; the deployment engine gives deployments the task vocabulary.
-_DEPLOYMENT_STATES = ("queued", "running", "success", "failed", "cancelled")
+_DEPLOYMENT_STATES = ("queued", "running", "success", "failed", "cancelled", "timed_out")
 ID_LENGTH = 32
 
 
@@ -183,6 +183,19 @@ class ServerNode(Base):
     started_ms: Mapped[int] = mapped_column(BigInteger)
     heartbeat_ms: Mapped[int] = mapped_column(BigInteger)
     task_cap: Mapped[int] = mapped_column(Integer)
+
+
+class ServerIdentityRow(Base):
+    """The one server identity every node presents; its key sealed with the master key."""
+
+    __tablename__ = "server_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    thumbprint: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key_ciphertext: Mapped[str] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class TaskNode(Base):

@@ -6,12 +6,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
+from cuttle.server.domain.task_states import FINISHED_TASK_STATES
 from cuttle.server.store import dashboard
 from cuttle.server.store.errors import Conflict, NotFound
-from cuttle.server.store.models import Deployment, Release
+from cuttle.server.store.models import Deployment, Release, Task
 from cuttle.server.store.paging import check_page_size, newest_first, next_token
 from cuttle.server.store.records import Page, now_ms
 
@@ -158,18 +160,66 @@ def replace_variables(session: Session, release_id: str, snapshot: dict[str, Any
     return _record(row)
 
 
-def delete(session: Session, release_id: str) -> None:
-    """Delete a release and its deployment history."""
+def delete(session: Session, release_id: str) -> int:
+    """Delete a release, its deployment history and their finished tasks (with their logs).
+
+    Returns how many tasks went. A task still running keeps its row: it ends on its own.
+    """
     row = session.get(Release, release_id)
     if row is None:
         raise NotFound("release", release_id)
     space_id, project_id = row.space_id, row.project_id
     # Retention deletes old releases, which cells rarely show: rebuild only when one does.
     shown = dashboard.shows_release(session, space_id, project_id, release_id)
+    task_ids = select(Deployment.task_id).where(
+        Deployment.release_id == release_id, Deployment.task_id.is_not(None)
+    )
+    # Nodes, runs, log chunks, interruptions and artifacts go with their task (ON DELETE CASCADE).
+    removed = session.execute(
+        sql_delete(Task)
+        .where(Task.id.in_(task_ids), Task.state.in_([s.value for s in FINISHED_TASK_STATES]))
+        .execution_options(synchronize_session=False)
+    )
     session.delete(row)
     session.flush()
     if shown:
         dashboard.rebuild_project(session, space_id, project_id)
+    return int(getattr(removed, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True)
+class RetentionRow:
+    """A release with what retention weighs: its channel, age and deployments."""
+
+    release_id: str
+    version: str
+    channel: str
+    created_ms: int
+    deployments: tuple[tuple[str, str, int], ...]  # (environment id, state, created)
+
+
+def retention_rows(session: Session, project_id: str) -> list[RetentionRow]:
+    """Every release of a project with its deployments, in two queries (no snapshots)."""
+    releases = session.execute(
+        select(Release.id, Release.version, Release.channel, Release.created_ms).where(
+            Release.project_id == project_id
+        )
+    ).all()
+    found: dict[str, list[tuple[str, str, int]]] = {r.id: [] for r in releases}
+    for dep in session.execute(
+        select(
+            Deployment.release_id,
+            Deployment.environment_id,
+            Deployment.state,
+            Deployment.created_ms,
+        ).where(
+            Deployment.release_id.in_(select(Release.id).where(Release.project_id == project_id))
+        )
+    ):
+        found[dep.release_id].append((dep.environment_id, dep.state, dep.created_ms))
+    return [
+        RetentionRow(r.id, r.version, r.channel, r.created_ms, tuple(found[r.id])) for r in releases
+    ]
 
 
 def deployments(session: Session, release_id: str) -> list[DeploymentRecord]:
@@ -240,7 +290,7 @@ def set_deployment_state(session: Session, task_id: str, state: str) -> None:
     if row is None:
         raise NotFound("deployment of task", task_id)
     row.state = state
-    if state in ("success", "failed", "cancelled") and row.finished_ms is None:
+    if state in ("success", "failed", "cancelled", "timed_out") and row.finished_ms is None:
         row.finished_ms = now_ms()
     session.flush()
     dashboard.note_state(session, row)

@@ -10,9 +10,7 @@ the same moment each get different tasks (SQLite serializes writers with BEGIN I
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -44,14 +42,21 @@ class NodeRecord:
     tasks: int
 
 
-def _concurrency_key(kind: str, spec: Mapping[str, Any]) -> tuple[str, str, str] | None:
+# The three fields of a deployment's spec that make its concurrency key, read in SQL
+# (json_extract / ->>) so a claim does not fetch and parse every queued task's whole spec.
+_KEY_COLUMNS = (
+    Task.spec["project_id"].as_string(),
+    Task.spec["environment_id"].as_string(),
+    Task.spec["tenant_id"].as_string(),
+)
+
+
+def _concurrency_key(
+    kind: str, project: str | None, environment: str | None, tenant: str | None
+) -> tuple[str, str, str] | None:
     if kind != TaskKind.DEPLOYMENT.value:
         return None
-    return (
-        str(spec.get("project_id", "")),
-        str(spec.get("environment_id", "")),
-        str(spec.get("tenant_id") or ""),
-    )
+    return (project or "", environment or "", tenant or "")
 
 
 def heartbeat(
@@ -147,25 +152,24 @@ def claim(
     )
     # Deployments already started hold their project/environment/tenant.
     held: dict[tuple[str, str, str], str] = {}
-    for task_id, kind, spec in session.execute(
-        select(Task.id, Task.kind, Task.spec).where(
+    for task_id, kind, project, environment, tenant in session.execute(
+        select(Task.id, Task.kind, *_KEY_COLUMNS).where(
             Task.kind == TaskKind.DEPLOYMENT.value, Task.state.in_(unfinished_started)
         )
     ):
-        key = _concurrency_key(kind, spec)
+        key = _concurrency_key(kind, project, environment, tenant)
         if key is not None:
             held.setdefault(key, task_id)
     queued = session.execute(
-        select(Task.id, Task.kind, Task.spec, Task.waiting_reason)
+        select(Task.id, Task.kind, *_KEY_COLUMNS, Task.waiting_reason)
         .where(Task.state == TaskState.QUEUED.value)
         .order_by(Task.created_ms, Task.id)
         .limit(_LOOK_AHEAD)
-        .with_for_update(skip_locked=True)
     ).all()
     started: list[str] = []
     reasons: dict[str, str] = {}
-    for task_id, kind, spec, current_reason in queued:
-        key = _concurrency_key(kind, spec)
+    for task_id, kind, project, environment, tenant, current_reason in queued:
+        key = _concurrency_key(kind, project, environment, tenant)
         if key is not None and key in held:
             reason = f"waiting for task {held[key]} (same project and environment)"
         elif busy >= task_cap:
@@ -182,22 +186,32 @@ def claim(
         if reason != current_reason:
             reasons[task_id] = reason
     if started:
-        session.execute(
-            update(Task)
-            .where(Task.id.in_(started), Task.state == TaskState.QUEUED.value)
-            .values(
-                state=TaskState.RUNNING.value,
-                owner_node=node,
-                lease_expires_ms=expires,
-                started_ms=func.coalesce(Task.started_ms, now_ms),
-                waiting_reason="",
+        # The look-ahead reads without locking 200 rows per claim; the state guard makes each
+        # start happen once, and RETURNING says which ones this node won.
+        won = set(
+            session.scalars(
+                update(Task)
+                .where(Task.id.in_(started), Task.state == TaskState.QUEUED.value)
+                .values(
+                    state=TaskState.RUNNING.value,
+                    owner_node=node,
+                    lease_expires_ms=expires,
+                    started_ms=func.coalesce(Task.started_ms, now_ms),
+                    waiting_reason="",
+                )
+                .returning(Task.id)
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
         )
+        started = [task_id for task_id in started if task_id in won]
+    # One statement per distinct reason, not per task: a long queue mostly shares one or two.
+    by_reason: dict[str, list[str]] = {}
     for task_id, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(task_id)
+    for reason, task_ids in by_reason.items():
         session.execute(
             update(Task)
-            .where(Task.id == task_id, Task.state == TaskState.QUEUED.value)
+            .where(Task.id.in_(task_ids), Task.state == TaskState.QUEUED.value)
             .values(waiting_reason=reason)
             .execution_options(synchronize_session=False)
         )

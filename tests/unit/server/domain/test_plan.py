@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cuttle.server.domain.plan import (
+    BUILTIN_WORKER,
     ActionInput,
     Choices,
     MachineInput,
     PlanProblems,
     StepInput,
     Target,
+    Worker,
     parallelism,
     plan_deployment,
 )
@@ -130,3 +132,19 @@ def test_max_parallelism_wins_over_the_window_and_says_so() -> None:
     assert value == 3
     assert "overrides the rolling window of 2" in why
     assert parallelism(None, "not a number") == (10, "")
+
+
+def test_a_step_without_target_tags_runs_once_on_the_built_in_worker_when_offered() -> None:
+    steps = [
+        StepInput("Prepare", (script("Migrate"),)),
+        StepInput("Web", (script("Go"),), ("web-server",)),
+    ]
+    plan = plan_deployment(steps, Target("Test"), WEB, worker=Worker(""))
+    assert plan.steps[0].machines == (BUILTIN_WORKER,)
+    assert plan.steps[1].machines == ("web-01", "web-02")
+    with pytest.raises(PlanProblems) as refused:
+        plan_deployment(steps, Target("Test"), WEB, worker=Worker("it is switched off"))
+    assert str(refused.value) == (
+        "step 'Prepare' has no target tags, so it runs on the server's built-in worker, "
+        "which is not available: it is switched off"
+    )

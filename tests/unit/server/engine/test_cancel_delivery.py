@@ -90,7 +90,7 @@ class _Connections:
     def connected(self, name: str) -> bool | None:
         return self.polling_connected.get(name)
 
-    def client(self, name: str) -> Any:
+    async def client(self, name: str) -> Any:
         if name not in self.agents:
             raise NotFound(f"no machine named {name!r} is registered")
         return self.agents[name]

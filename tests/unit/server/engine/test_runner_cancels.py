@@ -58,7 +58,7 @@ class _Connections:
     def connected(self, name: str) -> bool | None:
         return None
 
-    def client(self, name: str) -> Any:
+    async def client(self, name: str) -> Any:
         return self.agent
 
 

@@ -120,6 +120,8 @@ def test_invalid_registrations_are_refused(sessions: sessionmaker[Session]) -> N
             )
         with pytest.raises(InvalidArgument, match="name"):
             register(session, " padded ")
+        with pytest.raises(InvalidArgument, match="reserved for the server's own worker"):
+            register(session, "Built-In-Worker")
 
 
 def test_missing_machines_are_not_found(sessions: sessionmaker[Session]) -> None:
