@@ -66,10 +66,10 @@ def test_machines_are_edited_against_the_model(cluster: Cluster) -> None:
 
     # What machines use cannot be deleted from under them.
     for kind, name in (("environment", "Test"), ("tenant", "Contoso"), ("machine-policy", "Slow")):
-        refused = server.cli(kind, "delete", name)
+        refused = server.cli(kind, "delete", name, "--yes")
         assert refused.returncode == 1, refused.stderr
         assert "still used by machine(s) web-01" in refused.stderr, refused.stderr
-    server.cli("environment", "delete", "Dev", check=True)
+    server.cli("environment", "delete", "Dev", "--yes", check=True)
 
     # A disabled machine receives no work.
     server.cli("machine", "update", "web-01", "--disable", check=True)

@@ -169,7 +169,7 @@ def test_malformed_files_are_rejected_whole_with_file_line_and_path(
 
 
 def test_deleting_what_is_in_use_says_by_what(applied: Server) -> None:
-    result = cuttle(applied, "environment", "delete", "Production")
+    result = cuttle(applied, "environment", "delete", "Production", "--yes")
     assert result.returncode == 1
     assert "still used by" in result.stderr
     assert "lifecycle 'Standard'" in result.stderr
@@ -212,14 +212,14 @@ def test_a_team_limited_to_dev_cannot_touch_production(applied: Server) -> None:
     assert refused.returncode == 1
     assert "needs the edit role for project 'Web' in environment 'Production'" in refused.stderr
     assert "[permission_denied]" in refused.stderr
-    refused = cuttle(server, "environment", "delete", "Dev", env=as_alice)
+    refused = cuttle(server, "environment", "delete", "Dev", "--yes", env=as_alice)
     assert "needs the administer role" in refused.stderr, refused.stderr
     # Machines are seen through their environments: alice may see Dev's (there are none).
     assert (
         json.loads(ok(cuttle(server, "machine", "list", "--output", "json", env=as_alice)).stdout)
         == []
     )
-    refused = cuttle(server, "machine", "remove", "web-01", env=as_alice)
+    refused = cuttle(server, "machine", "remove", "web-01", "--yes", env=as_alice)
     assert "[not_found]" in refused.stderr, refused.stderr
     # What alice did is audited under her name.
     events = json.loads(ok(cuttle(server, "events", "--actor", "alice", "--output", "json")).stdout)
@@ -507,7 +507,7 @@ def test_prune_deletes_what_the_files_no_longer_declare_in_the_kinds_they_manage
     assert "Contoso" not in dry.stdout
     assert "Staging" in _environments(server)
 
-    pruned = ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--output", "json"))
+    pruned = ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--yes", "--output", "json"))
     deletions = [c for c in json.loads(pruned.stdout)["changes"] if c["action"] == "delete"]
     assert [(c["kind"], c["name"]) for c in deletions] == [
         ("project", "Api"),
@@ -528,7 +528,7 @@ def test_prune_deletes_what_the_files_no_longer_declare_in_the_kinds_they_manage
     usage = cuttle(server, "apply", "-f", str(wanted), "--prune-kind", "tenant")
     assert usage.returncode == 2
     assert "--prune-kind needs --prune" in usage.stderr
-    ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--prune-kind", "tenants"))
+    ok(cuttle(server, "apply", "-f", str(wanted), "--prune", "--yes", "--prune-kind", "tenants"))
     assert json.loads(ok(cuttle(server, "tenant", "list", "--output", "json")).stdout) == []
     # The documents a space starts with are never pruned.
     lifecycles = json.loads(ok(cuttle(server, "lifecycle", "list", "--output", "json")).stdout)
@@ -544,7 +544,7 @@ def test_a_prune_that_something_still_needs_is_refused_and_nothing_is_applied(
         tmp_path / "wanted.yaml",
         {"environments": [{"name": "Dev"}, {"name": "Test"}, {"name": "Extra"}]},
     )
-    refused = cuttle(server, "apply", "-f", str(wanted), "--prune")
+    refused = cuttle(server, "apply", "-f", str(wanted), "--prune", "--yes")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "[failed_precondition]" in refused.stderr
     assert "cannot prune (nothing was applied)" in refused.stderr
@@ -577,7 +577,15 @@ def test_a_prune_deletes_only_what_the_caller_may_see_and_may_delete(
     # What she can see but not delete refuses the whole prune.
     nothing = _write(tmp_path / "nothing.yaml", {})
     refused = cuttle(
-        server, "apply", "-f", str(nothing), "--prune", "--prune-kind", "user", env=as_alice
+        server,
+        "apply",
+        "-f",
+        str(nothing),
+        "--prune",
+        "--yes",
+        "--prune-kind",
+        "user",
+        env=as_alice,
     )
     assert refused.returncode == 1
     assert "[permission_denied]" in refused.stderr

@@ -142,7 +142,7 @@ def test_operations_are_authorized_by_environment_and_audited(fleet: Server) -> 
         "needs the edit role for environment 'Dev'",
     )
     _refused(
-        cuttle(server, "machine", "remove", "web-dev", env=alice),
+        cuttle(server, "machine", "remove", "web-dev", "--yes", env=alice),
         "needs the administer role for environment 'Dev'",
     )
     _refused(

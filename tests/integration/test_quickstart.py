@@ -92,3 +92,36 @@ def test_the_quickstart_shows_scripts_on_both_tentacles_and_ctrl_c_stops_everyth
             proc.wait()
         for cmdline in _ours(home):
             pytest.fail(f"left running: {cmdline}")
+
+
+def _quickstart(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CUTTLE_QUICKSTART_HOME": str(home)}
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "quickstart"), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_the_quickstart_never_deletes_a_home_without_being_asked(tmp_path: Path) -> None:
+    # An earlier run's home: without a terminal to ask on, only --yes may delete it.
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / ".cuttle-quickstart-home").touch()
+    (earlier / "init.json").write_text("{}")
+    refused = _quickstart(earlier)
+    assert refused.returncode == 1, refused.stderr
+    assert "pass --yes" in refused.stderr
+    assert (earlier / "init.json").exists()
+
+    # A folder that is not a quickstart home is never deleted, --yes or not.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = _quickstart(mine, "--yes")
+    assert refused.returncode == 1, refused.stderr
+    assert "is not a quickstart home; it is left alone" in refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"

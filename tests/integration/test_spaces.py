@@ -74,7 +74,7 @@ def test_the_same_names_live_independently_in_two_spaces(server: Server, tmp_pat
     export_b = yaml.safe_load(ok(cuttle(server, "export", env=as_b)).stdout)
     assert [p["description"] for p in export_b["projects"]] == ["in b"]
     assert "Default Lifecycle" in [lc["name"] for lc in export_b["lifecycles"]]
-    ok(cuttle(server, "environment", "delete", "Dev", env=as_b))
+    ok(cuttle(server, "environment", "delete", "Dev", "--yes", env=as_b))
     names = [
         e["name"]
         for e in json.loads(ok(cuttle(server, "environment", "list", "--output", "json")).stdout)
@@ -94,7 +94,7 @@ def test_a_space_is_renamed_and_deleted_only_once_empty(server: Server, tmp_path
     assert _spaces(server) == {"Default": True, "Operations": False}
     ok(cuttle(server, "--space", "Operations", "apply", "-f", _model(tmp_path, "m", "x")))
 
-    refused = cuttle(server, "space", "delete", "Operations")
+    refused = cuttle(server, "space", "delete", "Operations", "--yes")
     assert refused.returncode == 1
     assert "[failed_precondition]" in refused.stderr
     assert "still holds" in refused.stderr
@@ -112,11 +112,12 @@ def test_a_space_is_renamed_and_deleted_only_once_empty(server: Server, tmp_path
             "-f",
             str(empty),
             "--prune",
+            "--yes",
             *("--prune-kind", "environment", "--prune-kind", "project"),
             *("--prune-kind", "team", "--prune-kind", "user"),
         )
     )
-    ok(cuttle(server, "space", "delete", "Operations"))
+    ok(cuttle(server, "space", "delete", "Operations", "--yes"))
     assert _spaces(server) == {"Default": True}
 
     events = json.loads(ok(cuttle(server, "events", "--kind", "space", "--output", "json")).stdout)
@@ -128,7 +129,7 @@ def test_a_space_is_renamed_and_deleted_only_once_empty(server: Server, tmp_path
 
 
 def test_the_default_space_stays_and_unknown_spaces_are_named(server: Server) -> None:
-    for args in (("space", "delete", "Default"), ("space", "rename", "Default", "Other")):
+    for args in (("space", "delete", "Default", "--yes"), ("space", "rename", "Default", "Other")):
         refused = cuttle(server, *args)
         assert refused.returncode == 1
         assert "[failed_precondition]" in refused.stderr
@@ -142,7 +143,7 @@ def test_the_default_space_stays_and_unknown_spaces_are_named(server: Server) ->
         ("--space", "Nowhere", "environment", "list"),
         ("--space", "Nowhere", "export"),
         ("--space", "Nowhere", "release", "list", "--project", "Web"),
-        ("space", "delete", "Nowhere"),
+        ("space", "delete", "Nowhere", "--yes"),
         ("space", "rename", "Nowhere", "Somewhere"),
     ):
         refused = cuttle(server, *args)

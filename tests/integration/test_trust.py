@@ -116,7 +116,7 @@ def test_removing_a_polling_machine_ends_its_stream_within_a_second(cluster: Clu
     server = cluster.start_server()
     tentacle = cluster.add_tentacle("web-01", "polling")
     assert server.cli("script", "run", "--machine", "web-01", "--", "echo hi").returncode == 0
-    server.cli("machine", "remove", "web-01", check=True)
+    server.cli("machine", "remove", "web-01", "--yes", check=True)
     wait_for(
         lambda: "polling_stream_closed" in (server.home / "server.log").read_text(),
         5,

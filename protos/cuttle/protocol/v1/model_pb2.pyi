@@ -309,12 +309,17 @@ class Change(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CHANGED_PATHS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """create, update, unchanged or delete (a prune)."""
     kind: _builtins.str
     name: _builtins.str
     @_builtins.property
     def changed_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueChange]:
+        """Each changed path with its value before and after (an update's), for a dry run to show."""
+
     def __init__(
         self,
         *,
@@ -322,14 +327,47 @@ class Change(_message.Message):
         kind: _builtins.str = ...,
         name: _builtins.str = ...,
         changed_paths: _abc.Iterable[_builtins.str] | None = ...,
+        values: _abc.Iterable[Global___ValueChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed_paths", b"changed_paths", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed_paths", b"changed_paths", "kind", b"kind", "name", b"name", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class ValueChange(_message.Message):
+    """One changed field. Values are JSON ("" when the path did not exist on that side); a sensitive
+    value is never sent: sensitive is set and both values are "".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    BEFORE_JSON_FIELD_NUMBER: _builtins.int
+    AFTER_JSON_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    before_json: _builtins.str
+    after_json: _builtins.str
+    sensitive: _builtins.bool
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        before_json: _builtins.str = ...,
+        after_json: _builtins.str = ...,
+        sensitive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_json", b"after_json", "before_json", b"before_json", "path", b"path", "sensitive", b"sensitive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueChange: _TypeAlias = ValueChange  # noqa: Y015
 
 @_typing.final
 class ApplyResponse(_message.Message):

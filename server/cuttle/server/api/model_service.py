@@ -23,6 +23,7 @@ from cuttle.server.api.event_visibility import event_filter
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, InvalidArgument, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
+from cuttle.server.model.diff import MISSING, FieldChange
 from cuttle.server.model.kinds import KINDS, Kind, kind
 from cuttle.server.model.repository import Change, ModelRepository, StoredDocument, parse_spec
 from cuttle.server.store import documents as doc_store
@@ -214,7 +215,13 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
             changes, applied = dry.changes, False
         return mpb.ApplyResponse(
             changes=[
-                mpb.Change(action=c.action, kind=c.kind, name=c.name, changed_paths=list(c.paths))
+                mpb.Change(
+                    action=c.action,
+                    kind=c.kind,
+                    name=c.name,
+                    changed_paths=list(c.paths),
+                    values=[_value_change(v) for v in c.values],
+                )
                 for c in changes
             ],
             applied=applied,
@@ -284,6 +291,20 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
             )
 
         return await self._run(request.space, work, read_only=True)
+
+
+def _value_change(change: FieldChange) -> mpb.ValueChange:
+    """A changed field for the wire: JSON values, none for a sensitive one."""
+
+    def as_json(value: Any) -> str:
+        return "" if value is MISSING or change.sensitive else json.dumps(value)
+
+    return mpb.ValueChange(
+        path=change.path,
+        before_json=as_json(change.before),
+        after_json=as_json(change.after),
+        sensitive=change.sensitive,
+    )
 
 
 def _managed_kinds(

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import tentacle_pb2 as tpb
+from cuttle.server.cli.completion_commands import completion
+from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection, check_request_size
 from cuttle.server.cli.context import console, format_ms, run_call, script_variables
 from cuttle.server.cli.json_output import (
@@ -19,9 +21,11 @@ from cuttle.server.cli.json_output import (
     text_output,
 )
 from cuttle.server.cli.login_commands import login, logout
+from cuttle.server.cli.name_checks import check_environments, refuse_space
 from cuttle.server.cli.node_commands import node
 from cuttle.server.cli.package_commands import package
 from cuttle.server.cli.profiles import DEFAULT_PROFILE, DEFAULT_SERVER, ConnectionChoice, check_name
+from cuttle.server.cli.suggest import did_you_mean, machine_names
 from cuttle.server.cli.task_commands import check_raw, exit_status, raw_option, show_event, task
 
 SYNTAX = {"bash": 1, "python": 2, "sh": 3, "pwsh": 4}
@@ -119,8 +123,10 @@ def main(
 
 
 @main.group()
-def machine() -> None:
-    """Deployment targets (registered Tentacles)."""
+@click.pass_context
+def machine(ctx: click.Context) -> None:
+    """Deployment targets (registered Tentacles); server-wide, not per space."""
+    refuse_space(ctx, "machines")
 
 
 def _health_text(m: apb.Machine) -> str:
@@ -158,8 +164,14 @@ def machine_list(
 
     Health is unknown (not checked yet), healthy, unreachable (checks fail, since when; work
     still tries it) or unavailable (failing for the machine policy's unavailable_after_seconds;
-    work skips it).
+    work skips it). An --environment that does not exist is refused.
+
+    \b
+    Examples:
+      cuttle machine list
+      cuttle machine list --environment Production --role web-server --output json
     """
+    check_environments(ctx, environments, "--environment", "")
 
     async def work(conn: AdminConnection) -> list[apb.Machine]:
         machines: list[apb.Machine] = []
@@ -207,9 +219,27 @@ def machine_health_check(ctx: click.Context, names: tuple[str, ...], output: str
 
 @machine.command("remove")
 @click.argument("name")
+@yes_option
 @click.pass_context
-def machine_remove(ctx: click.Context, name: str) -> None:
-    """Remove a machine; its certificate is refused from now on."""
+def machine_remove(ctx: click.Context, name: str, yes: bool) -> None:
+    """Remove a machine; its certificate is refused from now on.
+
+    Asks first on a terminal; without one, --yes is needed.
+
+    \b
+    Example:
+      cuttle machine remove web-03 --yes
+    """
+    known = run_call(ctx, machine_names)
+    if name.casefold() not in {n.casefold() for n in known}:
+        raise click.ClickException(
+            f"machine {name!r} was not found{did_you_mean(name, known)} [not_found]"
+        )
+    confirm(
+        f"remove machine {name}",
+        ["stop trusting its certificate (it must register again to get work)"],
+        yes=yes,
+    )
 
     async def work(conn: AdminConnection) -> None:
         await conn.stub.RemoveMachine(
@@ -289,8 +319,10 @@ def machine_update(
 
 
 @main.group()
-def script() -> None:
-    """Run ad-hoc scripts on machines."""
+@click.pass_context
+def script(ctx: click.Context) -> None:
+    """Run ad-hoc scripts on machines (server-wide, not per space)."""
+    refuse_space(ctx, "machines (and so ad-hoc scripts)")
 
 
 @script.command("run")
@@ -371,6 +403,7 @@ def script_run(
         raise click.UsageError("no script given: pass it after -- or with --file")
     if isolation != "full" and (mutex or isolation_timeout):
         raise click.UsageError("--mutex and --isolation-timeout need --isolation full")
+    check_environments(ctx, environments, "--environment", "")
     request_vars = [
         tpb.Variable(name=name, value=value, sensitive=secret)
         for name, value, secret in script_variables(variables, sensitive)
@@ -438,3 +471,4 @@ main.add_command(node)
 main.add_command(package)
 main.add_command(login)
 main.add_command(logout)
+main.add_command(completion)

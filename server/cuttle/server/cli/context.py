@@ -15,6 +15,7 @@ from rich.console import Console
 from cuttle.server.cli.connection import AdminConnection, ServerAddress, describe, parse_server
 from cuttle.server.cli.json_output import message_json
 from cuttle.server.cli.profiles import ConnectionChoice
+from cuttle.server.cli.suggest import suggestion
 
 T = TypeVar("T")
 console = Console()
@@ -26,27 +27,38 @@ def run_call(ctx: click.Context, work: Callable[[AdminConnection], Awaitable[T]]
     choice: ConnectionChoice = ctx.obj["connection"]
     settings = choice.resolve()
     address = parse_server(settings.server, settings.server_thumbprint, settings.api_key)
-    return run_at(address, bool(ctx.obj["debug"]), work)
+    space = str(ctx.params.get("space") or (ctx.find_root().obj or {}).get("space", ""))
+    return run_at(address, bool(ctx.obj["debug"]), work, space=space)
 
 
 def run_at(
-    address: ServerAddress, debug: bool, work: Callable[[AdminConnection], Awaitable[T]]
+    address: ServerAddress,
+    debug: bool,
+    work: Callable[[AdminConnection], Awaitable[T]],
+    *,
+    space: str = "",
 ) -> T:
-    """Run work on a connection to the given server; a failed call becomes a clean CLI error."""
+    """Run work on a connection to the given server; a failed call becomes a clean CLI error.
+
+    A name the server could not find gets a "did you mean" when one close to it exists.
+    """
 
     async def go() -> T:
         conn = AdminConnection(address)
         try:
             return await work(conn)
+        except grpc.aio.AioRpcError as exc:
+            if debug:
+                raise
+            text = describe(exc)
+            hint = await suggestion(conn, exc, space)
+            # Keep the error kind ("[not_found]") last, where scripts and people look for it.
+            at = text.rfind(" [") if text.endswith("]") else len(text)
+            raise click.ClickException(text[:at] + hint + text[at:]) from None
         finally:
             await conn.close()
 
-    try:
-        return asyncio.run(go())
-    except grpc.aio.AioRpcError as exc:
-        if debug:
-            raise
-        raise click.ClickException(describe(exc)) from None
+    return asyncio.run(go())
 
 
 def format_ms(value: int) -> str:

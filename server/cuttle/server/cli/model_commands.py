@@ -18,6 +18,9 @@ import grpc
 from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.apply_diff import value_change_json, value_change_line
+from cuttle.server.cli.channel_commands import channel
+from cuttle.server.cli.confirm import confirm, with_consequences, yes_option
 from cuttle.server.cli.connection import (
     AdminConnection,
     check_request_size,
@@ -32,6 +35,7 @@ from cuttle.server.cli.context import (
     space_option,
 )
 from cuttle.server.cli.dashboard_commands import dashboard
+from cuttle.server.cli.dependents import document_dependents
 from cuttle.server.cli.deploy_commands import deploy, interruption, promote
 from cuttle.server.cli.json_output import (
     listing_output,
@@ -41,9 +45,14 @@ from cuttle.server.cli.json_output import (
     text_output,
     time_or_none,
 )
+from cuttle.server.cli.name_checks import check_category
 from cuttle.server.cli.process_commands import process
 from cuttle.server.cli.release_commands import release, runbook
+from cuttle.server.cli.set_keys import SchemaHelpCommand, apply_settings
 from cuttle.server.cli.space_commands import space
+from cuttle.server.cli.tenant_commands import tenant_tag
+from cuttle.server.cli.update_commands import update_command
+from cuttle.server.cli.variable_commands import variable_delete, variable_list
 from cuttle.server.model import bounded_yaml, files
 from cuttle.server.model import documents as d
 from cuttle.server.model.kinds import KINDS, Kind, kind
@@ -60,6 +69,9 @@ def register(main: click.Group) -> None:
     for document_kind in KINDS:
         main.add_command(_kind_group(document_kind))
     main.add_command(variable)
+    variable.add_command(variable_list)
+    variable.add_command(variable_delete)
+    main.add_command(channel)
     main.add_command(api_key)
     main.add_command(release)
     main.add_command(process)
@@ -102,6 +114,7 @@ def register(main: click.Group) -> None:
 )
 @space_option
 @text_output
+@yes_option
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -112,6 +125,7 @@ def apply(
     prune_kinds: tuple[str, ...],
     space: str,
     output: str,
+    yes: bool,
 ) -> None:
     """Make the server match YAML files: create or update what they declare, all or nothing.
 
@@ -124,7 +138,8 @@ def apply(
 
     With --prune, documents of a kind the files declare (or --prune-kind names) that the files
     do not list are deleted too, in the same transaction; the Default Lifecycle and Default
-    Project Group never are.
+    Project Group never are. What would be deleted is listed and asked about first on a
+    terminal; without one, --yes is needed.
     """
     if prune_kinds and not prune:
         raise click.UsageError("--prune-kind needs --prune")
@@ -170,6 +185,8 @@ def apply(
             ctx.exit(EXIT_FILE_PROBLEMS)
         return response
 
+    if prune and not dry_run and not yes:
+        _confirm_prune(ctx, request)
     response = run_call(ctx, work)
     changed = [c for c in response.changes if c.action != "unchanged"]
     if output == "json":
@@ -182,6 +199,7 @@ def apply(
                         "kind": c.kind,
                         "name": c.name,
                         "changed_paths": list(c.changed_paths),
+                        "values": [value_change_json(v) for v in c.values],
                     }
                     for c in response.changes
                 ],
@@ -196,8 +214,10 @@ def apply(
         for change in changed:
             label = change.kind.replace("_", " ")
             console.print(f"{verb[change.action]} {label} {change.name}", highlight=False)
+            shown = {v.path: v for v in change.values}
             for path in change.changed_paths:
-                console.print(f"    ~ {path}", highlight=False)
+                line = value_change_line(shown[path]) if path in shown else f"~ {path}"
+                console.print(f"    {line}", highlight=False, soft_wrap=True)
         unchanged = len(response.changes) - len(changed)
         deleted = sum(1 for c in changed if c.action == "delete")
         summary = "would change" if dry_run else "changed"
@@ -205,6 +225,27 @@ def apply(
         console.print(f"{len(changed)} {summary}{of_which}, {unchanged} unchanged", highlight=False)
     if dry_run and exit_code and changed:
         ctx.exit(EXIT_CHANGES)
+
+
+def _confirm_prune(ctx: click.Context, request: mpb.ApplyRequest) -> None:
+    """Ask before an apply deletes: a dry run first says what the prune would take."""
+    dry = mpb.ApplyRequest()
+    dry.CopyFrom(request)
+    dry.dry_run = True
+
+    async def deletions(conn: AdminConnection) -> list[str]:
+        try:
+            response: mpb.ApplyResponse = await conn.model.Apply(dry, metadata=conn.metadata)
+        except grpc.aio.AioRpcError:
+            # The real apply reports the problem, located in the files.
+            return []
+        return [
+            f"{c.kind.replace('_', ' ')} {c.name}" for c in response.changes if c.action == "delete"
+        ]
+
+    going = run_call(ctx, deletions)
+    if going:
+        confirm(f"apply and delete {len(going)} document(s): {', '.join(going)}", yes=False)
 
 
 def _largest_sources(request: mpb.ApplyRequest, loaded: files.LoadedFiles) -> str:
@@ -257,7 +298,12 @@ def export(
 @click.option("--kind", default="", help="Only changes to this kind.")
 @click.option("--name", default="", help="Only changes to the document with this name.")
 @click.option("--actor", default="", help="Only changes by this user or key.")
-@click.option("--category", default="", help="created, modified or deleted.")
+@click.option(
+    "--category",
+    default="",
+    help="created, modified, deleted, deployed, script run, machine removed... (an unknown "
+    "one is refused).",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @space_option
 @listing_output
@@ -275,8 +321,11 @@ def events(
     """The audit trail: who changed what and when, newest first.
 
     \b
+    Examples:
       cuttle events --kind project --name Web
+      cuttle events --kind machine --category "machine removed" --output json
     """
+    check_category(category)
 
     async def work(conn: AdminConnection) -> mpb.ListEventsResponse:
         response: mpb.ListEventsResponse = await conn.model.ListEvents(
@@ -330,12 +379,19 @@ def _kind_or_usage(name: str) -> Kind:
 
 def _kind_group(document_kind: Kind) -> click.Group:
     label = document_kind.label
+    group_name = document_kind.name.replace("_", "-")
+    plural = document_kind.plural.replace("_", " ")
     group = click.Group(
-        document_kind.name.replace("_", "-"),
-        help=f"{document_kind.plural.replace('_', ' ').capitalize()}: list, show, create, delete.",
+        group_name,
+        help=f"{plural.capitalize()}: list, show, create, update, delete.",
     )
 
-    @group.command("list")
+    @group.command(
+        "list",
+        help=f"List the {plural} of the space: name, description, last change.",
+        epilog=f"\b\nExamples:\n  cuttle {group_name} list\n"
+        f"  cuttle {group_name} list --name-contains web --output json",
+    )
     @click.option("--name-contains", default="", help="Only names containing this.")
     @space_option
     @listing_output
@@ -370,7 +426,12 @@ def _kind_group(document_kind: Kind) -> click.Group:
             table.add_row(doc.name, spec.get("description", ""), format_ms(doc.updated_unix_ms))
         console.print(table)
 
-    @group.command("show")
+    @group.command(
+        "show",
+        help=f"Show a {label} as YAML (the form `cuttle apply` takes), or JSON.",
+        epilog=f"\b\nExamples:\n  cuttle {group_name} show NAME\n"
+        f"  cuttle {group_name} show NAME --output json",
+    )
     @click.argument("name")
     @space_option
     # A document's own form is YAML that `cuttle apply` takes back; there is no table of it.
@@ -384,11 +445,20 @@ def _kind_group(document_kind: Kind) -> click.Group:
             spec = document_kind.model.model_validate_json(doc.spec_json)
             click.echo(files.dump([(document_kind, spec)]), nl=False)
 
-    @group.command("delete")
+    @group.command(
+        "delete",
+        help=f"Delete a {label} that nothing uses any more (what uses it is named), "
+        "after saying what goes with it and asking (--yes without a terminal).",
+        epilog=f"\b\nExample:\n  cuttle {group_name} delete NAME --yes",
+    )
     @click.argument("name")
     @space_option
+    @yes_option
     @click.pass_context
-    def delete_command(ctx: click.Context, name: str, space: str) -> None:
+    def delete_command(ctx: click.Context, name: str, space: str, yes: bool) -> None:
+        goes = run_call(ctx, lambda conn: document_dependents(conn, space, document_kind, name))
+        confirm(f"delete {label} {name}", goes, yes=yes)
+
         async def work(conn: AdminConnection) -> None:
             await conn.model.DeleteDocument(
                 mpb.DeleteDocumentRequest(space=space, kind=document_kind.name, name=name),
@@ -396,17 +466,23 @@ def _kind_group(document_kind: Kind) -> click.Group:
             )
 
         run_call(ctx, work)
-        err_console.print(f"deleted {label} {name}", highlight=False)
+        err_console.print(with_consequences(f"deleted {label} {name}", goes), highlight=False)
 
-    @group.command("create")
+    @group.command(
+        "create",
+        cls=SchemaHelpCommand,
+        help=f"Create a {label} from options, --set fields or a file.",
+        schema_model=document_kind.model,
+        example=f"cuttle {group_name} create NAME [--set FIELD=VALUE] [-f spec.yaml]",
+    )
     @click.argument("name")
     @click.option("--description", default="")
     @click.option(
         "--set",
         "settings",
         multiple=True,
-        metavar="FIELD=JSON",
-        help="Set a field; the value is JSON, or text when it is not JSON (repeatable).",
+        metavar="FIELD=VALUE",
+        help="Set a field (repeatable); the keys are listed below.",
     )
     @click.option(
         "-f",
@@ -429,14 +505,7 @@ def _kind_group(document_kind: Kind) -> click.Group:
         data["name"] = name
         if description:
             data["description"] = description
-        for setting in settings:
-            field, sep, raw = setting.partition("=")
-            if not sep or not field:
-                raise click.UsageError(f"--set {setting!r}: expected FIELD=VALUE")
-            try:
-                data[field] = json.loads(raw)
-            except ValueError:
-                data[field] = raw
+        apply_settings(data, settings, document_kind.model)
 
         request = mpb.CreateDocumentRequest(
             space=space, kind=document_kind.name, spec_json=json.dumps(data)
@@ -454,12 +523,11 @@ def _kind_group(document_kind: Kind) -> click.Group:
         run_call(ctx, work)
         err_console.print(f"created {label} {name}", highlight=False)
 
-    create_command.help = (
-        f"Create a {label}.\n\n\b\n  cuttle {group.name} create NAME "
-        "[--set field=value] [-f spec.yaml]"
-    )
+    group.add_command(update_command(document_kind))
     if document_kind.name == "environment":
         group.add_command(_environment_reorder)
+    if document_kind.name == "tenant":
+        group.add_command(tenant_tag)
     return group
 
 
@@ -668,7 +736,12 @@ def api_key_create(
 @listing_output
 @click.pass_context
 def api_key_list(ctx: click.Context, user: str, space: str, output: str) -> None:
-    """Keys with their prefixes (never their secrets)."""
+    """Keys with their prefixes (never their secrets).
+
+    \b
+    Example:
+      cuttle api-key list --user alice
+    """
 
     async def work(conn: AdminConnection) -> mpb.ListApiKeysResponse:
         keys: mpb.ListApiKeysResponse = await conn.access.ListApiKeys(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -12,6 +12,8 @@ from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import console, err_console, run_call, space_option
 from cuttle.server.cli.json_output import listing_output, print_data
+from cuttle.server.cli.process_actions import action_options, build_action
+from cuttle.server.cli.process_actions import register as register_actions
 from cuttle.server.model import documents as d
 
 project_option = click.option("--project", required=True, help="The project.")
@@ -20,6 +22,9 @@ project_option = click.option("--project", required=True, help="The project.")
 @click.group()
 def process() -> None:
     """A project's deployment process: ordered steps, each with one or more actions."""
+
+
+register_actions(process)
 
 
 async def _read(conn: AdminConnection, space: str, project: str) -> tuple[mpb.Document, d.Project]:
@@ -49,7 +54,12 @@ async def _write(conn: AdminConnection, space: str, doc: mpb.Document, project: 
 @listing_output
 @click.pass_context
 def process_list(ctx: click.Context, project: str, space: str, output: str) -> None:
-    """The steps and their actions, in order."""
+    """The steps and their actions, in order, with start trigger, condition and window.
+
+    \b
+    Example:
+      cuttle process list --project Web
+    """
     _, spec = run_call(ctx, lambda conn: _read(conn, space, project))
     if output != "table":
         print_data(spec.process.model_dump(mode="json", exclude_defaults=True), output)
@@ -72,19 +82,7 @@ def process_list(ctx: click.Context, project: str, space: str, output: str) -> N
 @project_option
 @click.option("--name", required=True, help="Step name (also its first action's name).")
 @click.option("--target-tag", "target_tags", multiple=True, help="Run on machines with this tag.")
-@click.option(
-    "--type",
-    "action_type",
-    type=click.Choice(["run_script", "health_check", "manual_intervention"]),
-    default="run_script",
-    show_default=True,
-)
-@click.option("--syntax", type=click.Choice(["bash", "python", "sh", "pwsh"]), default="bash")
-@click.option("--script", "body", default=None, help="Inline script body.")
-@click.option(
-    "--script-file", type=click.Path(path_type=Path, dir_okay=False), help="Script from a file."
-)
-@click.option("--instructions", default="", help="For manual_intervention steps.")
+@action_options
 @click.option("--with-previous", is_flag=True, help="Start together with the previous step.")
 @click.option(
     "--condition",
@@ -99,40 +97,34 @@ def process_list(ctx: click.Context, project: str, space: str, output: str) -> N
 @click.pass_context
 def add_step(
     ctx: click.Context,
+    /,
     project: str,
     name: str,
     target_tags: tuple[str, ...],
-    action_type: str,
-    syntax: str,
-    body: str | None,
-    script_file: Path | None,
-    instructions: str,
     with_previous: bool,
     condition: str,
     condition_expression: str,
     window_size: int | None,
     position: int | None,
     space: str,
+    **options: Any,
 ) -> None:
-    """Add a step with one action.
+    """Add a step with one action (add more with `cuttle process add-action`).
+
+    The action options (--environment, --exclude-environment, --channel, --tenant-tag,
+    --retries, --machine-condition, --property) scope and tune the step's first action.
 
     \b
+    Examples:
       cuttle process add-step --project Web --name "Deploy" --target-tag web-server \\
-          --script 'echo deploying #{Octopus.Release.Number}'
+          --script 'echo deploying #{Octopus.Release.Number}' --window-size 2
       cuttle process add-step --project Web --name Approve --type manual_intervention \\
-          --instructions "Check the dashboards"
+          --instructions "Check the dashboards" --environment Production
+      cuttle process add-step --project Web --name Notify --condition always --with-previous \\
+          --script 'echo done'
     """
-    if script_file is not None:
-        if body is not None:
-            raise click.UsageError("give --script or --script-file, not both")
-        body = script_file.read_text(encoding="utf-8")
+    action = build_action(name, options)
     try:
-        action = d.Action(
-            name=name,
-            type=action_type,  # type: ignore[arg-type]  # click.Choice limits it
-            script=d.Script(syntax=syntax, body=body) if action_type == "run_script" else None,  # type: ignore[arg-type]
-            instructions=instructions,
-        )
         step = d.Step(
             name=name,
             target_tags=list(target_tags),
@@ -165,7 +157,12 @@ def add_step(
 @space_option
 @click.pass_context
 def remove_step(ctx: click.Context, project: str, name: str, space: str) -> None:
-    """Remove a step (and its actions)."""
+    """Remove a step (and its actions).
+
+    \b
+    Example:
+      cuttle process remove-step --project Web --name Notify
+    """
 
     async def work(conn: AdminConnection) -> None:
         doc, spec = await _read(conn, space, project)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
+from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import (
     console,
@@ -113,7 +114,12 @@ def release_create(
 def release_list(
     ctx: click.Context, project: str, channel: str, limit: int, space: str, output: str
 ) -> None:
-    """A project's releases, newest first."""
+    """A project's releases, newest first.
+
+    \b
+    Example:
+      cuttle release list --project Web --channel Hotfix
+    """
 
     async def work(conn: AdminConnection) -> list[mpb.Release]:
         found: list[mpb.Release] = []
@@ -152,7 +158,12 @@ def release_list(
 @listing_output
 @click.pass_context
 def release_show(ctx: click.Context, project: str, version: str, space: str, output: str) -> None:
-    """A release and its snapshot (sensitive values are never shown)."""
+    """A release and its snapshot (sensitive values are never shown).
+
+    \b
+    Example:
+      cuttle release show --project Web --release 1.4.0 --output json
+    """
 
     async def work(conn: AdminConnection) -> mpb.Release:
         found: mpb.Release = await conn.releases.GetRelease(
@@ -257,9 +268,16 @@ def release_update_variables(ctx: click.Context, project: str, version: str, spa
 @project_option
 @release_option
 @space_option
+@yes_option
 @click.pass_context
-def release_delete(ctx: click.Context, project: str, version: str, space: str) -> None:
-    """Delete a release and its deployment history."""
+def release_delete(ctx: click.Context, project: str, version: str, space: str, yes: bool) -> None:
+    """Delete a release and its deployment history (asks first; --yes without a terminal).
+
+    \b
+    Example:
+      cuttle release delete --project Web --release 1.4.0 --yes
+    """
+    confirm(f"delete release {version} of {project}", ["its deployment history"], yes=yes)
 
     async def work(conn: AdminConnection) -> None:
         await conn.releases.DeleteRelease(

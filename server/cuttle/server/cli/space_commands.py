@@ -7,6 +7,7 @@ from rich.table import Table
 
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
+from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection
 from cuttle.server.cli.context import console, err_console, format_ms, run_call
 from cuttle.server.cli.json_output import listing_output, message_json, print_data
@@ -46,7 +47,12 @@ def space_create(ctx: click.Context, name: str) -> None:
 @listing_output
 @click.pass_context
 def space_list(ctx: click.Context, output: str) -> None:
-    """Every space."""
+    """Every space.
+
+    \b
+    Example:
+      cuttle space list --output json
+    """
 
     async def work(conn: AdminConnection) -> mpb.ListSpacesResponse:
         return await _stub(conn).ListSpaces(mpb.ListSpacesRequest(), metadata=conn.metadata)
@@ -80,9 +86,23 @@ def space_rename(ctx: click.Context, name: str, new_name: str) -> None:
 
 @space.command("delete")
 @click.argument("name")
+@yes_option
 @click.pass_context
-def space_delete(ctx: click.Context, name: str) -> None:
-    """Delete a space that holds nothing but what it started with."""
+def space_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete a space that holds nothing but what it started with.
+
+    Asks first on a terminal; without one, --yes is needed. A space that still holds more is
+    refused, with what is left.
+
+    \b
+    Example:
+      cuttle space delete Team-B --yes
+    """
+    confirm(
+        f"delete space {name}",
+        ["its audit trail, Default Lifecycle and Default Project Group"],
+        yes=yes,
+    )
 
     async def work(conn: AdminConnection) -> None:
         await _stub(conn).DeleteSpace(mpb.DeleteSpaceRequest(name=name), metadata=conn.metadata)

@@ -226,7 +226,12 @@ def _duration(t: apb.Task, now_ms: int) -> str:
 @listing_output
 @click.pass_context
 def task_show(ctx: click.Context, task_id: str, output: str) -> None:
-    """A task and each machine's result; TASK_ID may be any unique prefix of the id."""
+    """A task and each machine's result; TASK_ID may be any unique prefix of the id.
+
+    \b
+    Example:
+      cuttle task show 3f2a
+    """
 
     async def work(conn: AdminConnection) -> apb.Task:
         return await conn.stub.GetTask(

@@ -25,6 +25,7 @@ from cuttle.server.domain.task_states import NodeKind, NodeState
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
+from cuttle.server.model.kinds import kind
 from cuttle.server.model.library_set_ties import variable_value
 from cuttle.server.model.releases import Releases
 from cuttle.server.model.repository import ModelRepository
@@ -145,6 +146,14 @@ def prepare_runbook(
         raise NotFound(f"no project named {request.project!r}")
     snapshots = snapshot_store.list_for(session, project_id, request.runbook)
     if not snapshots:
+        # A runbook that does not exist is a wrong name, not one waiting to be published.
+        project = repo.get(kind("project"), request.project).spec
+        names = [r.name for r in project.runbooks] if isinstance(project, d.Project) else []
+        if request.runbook.casefold() not in {n.casefold() for n in names}:
+            raise NotFound(
+                f"project {request.project!r} has no runbook {request.runbook!r} "
+                f"(it has: {', '.join(names) or 'none'})"
+            )
         raise FailedPrecondition(
             f"runbook {request.runbook!r} of {request.project} has no published snapshot: "
             "publish it with `cuttle runbook publish` first"

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 from cuttle.server.encryption import Encryptor
 from cuttle.server.errors import FailedPrecondition, NotFound, ValidationFailed
 from cuttle.server.model import documents as d
-from cuttle.server.model.diff import changed_paths
+from cuttle.server.model.diff import MISSING, FieldChange, changes
 from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS, Kind, kind
 from cuttle.server.model.library_set_ties import LibrarySetTies, Saved
 from cuttle.server.model.problems import validation_problems
 from cuttle.server.model.references import Path, format_path, map_references, references
+from cuttle.server.model.tenant_tags import tags_of, unknown_tags, uses_tenant_tags
 from cuttle.server.store import documents as store
 from cuttle.server.store import errors as store_errors
 from cuttle.server.store import events
@@ -54,6 +55,8 @@ class Change:
     kind: str
     name: str
     paths: tuple[str, ...] = ()
+    # An update's changed paths with their values (sensitive ones without).
+    values: tuple[FieldChange, ...] = ()
 
 
 def parse_spec(document_kind: Kind, data: Any, prefix: str = "") -> d.Document:
@@ -77,6 +80,9 @@ class ModelRepository:
         # Names of documents an apply is about to create, for references to them before they
         # exist in the table.
         self._planned_names: dict[str, str] = {}
+        # Tag sets an apply is about to write (name key -> (name, tags)), for tenant tags that
+        # name them before they are stored.
+        self._planned_tag_sets: dict[str, tuple[str, list[str]]] = {}
 
     @property
     def session(self) -> Session:
@@ -249,6 +255,11 @@ class ModelRepository:
             if record is None:
                 planned[key] = _new_id()
                 self._planned_names[planned[key]] = spec.name
+        self._planned_tag_sets = {
+            store.name_key(spec.name): (spec.name, list(spec.tags))
+            for _, spec in items
+            if isinstance(spec, d.TagSet)
+        }
         # Map every document before writing any, so that all unknown references are reported
         # together and a document may refer to one declared later in the same file.
         sealed: list[tuple[d.Document, list[tuple[str, str]]]] = []
@@ -405,10 +416,20 @@ class ModelRepository:
             expected_revision=expected_revision,
         )
         after = self._stored(document_kind, updated)
-        paths = changed_paths(_dump(before.spec), _dump(after.spec))
-        if not paths:
-            # Only a sensitive value changed: say where without saying what.
-            paths = changed_paths(record.body, body)
+        values = [
+            FieldChange(c.path, MISSING, MISSING, True) if c.sensitive else c
+            for c in changes(_dump(before.spec), _dump(after.spec))
+        ]
+        # A sensitive value reads as null on both sides: its change shows only in the stored
+        # bodies (ciphertexts). Say where it changed without saying what.
+        seen = {c.path for c in values}
+        raw = changes(record.body, body)
+        values += [
+            FieldChange(c.path, MISSING, MISSING, True)
+            for c in raw
+            if c.path not in seen and (c.sensitive or not values)
+        ]
+        paths = [c.path for c in values]
         self._audit(
             "modified",
             document_kind,
@@ -419,7 +440,7 @@ class ModelRepository:
             after=_dump(after.spec),
             paths=paths,
         )
-        return after, Change("update", document_kind.name, spec.name, tuple(paths))
+        return after, Change("update", document_kind.name, spec.name, tuple(paths), tuple(values))
 
     def _seal(
         self,
@@ -453,11 +474,23 @@ class ModelRepository:
             return target
 
         mapped = map_references(spec, to_id)
+        if uses_tenant_tags(spec):
+            known = self._known_tenant_tags()
+            problems.extend((prefix + p, m) for p, m in unknown_tags(spec, known))
         existing = document_kind.model.model_validate(record.body) if record else None
         mapped = self._seal_secrets(mapped, existing, prefix, problems)
         if problems:
             raise ValidationFailed(problems)
         return mapped, refs
+
+    def _known_tenant_tags(self) -> dict[str, str]:
+        """Every tenant tag the space's tag sets hold, counting those an apply will write."""
+        sets = {
+            store.name_key(r.name): (r.name, list(r.body.get("tags", [])))
+            for r in store.all_of_kind(self._session, self.space.id, "tag_set")
+        }
+        sets.update(self._planned_tag_sets)
+        return tags_of(dict(sets.values()))
 
     def _seal_secrets(
         self,

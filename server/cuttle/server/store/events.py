@@ -10,11 +10,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cuttle.server.domain.audit import CATEGORIES
 from cuttle.server.store.models import Event
 from cuttle.server.store.paging import check_page_size, newest_first, next_token
 from cuttle.server.store.records import Page, now_ms
 
 MAX_PAGE_SIZE = 1000
+
 
 _id_lock = threading.Lock()
 _last_id_stamp = (0, 0)
@@ -81,6 +83,8 @@ def record(
     details: dict[str, Any],
 ) -> EventRecord:
     """Append an event in the caller's transaction, so it exists exactly when the change does."""
+    if category not in CATEGORIES:
+        raise ValueError(f"event category {category!r} is not one of domain.audit.CATEGORIES")
     occurred_ms = now_ms()
     row = Event(
         id=ordered_event_id(occurred_ms),
