@@ -244,3 +244,29 @@ def test_tar_gz_is_sent_as_a_delta_or_in_full_byte_identical(link: Link, tmp_pat
     outcome, lines = run_acquire(link, second)
     assert outcome.method in ("delta", "full"), lines
     assert cached_file(link, second.record.sha256).read_bytes() == v2.read_bytes()
+
+
+def test_a_delta_that_rebuilds_wrong_bytes_falls_back_to_the_full_file(
+    link: Link, tmp_path: Path
+) -> None:
+    v1, v2 = tmp_path / "jobs.1.0.0.zip", tmp_path / "jobs.1.0.1.zip"
+    make_zip(v1, files=40, file_size=20_000, changed=set(), seed=11)
+    make_zip(v2, files=40, file_size=20_000, changed={5}, seed=11)
+    run_acquire(link, stored(v1, "jobs", "1.0.0"))
+
+    def tamper_with_delta(request: pb.PackageChunkRequest) -> bytes | None:
+        if request.transfer_id.endswith("-full"):
+            return None
+        # Consistent with its own SHA-256, so only the whole file's hash can catch it.
+        request.data = request.data[:-1] + bytes([request.data[-1] ^ 0x01])
+        request.sha256 = hashlib.sha256(request.data).hexdigest()
+        return request.SerializeToString()
+
+    faulty = FaultyTransport(link.client.transport, tamper_with_delta)
+    second = stored(v2, "jobs", "1.0.1")
+    outcome, lines = run_acquire(link, second, TentacleClient(faulty))
+    assert outcome.method == "full", lines
+    assert "the machine refused the rebuilt file" in outcome.fallback_reason
+    assert any("sending the full file instead" in line for line in lines), lines
+    assert cached_file(link, second.record.sha256).read_bytes() == v2.read_bytes()
+    assert not list((link.tentacle.home / "files" / "packages" / "incoming").iterdir())
