@@ -8,9 +8,11 @@ that will call `acquire` is not built yet, so the tests call it directly with a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
+import multiprocessing
 import random
 import tarfile
 import zipfile
@@ -264,7 +266,11 @@ def test_a_delta_that_rebuilds_wrong_bytes_falls_back_to_the_full_file(
 
     faulty = FaultyTransport(link.client.transport, tamper_with_delta)
     second = stored(v2, "jobs", "1.0.1")
-    outcome, lines = run_acquire(link, second, TentacleClient(faulty))
+    # The delta is built in another process here, as a server may choose to (CPU-bound work).
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        outcome, lines = run_acquire(link, second, TentacleClient(faulty), executor=pool)
     assert outcome.method == "full", lines
     assert "the machine refused the rebuilt file" in outcome.fallback_reason
     assert any("sending the full file instead" in line for line in lines), lines

@@ -43,7 +43,7 @@ MAX_RESUMES = 10
 MAX_CHUNK_RESENDS = 5
 # A signature larger than this is refused (about 44 bytes per block of at least 8 KiB: this is
 # the signature of a package far larger than any feed holds).
-MAX_SIGNATURE_BYTES = 256 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
 
 
 class PackageAcquisitionFailed(ServerError):
@@ -179,7 +179,7 @@ async def _send_delta(
     try:
         try:
             ends = await loop.run_in_executor(
-                executor, _write_delta, signature, package, spool, chunk_size
+                executor, write_delta, raw, package.path, spool.name, chunk_size
             )
         except (delta.DeltaError, OSError) as exc:
             raise _FallBack(f"the delta could not be built: {exc}") from exc
@@ -202,8 +202,11 @@ async def _send_delta(
             lambda index: _read_at(spool, starts[index], ends[index] - starts[index]),
         )
     except AgentRejected as exc:
-        if exc.kind == "disk_full":
+        raise _FallBack(str(exc)) from exc
+    except PackageAcquisitionFailed as exc:
+        if exc.kind != "disk_full":
             raise
+        # The delta and the rebuilt file side by side need more room than the file alone.
         raise _FallBack(str(exc)) from exc
     finally:
         await asyncio.to_thread(spool.close)
@@ -212,18 +215,20 @@ async def _send_delta(
     return total
 
 
-def _write_delta(
-    signature: delta.Signature, package: StoredPackage, spool: IO[bytes], chunk_size: int
-) -> list[int]:
-    """Encode the delta into the spool file; returns where each wire chunk ends."""
+def write_delta(signature: bytes, package: Path, spool: str, chunk_size: int) -> list[int]:
+    """Encode the delta of `package` against a signature into the file `spool` (overwritten).
+
+    Returns where each wire chunk ends. Takes and returns plain values so that a process pool
+    can run it: building a delta is CPU-bound, and a thread would hold the event loop's GIL.
+    """
     ends: list[int] = []
     at = 0
-    with package.open() as new:
-        for chunk in delta.encode_ops(delta.delta(signature, new), chunk_size):
-            spool.write(chunk)
+    parsed = delta.Signature.from_bytes(signature)
+    with package.open("rb") as new, open(spool, "wb") as out:
+        for chunk in delta.encode_ops(delta.delta(parsed, new), chunk_size):
+            out.write(chunk)
             at += len(chunk)
             ends.append(at)
-    spool.flush()
     return ends
 
 
@@ -327,11 +332,15 @@ class _Sender:
                     ) from exc
                 if exc.kind != "failed_precondition" or begin.basis_sha256:
                     raise
-                # The transfer was dropped on the agent (it restarted): begin it again.
+                # The transfer was dropped on the agent (it restarted, or another acquisition
+                # of the same package finished it): done if it is cached now, else begin again.
                 resumes += 1
                 if resumes > MAX_RESUMES:
                     raise
                 await self.package_log(f"{begin.package_id} {begin.version}: {exc}")
+                lookup = await self.client.find_package(begin.sha256, begin.package_id)
+                if lookup.cached:
+                    return ""
 
     async def _lost(self, exc: AgentError, index: int | None = None) -> None:
         where = f" at chunk {index}" if index is not None else ""
