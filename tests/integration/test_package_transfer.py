@@ -8,6 +8,7 @@ that will call `acquire` is not built yet, so the tests call it directly with a 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import io
@@ -15,6 +16,7 @@ import json
 import multiprocessing
 import random
 import tarfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,4 +277,38 @@ def test_a_delta_that_rebuilds_wrong_bytes_falls_back_to_the_full_file(
     assert "the machine refused the rebuilt file" in outcome.fallback_reason
     assert any("sending the full file instead" in line for line in lines), lines
     assert cached_file(link, second.record.sha256).read_bytes() == v2.read_bytes()
+    assert not list((link.tentacle.home / "files" / "packages" / "incoming").iterdir())
+
+
+def test_a_tentacle_restarted_mid_transfer_gets_the_whole_package_again(
+    link: Link, tmp_path: Path
+) -> None:
+    path = tmp_path / "batch.4.0.0.zip"
+    path.write_bytes(random.Random(6).randbytes(24 * CHUNK))  # noqa: S311
+    package = stored(path, "batch", "4.0.0")
+    killed = threading.Event()
+
+    def kill_at_ten(request: pb.PackageChunkRequest) -> None:
+        if request.index == 10 and not killed.is_set():
+            assert link.tentacle.process is not None
+            link.tentacle.process.kill()  # a crash: what it had received is not trusted
+            killed.set()
+
+    faulty = FaultyTransport(link.client.transport, kill_at_ten)
+    lines: list[str] = []
+
+    async def log(line: str) -> None:
+        lines.append(line)
+
+    running = asyncio.run_coroutine_threadsafe(
+        acquire(TentacleClient(faulty), package, log, chunk_size=CHUNK), link.loop.loop
+    )
+    assert killed.wait(60)
+    link.tentacle.start()
+    outcome = running.result(120)
+    assert outcome.method == "full"
+    assert any("lost at chunk 10" in line for line in lines), lines
+    assert any("no longer holds the 10 chunks" in line for line in lines), lines
+    assert faulty.chunks_sent[-24:] == list(range(24))
+    assert cached_file(link, package.record.sha256).read_bytes() == path.read_bytes()
     assert not list((link.tentacle.home / "files" / "packages" / "incoming").iterdir())

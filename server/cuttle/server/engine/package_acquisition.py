@@ -295,7 +295,12 @@ class _Sender:
         while True:
             try:
                 state = await self.client.begin_package_transfer(begin)
-                if state.next_chunk:
+                if state.next_chunk == 0 and index > 0:
+                    await self.package_log(
+                        f"{begin.package_id} {begin.version}: {self.client.machine} no longer "
+                        f"holds the {index} chunks it had received (restarted?): starting over"
+                    )
+                elif state.next_chunk:
                     await self.package_log(
                         f"{begin.package_id} {begin.version}: resuming at chunk "
                         f"{state.next_chunk} of {count} ({state.received_bytes} bytes were "
