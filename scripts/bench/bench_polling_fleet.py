@@ -145,6 +145,8 @@ async def _driver(args: argparse.Namespace) -> int:
     from cuttle.tentacle.comms.polling import PollingClient, PollingSettings, PollingTarget
     from cuttle.tentacle.execution.manager import ScriptManager
     from cuttle.tentacle.files.transfer import UploadStore
+    from cuttle.tentacle.packages.cache import PackageCache, cache_root
+    from cuttle.tentacle.packages.receive import PackageReceiver
     from cuttle.tentacle.services.handlers import TentacleHandlers
 
     benchlib.raise_fd_limit()
@@ -166,6 +168,7 @@ async def _driver(args: argparse.Namespace) -> int:
     # not each keep a tickets folder, but each answers for its own certificate.
     manager = ScriptManager(home / "agent", use_cgroups=False)
     uploads = UploadStore(home / "agent" / "uploads")
+    packages = PackageReceiver(PackageCache(cache_root(home / "agent")))
     _emit(event="ready")
 
     loop = asyncio.get_running_loop()
@@ -204,6 +207,7 @@ async def _driver(args: argparse.Namespace) -> int:
                     handlers = TentacleHandlers(
                         manager,
                         uploads,
+                        packages,
                         thumbprint=identity.thumbprint,
                         comms_style="polling",
                         disk_path=str(home),

@@ -24,6 +24,8 @@ from cuttle.tentacle.execution.script_user import (
     workspaces_root,
 )
 from cuttle.tentacle.files.transfer import UploadStore
+from cuttle.tentacle.packages.cache import PackageCache, cache_root
+from cuttle.tentacle.packages.receive import PackageReceiver
 from cuttle.tentacle.services.handlers import TentacleHandlers
 
 log = structlog.get_logger(__name__)
@@ -55,9 +57,15 @@ class TentacleAgent:
                 )
         self._manager = ScriptManager(home.path, script_user=script_user, workspaces=workspaces)
         uploads = UploadStore(home.path / "uploads")
+        self.package_cache = PackageCache(
+            cache_root(home.path),
+            max_bytes=self._config.package_cache_max_bytes,
+            min_free_bytes=self._config.package_cache_min_free_bytes,
+        )
         self._handlers = TentacleHandlers(
             self._manager,
             uploads,
+            PackageReceiver(self.package_cache),
             thumbprint=self._identity.thumbprint,
             comms_style=self._config.comms_style,
             disk_path=str(home.path),

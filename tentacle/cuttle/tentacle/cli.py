@@ -9,6 +9,7 @@ import pwd
 import shutil
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,7 +54,8 @@ def default_home() -> str:
     return DEFAULT_HOME
 
 
-home_option = click.option(
+# Typed out: cli_package_cache imports it back, and mypy cannot infer through the cycle.
+home_option: Callable[[Callable[..., None]], Callable[..., None]] = click.option(
     "--home",
     type=click.Path(path_type=Path, file_okay=False),
     default=default_home,
@@ -603,3 +605,9 @@ def _identity(instance: InstanceHome) -> pki.Identity:
         return instance.identity()
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
+
+
+# Registered last: the package-cache commands use this module's options and errors.
+from cuttle.tentacle.cli_package_cache import package_cache  # noqa: E402
+
+main.add_command(package_cache)

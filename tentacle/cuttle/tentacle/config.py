@@ -3,8 +3,9 @@
 Layout of `<home>`: `tentacle.json` (this configuration), `key.pem` (owner-only) and
 `certificate.pem` (the identity), `ports.json` (bound port, written by `run`), `tentacle.lock`
 (held by the one `run` of this home, see home_lock), `tickets/` (script state and journals),
-`uploads/` (file transfers in progress). The home is 0700; with `run_scripts_as`, the scripts'
-workspaces live outside it, under `/var/lib/cuttle-tentacle-workspaces/` or `workspaces_dir`
+`uploads/` (file transfers in progress), `files/packages/` (the package cache, see
+packages/cache.py). The home is 0700; with `run_scripts_as`, the scripts' workspaces live
+outside it, under `/var/lib/cuttle-tentacle-workspaces/` or `workspaces_dir`
 (execution/script_user.py).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from cuttle.protocol import pki
 from cuttle.tentacle.execution.script_user import check_run_scripts_as
+from cuttle.tentacle.packages.cache import DEFAULT_MAX_BYTES, DEFAULT_MIN_FREE_BYTES
 
 CONFIG_FILE = "tentacle.json"
 KEY_FILE = "key.pem"
@@ -70,6 +72,11 @@ class TentacleConfig:
     # Where the workspaces of scripts run as another user live (they cannot enter the home);
     # "" means /var/lib/cuttle-tentacle-workspaces/<home name>-<hash of the home's path>.
     workspaces_dir: str = ""
+    # The package cache (<home>/files/packages): least recently used packages are evicted past
+    # this size, and a transfer is refused ("disk full") that would leave less than
+    # package_cache_min_free_bytes free on its disk.
+    package_cache_max_bytes: int = DEFAULT_MAX_BYTES
+    package_cache_min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
     def trusted_thumbprints(self) -> set[str]:
         """Thumbprints of the servers this Tentacle accepts."""
@@ -168,6 +175,9 @@ class InstanceHome:
         os.replace(tmp, self.path / PORTS_FILE)
 
 
+_BYTE_SIZES = ("package_cache_max_bytes", "package_cache_min_free_bytes")
+
+
 def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
@@ -193,7 +203,7 @@ def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
             raise ConfigError(f"{path}: {exc}") from exc
     if config.workspaces_dir and not Path(config.workspaces_dir).is_absolute():
         raise ConfigError(f"{path}: workspaces_dir must be an absolute path")
-    for key in ("port", "polling_connections"):
+    for key in ("port", "polling_connections", *_BYTE_SIZES):
         if key in raw:
             if not isinstance(raw[key], int) or raw[key] < 0:
                 raise ConfigError(f"{path}: {key} must be a non-negative integer")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +32,7 @@ from cuttle.server.comms.polling import HubSettings, PollingHub, polling_server
 from cuttle.server.comms.registry import Connections, MachineEndpoint
 from cuttle.tentacle.config import InstanceHome, ServerLink
 from tests.integration.harness.cluster import Process, Server, Tentacle, wait_for
+from tests.integration.harness.tcp_proxy import TcpProxy
 
 T = TypeVar("T")
 
@@ -122,6 +124,8 @@ class Link:
     comms: ServerComms
     client: TentacleClient
     loop: LoopThread
+    # Between the server half and the Tentacle when asked for: cut it to drop the connection.
+    proxy: TcpProxy | None = None
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Run a coroutine on the comms loop (where the client lives)."""
@@ -250,6 +254,13 @@ def _poll_in_process_server(home: Path, name: str, polling_port: int) -> None:
     instance.save(config)
 
 
+def _apply_settings(home: Path, settings: dict[str, Any]) -> None:
+    path = InstanceHome(home).config_path
+    raw = json.loads(path.read_text())
+    raw.update(settings)
+    path.write_text(json.dumps(raw))
+
+
 def _exited(tentacle: Tentacle) -> bool:
     process = tentacle.process
     if process is not None and not process.alive():
@@ -258,9 +269,21 @@ def _exited(tentacle: Tentacle) -> bool:
 
 
 @contextmanager
-def tentacle_link(root: Path, style: str, name: str = "contract-01") -> Iterator[Link]:
-    """A started `tentacle` of the given style and a connected TentacleClient; always torn down."""
+def tentacle_link(
+    root: Path,
+    style: str,
+    name: str = "contract-01",
+    *,
+    proxy: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Iterator[Link]:
+    """A started `tentacle` of the given style and a connected TentacleClient; always torn down.
+
+    With `proxy`, the connection runs through a TcpProxy (Link.proxy) the test can cut;
+    `settings` are written into the Tentacle's tentacle.json before it starts.
+    """
     procs: list[Process] = []
+    forwarder: TcpProxy | None = None
     server = Server(root / "server", procs)
     server.home.mkdir(parents=True, exist_ok=True)
     identity = pki.generate_identity("Cuttle test server", pki.SERVER_NAME)
@@ -271,10 +294,15 @@ def tentacle_link(root: Path, style: str, name: str = "contract-01") -> Iterator
     try:
         tentacle = Tentacle(name, root / name, style, server, procs)
         _configure(tentacle, server.home / CERTIFICATE_FILE)
+        if settings:
+            _apply_settings(tentacle.home, settings)
         certificate = (tentacle.home / "certificate.pem").read_text()
         thumbprint = pki.thumbprint_of_pem(certificate.encode())
         if style == "polling":
             port = loop.run(comms.start_polling())
+            if proxy:
+                forwarder = TcpProxy("127.0.0.1", port)
+                port = loop.run(forwarder.start())
             _poll_in_process_server(tentacle.home, name, port)
             # Trusted before it dials, as after registration.
             loop.run(comms.register(MachineEndpoint(name, style, "", thumbprint, certificate)))
@@ -287,14 +315,20 @@ def tentacle_link(root: Path, style: str, name: str = "contract-01") -> Iterator
         else:
             tentacle.start()
             endpoint = f"127.0.0.1:{tentacle.port}"
+            if proxy:
+                forwarder = TcpProxy("127.0.0.1", tentacle.port)
+                endpoint = f"127.0.0.1:{loop.run(forwarder.start())}"
             loop.run(
                 comms.register(MachineEndpoint(name, style, endpoint, thumbprint, certificate))
             )
         client = loop.run(comms.client(name))
-        yield Link(style, tentacle, comms, client, loop)
+        yield Link(style, tentacle, comms, client, loop, forwarder)
     finally:
         for proc in reversed(procs):
             proc.stop()
         with suppress(AssertionError):
             loop.run(comms.stop(), timeout=15)
+        if forwarder is not None:
+            with suppress(AssertionError):
+                loop.run(forwarder.stop(), timeout=15)
         loop.close()

@@ -746,3 +746,254 @@ class DownloadChunkResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadChunkResult: _TypeAlias = DownloadChunkResult  # noqa: Y015
+
+@_typing.final
+class FindPackageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    package_id: _builtins.str
+    """The package id whose latest cached version is offered as a delta basis."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        package_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["package_id", b"package_id", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPackageRequest: _TypeAlias = FindPackageRequest  # noqa: Y015
+
+@_typing.final
+class FindPackageResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CACHED_FIELD_NUMBER: _builtins.int
+    BASIS_SHA256_FIELD_NUMBER: _builtins.int
+    BASIS_VERSION_FIELD_NUMBER: _builtins.int
+    BASIS_SIZE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_SIZE_FIELD_NUMBER: _builtins.int
+    cached: _builtins.bool
+    """The exact content is cached (its last use was touched): nothing needs to be sent."""
+    basis_sha256: _builtins.str
+    """Otherwise, when the cache holds a version of the same package id: the delta basis."""
+    basis_version: _builtins.str
+    basis_size: _builtins.int
+    signature_size: _builtins.int
+    """Size of the basis's signature (fetch with GetPackageSignature); 0 when there is no basis."""
+    def __init__(
+        self,
+        *,
+        cached: _builtins.bool = ...,
+        basis_sha256: _builtins.str = ...,
+        basis_version: _builtins.str = ...,
+        basis_size: _builtins.int = ...,
+        signature_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_sha256", b"basis_sha256", "basis_size", b"basis_size", "basis_version", b"basis_version", "cached", b"cached", "signature_size", b"signature_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPackageResult: _TypeAlias = FindPackageResult  # noqa: Y015
+
+@_typing.final
+class PackageSignatureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASIS_SHA256_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    basis_sha256: _builtins.str
+    offset: _builtins.int
+    length: _builtins.int
+    """At most 4 MiB; 0 lets the Tentacle choose."""
+    def __init__(
+        self,
+        *,
+        basis_sha256: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_sha256", b"basis_sha256", "length", b"length", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageSignatureRequest: _TypeAlias = PackageSignatureRequest  # noqa: Y015
+
+@_typing.final
+class PackageSignatureChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    total_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageSignatureChunk: _TypeAlias = PackageSignatureChunk  # noqa: Y015
+
+@_typing.final
+class BeginPackageTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    BASIS_SHA256_FIELD_NUMBER: _builtins.int
+    TRANSFER_SIZE_FIELD_NUMBER: _builtins.int
+    BLOCK_SIZE_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """What the finished file must hash to; also names the transfer (with the basis)."""
+    package_id: _builtins.str
+    version: _builtins.str
+    size: _builtins.int
+    """Size of the finished package file."""
+    basis_sha256: _builtins.str
+    """Empty for a full transfer; for a delta, the cached package the ops copy from."""
+    transfer_size: _builtins.int
+    """How many bytes will be sent (the file for a full transfer, the encoded ops for a delta)."""
+    block_size: _builtins.int
+    """For a delta: the signature's block size the ops refer to."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        package_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        size: _builtins.int = ...,
+        basis_sha256: _builtins.str = ...,
+        transfer_size: _builtins.int = ...,
+        block_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_sha256", b"basis_sha256", "block_size", b"block_size", "package_id", b"package_id", "sha256", b"sha256", "size", b"size", "transfer_size", b"transfer_size", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPackageTransferRequest: _TypeAlias = BeginPackageTransferRequest  # noqa: Y015
+
+@_typing.final
+class PackageTransferState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    NEXT_CHUNK_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    next_chunk: _builtins.int
+    """Chunks held so far: send chunk `next_chunk` next (resume point after a dropped link)."""
+    received_bytes: _builtins.int
+    rejected: _builtins.str
+    """Set when the chunk just sent was refused (corrupt or out of order): why; send next_chunk."""
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        next_chunk: _builtins.int = ...,
+        received_bytes: _builtins.int = ...,
+        rejected: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_chunk", b"next_chunk", "received_bytes", b"received_bytes", "rejected", b"rejected", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageTransferState: _TypeAlias = PackageTransferState  # noqa: Y015
+
+@_typing.final
+class PackageChunkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    index: _builtins.int
+    data: _builtins.bytes
+    sha256: _builtins.str
+    """SHA-256 of `data`, checked before it is written."""
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "index", b"index", "sha256", b"sha256", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageChunkRequest: _TypeAlias = PackageChunkRequest  # noqa: Y015
+
+@_typing.final
+class CommitPackageTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitPackageTransferRequest: _TypeAlias = CommitPackageTransferRequest  # noqa: Y015
+
+@_typing.final
+class CommitPackageTransferResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CACHED_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    cached: _builtins.bool
+    """True once the verified file is in the cache."""
+    failure: _builtins.str
+    """Otherwise why not (the rebuilt or received file's hash differs, a malformed delta, a
+    missing basis): the transfer was discarded; send it again, in full.
+    """
+    def __init__(
+        self,
+        *,
+        cached: _builtins.bool = ...,
+        failure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "failure", b"failure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitPackageTransferResult: _TypeAlias = CommitPackageTransferResult  # noqa: Y015

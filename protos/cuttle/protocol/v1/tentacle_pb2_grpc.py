@@ -84,6 +84,31 @@ class TentacleServiceStub:
                 request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkRequest.SerializeToString,
                 response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkResult.FromString,
                 _registered_method=True)
+        self.FindPackage = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/FindPackage',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageResult.FromString,
+                _registered_method=True)
+        self.GetPackageSignature = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/GetPackageSignature',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureChunk.FromString,
+                _registered_method=True)
+        self.BeginPackageTransfer = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/BeginPackageTransfer',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.BeginPackageTransferRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.FromString,
+                _registered_method=True)
+        self.SendPackageChunk = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/SendPackageChunk',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageChunkRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.FromString,
+                _registered_method=True)
+        self.CommitPackageTransfer = channel.unary_unary(
+                '/cuttle.protocol.v1.TentacleService/CommitPackageTransfer',
+                request_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferRequest.SerializeToString,
+                response_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferResult.FromString,
+                _registered_method=True)
 
 
 class TentacleServiceServicer:
@@ -162,6 +187,44 @@ class TentacleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindPackage(self, request, context):
+        """Packages (issue 16): is this SHA-256 in the package cache, and if not, which cached
+        version of the same package can a delta be built against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPackageSignature(self, request, context):
+        """The delta signature of a cached package, one chunk per call (it can be megabytes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginPackageTransfer(self, request, context):
+        """Start (or resume) receiving a package, full or as a delta against a cached basis. Free
+        disk is checked here: a full disk fails with kind disk_full before any byte is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPackageChunk(self, request, context):
+        """One chunk, by index; a chunk whose SHA-256 does not match is refused in the reply (send it
+        again), a chunk already held is acknowledged without being written twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitPackageTransfer(self, request, context):
+        """Rebuild (delta) and verify the whole file's SHA-256; only a verified file enters the cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TentacleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +277,31 @@ def add_TentacleServiceServicer_to_server(servicer, server):
                     servicer.DownloadChunk,
                     request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkRequest.FromString,
                     response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkResult.SerializeToString,
+            ),
+            'FindPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindPackage,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageResult.SerializeToString,
+            ),
+            'GetPackageSignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPackageSignature,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureChunk.SerializeToString,
+            ),
+            'BeginPackageTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginPackageTransfer,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.BeginPackageTransferRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.SerializeToString,
+            ),
+            'SendPackageChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPackageChunk,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageChunkRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.SerializeToString,
+            ),
+            'CommitPackageTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitPackageTransfer,
+                    request_deserializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferRequest.FromString,
+                    response_serializer=cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +574,141 @@ class TentacleService:
             '/cuttle.protocol.v1.TentacleService/DownloadChunk',
             cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkRequest.SerializeToString,
             cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.DownloadChunkResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/FindPackage',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.FindPackageResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPackageSignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/GetPackageSignature',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageSignatureChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginPackageTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/BeginPackageTransfer',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.BeginPackageTransferRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPackageChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/SendPackageChunk',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageChunkRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.PackageTransferState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitPackageTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cuttle.protocol.v1.TentacleService/CommitPackageTransfer',
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferRequest.SerializeToString,
+            cuttle_dot_protocol_dot_v1_dot_tentacle__pb2.CommitPackageTransferResult.FromString,
             options,
             channel_credentials,
             insecure,

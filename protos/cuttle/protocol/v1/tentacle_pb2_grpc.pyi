@@ -60,6 +60,22 @@ class TentacleServiceStub:
     CommitUpload: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.CommitUploadRequest, _tentacle_pb2.CommitUploadResult]
     DownloadChunk: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.DownloadChunkRequest, _tentacle_pb2.DownloadChunkResult]
     """File transfer out of the Tentacle (artifacts), one chunk per call so it can resume."""
+    FindPackage: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.FindPackageRequest, _tentacle_pb2.FindPackageResult]
+    """Packages (issue 16): is this SHA-256 in the package cache, and if not, which cached
+    version of the same package can a delta be built against.
+    """
+    GetPackageSignature: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.PackageSignatureRequest, _tentacle_pb2.PackageSignatureChunk]
+    """The delta signature of a cached package, one chunk per call (it can be megabytes)."""
+    BeginPackageTransfer: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.BeginPackageTransferRequest, _tentacle_pb2.PackageTransferState]
+    """Start (or resume) receiving a package, full or as a delta against a cached basis. Free
+    disk is checked here: a full disk fails with kind disk_full before any byte is sent.
+    """
+    SendPackageChunk: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.PackageChunkRequest, _tentacle_pb2.PackageTransferState]
+    """One chunk, by index; a chunk whose SHA-256 does not match is refused in the reply (send it
+    again), a chunk already held is acknowledged without being written twice.
+    """
+    CommitPackageTransfer: _grpc.UnaryUnaryMultiCallable[_tentacle_pb2.CommitPackageTransferRequest, _tentacle_pb2.CommitPackageTransferResult]
+    """Rebuild (delta) and verify the whole file's SHA-256; only a verified file enters the cache."""
 
 @_typing.type_check_only
 class TentacleServiceAsyncStub(TentacleServiceStub):
@@ -90,6 +106,22 @@ class TentacleServiceAsyncStub(TentacleServiceStub):
     CommitUpload: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.CommitUploadRequest, _tentacle_pb2.CommitUploadResult]  # type: ignore[assignment]
     DownloadChunk: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.DownloadChunkRequest, _tentacle_pb2.DownloadChunkResult]  # type: ignore[assignment]
     """File transfer out of the Tentacle (artifacts), one chunk per call so it can resume."""
+    FindPackage: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.FindPackageRequest, _tentacle_pb2.FindPackageResult]  # type: ignore[assignment]
+    """Packages (issue 16): is this SHA-256 in the package cache, and if not, which cached
+    version of the same package can a delta be built against.
+    """
+    GetPackageSignature: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.PackageSignatureRequest, _tentacle_pb2.PackageSignatureChunk]  # type: ignore[assignment]
+    """The delta signature of a cached package, one chunk per call (it can be megabytes)."""
+    BeginPackageTransfer: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.BeginPackageTransferRequest, _tentacle_pb2.PackageTransferState]  # type: ignore[assignment]
+    """Start (or resume) receiving a package, full or as a delta against a cached basis. Free
+    disk is checked here: a full disk fails with kind disk_full before any byte is sent.
+    """
+    SendPackageChunk: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.PackageChunkRequest, _tentacle_pb2.PackageTransferState]  # type: ignore[assignment]
+    """One chunk, by index; a chunk whose SHA-256 does not match is refused in the reply (send it
+    again), a chunk already held is acknowledged without being written twice.
+    """
+    CommitPackageTransfer: _aio.UnaryUnaryMultiCallable[_tentacle_pb2.CommitPackageTransferRequest, _tentacle_pb2.CommitPackageTransferResult]  # type: ignore[assignment]
+    """Rebuild (delta) and verify the whole file's SHA-256; only a verified file enters the cache."""
 
 class TentacleServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -177,5 +209,51 @@ class TentacleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tentacle_pb2.DownloadChunkResult, _abc.Awaitable[_tentacle_pb2.DownloadChunkResult]]:
         """File transfer out of the Tentacle (artifacts), one chunk per call so it can resume."""
+
+    @_abc_1.abstractmethod
+    def FindPackage(
+        self,
+        request: _tentacle_pb2.FindPackageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.FindPackageResult, _abc.Awaitable[_tentacle_pb2.FindPackageResult]]:
+        """Packages (issue 16): is this SHA-256 in the package cache, and if not, which cached
+        version of the same package can a delta be built against.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPackageSignature(
+        self,
+        request: _tentacle_pb2.PackageSignatureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.PackageSignatureChunk, _abc.Awaitable[_tentacle_pb2.PackageSignatureChunk]]:
+        """The delta signature of a cached package, one chunk per call (it can be megabytes)."""
+
+    @_abc_1.abstractmethod
+    def BeginPackageTransfer(
+        self,
+        request: _tentacle_pb2.BeginPackageTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.PackageTransferState, _abc.Awaitable[_tentacle_pb2.PackageTransferState]]:
+        """Start (or resume) receiving a package, full or as a delta against a cached basis. Free
+        disk is checked here: a full disk fails with kind disk_full before any byte is sent.
+        """
+
+    @_abc_1.abstractmethod
+    def SendPackageChunk(
+        self,
+        request: _tentacle_pb2.PackageChunkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.PackageTransferState, _abc.Awaitable[_tentacle_pb2.PackageTransferState]]:
+        """One chunk, by index; a chunk whose SHA-256 does not match is refused in the reply (send it
+        again), a chunk already held is acknowledged without being written twice.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitPackageTransfer(
+        self,
+        request: _tentacle_pb2.CommitPackageTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tentacle_pb2.CommitPackageTransferResult, _abc.Awaitable[_tentacle_pb2.CommitPackageTransferResult]]:
+        """Rebuild (delta) and verify the whole file's SHA-256; only a verified file enters the cache."""
 
 def add_TentacleServiceServicer_to_server(servicer: TentacleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.server.comms import convert
+from cuttle.server.domain.package_transfer import PackageLookup, TransferBegin, TransferState
 from cuttle.server.domain.scripts import AgentInfo, ScriptRequest, ScriptStatus
 from cuttle.server.errors import AgentError, InvalidArgument
 
@@ -190,6 +191,101 @@ class TentacleClient:
             )
         return content
 
+    async def find_package(self, sha256: str, package_id: str) -> PackageLookup:
+        """Whether the agent's cache holds this package, else its best delta basis."""
+        reply = await self._call(
+            "FindPackage",
+            pb.FindPackageRequest(sha256=sha256, package_id=package_id),
+            pb.FindPackageResult,
+            None,
+        )
+        return PackageLookup(
+            cached=reply.cached,
+            basis_sha256=reply.basis_sha256,
+            basis_version=reply.basis_version,
+            basis_size=reply.basis_size,
+            signature_size=reply.signature_size,
+        )
+
+    async def package_signature(self, basis_sha256: str, max_bytes: int) -> bytes:
+        """The delta signature of a cached package, fetched in chunks."""
+        parts: list[bytes] = []
+        offset = 0
+        while True:
+            chunk = await self._call(
+                "GetPackageSignature",
+                pb.PackageSignatureRequest(
+                    basis_sha256=basis_sha256, offset=offset, length=CHUNK_BYTES
+                ),
+                pb.PackageSignatureChunk,
+                None,
+            )
+            if chunk.total_size > max_bytes:
+                raise InvalidArgument(
+                    f"the signature of {basis_sha256} on {self.machine} is {chunk.total_size} "
+                    f"bytes; limit {max_bytes}"
+                )
+            parts.append(chunk.data)
+            offset += len(chunk.data)
+            if offset >= chunk.total_size:
+                return b"".join(parts)
+            if not chunk.data:
+                raise AgentError(f"{self.machine}: signature of {basis_sha256} stalled at {offset}")
+
+    async def begin_package_transfer(self, begin: TransferBegin) -> TransferState:
+        """Open (or find the open) transfer of a package; the agent checks its disk first."""
+        reply = await self._call(
+            "BeginPackageTransfer",
+            pb.BeginPackageTransferRequest(
+                sha256=begin.sha256,
+                package_id=begin.package_id,
+                version=begin.version,
+                size=begin.size,
+                basis_sha256=begin.basis_sha256,
+                transfer_size=begin.transfer_size,
+                block_size=begin.block_size,
+            ),
+            pb.PackageTransferState,
+            None,
+        )
+        return _transfer_state(reply)
+
+    async def send_package_chunk(self, transfer_id: str, index: int, data: bytes) -> TransferState:
+        """Send chunk `index` with its SHA-256; the answer says which chunk to send next."""
+        reply = await self._call(
+            "SendPackageChunk",
+            pb.PackageChunkRequest(
+                transfer_id=transfer_id,
+                index=index,
+                data=data,
+                sha256=hashlib.sha256(data).hexdigest(),
+            ),
+            pb.PackageTransferState,
+            None,
+        )
+        return _transfer_state(reply)
+
+    async def commit_package_transfer(self, transfer_id: str) -> str:
+        """Have the agent verify and cache the package; returns why it did not, or ""."""
+        reply = await self._call(
+            "CommitPackageTransfer",
+            pb.CommitPackageTransferRequest(transfer_id=transfer_id),
+            pb.CommitPackageTransferResult,
+            None,
+        )
+        if reply.cached:
+            return ""
+        return reply.failure or "the agent did not cache the package and gave no reason"
+
     async def close(self) -> None:
         """Release the transport."""
         await self.transport.close()
+
+
+def _transfer_state(reply: pb.PackageTransferState) -> TransferState:
+    return TransferState(
+        transfer_id=reply.transfer_id,
+        next_chunk=reply.next_chunk,
+        received_bytes=reply.received_bytes,
+        rejected=reply.rejected,
+    )

@@ -262,22 +262,7 @@ class PackageCache:
         return evicted
 
     def _load(self) -> dict[str, CachedPackage]:
-        path = self.root / INDEX_FILE
-        try:
-            document: Any = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("package_index_unreadable", path=str(path), error=str(exc))
-            return {}
-        entries: dict[str, CachedPackage] = {}
-        for item in document.get("packages", []) if isinstance(document, dict) else []:
-            try:
-                entry = CachedPackage(**item)
-                entries[_check_sha256(entry.sha256)] = entry
-            except (TypeError, PackageError):
-                log.warning("package_index_entry_skipped", path=str(path), entry=repr(item))
-        return entries
+        return read_index(self.root)
 
     def _reconcile(self) -> None:
         changed = False
@@ -320,6 +305,29 @@ class PackageCache:
                     f"disk full while writing the package cache index in {self.root}"
                 ) from exc
             raise
+
+
+def read_index(root: Path) -> dict[str, CachedPackage]:
+    """The cache's index as last written, by SHA-256, touching no file.
+
+    Safe beside a running Tentacle, unlike opening a PackageCache, which tidies the folder.
+    """
+    path = root / INDEX_FILE
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("package_index_unreadable", path=str(path), error=str(exc))
+        return {}
+    entries: dict[str, CachedPackage] = {}
+    for item in document.get("packages", []) if isinstance(document, dict) else []:
+        try:
+            entry = CachedPackage(**item)
+            entries[_check_sha256(entry.sha256)] = entry
+        except (TypeError, PackageError):
+            log.warning("package_index_entry_skipped", path=str(path), entry=repr(item))
+    return entries
 
 
 def version_key(version: str) -> tuple[Any, ...]:

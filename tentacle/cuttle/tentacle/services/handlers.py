@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import platform
 import shutil
@@ -20,6 +21,7 @@ from cuttle.tentacle.execution import model
 from cuttle.tentacle.execution.errors import ExecutionError, InvalidScript, UnknownTicket
 from cuttle.tentacle.execution.manager import ScriptManager
 from cuttle.tentacle.files.transfer import UploadStore, read_open_chunk
+from cuttle.tentacle.packages.receive import PackageReceiver, TransferState
 from cuttle.tentacle.services import convert
 
 # Chunks larger than this are refused: they would not fit the gRPC message limit with headroom.
@@ -43,6 +45,7 @@ class TentacleHandlers:
         self,
         manager: ScriptManager,
         uploads: UploadStore,
+        packages: PackageReceiver,
         *,
         thumbprint: str,
         comms_style: str,
@@ -50,6 +53,7 @@ class TentacleHandlers:
     ) -> None:
         self._manager = manager
         self._uploads = uploads
+        self._packages = packages
         self._thumbprint = thumbprint
         self._comms_style = comms_style
         self._disk_path = disk_path
@@ -163,6 +167,65 @@ class TentacleHandlers:
             sha256=digest,
         )
 
+    async def find_package(self, request: pb.FindPackageRequest) -> pb.FindPackageResult:
+        """Whether a package is cached, else the best delta basis."""
+        found = await asyncio.to_thread(self._packages.find, request.sha256, request.package_id)
+        reply = pb.FindPackageResult(cached=found.cached, signature_size=found.signature_size)
+        if found.basis is not None:
+            reply.basis_sha256 = found.basis.sha256
+            reply.basis_version = found.basis.version
+            reply.basis_size = found.basis.size
+        return reply
+
+    async def get_package_signature(
+        self, request: pb.PackageSignatureRequest
+    ) -> pb.PackageSignatureChunk:
+        """One piece of a cached package's delta signature."""
+        data, total = await asyncio.to_thread(
+            self._packages.signature_chunk, request.basis_sha256, request.offset, request.length
+        )
+        return pb.PackageSignatureChunk(data=data, total_size=total)
+
+    async def begin_package_transfer(
+        self, request: pb.BeginPackageTransferRequest
+    ) -> pb.PackageTransferState:
+        """Open (or resume) a package transfer once the cache has room for it."""
+        state = await asyncio.to_thread(
+            lambda: self._packages.begin(
+                sha256=request.sha256,
+                package_id=request.package_id,
+                version=request.version,
+                size=request.size,
+                basis_sha256=request.basis_sha256,
+                transfer_size=request.transfer_size,
+                block_size=request.block_size,
+            )
+        )
+        return _transfer_state(state)
+
+    async def send_package_chunk(self, request: pb.PackageChunkRequest) -> pb.PackageTransferState:
+        """Take one chunk of a package transfer (checked against its SHA-256)."""
+        state = await asyncio.to_thread(
+            self._packages.chunk, request.transfer_id, request.index, request.data, request.sha256
+        )
+        return _transfer_state(state)
+
+    async def commit_package_transfer(
+        self, request: pb.CommitPackageTransferRequest
+    ) -> pb.CommitPackageTransferResult:
+        """Verify a finished transfer and cache it, or say why it was discarded."""
+        failure = await asyncio.to_thread(self._packages.commit, request.transfer_id)
+        return pb.CommitPackageTransferResult(cached=not failure, failure=failure)
+
+
+def _transfer_state(state: TransferState) -> pb.PackageTransferState:
+    return pb.PackageTransferState(
+        transfer_id=state.transfer_id,
+        next_chunk=state.next_chunk,
+        received_bytes=state.received_bytes,
+        rejected=state.rejected,
+    )
+
 
 @dataclass(frozen=True)
 class Method:
@@ -187,6 +250,26 @@ METHODS: dict[str, Method] = {
         Method("UploadChunk", pb.UploadChunkRequest, False, lambda h: h.upload_chunk),
         Method("CommitUpload", pb.CommitUploadRequest, False, lambda h: h.commit_upload),
         Method("DownloadChunk", pb.DownloadChunkRequest, False, lambda h: h.download_chunk),
+        Method("FindPackage", pb.FindPackageRequest, False, lambda h: h.find_package),
+        Method(
+            "GetPackageSignature",
+            pb.PackageSignatureRequest,
+            False,
+            lambda h: h.get_package_signature,
+        ),
+        Method(
+            "BeginPackageTransfer",
+            pb.BeginPackageTransferRequest,
+            False,
+            lambda h: h.begin_package_transfer,
+        ),
+        Method("SendPackageChunk", pb.PackageChunkRequest, False, lambda h: h.send_package_chunk),
+        Method(
+            "CommitPackageTransfer",
+            pb.CommitPackageTransferRequest,
+            False,
+            lambda h: h.commit_package_transfer,
+        ),
     )
 }
 
