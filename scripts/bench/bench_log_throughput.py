@@ -77,6 +77,9 @@ SERVER_SETTINGS: dict[str, Any] = {
     "heartbeat_timeout_seconds": 30.0,
     "pickup_timeout_seconds": 120.0,
     "health_check_interval_seconds": 3600.0,
+    # Raised for these measurements, as issue 13 allows: a 2 GB run must not hit the per-task
+    # limit (256 MiB by default), or it would measure the limit instead of the path.
+    "task_log_limit_bytes": "4GiB",
 }
 GEN = """import sys
 out = sys.stdout

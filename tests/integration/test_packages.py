@@ -266,12 +266,12 @@ def test_push_list_replace_delete_and_prune_follow_the_rules(
     refused = cuttle(server, "package", "push", str(replacement), "--replace")
     assert refused.returncode != 0
     assert "cannot be replaced: releases recorded it (Web 1.1.0)" in refused.stderr
-    refused = cuttle(server, "package", "delete", "web", "1.0.0")
+    refused = cuttle(server, "package", "delete", "web", "1.0.0", "--yes")
     assert refused.returncode != 0
     assert "used by releases Web 1.2.0" in refused.stderr, refused.stderr
 
     # Replace an unrecorded version, then prune what no release uses.
-    ok(cuttle(server, "release", "delete", "--project", "Web", "--release", "1.0.0"))
+    ok(cuttle(server, "release", "delete", "--project", "Web", "--release", "1.0.0", "--yes"))
     beta = tmp_path / "again" / "web.2.0.0-beta.1.zip"
     new_sha = make_zip(beta, "beta again")
     pushed = json.loads(
@@ -282,15 +282,15 @@ def test_push_list_replace_delete_and_prune_follow_the_rules(
     dry = json.loads(ok(cuttle(server, "package", "prune", "--dry-run", "--output", "json")).stdout)
     assert [(p["package_id"], p["version"]) for p in dry["removed"]] == [("web", "2.0.0-beta.1")]
     assert len(listed(server)) == 4
-    ok(cuttle(server, "package", "prune"))
+    ok(cuttle(server, "package", "prune", "--yes"))
     assert sorted((p["package_id"], p["version"]) for p in listed(server)) == [
         ("tools", "3.0.0"),
         ("web", "1.0.0"),
         ("web", "1.1.0"),
     ]
     assert len(stored_files(server.home / "packages")) == 3
-    ok(cuttle(server, "release", "delete", "--project", "Web", "--release", "1.2.0"))
-    ok(cuttle(server, "package", "delete", "web", "1.0.0"))
+    ok(cuttle(server, "release", "delete", "--project", "Web", "--release", "1.2.0", "--yes"))
+    ok(cuttle(server, "package", "delete", "web", "1.0.0", "--yes"))
     assert len(stored_files(server.home / "packages")) == 2
 
     trail = json.loads(ok(cuttle(server, "events", "--kind", "package", "--output", "json")).stdout)
@@ -336,10 +336,10 @@ def test_each_space_has_its_own_feed(server: Server, tmp_path: Path) -> None:
     assert listed(server) == []
     assert [p["version"] for p in listed(server, "--space", "Team-B")] == ["1.0.0"]
     # A space holding packages is not deleted (their files would be left behind).
-    refused = cuttle(server, "space", "delete", "Team-B")
+    refused = cuttle(server, "space", "delete", "Team-B", "--yes")
     assert "1 package version(s)" in refused.stderr, refused.stderr
-    ok(cuttle(server, "package", "prune", "--space", "Team-B"))
-    ok(cuttle(server, "space", "delete", "Team-B"))
+    ok(cuttle(server, "package", "prune", "--space", "Team-B", "--yes"))
+    ok(cuttle(server, "space", "delete", "Team-B", "--yes"))
     assert stored_files(server.home / "packages") == []
 
 
@@ -362,8 +362,8 @@ def test_a_key_with_only_package_push_pushes_and_does_nothing_else(
 
     for args in (
         ("release", "create", "--project", "Web", "--version", "1.0.0"),
-        ("package", "delete", "web", "1.0.0"),
-        ("package", "prune"),
+        ("package", "delete", "web", "1.0.0", "--yes"),
+        ("package", "prune", "--yes"),
         ("environment", "create", "Test"),
         ("project", "show", "Web"),
     ):
@@ -504,11 +504,11 @@ def test_two_nodes_on_one_database_share_one_package_root(
         ).stdout
     )
     assert {p["sha256"] for p in made["packages"]} == {sha}
-    refused = cuttle(first, "package", "delete", "web", "1.0.0")
+    refused = cuttle(first, "package", "delete", "web", "1.0.0", "--yes")
     assert "used by releases Web 1.0.0" in refused.stderr, refused.stderr
 
     make_zip(tmp_path / "web.1.0.1.zip", "node two")
     ok(cuttle(second, "package", "push", str(tmp_path / "web.1.0.1.zip")))
-    ok(cuttle(first, "package", "delete", "web", "1.0.1"))
+    ok(cuttle(first, "package", "delete", "web", "1.0.1", "--yes"))
     assert [p["version"] for p in listed(second)] == ["1.0.0"]
     assert stored_files(shared) == [shared / "sha256" / sha[:2] / sha]

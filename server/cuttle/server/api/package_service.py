@@ -17,7 +17,7 @@ from cuttle.protocol.v1 import packages_pb2 as ppb
 from cuttle.protocol.v1 import packages_pb2_grpc
 from cuttle.server.api import access
 from cuttle.server.api.access import Principal
-from cuttle.server.errors import InvalidArgument, PermissionDenied
+from cuttle.server.errors import Conflict, FailedPrecondition, InvalidArgument, PermissionDenied
 from cuttle.server.packages.feed import PackageFeed, PushEnd, PushHeader
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store.packages import PackageRecord
@@ -79,18 +79,25 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                 else:
                     raise InvalidArgument("a push has one header, before its chunks")
 
-        result = await self._feed.push(
-            PushHeader(
-                space=h.space,
-                file_name=h.file_name,
-                package_id=h.package_id,
-                version=h.version,
-                size=h.size,
-                replace=h.replace,
-            ),
-            chunks(),
-            who.name,
-        )
+        try:
+            result = await self._feed.push(
+                PushHeader(
+                    space=h.space,
+                    file_name=h.file_name,
+                    package_id=h.package_id,
+                    version=h.version,
+                    size=h.size,
+                    replace=h.replace,
+                ),
+                chunks(),
+                who.name,
+            )
+        except (Conflict, FailedPrecondition):
+            # Refused while the client still streams: ending the call now resets the stream
+            # under its writes, and the client sees a bare "internal error" instead of why.
+            # Reading what is left (discarded, bounded) lets the refusal arrive as sent.
+            await _drain(request_iterator, _DRAIN_LIMIT_BYTES)
+            raise
         return ppb.PushPackageResponse(
             package=package_message(result.record),
             replaced=result.replaced,
@@ -126,3 +133,19 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             kept=result.kept_referenced,
             freed_bytes=result.freed_bytes,
         )
+
+
+# A refused push larger than this is cut off instead (its client may see a bare error).
+_DRAIN_LIMIT_BYTES = 256 * 1024 * 1024
+
+
+async def _drain(messages: AsyncIterator[ppb.PushPackageRequest], limit: int) -> None:
+    """Read and discard the rest of a refused push, up to limit bytes."""
+    seen = 0
+    try:
+        async for message in messages:
+            seen += len(message.chunk) if isinstance(message, ppb.PushPackageRequest) else 0
+            if seen > limit:
+                return
+    except Exception:  # noqa: BLE001 - the stream may already be broken; the refusal stands
+        return

@@ -24,10 +24,17 @@ from rich.progress import (
 from rich.table import Table
 
 from cuttle.protocol.v1 import packages_pb2 as ppb
+from cuttle.server.cli.confirm import confirm, yes_option
 from cuttle.server.cli.connection import AdminConnection, format_bytes
 from cuttle.server.cli.context import console, err_console, format_ms, run_call, space_option
 from cuttle.server.cli.json_output import listing_output, print_data, rfc3339
-from cuttle.server.domain.package_files import InvalidPackage, package_name
+from cuttle.server.domain.package_files import (
+    InvalidPackage,
+    already_in_feed,
+    check_version,
+    package_name,
+    version_key,
+)
 
 # One gRPC message per chunk: well above the 256 KiB where per-message cost stops mattering,
 # far below the message size limit.
@@ -116,6 +123,18 @@ def package_push(
         raise click.UsageError(str(exc)) from None
 
     async def work(conn: AdminConnection) -> ppb.PushPackageResponse:
+        if not replace:
+            # Asked first: a refusal the server sends while the file is still streaming can
+            # reach the client as a bare "internal error" (the stream is reset under it).
+            held = await conn.packages.ListPackages(
+                ppb.ListPackagesRequest(space=space, package_id=name.package_id),
+                metadata=conn.metadata,
+            )
+            for p in held.packages:
+                if version_key(check_version(p.version)) == name.version_key:
+                    raise click.ClickException(
+                        already_in_feed(f"{p.package_id} {p.version}", p.sha256)
+                    )
         with file.open("rb") as handle:
             info = os.fstat(handle.fileno())
             size = info.st_size if stat.S_ISREG(info.st_mode) else -1
@@ -158,7 +177,12 @@ def package_push(
 @listing_output
 @click.pass_context
 def package_list(ctx: click.Context, package_id: str, space: str, output: str) -> None:
-    """Package versions in the feed, newest first: size, SHA-256, who pushed them and when."""
+    """Package versions in the feed, newest first: size, SHA-256, who pushed them and when.
+
+    \b
+    Example:
+      cuttle package list --package-id web --output json
+    """
 
     async def work(conn: AdminConnection) -> ppb.ListPackagesResponse:
         found: ppb.ListPackagesResponse = await conn.packages.ListPackages(
@@ -188,9 +212,22 @@ def package_list(ctx: click.Context, package_id: str, space: str, output: str) -
 @click.argument("package_id")
 @click.argument("version")
 @space_option
+@yes_option
 @click.pass_context
-def package_delete(ctx: click.Context, package_id: str, version: str, space: str) -> None:
-    """Delete one version; refused, naming them, while releases use it."""
+def package_delete(
+    ctx: click.Context, package_id: str, version: str, space: str, yes: bool
+) -> None:
+    """Delete one version; refused, naming them, while releases use it (asks first).
+
+    \b
+    Example:
+      cuttle package delete web 1.3.0 --yes
+    """
+    confirm(
+        f"delete package {package_id} {version}",
+        ["its file, unless another version has the same bytes"],
+        yes=yes,
+    )
 
     async def work(conn: AdminConnection) -> ppb.Package:
         deleted: ppb.Package = await conn.packages.DeletePackage(
@@ -207,9 +244,18 @@ def package_delete(ctx: click.Context, package_id: str, version: str, space: str
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @space_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@yes_option
 @click.pass_context
-def package_prune(ctx: click.Context, dry_run: bool, space: str, output: str) -> None:
-    """Remove every version no release recorded (releases keep theirs)."""
+def package_prune(ctx: click.Context, dry_run: bool, space: str, output: str, yes: bool) -> None:
+    """Remove every version no release recorded (releases keep theirs; asks first).
+
+    \b
+    Example:
+      cuttle package prune --dry-run      # what would go
+      cuttle package prune --yes
+    """
+    if not dry_run:
+        confirm("remove every package version no release uses", [], yes=yes)
 
     async def work(conn: AdminConnection) -> ppb.PrunePackagesResponse:
         pruned: ppb.PrunePackagesResponse = await conn.packages.PrunePackages(

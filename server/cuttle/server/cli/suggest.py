@@ -17,7 +17,6 @@ from cuttle.protocol.v1 import admin_pb2 as apb
 from cuttle.protocol.v1 import model_pb2 as mpb
 from cuttle.protocol.v1 import model_pb2_grpc
 from cuttle.server.cli.connection import AdminConnection, field_violations
-from cuttle.server.model.kinds import KINDS
 
 # How alike two names must be (difflib's ratio) to be offered; difflib's own default.
 CUTOFF = 0.6
@@ -53,7 +52,14 @@ def check_known(what: str, given: Iterable[str], known: Iterable[str], where: st
 
 # -- names a failed call could not find ------------------------------------------------------
 
-_LABELS = {k.label: k.name for k in KINDS}
+
+def _labels() -> dict[str, str]:
+    # Imported here: the kinds load pydantic, which `cuttle task log` must not pay for.
+    from cuttle.server.model.kinds import KINDS  # noqa: PLC0415
+
+    return {k.label: k.name for k in KINDS}
+
+
 _WAS_NOT_FOUND = re.compile(r"(?P<what>[a-z][a-z ]*?) '(?P<name>[^']+)' was not found")
 _NO_NAMED = re.compile(r"no (?:enabled )?(?P<what>[a-z][a-z ]*?) named '?(?P<name>[^',]+)'?$")
 _NO_RUNBOOK = re.compile(r"has no runbook '(?P<name>[^']+)' \(it has: (?P<names>[^)]*)\)")
@@ -78,8 +84,9 @@ def missing_name(details: str, space: str) -> tuple[str, Lister] | None:
         return name, machine_names
     if what == "space":
         return name, _space_names
-    if what in _LABELS:
-        return name, document_names(space, _LABELS[what])
+    labels = _labels()
+    if what in labels:
+        return name, document_names(space, labels[what])
     return None
 
 

@@ -63,6 +63,14 @@ def version_key(version: Version) -> str:
     return text.split("+", 1)[0]
 
 
+def already_in_feed(shown: str, sha256: str) -> str:
+    """Why a push of a version the feed holds is refused (the server's and the CLI's words)."""
+    return (
+        f"package {shown} is already in the feed (sha256 {sha256[:12]}…); "
+        "push it with --replace to overwrite it, or push a new version"
+    )
+
+
 def split_format(file_name: str) -> tuple[str, str]:
     """(stem, format) of a package file name; InvalidPackage for an unsupported extension."""
     lowered = file_name.lower()

@@ -201,10 +201,7 @@ class PackageFeed:
             return None
         shown = f"{existing.package_id} {existing.version}"
         if not header.replace:
-            raise Conflict(
-                f"package {shown} is already in the feed (sha256 {existing.sha256[:12]}…); "
-                "push it with --replace to overwrite it, or push a new version"
-            )
+            raise Conflict(pf.already_in_feed(shown, existing.sha256))
         users = package_store.releases_using(session, space.id, name.key, name.version_key)
         if users:
             raise FailedPrecondition(
