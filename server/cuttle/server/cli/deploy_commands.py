@@ -33,7 +33,7 @@ from cuttle.server.cli.json_output import (
     text_output,
     time_or_none,
 )
-from cuttle.server.cli.log_output import valid_utf8
+from cuttle.server.cli.log_output import block_runs, json_lines, prefixed_blocks, valid_utf8
 
 WAIT_TIMED_OUT = 3
 
@@ -165,18 +165,29 @@ async def follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task |
     """Stream a deployment's log and progress until it ends; returns the final task."""
     final: apb.Task | None = None
     shown: dict[str, str] = {}
-    stream = conn.stub.WatchTask(apb.WatchTaskRequest(task_id=task_id), metadata=conn.metadata)
+    # Blocks: the log in messages of whole stored runs (issue 13), not line by line.
+    stream = conn.stub.WatchTask(
+        apb.WatchTaskRequest(task_id=task_id, accept_blocks=True), metadata=conn.metadata
+    )
+    out = sys.stdout.buffer
     async for event in stream:
         kind = event.WhichOneof("kind")
         if output == "json":
-            print_json_line(event_json(event))
+            if kind == "blocks":
+                out.write(json_lines(event.task_id, block_runs(event.blocks)))
+                out.flush()
+            else:
+                print_json_line(event_json(event))
+        elif kind == "blocks":
+            out.writelines(prefixed_blocks(event.blocks, server_prefix=False))
+            out.flush()
         elif kind == "lines":
             out = sys.stdout.buffer
             for line in event.lines.lines:
                 prefix = f"{line.machine}: " if line.machine else ""
                 out.write(prefix.encode() + valid_utf8(line.line.text) + b"\n")
             out.flush()
-        if kind in ("lines", "target_finished", "updated"):
+        if kind in ("lines", "blocks", "target_finished", "updated"):
             await _progress(conn, task_id, shown, output)
         if kind == "finished":
             final = event.finished

@@ -39,14 +39,21 @@ def prefixed(runs: apb.TaskLogRuns, raw: bool = False) -> bytes:
     return b"".join(parts)
 
 
-def prefixed_blocks(blocks: apb.TaskLogBlocks, raw: bool = False) -> list[bytes]:
+def prefixed_blocks(
+    blocks: apb.TaskLogBlocks, raw: bool = False, *, server_prefix: bool = True
+) -> list[bytes]:
     """The blocks' lines, each as `machine: text` and a newline, as pieces to write in order:
     one replace per block, and no copy to join them (a message holds megabytes). Raw keeps
     invalid UTF-8 bytes; otherwise they show as U+FFFD (valid text costs one check)."""
     parts: list[bytes] = []
     for block in blocks.blocks:
-        prefix = block.machine.encode() + b": "
         text = block.text if raw else valid_utf8(block.text)
+        if not block.machine and not server_prefix:
+            # The server's own lines (why a step was skipped, ...) as `deploy --wait` shows them.
+            parts.append(text)
+            parts.append(b"\n")
+            continue
+        prefix = block.machine.encode() + b": "
         parts.append(prefix)
         parts.append(text.replace(b"\n", b"\n" + prefix))
         parts.append(b"\n")

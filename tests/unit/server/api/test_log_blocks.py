@@ -64,3 +64,16 @@ def test_other_events_are_serialized_as_usual() -> None:
     event = apb.TaskEvent(task_id="t1", finished=apb.Task(id="t1"))
     assert event_bytes(event) == event.SerializeToString()
     assert event_bytes(b"ready") == b"ready"
+
+
+def test_deploy_wait_shows_the_servers_own_lines_without_a_prefix() -> None:
+    blocks = apb.TaskLogBlocks(
+        blocks=[
+            apb.TaskLogBlock(machine="", text=b"Step 'Web' skipped: condition"),
+            apb.TaskLogBlock(machine="web-01", text=b"one\ntwo"),
+        ]
+    )
+    shown = b"".join(log_output.prefixed_blocks(blocks, server_prefix=False))
+    assert shown == b"Step 'Web' skipped: condition\nweb-01: one\nweb-01: two\n"
+    # task log keeps the prefix on every line, the server's included.
+    assert b"".join(log_output.prefixed_blocks(blocks)).startswith(b": Step 'Web'")
