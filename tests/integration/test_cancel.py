@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import uuid
@@ -79,8 +80,12 @@ def test_cancel_kills_the_script_and_its_setsid_grandchildren(
         # One of them really left the script's session.
         assert len({_session(pid) for pid in ticketed}) >= 2, ticketed
 
-        cancel = server.cli("task", "cancel", task_id, timeout=60)
+        cancel = server.cli("task", "cancel", task_id, "--output", "json", timeout=60)
         assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        # Answered at once, as JSON for scripts: the task is on its way to cancelled.
+        answered = json.loads(cancel.stdout)
+        assert answered["id"] == task_id
+        assert answered["state"] in ("cancelling", "cancelled"), answered
 
         code = run.wait(30)
         assert code != 0, out_path.read_text()

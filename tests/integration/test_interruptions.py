@@ -132,9 +132,21 @@ def test_approval_retry_and_exclusion_each_answered_by_a_person(
     waiting = _task(server, task_id)
     assert waiting["state"] == "waiting", waiting
     assert "waiting for a person: approve 'Approve'" in waiting["waiting_reason"]
-    server.cli(
-        "interruption", "respond", approval["id"], "--proceed", "--note", "looks-good", check=True
+    proceeded = server.cli(
+        "interruption",
+        "respond",
+        approval["id"],
+        "--proceed",
+        "--note",
+        "looks-good",
+        "--output",
+        "json",
+        check=True,
     )
+    answered = json.loads(proceeded.stdout)
+    assert answered["id"] == approval["id"]
+    assert answered["response"] == "proceed", answered
+    assert answered["note"] == "looks-good", answered
     # A second answer to the same interruption is refused: one answer wins.
     again = server.cli("interruption", "respond", approval["id"], "--abort")
     assert again.returncode != 0

@@ -317,9 +317,10 @@ def interruption_list(ctx: click.Context, task_id: str, show_all: bool, output: 
 @click.option("--proceed", "answer", flag_value="proceed", help="Approve a manual step.")
 @click.option("--abort", "answer", flag_value="abort", help="Refuse a manual step.")
 @click.option("--note", default="", help="Why (kept in the task log and the audit trail).")
+@text_output
 @click.pass_context
 def interruption_respond(
-    ctx: click.Context, interruption_id: str, answer: str | None, note: str
+    ctx: click.Context, interruption_id: str, answer: str | None, note: str, output: str
 ) -> None:
     """Answer an interruption.
 
@@ -341,6 +342,9 @@ def interruption_respond(
         return answered
 
     answered = run_call(ctx, work)
+    if output == "json":
+        print_json_line(_interruption_json(answered))
+        return
     err_console.print(
         f"Answered {answered.response} to {answered.title!r} (task {answered.task_id})",
         highlight=False,

@@ -329,9 +329,18 @@ def task_log(ctx: click.Context, task_id: str, follow: bool, output: str, raw: b
 @task.command("cancel")
 @click.argument("task_id")
 @click.option("--reason", default="", help="Why (recorded with the task).")
+@text_output
 @click.pass_context
-def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
-    """Cancel a task; its scripts are killed on every machine; any unique id prefix."""
+def task_cancel(ctx: click.Context, task_id: str, reason: str, output: str) -> None:
+    """Cancel a task; its scripts are killed on every machine; any unique id prefix.
+
+    It answers at once: the task reads `cancelling` until every machine confirmed, then
+    `cancelled` (`cuttle task show ID` or `task log --follow` to watch).
+
+    \b
+    Example:
+      cuttle task cancel 3f2a --reason "wrong release" --output json
+    """
 
     async def work(conn: AdminConnection) -> apb.Task:
         return await conn.stub.CancelTask(
@@ -341,4 +350,7 @@ def task_cancel(ctx: click.Context, task_id: str, reason: str) -> None:
         )
 
     t = run_call(ctx, work)
+    if output == "json":
+        print_json_line(task_json(t))
+        return
     click.echo(f"Task {t.id}: {TASK_STATE.get(t.state, '?')}")
