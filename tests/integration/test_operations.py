@@ -275,7 +275,11 @@ def test_task_list_filters_and_the_machine_variables_of_ad_hoc_scripts(fleet: Se
     assert ids("--started-by", "alice") == [every[2]]
     assert ids("--environment", "production") == every[:2]
     assert ids("--environment", "Dev", "--state", "success") == [every[2]]
-    assert ids("--project", "Web") == []
+    # A project that does not exist is an error, not an empty list (issue 15: names that do
+    # not exist are errors).
+    no_project = cuttle(server, "task", "list", "--project", "Web")
+    assert no_project.returncode == 2
+    assert "project 'Web' does not exist" in no_project.stderr
     assert ids("--since", "1h") == every
     assert ids("--since", "2099-01-01T00:00:00Z") == []
     assert ids("--limit", "2") == every[:2]
@@ -351,3 +355,15 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     mine = [(e["category"], e["details"]["trust_changed"]) for e in trail if e["name"] == "web-new"]
     assert mine == [("machine re-registered", False), ("machine registered", False)]
     assert {e["actor"] for e in trail if e["name"] == "web-new"} == {"installer"}
+
+
+def test_task_list_filters_naming_nothing_are_errors_with_a_suggestion(fleet: Server) -> None:
+    refused = cuttle(fleet, "task", "list", "--environment", "Prodution")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "environment 'Prodution' does not exist" in refused.stderr, refused.stderr
+    assert "Production" in refused.stderr.split("does not exist", 1)[1], refused.stderr
+    unknown = cuttle(fleet, "task", "list", "--project", "Nope")
+    assert unknown.returncode == 2
+    assert "project 'Nope' does not exist" in unknown.stderr, unknown.stderr
+    # Names that exist filter as before (case-insensitively).
+    ok(cuttle(fleet, "task", "list", "--environment", "production"))

@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from cuttle.server.cli.context import run_call
-from cuttle.server.cli.suggest import check_known, document_names
+from cuttle.server.cli.suggest import check_known, document_names, names_in_every_space
 from cuttle.server.domain.audit import CATEGORIES
 
 
@@ -23,6 +23,13 @@ def check_environments(ctx: click.Context, given: Iterable[str], option: str, sp
         return
     known = run_call(ctx, document_names(space, "environment"))
     check_known("environment", wanted, known, option)
+
+
+def check_anywhere(ctx: click.Context, kind: str, given: str, option: str) -> None:
+    """Refuse a filter naming a document of no space (tasks span spaces), with a close one."""
+    if given:
+        known = run_call(ctx, names_in_every_space(kind))
+        check_known(kind.replace("_", " "), [given], known, option)
 
 
 def check_category(category: str) -> None:

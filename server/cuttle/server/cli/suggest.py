@@ -123,6 +123,22 @@ async def machine_names(conn: AdminConnection) -> list[str]:
             return found
 
 
+def names_in_every_space(kind: str) -> Lister:
+    """A lister of the names of one kind of document in every space the caller can read."""
+
+    async def names(conn: AdminConnection) -> list[str]:
+        found: list[str] = []
+        for space in await _space_names(conn):
+            try:
+                found.extend(await document_names(space, kind)(conn))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    raise
+        return found
+
+    return names
+
+
 async def _space_names(conn: AdminConnection) -> list[str]:
     stub = model_pb2_grpc.SpaceServiceStub(conn.channel)
     spaces: mpb.ListSpacesResponse = await stub.ListSpaces(

@@ -27,6 +27,7 @@ from cuttle.server.cli.json_output import (
     task_json,
     text_output,
 )
+from cuttle.server.cli.name_checks import check_anywhere
 from cuttle.server.cli.times import format_duration, parse_since
 
 TASK_STATE = {
@@ -176,6 +177,9 @@ def task_list(
             since_ms = int(parse_since(since, datetime.now(UTC)).timestamp() * 1000)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
+    # A typo must not list nothing as if no task matched.
+    check_anywhere(ctx, "project", project, "--project")
+    check_anywhere(ctx, "environment", environment, "--environment")
 
     async def work(conn: AdminConnection) -> apb.ListTasksResponse:
         return await conn.stub.ListTasks(
