@@ -9,6 +9,11 @@ change shifts the compressed stream after it).
 
 Goal (issue 16): the delta of a 1%-changed .zip is at most 3% of the package.
 
+Its figure is a share of bytes (delta against full, same run), which needs no bare side. It has
+no bare baseline for speed yet: the throughput goal of issue 16 (a 200 MiB package against a
+bare gRPC stream of the same bytes in the same chunks over the same mTLS loopback) is still to
+be written, so the times it prints are for reading, not for a ratio.
+
 Run: .venv/bin/python scripts/bench/bench_package_transfer.py [--mib 50]
      [--styles listening,polling]
 """

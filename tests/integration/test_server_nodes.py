@@ -72,20 +72,12 @@ projects:
 """
 
 
-def _second_node(cluster: Cluster, first: Server) -> Server:
-    second = Server(cluster.root / "server-b", cluster.procs)
-    second.settings.update({k: v for k, v in first.settings.items() if k != "database_url"})
-    joined = second.join(first)
-    assert joined.returncode == 0, joined.stderr
-    return second
-
-
 @pytest.mark.postgres
 def test_a_joined_node_presents_the_same_identity_and_wrong_keys_are_refused(
     pg_schema: str, cluster: Cluster, tmp_path: Path
 ) -> None:
     first = cluster.start_server(database_url=server_url(pg_schema), **NODE_SETTINGS)
-    second = _second_node(cluster, first)
+    second = cluster.join_node(first)
     assert second.thumbprint == first.thumbprint
     assert (second.home / "server-certificate.pem").read_bytes() == (
         first.home / "server-certificate.pem"
@@ -201,7 +193,7 @@ def test_the_surviving_node_adopts_a_deployment_whose_node_was_killed(
     marks, starts = tmp_path / "marks", tmp_path / "starts.txt"
     marks.mkdir()
     first = cluster.start_server(database_url=server_url(pg_schema), **NODE_SETTINGS)
-    second = _second_node(cluster, first)
+    second = cluster.join_node(first)
     second.start()
     for name in MACHINES:
         cluster.add_tentacle(name, "listening", environments=("Dev",), roles=("web-server",))

@@ -439,6 +439,14 @@ class Cluster:
         self.server.start()
         return self.server
 
+    def join_node(self, first: Server) -> Server:
+        """Another node of first's database, made with `cuttle-server join` (not started)."""
+        second = Server(self.root / "server-b", self.procs)
+        second.settings.update({k: v for k, v in first.settings.items() if k != "database_url"})
+        joined = second.join(first)
+        assert joined.returncode == 0, joined.stderr
+        return second
+
     def add_tentacle(
         self,
         name: str,

@@ -248,23 +248,14 @@ class PackageFeed:
                 pushed_by=actor,
             )
             category, verb = "replaced", "Replaced"
-        events.record(
+        _audit(
             session,
-            space_id=space.id,
-            actor=actor,
-            category=category,
-            kind="package",
-            document_id=record.id,
-            document_name=f"{record.package_id} {record.version}",
-            message=f"{verb} package {record.package_id} {record.version}",
-            details={
-                "package_id": record.package_id,
-                "version": record.version,
-                "format": record.format,
-                "size": record.size,
-                "sha256": record.sha256,
-                **({"previous_sha256": existing.sha256} if existing is not None else {}),
-            },
+            record,
+            actor,
+            category,
+            verb,
+            {"format": record.format}
+            | ({"previous_sha256": existing.sha256} if existing is not None else {}),
         )
         return record, None if existing is None else existing.sha256
 
@@ -356,7 +347,7 @@ class PackageFeed:
                     f"{', '.join(users)}; delete those releases first"
                 )
             package_store.remove(session, record.id)
-            _audit_removal(session, record, actor, "deleted", "Deleted")
+            _audit(session, record, actor, "deleted", "Deleted")
             return record
 
         record = await self._tx.run(work)
@@ -390,7 +381,7 @@ class PackageFeed:
                 ):
                     continue
                 package_store.remove(session, record.id)
-                _audit_removal(session, record, actor, "pruned", "Pruned")
+                _audit(session, record, actor, "pruned", "Pruned")
                 removed.append(record)
             freed = sum({r.sha256: r.size for r in removed}.values())
             return PruneResult(tuple(removed), len(every) - len(unused), freed)
@@ -425,9 +416,15 @@ def _newest_first(records: list[PackageRecord]) -> list[PackageRecord]:
     return sorted(by_version, key=lambda r: r.package_key)
 
 
-def _audit_removal(
-    session: Session, record: PackageRecord, actor: str, category: str, verb: str
+def _audit(
+    session: Session,
+    record: PackageRecord,
+    actor: str,
+    category: str,
+    verb: str,
+    extra: dict[str, str] | None = None,
 ) -> None:
+    """One audit event per push, replace, delete or prune of a package version."""
     events.record(
         session,
         space_id=record.space_id,
@@ -442,5 +439,6 @@ def _audit_removal(
             "version": record.version,
             "sha256": record.sha256,
             "size": record.size,
+            **(extra or {}),
         },
     )
