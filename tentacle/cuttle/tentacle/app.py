@@ -25,6 +25,7 @@ from cuttle.tentacle.execution.script_user import (
 )
 from cuttle.tentacle.files.transfer import UploadStore
 from cuttle.tentacle.packages.cache import PackageCache, cache_root
+from cuttle.tentacle.packages.deploy import DeploySettings, applications_directory
 from cuttle.tentacle.packages.receive import PackageReceiver
 from cuttle.tentacle.services.handlers import TentacleHandlers
 
@@ -55,12 +56,22 @@ class TentacleAgent:
                     user=script_user.name,
                     python=sys.executable,
                 )
-        self._manager = ScriptManager(home.path, script_user=script_user, workspaces=workspaces)
         uploads = UploadStore(home.path / "uploads")
         self.package_cache = PackageCache(
             cache_root(home.path),
             max_bytes=self._config.package_cache_max_bytes,
             min_free_bytes=self._config.package_cache_min_free_bytes,
+        )
+        applications = applications_directory(
+            home.path, self._config.applications_directory, workspaces, script_user
+        )
+        self._manager = ScriptManager(
+            home.path,
+            script_user=script_user,
+            workspaces=workspaces,
+            packages=DeploySettings(
+                self.package_cache, applications, keep=self._config.package_retention_keep
+            ),
         )
         self._handlers = TentacleHandlers(
             self._manager,

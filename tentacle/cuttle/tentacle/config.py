@@ -77,6 +77,12 @@ class TentacleConfig:
     # package_cache_min_free_bytes free on its disk.
     package_cache_max_bytes: int = DEFAULT_MAX_BYTES
     package_cache_min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    # Where deployed packages are extracted (<dir>/<Environment>/<PackageId>/<Version>); ""
+    # means <home>/Applications, or beside the workspaces when scripts run as another user
+    # (who cannot enter the home).
+    applications_directory: str = ""
+    # How many extracted versions of a package stay per environment (the deployed one always).
+    package_retention_keep: int = 3
 
     def trusted_thumbprints(self) -> set[str]:
         """Thumbprints of the servers this Tentacle accepts."""
@@ -187,7 +193,13 @@ def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
     config = TentacleConfig()
-    for key in ("comms_style", "listen_host", "run_scripts_as", "workspaces_dir"):
+    for key in (
+        "comms_style",
+        "listen_host",
+        "run_scripts_as",
+        "workspaces_dir",
+        "applications_directory",
+    ):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise ConfigError(f"{path}: {key} must be a string")
@@ -201,13 +213,17 @@ def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
             check_run_scripts_as(config.run_scripts_as)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    if config.workspaces_dir and not Path(config.workspaces_dir).is_absolute():
-        raise ConfigError(f"{path}: workspaces_dir must be an absolute path")
-    for key in ("port", "polling_connections", *_BYTE_SIZES):
+    for key in ("workspaces_dir", "applications_directory"):
+        value = getattr(config, key)
+        if value and not Path(value).is_absolute():
+            raise ConfigError(f"{path}: {key} must be an absolute path")
+    for key in ("port", "polling_connections", "package_retention_keep", *_BYTE_SIZES):
         if key in raw:
-            if not isinstance(raw[key], int) or raw[key] < 0:
+            if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0:
                 raise ConfigError(f"{path}: {key} must be a non-negative integer")
             setattr(config, key, raw[key])
+    if config.package_retention_keep < 1:
+        raise ConfigError(f"{path}: package_retention_keep must be at least 1")
     if config.port > 65535:
         raise ConfigError(f"{path}: port must be at most 65535")
     for key in known:

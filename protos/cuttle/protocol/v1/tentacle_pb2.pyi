@@ -265,6 +265,7 @@ class StartScriptRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
     ticket: _builtins.str
     body: _builtins.str
     syntax: Global___ScriptSyntax.ValueType
@@ -284,6 +285,12 @@ class StartScriptRequest(_message.Message):
         owner-only file, never to argv or the environment, and masked in the log.
         """
 
+    @_builtins.property
+    def package(self) -> Global___PackageDeployment:
+        """A package from this Tentacle's cache, put in place before the script runs: a
+        deploy_package action, or a run_script action whose script is a file of a package.
+        """
+
     def __init__(
         self,
         *,
@@ -297,14 +304,94 @@ class StartScriptRequest(_message.Message):
         timeout_seconds: _builtins.float = ...,
         arguments: _abc.Iterable[_builtins.str] | None = ...,
         variables: _abc.Iterable[Global___Variable] | None = ...,
+        package: Global___PackageDeployment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["package", b"package"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "body", b"body", "files", b"files", "isolation", b"isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "mutex_name", b"mutex_name", "syntax", b"syntax", "ticket", b"ticket", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "body", b"body", "files", b"files", "isolation", b"isolation", "isolation_timeout_seconds", b"isolation_timeout_seconds", "mutex_name", b"mutex_name", "package", b"package", "syntax", b"syntax", "ticket", b"ticket", "timeout_seconds", b"timeout_seconds", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartScriptRequest: _TypeAlias = StartScriptRequest  # noqa: Y015
+
+@_typing.final
+class PackageDeployment(_message.Message):
+    """What to do with a cached package before a script runs. The Tentacle extracts it (safely: see
+    packages/extract.py), fills in its files, and runs the package's own scripts or the named
+    file with the request's variables; the request's body is not used.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SCRIPT_FILE_FIELD_NUMBER: _builtins.int
+    CUSTOM_INSTALLATION_DIRECTORY_FIELD_NUMBER: _builtins.int
+    PURGE_CUSTOM_INSTALLATION_DIRECTORY_FIELD_NUMBER: _builtins.int
+    PURGE_EXCLUSIONS_FIELD_NUMBER: _builtins.int
+    SUBSTITUTE_TARGET_FILES_FIELD_NUMBER: _builtins.int
+    STRUCTURED_VARIABLE_FILES_FIELD_NUMBER: _builtins.int
+    RUN_PACKAGE_SCRIPTS_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """The cached file (it was acquired before, by FindPackage / BeginPackageTransfer)."""
+    package_id: _builtins.str
+    version: _builtins.str
+    environment: _builtins.str
+    """The extraction folder is <applications>/[<tenant>/]<environment>/<package_id>/<version>[_N]."""
+    tenant: _builtins.str
+    script_file: _builtins.str
+    """A script from a package: extract into the ticket's workspace (nothing is kept) and run
+    this file (relative to the package's root) with the request's arguments.
+    """
+    custom_installation_directory: _builtins.str
+    """Octopus.Action.Package.CustomInstallationDirectory: copied there after extraction."""
+    purge_custom_installation_directory: _builtins.bool
+    run_package_scripts: _builtins.bool
+    """Run PreDeploy, Deploy and PostDeploy (.sh or .py) found at the package's root, in order."""
+    format: _builtins.str
+    """The archive format as the feed recorded it: zip, nupkg, tar, tar.gz or tar.bz2."""
+    @_builtins.property
+    def purge_exclusions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths (globs, relative to the custom directory) a purge keeps."""
+
+    @_builtins.property
+    def substitute_target_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Octopus.Action.SubstituteInFiles.TargetFiles: globs whose files get #{...} replaced."""
+
+    @_builtins.property
+    def structured_variable_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Octopus.Action.Package.JsonConfigurationVariablesTargets: JSON/YAML files whose keys
+        (Logging:LogLevel:Default) are replaced by variables of that name.
+        """
+
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        package_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        script_file: _builtins.str = ...,
+        custom_installation_directory: _builtins.str = ...,
+        purge_custom_installation_directory: _builtins.bool = ...,
+        purge_exclusions: _abc.Iterable[_builtins.str] | None = ...,
+        substitute_target_files: _abc.Iterable[_builtins.str] | None = ...,
+        structured_variable_files: _abc.Iterable[_builtins.str] | None = ...,
+        run_package_scripts: _builtins.bool = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_installation_directory", b"custom_installation_directory", "environment", b"environment", "format", b"format", "package_id", b"package_id", "purge_custom_installation_directory", b"purge_custom_installation_directory", "purge_exclusions", b"purge_exclusions", "run_package_scripts", b"run_package_scripts", "script_file", b"script_file", "sha256", b"sha256", "structured_variable_files", b"structured_variable_files", "substitute_target_files", b"substitute_target_files", "tenant", b"tenant", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageDeployment: _TypeAlias = PackageDeployment  # noqa: Y015
 
 @_typing.final
 class ScriptTicketRequest(_message.Message):

@@ -404,6 +404,8 @@ def plan_launch(
         CUTTLE_VARIABLES_FILE=str(variables_file),
         CUTTLE_PYTHON=python,
         CUTTLE_WORKSPACE=str(workspace),
+        # A package's driver runs its Python scripts through the same bootstrap.
+        CUTTLE_PYTHON_BOOTSTRAP=str(shared.python_bootstrap),
         PYTHONUNBUFFERED="1",
     )
     if user is not None:

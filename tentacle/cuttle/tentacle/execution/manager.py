@@ -54,6 +54,7 @@ from cuttle.tentacle.execution.tickets import (
     remove_ticket,
     sync_claim,
 )
+from cuttle.tentacle.packages.deploy import DeploySettings
 
 __all__ = [
     "Artifact",
@@ -117,6 +118,7 @@ class ScriptManager:
         record_sync_delay: float = 0.2,
         script_user: ScriptUser | None = None,
         workspaces: Path | None = None,
+        packages: DeploySettings | None = None,
     ) -> None:
         # Scripts run with their workspace as cwd, so every path handed to them is absolute.
         home = home.resolve()
@@ -149,6 +151,7 @@ class ScriptManager:
             helpers=helpers,
             running_record_delay=running_record_delay,
             user=script_user,
+            packages=packages,
         )
         self._syncer = RecordSyncer(record_sync_delay)
         self._tickets_dir = home / "tickets"
@@ -291,8 +294,9 @@ class ScriptManager:
         claimed = self._creating[ticket] = asyncio.Event()
         try:
             launched: Started | str | None = None
-            if cmd.full_isolation:
-                # Answered PENDING while it waits for the mutex: the claim is durable at once.
+            if cmd.full_isolation or cmd.package is not None:
+                # Answered PENDING while it waits for the mutex or its package is extracted:
+                # the claim is durable at once.
                 journal = await asyncio.to_thread(self._create_ticket, paths, True, self._owner)
             else:
                 # One thread hop from nothing to a running script.

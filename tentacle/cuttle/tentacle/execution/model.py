@@ -130,6 +130,26 @@ class Variable:
 
 
 @dataclass(frozen=True)
+class PackageDeployment:
+    """A cached package to put in place before the script runs (see packages/deploy.py)."""
+
+    sha256: str
+    package_id: str
+    version: str
+    format: str
+    environment: str = ""
+    tenant: str = ""
+    # A script from a package: extracted into the workspace, this file runs.
+    script_file: str = ""
+    custom_installation_directory: str = ""
+    purge_custom_installation_directory: bool = False
+    purge_exclusions: tuple[str, ...] = ()
+    substitute_target_files: tuple[str, ...] = ()
+    structured_variable_files: tuple[str, ...] = ()
+    run_package_scripts: bool = False
+
+
+@dataclass(frozen=True)
 class StartCommand:
     """Everything needed to start one script under a server-chosen ticket."""
 
@@ -143,6 +163,7 @@ class StartCommand:
     mutex_name: str = "default"
     isolation_timeout: float | None = None
     timeout: float | None = None
+    package: PackageDeployment | None = None
 
 
 @dataclass(frozen=True)

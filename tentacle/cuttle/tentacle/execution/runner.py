@@ -48,6 +48,7 @@ from cuttle.tentacle.execution.model import (
     LogSource,
     ScriptState,
     StartCommand,
+    Syntax,
     Variable,
 )
 from cuttle.tentacle.execution.record_sync import RecordSyncer
@@ -59,6 +60,8 @@ from cuttle.tentacle.execution.tickets import (
     save_record,
     sync_claim,
 )
+from cuttle.tentacle.packages.deploy import DeploySettings, prepare
+from cuttle.tentacle.packages.errors import PackageError
 
 __all__ = ["RunSettings", "Started", "TicketRun", "launch"]
 
@@ -108,6 +111,8 @@ class RunSettings:
     cgroup) on disk. Shorter ones never need one: their terminal record is the first."""
     user: ScriptUser | None = None
     """Who scripts run as (run_scripts_as); None: as the Tentacle itself."""
+    packages: DeploySettings | None = None
+    """Where packages are put in place (None: this manager deploys no packages)."""
 
 
 @dataclass
@@ -318,8 +323,78 @@ class TicketRun:
         if self.stop.is_set():
             await self.set_state(ScriptState.CANCELLED, self.stop_reason)
             return
+        if cmd.package is not None:
+            prepared = await self._prepare_package(cmd, settings)
+            if prepared is None:
+                return
+            cmd = self.command = prepared
         started = await asyncio.to_thread(launch, self.paths, self.record, cmd, settings)
         await self._run_launched(cmd, settings, started)
+
+    async def _prepare_package(
+        self, cmd: StartCommand, settings: RunSettings
+    ) -> StartCommand | None:
+        """Put the command's package in place; the command that runs its scripts, or None.
+
+        None means the ticket ended (failed to start, cancelled, timed out) and says why.
+        """
+        package = cmd.package
+        assert package is not None  # noqa: S101 - only called for a package
+        # start() answers PENDING while the package is extracted (it may take a while).
+        self.started.set()
+        if settings.packages is None:
+            reason = "this Tentacle is not set up to deploy packages"
+            await self.set_state(ScriptState.FAILED_TO_START, reason)
+            return None
+        loop = asyncio.get_running_loop()
+
+        def say(text: str, warning: bool) -> None:
+            level = LogLevel.WARNING if warning else LogLevel.INFO
+            asyncio.run_coroutine_threadsafe(self.say(text, level), loop).result()
+
+        user = settings.user
+        began = time.monotonic()
+        try:
+            prepared = await asyncio.to_thread(
+                prepare,
+                package,
+                cmd.variables,
+                self.paths.script_workspace,
+                settings.packages,
+                syntax=cmd.syntax,
+                owner=(user.uid, user.gid) if user is not None else None,
+                say=say,
+            )
+        except (PackageError, OSError) as exc:
+            reason = f"{package.package_id} {package.version}: {exc}"
+            await self.say(reason, LogLevel.ERROR)
+            await self.set_state(ScriptState.FAILED_TO_START, reason)
+            return None
+        for variable in prepared.outputs:
+            self.record.set_output(variable)
+        if self.stop.is_set():
+            await self.say(f"The script was cancelled: {self.stop_reason}", LogLevel.WARNING)
+            await self.set_state(ScriptState.CANCELLED, self.stop_reason)
+            return None
+        timeout = cmd.timeout
+        if timeout:
+            timeout -= time.monotonic() - began
+            if timeout <= 0:
+                reason = (
+                    f"Putting the package in place took longer than the time limit of "
+                    f"{cmd.timeout:g}s"
+                )
+                await self.say(reason, LogLevel.ERROR)
+                await self.set_state(ScriptState.TIMED_OUT, reason)
+                return None
+        return dataclasses.replace(
+            cmd,
+            body=prepared.body,
+            syntax=Syntax.BASH,
+            variables=(*cmd.variables, *prepared.variables),
+            timeout=timeout,
+            package=None,
+        )
 
     async def _run_launched(
         self, cmd: StartCommand, settings: RunSettings, started: Started | str

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.tentacle.errors import BadRequest
 from cuttle.tentacle.execution import model
+from cuttle.tentacle.packages.extract import ArchiveFormat
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+PACKAGE_FORMATS = tuple(f.value for f in ArchiveFormat)
 
 _SYNTAX = {
     pb.SCRIPT_SYNTAX_BASH: model.Syntax.BASH,
@@ -64,6 +69,42 @@ def start_command(
         mutex_name=request.mutex_name or "default",
         isolation_timeout=request.isolation_timeout_seconds or None,
         timeout=request.timeout_seconds or None,
+        package=_package(request.package) if request.HasField("package") else None,
+    )
+
+
+def _package(message: pb.PackageDeployment) -> model.PackageDeployment:
+    """The package part of a start; malformed fields are refused before anything is claimed."""
+    if not _SHA256.fullmatch(message.sha256):
+        raise BadRequest(f"package sha256 {message.sha256!r} is not 64 lower-case hex digits")
+    if message.format not in PACKAGE_FORMATS:
+        raise BadRequest(
+            f"package format {message.format!r} is not one of {', '.join(PACKAGE_FORMATS)}"
+        )
+    if not message.package_id or not message.version:
+        raise BadRequest("a package needs its id and version")
+    if message.script_file:
+        try:
+            model.check_relative_name(message.script_file)
+        except ValueError as exc:
+            raise BadRequest(f"package script file: {exc}") from None
+    custom = message.custom_installation_directory
+    if custom and not custom.startswith("/"):
+        raise BadRequest(f"the custom installation directory {custom!r} is not an absolute path")
+    return model.PackageDeployment(
+        sha256=message.sha256,
+        package_id=message.package_id,
+        version=message.version,
+        format=message.format,
+        environment=message.environment,
+        tenant=message.tenant,
+        script_file=message.script_file,
+        custom_installation_directory=custom,
+        purge_custom_installation_directory=message.purge_custom_installation_directory,
+        purge_exclusions=tuple(message.purge_exclusions),
+        substitute_target_files=tuple(message.substitute_target_files),
+        structured_variable_files=tuple(message.structured_variable_files),
+        run_package_scripts=message.run_package_scripts,
     )
 
 
