@@ -308,6 +308,7 @@ class ServerNode:
         encryptor = self.encryptor
         self.runner.encryptor = encryptor
         self.runner.worker = lambda: Worker(self.worker.unavailable)
+        self.runner.packages = self.packages
         await self.packages.start()
         await self.refresh_machines()
         host = self.settings.listen_host

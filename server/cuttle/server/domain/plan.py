@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_PARALLELISM = 10
 MAX_PARALLELISM_VARIABLE = "Octopus.Action.MaxParallelism"
 # Action types the engine runs today; others are refused at deploy time with the reason.
-SUPPORTED_ACTION_TYPES = frozenset({"run_script", "manual_intervention", "health_check"})
+SUPPORTED_ACTION_TYPES = frozenset(
+    {"run_script", "deploy_package", "manual_intervention", "health_check"}
+)
 # Actions that wait for a person on no machine: a step made only of them needs no target.
 SERVER_ACTION_TYPES = frozenset({"manual_intervention"})
 # The machine name of each server node's own worker Tentacle (no registered machine has it).
@@ -52,8 +54,6 @@ class ActionInput:
     tenant_tags: tuple[str, ...] = ()
     disabled: bool = False
     required: bool = False
-    # The script comes from a package (not yet supported).
-    script_from_package: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,17 +242,12 @@ def plan_deployment(
         actions = tuple(
             PlannedAction(a.name, a.type, _action_skip(a, target)) for a in step.actions
         )
-        for action_in, action in zip(step.actions, actions, strict=True):
+        for action in actions:
             if action.skipped:
                 continue
             if action.type not in SUPPORTED_ACTION_TYPES:
                 problems.append(
                     f"step {step.name!r}, action {action.name!r}: {action.type} actions are "
-                    "not supported by this server yet"
-                )
-            elif action_in.script_from_package:
-                problems.append(
-                    f"step {step.name!r}, action {action.name!r}: scripts from packages are "
                     "not supported by this server yet"
                 )
         if not any(not a.skipped for a in actions):

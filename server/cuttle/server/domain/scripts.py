@@ -179,6 +179,25 @@ class ScriptFile:
 
 
 @dataclass(frozen=True, slots=True)
+class PackageStart:
+    """A cached package the agent puts in place before the ticket's script (see tentacle.proto)."""
+
+    sha256: str
+    package_id: str
+    version: str
+    format: str
+    environment: str = ""
+    tenant: str = ""
+    script_file: str = ""
+    custom_installation_directory: str = ""
+    purge_custom_installation_directory: bool = False
+    purge_exclusions: tuple[str, ...] = ()
+    substitute_target_files: tuple[str, ...] = ()
+    structured_variable_files: tuple[str, ...] = ()
+    run_package_scripts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptRequest:
     """What to run under a ticket."""
 
@@ -191,6 +210,8 @@ class ScriptRequest:
     full_isolation: bool = False
     mutex_name: str = ""
     isolation_timeout_seconds: float = 0.0
+    arguments: tuple[str, ...] = ()
+    package: PackageStart | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,8 @@ class DeploymentTaskSpec(_Spec):
     prompted: tuple[SpecVariable, ...] = ()
     # The deployment's choice: default (the project's, else the environment's), on, off.
     guided_failure: Literal["default", "on", "off"] = "default"
+    # The first step of the tree is "Acquire packages" (domain/package_steps.py).
+    acquire_packages: bool = False
 
 
 class RunbookTaskSpec(DeploymentTaskSpec):

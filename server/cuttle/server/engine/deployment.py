@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cuttle.protocol.masking import Masker
 from cuttle.protocol.variables import condition_is_true, evaluate
+from cuttle.server.domain import package_steps as ps
 from cuttle.server.domain import plan as p
 from cuttle.server.domain.deployment_variables import (
     ActionDescription,
@@ -37,7 +38,7 @@ from cuttle.server.domain.interruptions import (
     guided_failure_applies,
     responses_for,
 )
-from cuttle.server.domain.scripts import RemoteVariable, ScriptRequest
+from cuttle.server.domain.scripts import PackageStart, RemoteVariable, ScriptRequest
 from cuttle.server.domain.task_specs import DeploymentTaskSpec, RunbookTaskSpec
 from cuttle.server.domain.task_states import (
     FINISHED_NODE_STATES,
@@ -47,8 +48,9 @@ from cuttle.server.domain.task_states import (
     RunState,
     TaskState,
 )
+from cuttle.server.engine.package_acquisition import acquire
 from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
-from cuttle.server.errors import AgentError
+from cuttle.server.errors import AgentError, ServerError
 from cuttle.server.errors import NotFound as ServerNotFound
 from cuttle.server.model import documents as d
 from cuttle.server.model.automatic_deployments import queue_automatic
@@ -90,6 +92,8 @@ class _Deployment:
     error: str = ""
     error_detail: str = ""
     children: dict[str | None, list[TaskNodeRecord]] = field(default_factory=dict)
+    # Archive format of each package (by SHA-256), read from the feed once.
+    formats: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -135,6 +139,9 @@ async def execute(
     if task.state == TaskState.RUNNING:
         await context.tx.run(lambda s: set_deployment_state(s, task.id, "running"))
     steps = run.children.get(None, [])
+    if spec.acquire_packages and steps and steps[0].name == ps.ACQUIRE_STEP:
+        await _acquire_step(run, steps[0])
+        steps = steps[1:]
     # Steps in order; a step that starts with the previous one joins its group.
     groups: list[list[TaskNodeRecord]] = []
     for node in steps:
@@ -553,14 +560,26 @@ async def _run_action(
     variables: ActionVariables,
 ) -> _Result:
     """One action on one machine, retried as the action asks, and as a person answers."""
-    if action.script is None or action.script.body is None:
-        raise RuntimeError(f"action {action.name!r} has no inline script (refused when planned)")
-    body_template = action.script.body
-    syntax = action.script.syntax
     for value in (variables.values[n] for n in variables.sensitive_names):
         if value:
             run.masker.add(value)
-    body = evaluate(body_template, variables.values)
+    try:
+        package, arguments = await _package_request(run, step, action, variables)
+    except (ps.PackageStepError, ServerNotFound) as exc:
+        why = str(exc)
+        await _set(run, node, NodeState.FAILED, why)
+        await _note(run, f"{action.name} on {machine}: {why}")
+        if not run.error:
+            run.error = f"{action.name} failed on {machine}: {why}"
+            run.error_detail = why
+        return _Result.FAILED
+    syntax = action.script.syntax if action.script is not None else "bash"
+    if package is not None:
+        body = ""  # the machine runs the package's scripts, or the script file
+    elif action.script is not None and action.script.body is not None:
+        body = evaluate(action.script.body, variables.values)
+    else:
+        raise RuntimeError(f"action {action.name!r} has nothing to run (refused when planned)")
     remote = tuple(
         RemoteVariable(name, value, name in variables.sensitive_names)
         for name, value in variables.values.items()
@@ -601,6 +620,8 @@ async def _run_action(
             syntax=syntax,
             variables=remote,
             timeout_seconds=float(action.execution_timeout_seconds),
+            arguments=arguments,
+            package=package,
         )
         await ScriptRun(
             run.context, latest, request, run.masker, run.cancel, resumed=resumed
@@ -610,6 +631,166 @@ async def _run_action(
     if final is not None:
         _add_outputs(run, action.name, machine, final, run.context.encryptor)
     return _Result.OK
+
+
+async def _package_request(
+    run: _Deployment, step: d.Step, action: d.Action, variables: ActionVariables
+) -> tuple[PackageStart | None, tuple[str, ...]]:
+    """The package an action puts in place on its machine (None: none), and its arguments."""
+    if action.type == "deploy_package":
+        use, script_file = "package", ""
+    elif action.script is not None and action.script.package is not None:
+        use, script_file = "script", action.script.file or ""
+    else:
+        return None, ()
+    recorded = ps.package_of(run.material.packages, step.name, action.name, use)
+    if recorded is None:
+        raise ps.PackageStepError(
+            f"the release records no package version for {action.name!r}: create a new release"
+        )
+    values = variables.values
+    properties = {name: evaluate(value, values) for name, value in action.properties.items()}
+    start = ps.package_start(
+        recorded,
+        await _format_of(run, recorded.sha256),
+        properties,
+        environment=run.spec.environment_name,
+        tenant=run.spec.tenant_name,
+        script_file=script_file,
+    )
+    arguments: tuple[str, ...] = ()
+    if script_file and action.script is not None and action.script.parameters:
+        secrets = [values[n] for n in variables.sensitive_names]
+        arguments = ps.script_arguments(evaluate(action.script.parameters, values), secrets)
+    return start, arguments
+
+
+async def _format_of(run: _Deployment, sha256: str) -> str:
+    """The archive format the feed recorded for these bytes."""
+    known = run.formats.get(sha256)
+    if known is None:
+        feed = run.context.packages
+        if feed is None:
+            raise ps.PackageStepError("this server node has no package feed")
+        known = run.formats[sha256] = (await feed.open_sha256(sha256)).record.format
+    return known
+
+
+async def _acquire_step(run: _Deployment, node: TaskNodeRecord) -> None:
+    """Put every package a machine needs into its cache before the first step runs."""
+    if node.state in FINISHED_NODE_STATES:
+        return
+    if run.cancel.is_set:
+        await _skip_tree(run, node, "the deployment was cancelled")
+        return
+    await _set(run, node, NodeState.RUNNING)
+    action_node = run.children[node.id][0]
+    await run.context.tx.run(partial(_start_once, action_node.id))
+    needs = _packages_per_machine(run)
+    width, why = ps.acquire_width(_acquire_variable(run))
+    if why:
+        await _note(run, f"{ps.ACQUIRE_STEP}: {why}")
+    gate = asyncio.Semaphore(width)
+    failures: list[str] = []
+
+    async def one_machine(machine_node: TaskNodeRecord) -> None:
+        async with gate:
+            current = await _node(run, machine_node.id)
+            if current.state in FINISHED_NODE_STATES:
+                if current.state in _FAILED:
+                    failures.append(current.name)
+                return
+            if run.cancel.is_set:
+                await _set(run, current, NodeState.SKIPPED, "the deployment was cancelled")
+                return
+            await _set(run, current, NodeState.RUNNING)
+            why = await _acquire_on(run, current.name, needs.get(current.name.casefold(), []))
+            if why:
+                failures.append(current.name)
+                await _set(run, current, NodeState.FAILED, why)
+                await _note(run, f"{ps.ACQUIRE_STEP} on {current.name} failed: {why}")
+            elif run.cancel.is_set:
+                await _set(run, current, NodeState.CANCELLED, "the deployment was cancelled")
+            else:
+                await _set(run, current, NodeState.SUCCESS)
+
+    async with asyncio.TaskGroup() as group:
+        for machine_node in run.children.get(action_node.id, []):
+            group.create_task(one_machine(machine_node))
+    if run.cancel.is_set:
+        state = NodeState.CANCELLED
+    else:
+        state = NodeState.FAILED if failures else NodeState.SUCCESS
+    reason = f"packages could not be acquired on {', '.join(sorted(failures))}" if failures else ""
+    await _set(run, action_node, state, reason)
+    await _set(run, node, state, reason)
+    if failures and not run.error:
+        run.error = f"step {ps.ACQUIRE_STEP!r} failed: {reason}"
+        run.error_detail = reason
+
+
+def _acquire_variable(run: _Deployment) -> str | None:
+    for step in run.material.process.steps:
+        if step.actions:
+            return _variables(run, step, step.actions[0], None).values.get(
+                ps.ACQUIRE_PARALLELISM_VARIABLE
+            )
+    return None
+
+
+def _packages_per_machine(run: _Deployment) -> dict[str, list[ps.ReleasePackage]]:
+    """Each machine's packages (folded name -> distinct versions), from the planned tree."""
+    needs: dict[str, dict[str, ps.ReleasePackage]] = {}
+    for step_node in run.children.get(None, []):
+        step = _step(run.material.process, step_node.name)
+        if step is None or step_node.state == NodeState.SKIPPED:
+            continue
+        for action_node in run.children.get(step_node.id, []):
+            action = _action(step, action_node.name)
+            if action is None or action_node.state == NodeState.SKIPPED:
+                continue
+            wanted = [
+                ps.package_of(run.material.packages, step.name, action.name, use)
+                for use in ("package", "script")
+            ]
+            for package in (w for w in wanted if w is not None):
+                for machine_node in run.children.get(action_node.id, []):
+                    machine = needs.setdefault(machine_node.name.casefold(), {})
+                    machine.setdefault(package.sha256, package)
+    return {machine: list(found.values()) for machine, found in needs.items()}
+
+
+async def _acquire_on(run: _Deployment, machine: str, packages: Sequence[ps.ReleasePackage]) -> str:
+    """Acquire the packages onto one machine; "" when all are there, else why not."""
+    feed = run.context.packages
+    if feed is None:
+        return "this server node has no package feed"
+
+    async def package_log(line: str) -> None:
+        await _note(run, line if machine in line else f"{machine}: {line}")
+
+    async def work() -> None:
+        client = await run.context.connections.client(machine)
+        for package in packages:
+            stored = await feed.open_sha256(package.sha256)
+            run.formats[package.sha256] = stored.record.format
+            await acquire(client, stored, package_log)
+
+    job = asyncio.create_task(work())
+    cancelled = asyncio.create_task(run.cancel.event.wait())
+    try:
+        await asyncio.wait({job, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancelled.cancel()
+    if not job.done():
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        return ""
+    try:
+        job.result()
+    except (AgentError, ServerError) as exc:
+        return str(exc)
+    return ""
 
 
 def _fail(run: _Deployment, action: d.Action, machine: str, latest: ScriptRunRecord) -> _Result:

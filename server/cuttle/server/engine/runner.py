@@ -42,6 +42,7 @@ from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
 from cuttle.server.errors import AgentError, UnknownTicket
 from cuttle.server.errors import NotFound as ServerNotFound
+from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.store import task_log, task_queue, tasks
 from cuttle.server.store.disk_reserve import DiskReserve
 from cuttle.server.store.errors import Conflict, ServerDiskFull, StoreUnavailable
@@ -121,6 +122,7 @@ class TaskRunner:
         self._completions = completions or TicketCompletions()
         self.encryptor = encryptor
         self.worker: Callable[[], Worker] = lambda: NO_WORKER
+        self.packages: PackageFeed | None = None
         self._reserve = reserve
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -139,6 +141,7 @@ class TaskRunner:
             self._settings,
             self.encryptor,
             self.worker,
+            self.packages,
         )
 
     async def start(self) -> int:

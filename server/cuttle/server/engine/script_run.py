@@ -46,6 +46,7 @@ from cuttle.server.errors import (
     NotFound,
     UnknownTicket,
 )
+from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import pending_cancels, task_log, tasks
 from cuttle.server.store.records import ScriptRunRecord, now_ms
@@ -117,6 +118,8 @@ class RunContext:
     encryptor: Encryptor | None
     # Whether this node offers the built-in worker (for deployments a lifecycle queues).
     worker: Callable[[], Worker] = lambda: NO_WORKER
+    # The package feed deployments acquire from (None: this engine deploys no packages).
+    packages: PackageFeed | None = None
 
 
 class ScriptRun:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from cuttle.server.domain import package_steps as ps
 from cuttle.server.domain import plan as p
 from cuttle.server.domain import variable_scopes as scopes
 from cuttle.server.domain.deployment_variables import MachineDescription, TenantValue
@@ -101,6 +102,8 @@ class Material:
     previous_for_environment: str = ""
     # The tenant's values as they are now (not part of any snapshot, as in Octopus).
     tenant_values: tuple[TenantValue, ...] = ()
+    # The package versions the release recorded (model/release_packages.py).
+    packages: tuple[ps.ReleasePackage, ...] = ()
 
 
 def _project_of(release: ReleaseRecord, repo: ModelRepository) -> d.Project:
@@ -127,7 +130,6 @@ def _step_inputs(process: d.Process) -> list[p.StepInput]:
                     tenant_tags=tuple(a.tenant_tags),
                     disabled=a.disabled,
                     required=a.required,
-                    script_from_package=a.script is not None and a.script.package is not None,
                 )
                 for a in step.actions
             ),
@@ -182,6 +184,14 @@ def prepare_runbook(
         )
     as_process = project.model_copy(update={"process": runbook.process})
     plan = _plan(as_process, environment.name, "", request, repo, worker=worker)
+    using = package_uses(runbook.process, plan)
+    if using:
+        step, action, _ = using[0]
+        raise FailedPrecondition(
+            f"runbook {runbook.name!r} uses a package (step {step!r}, action {action!r}); "
+            "runbook snapshots do not record package versions yet, so runbooks cannot deploy "
+            "packages"
+        )
     return PreparedDeployment(
         source=Source(chosen.id, chosen.name, runbook=runbook.name),
         project_id=project_id,
@@ -267,6 +277,7 @@ def prepare(
         tenant=None if tenant is None else (tenant[1].name, tuple(tenant[1].tags)),
         worker=worker,
     )
+    _check_packages(release, project.process, plan)
     return PreparedDeployment(
         source=Source(release.id, release.version, release.channel),
         project_id=project_id,
@@ -279,6 +290,51 @@ def prepare(
         tenant_name=None if tenant is None else tenant[1].name,
         tenant_tags=() if tenant is None else tuple(tenant[1].tags),
     )
+
+
+def package_uses(process: d.Process, plan: p.Plan) -> list[tuple[str, str, str]]:
+    """(step, action, use) of every planned action that runs and takes a package."""
+    found: list[tuple[str, str, str]] = []
+    for planned in plan.steps:
+        if planned.skipped:
+            continue
+        step = next((s for s in process.steps if s.name == planned.name), None)
+        if step is None:
+            continue
+        for planned_action in planned.actions:
+            if planned_action.skipped:
+                continue
+            action = next((a for a in step.actions if a.name == planned_action.name), None)
+            if action is None:
+                continue
+            if action.package is not None:
+                found.append((step.name, action.name, "package"))
+            if action.script is not None and action.script.package is not None:
+                found.append((step.name, action.name, "script"))
+    return found
+
+
+def _check_packages(release: ReleaseRecord, process: d.Process, plan: p.Plan) -> None:
+    """Refuse a deployment whose package actions have no version recorded in the release."""
+    using = package_uses(process, plan)
+    if not using:
+        return
+    packages = ps.recorded(release.snapshot)
+    if packages is None:
+        raise FailedPrecondition(
+            f"release {release.version} was created before Cuttle recorded package versions "
+            "in releases, and its process deploys packages: create a new release"
+        )
+    missing = [
+        f"{step} / {action}"
+        for step, action, use in using
+        if ps.package_of(packages, step, action, use) is None
+    ]
+    if missing:
+        raise FailedPrecondition(
+            f"release {release.version} records no package version for "
+            f"{', '.join(missing)}: create a new release"
+        )
 
 
 def _tenant(
@@ -382,6 +438,28 @@ def create(
         )
         for step in prepared.plan.steps
     ]
+    acquiring = _acquisition_machines(prepared)
+    if acquiring:
+        # Before every step: the machines that deploy packages get them first (Octopus's
+        # "Acquire packages"); spec.acquire_packages tells the engine the first step is this.
+        nodes.insert(
+            0,
+            tasks.PlannedNode(
+                NodeKind.STEP,
+                ps.ACQUIRE_STEP,
+                children=(
+                    tasks.PlannedNode(
+                        NodeKind.ACTION,
+                        ps.ACQUIRE_STEP,
+                        children=tuple(
+                            tasks.PlannedNode(NodeKind.MACHINE, machine, machine)
+                            for machine in acquiring
+                        ),
+                    ),
+                ),
+            ),
+        )
+        spec = spec.model_copy(update={"acquire_packages": True})
     task = tasks.create_task(
         session,
         description=(
@@ -408,6 +486,16 @@ def create(
     return task
 
 
+def _acquisition_machines(prepared: PreparedDeployment) -> list[str]:
+    """The machines of every running step that deploys a package, in first-seen order."""
+    using = {(step, action) for step, action, _ in package_uses(prepared.process, prepared.plan)}
+    machines: dict[str, None] = {}
+    for step in prepared.plan.steps:
+        if any((step.name, a.name) in using for a in step.actions):
+            machines.update(dict.fromkeys(step.machines))
+    return list(machines)
+
+
 def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSpec) -> Material:
     """The frozen process, the release's values (decrypted) and the machines, for the engine."""
     space = doc_store.get_space_by_id(session, spec.space_id)
@@ -424,6 +512,7 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         release = release_store.get_by_id(session, spec.release_id)
         snapshot = release.snapshot
         project = _project_of(release, repo)
+    packages = () if isinstance(spec, RunbookTaskSpec) else ps.recorded(snapshot) or ()
     values: list[scopes.VariableValue] = [
         variable_value(v, None, encryptor) for v in project.variables
     ]
@@ -460,6 +549,7 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         earlier[0] if earlier else "",
         earlier[1] if len(earlier) > 1 else "",
         _tenant_values(session, repo, encryptor, spec.tenant_id),
+        packages,
     )
 
 

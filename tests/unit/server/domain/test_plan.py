@@ -94,7 +94,7 @@ def test_every_problem_is_named_at_once() -> None:
         StepInput("Required", (script("Must", required=True),), ("web-server",)),
         StepInput("No machines", (script("A"),), ("cache",)),
         StepInput("Worker", (script("B"),)),
-        StepInput("Package", (ActionInput("Pkg", "deploy_package"),), ("web-server",)),
+        StepInput("Unknown", (ActionInput("Odd", "mystery"),), ("web-server",)),
     ]
     with pytest.raises(PlanProblems) as refused:
         plan_deployment(
@@ -109,7 +109,7 @@ def test_every_problem_is_named_at_once() -> None:
     assert "'Required' cannot be skipped: Must is required" in text
     assert "'No machines' finds no enabled, available machine with target tag cache" in text
     assert "built-in worker" in text
-    assert "deploy_package actions are not supported" in text
+    assert "mystery actions are not supported" in text
 
 
 def test_tenanted_deployments_take_tenanted_machines_only() -> None:

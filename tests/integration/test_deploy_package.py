@@ -1,0 +1,299 @@
+"""Deploy a package end to end: push, release, deploy to three real Tentacles (issue 16).
+
+Listening and polling machines; files extracted at Octopus's path, substitution and structured
+configuration variables per environment, Deploy.sh run with the deployment's variables (secrets
+masked), its output variable read by the next step; a redeploy finds the package in the cache;
+the next version goes as a delta and lands byte-identical; an archive escaping its folder is
+refused and the Tentacle stays healthy; a release made before releases recorded packages is
+refused with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import sqlite3
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.harness.cluster import Cluster, Server
+from tests.integration.harness.tasks import log_lines
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+MODEL = """
+environments:
+  - name: Dev
+  - name: Test
+lifecycles:
+  - name: Dev or Test
+    phases:
+      - name: Any
+        optional_environments: [Dev, Test]
+projects:
+  - name: Web
+    lifecycle: Dev or Test
+    channels:
+      - name: Default
+        is_default: true
+    variables:
+      - name: Greeting
+        value: hello-dev
+        scope:
+          environments: [Dev]
+      - name: Greeting
+        value: hello-test
+        scope:
+          environments: [Test]
+      - name: Logging:LogLevel:Default
+        value: Debug
+        scope:
+          environments: [Dev]
+      - name: Logging:LogLevel:Default
+        value: Warning
+        scope:
+          environments: [Test]
+      - name: Database:Port
+        value: "6543"
+      - name: DbPassword
+        value: s3cret-pw-42
+        sensitive: true
+    process:
+      steps:
+        - name: Deploy web
+          target_tags: [web-server]
+          actions:
+            - name: Deploy web
+              type: deploy_package
+              package:
+                package_id: web
+              properties:
+                Octopus.Action.SubstituteInFiles.TargetFiles: "conf/*.conf"
+                Octopus.Action.Package.JsonConfigurationVariablesTargets: |
+                  appsettings.json
+                  config.yaml
+        - name: Check
+          target_tags: [web-server]
+          actions:
+            - name: Check
+              type: run_script
+              script:
+                body: |
+                  dir="#{Octopus.Action[Deploy web].Output.Package.InstallationDirectoryPath}"
+                  echo "installed on #{Octopus.Machine.Name} at $dir"
+                  cat "$dir/conf/app.conf"
+"""
+
+DEPLOY_SH = """echo "deploying $(get_octopusvariable Octopus.Action.Package.PackageVersion) \
+greeting=$(get_octopusvariable Greeting) on $(get_octopusvariable Octopus.Machine.Name)"
+echo "password is $(get_octopusvariable DbPassword)"
+echo "cwd $(pwd)"
+"""
+
+
+def make_package(path: Path, version: str, changed: int | None = None) -> dict[str, bytes]:
+    """web.<version>.zip: scripts, config files, and 100 files of 64 KiB of random bytes
+    (file `changed` differs from the first version's); returns the files it holds.
+
+    Entries carry the time they were written, as a CI build's do: every entry header differs
+    between versions, which costs the delta about one block per entry.
+    """
+    rng = random.Random(7)  # noqa: S311 - test data, not secrets
+    files: dict[str, bytes] = {
+        "Deploy.sh": DEPLOY_SH.encode(),
+        "PreDeploy.sh": b'echo "pre-deploy in $(basename "$(pwd)")"\n',
+        "conf/app.conf": b"greeting=#{Greeting}\npassword=#{DbPassword}\nversion=#{Octopus.Action"
+        b".Package.PackageVersion}\n",
+        "appsettings.json": json.dumps(
+            {"Logging": {"LogLevel": {"Default": "Information"}}, "Database": {"Port": 5432}},
+            indent=2,
+        ).encode(),
+        "config.yaml": b"# kept comment\nLogging:\n  LogLevel:\n    Default: Information\n",
+    }
+    for number in range(100):
+        data = rng.randbytes(65536)
+        if number == changed:
+            data = random.Random(version).randbytes(65536)  # noqa: S311
+        files[f"data/blob-{number:03}.bin"] = data
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return files
+
+
+def deploy(server: Server, release: str, environment: str, *extra: str) -> tuple[int, str, str]:
+    """`cuttle deploy --wait`; returns the exit code, the task id and all output."""
+    run = server.cli(
+        "deploy",
+        "--project",
+        "Web",
+        "--release",
+        release,
+        "--environment",
+        environment,
+        "--wait",
+        "--wait-timeout",
+        "150",
+        *extra,
+        timeout=200,
+    )
+    task_id = next(
+        (
+            line.split("task ", 1)[1].split(" ", 1)[0]
+            for line in run.stderr.splitlines()
+            if line.startswith("Deploying: task ")
+        ),
+        "",
+    )
+    return run.returncode, task_id, run.stdout + run.stderr
+
+
+def server_lines(server: Server, task_id: str) -> list[str]:
+    out = server.cli("task", "log", task_id, check=True, timeout=30).stdout
+    return out.splitlines()
+
+
+@pytest.fixture
+def fleet(cluster: Cluster, tmp_path: Path) -> tuple[Server, dict[str, Path]]:
+    server = cluster.start_server()
+    homes: dict[str, Path] = {}
+    for name, style in (("web-01", "listening"), ("web-02", "polling"), ("web-03", "listening")):
+        tentacle = cluster.add_tentacle(
+            name, style, environments=("Dev", "Test"), roles=("web-server",)
+        )
+        homes[name] = tentacle.home
+    model = tmp_path / "model.yaml"
+    model.write_text(MODEL)
+    server.cli("apply", "-f", str(model), check=True)
+    return server, homes
+
+
+def test_push_release_deploy_redeploy_and_delta(
+    fleet: tuple[Server, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, homes = fleet
+    first = make_package(tmp_path / "web.1.4.0.zip", "1.4.0")
+    server.cli("package", "push", str(tmp_path / "web.1.4.0.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "1.4.0", check=True)
+
+    code, task_id, output = deploy(server, "1.4.0", "Dev")
+    assert code == 0, output
+    lines = log_lines(server, task_id)
+    text = "\n".join(server_lines(server, task_id))
+    for machine, home in homes.items():
+        folder = home / "Applications" / "Dev" / "web" / "1.4.0"
+        conf = (folder / "conf" / "app.conf").read_text()
+        assert conf == "greeting=hello-dev\npassword=s3cret-pw-42\nversion=1.4.0\n"
+        settings = json.loads((folder / "appsettings.json").read_text())
+        assert settings == {
+            "Logging": {"LogLevel": {"Default": "Debug"}},
+            "Database": {"Port": 6543},
+        }
+        config_yaml = (folder / "config.yaml").read_text()
+        assert config_yaml.startswith("# kept comment\n")
+        assert yaml.safe_load(config_yaml) == {"Logging": {"LogLevel": {"Default": "Debug"}}}
+        assert (folder / "data" / "blob-050.bin").read_bytes() == first["data/blob-050.bin"]
+        assert f"deploying 1.4.0 greeting=hello-dev on {machine}" in lines
+        assert f"installed on {machine} at {folder}" in lines
+        assert f"cwd {folder}" in lines
+        # Sent in full the first time, once per machine.
+        size = (tmp_path / "web.1.4.0.zip").stat().st_size
+        assert f"web 1.4.0: full {size} bytes sent to {machine}" in text
+    # PreDeploy before Deploy; the secret never reaches the log, in the script's echo or a file.
+    assert lines.index("pre-deploy in 1.4.0") < lines.index(
+        "deploying 1.4.0 greeting=hello-dev on web-01"
+    )
+    assert "password is ********" in lines
+    assert "s3cret-pw-42" not in text
+    assert "Acquire packages" in output or "Acquire packages" in text
+
+    # Test: the same bytes are in every cache already; the files get Test's values.
+    code, task_id, output = deploy(server, "1.4.0", "Test")
+    assert code == 0, output
+    text = "\n".join(server_lines(server, task_id))
+    for machine, home in homes.items():
+        assert f"web 1.4.0: found in cache on {machine}" in text
+        conf = (home / "Applications" / "Test" / "web" / "1.4.0" / "conf" / "app.conf").read_text()
+        assert conf.startswith("greeting=hello-test\n")
+    # Redeploying the same version gets a fresh folder.
+    code, task_id, output = deploy(server, "1.4.0", "Test")
+    assert code == 0, output
+    assert (homes["web-02"] / "Applications" / "Test" / "web" / "1.4.0_1").is_dir()
+
+    # 1.4.1 changes 1 % of the files: a delta, much smaller than the package, byte-identical
+    # (most of it is the one block per entry that the new timestamps in the headers cost).
+    second = make_package(tmp_path / "web.1.4.1.zip", "1.4.1", changed=17)
+    server.cli("package", "push", str(tmp_path / "web.1.4.1.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "1.4.1", check=True)
+    code, task_id, output = deploy(server, "1.4.1", "Dev")
+    assert code == 0, output
+    text = "\n".join(server_lines(server, task_id))
+    size = (tmp_path / "web.1.4.1.zip").stat().st_size
+    for machine, home in homes.items():
+        summary = next(
+            line for line in text.splitlines() if f"sent to {machine}" in line and "1.4.1" in line
+        )
+        assert "delta of " in summary, summary
+        sent = int(summary.split("delta of ", 1)[1].split(" ", 1)[0])
+        assert sent < size // 5, summary
+        folder = home / "Applications" / "Dev" / "web" / "1.4.1"
+        for name in ("data/blob-017.bin", "data/blob-018.bin", "Deploy.sh"):
+            assert (folder / name).read_bytes() == second[name]
+        assert (folder / "data/blob-017.bin").read_bytes() != first["data/blob-017.bin"]
+
+
+def _evil_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("Deploy.sh", "echo should never run\n")
+        archive.writestr("../../../../outside.txt", "escaped")
+    return buffer.getvalue()
+
+
+def test_an_escaping_archive_fails_the_action_and_the_tentacle_stays_healthy(
+    fleet: tuple[Server, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, homes = fleet
+    (tmp_path / "web.6.6.6.zip").write_bytes(_evil_zip())
+    server.cli("package", "push", str(tmp_path / "web.6.6.6.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "6.6.6", check=True)
+    code, task_id, output = deploy(server, "6.6.6", "Dev")
+    assert code != 0, output
+    lines = "\n".join(server_lines(server, task_id))
+    assert "../../../../outside.txt" in lines
+    assert "should never run" not in lines
+    for home in homes.values():
+        assert not list(home.parent.rglob("outside.txt"))
+        assert not (home / "Applications" / "Dev" / "web" / "6.6.6").exists()
+    # Still healthy: a script runs on every machine.
+    machines = [arg for name in homes for arg in ("--machine", name)]
+    result = server.cli("script", "run", *machines, "--", "echo alive")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_release_made_before_releases_recorded_packages_is_refused(
+    fleet: tuple[Server, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, _ = fleet
+    make_package(tmp_path / "web.1.0.0.zip", "1.0.0")
+    server.cli("package", "push", str(tmp_path / "web.1.0.0.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "1.0.0", check=True)
+    # What a release created by an earlier Cuttle looks like: no `packages` in its snapshot.
+    database = sqlite3.connect(server.home / "cuttle.db")
+    with database:
+        row = database.execute("SELECT id, snapshot FROM releases").fetchone()
+        snapshot: dict[str, Any] = json.loads(row[1])
+        del snapshot["packages"]
+        database.execute(
+            "UPDATE releases SET snapshot = ? WHERE id = ?", (json.dumps(snapshot), row[0])
+        )
+    database.close()
+    code, _, output = deploy(server, "1.0.0", "Dev")
+    assert code != 0
+    assert "created before Cuttle recorded package versions" in output
+    assert "create a new release" in output
