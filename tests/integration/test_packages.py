@@ -96,6 +96,7 @@ def make_zip(path: Path, marker: str, size: int = 600_000) -> str:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("app/index.txt", body)
         archive.writestr("Deploy.sh", f"echo {marker}\n")
+        archive.writestr("migrate.sh", f'echo "migrating {marker} in $(basename "$PWD")"\n')
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -512,3 +513,27 @@ def test_two_nodes_on_one_database_share_one_package_root(
     ok(cuttle(first, "package", "delete", "web", "1.0.1", "--yes"))
     assert [p["version"] for p in listed(second)] == ["1.0.0"]
     assert stored_files(shared) == [shared / "sha256" / sha[:2] / sha]
+
+    # Pushed through the first node, deployed by the second alone: the first is stopped, so
+    # the second claims the task and reads the bytes from the shared root.
+    cluster.add_tentacle("web-01", "listening", environments=("Dev",), roles=("web-server",))
+    assert first.process is not None
+    first.process.stop()
+    deployed = second.cli(
+        "deploy",
+        "--project",
+        "Web",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Dev",
+        "--wait",
+        "--wait-timeout",
+        "90",
+        timeout=120,
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "web 1.0.0: full" in deployed.stdout + deployed.stderr
+    assert "node one" in deployed.stdout
+    # The script taken from the package ran from the ticket's own copy of it.
+    assert "migrating node one in package" in deployed.stdout

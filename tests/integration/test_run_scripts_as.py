@@ -8,10 +8,12 @@ is): the workspaces live outside it, under /var/lib/cuttle-tentacle-workspaces.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +302,78 @@ def test_the_rootless_service_unit_names_its_user_and_passes_systemd_analyze(
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+PACKAGE_MODEL = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Only Dev
+    phases:
+      - name: Development
+        optional_environments: [Dev]
+projects:
+  - name: Web
+    lifecycle: Only Dev
+    process:
+      steps:
+        - name: Deploy web
+          target_tags: [web]
+          actions:
+            - name: Deploy web
+              type: deploy_package
+              package:
+                package_id: web
+              properties:
+                Octopus.Action.SubstituteInFiles.TargetFiles: app.conf
+"""
+
+
+def test_a_package_is_extracted_for_the_user_and_its_scripts_run_as_them(
+    cluster: Cluster, script_user: str, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    tentacle = cluster.add_tentacle("web-01", "listening")
+    _run_as(tentacle, script_user)
+    applications = workspaces_root(tentacle.home, "").with_name(
+        workspaces_root(tentacle.home, "").name + "-applications"
+    )
+    try:
+        package = tmp_path / "web.1.0.0.tar.gz"
+        with tarfile.open(package, "w:gz") as tar:
+            for name, data in (
+                ("Deploy.sh", b'echo "uid $(id -u) in $PWD"; echo ok > written-by-deploy\n'),
+                ("app.conf", b"machine=#{Octopus.Machine.Name}\n"),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        model = tmp_path / "model.yaml"
+        model.write_text(PACKAGE_MODEL)
+        server.cli("apply", "-f", str(model), check=True)
+        server.cli("package", "push", str(package), check=True)
+        server.cli("release", "create", "--project", "Web", "--version", "1.0.0", check=True)
+        run = server.cli(
+            "deploy",
+            "--project",
+            "Web",
+            "--release",
+            "1.0.0",
+            "--environment",
+            "Dev",
+            "--wait",
+            "--wait-timeout",
+            "90",
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        folder = applications / "Dev" / "web" / "1.0.0"
+        uid = _uid(script_user)
+        assert f"uid {uid} in {folder}" in run.stdout, run.stdout
+        # Out of the 0700 home, owned by the user: their scripts write there.
+        assert not folder.is_relative_to(tentacle.home)
+        assert (folder / "written-by-deploy").stat().st_uid == uid
+        assert (folder / "app.conf").stat().st_uid == uid
+        assert (folder / "app.conf").read_text() == "machine=web-01\n"
+    finally:
+        shutil.rmtree(applications, ignore_errors=True)
