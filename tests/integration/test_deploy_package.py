@@ -297,3 +297,52 @@ def test_a_release_made_before_releases_recorded_packages_is_refused(
     assert code != 0
     assert "created before Cuttle recorded package versions" in output
     assert "create a new release" in output
+
+
+RUNBOOK = """
+projects:
+  - name: Ops
+    lifecycle: Dev or Test
+    runbooks:
+      - name: Refresh web
+        process:
+          steps:
+            - name: Refresh
+              target_tags: [web-server]
+              actions:
+                - name: Refresh
+                  type: deploy_package
+                  package:
+                    package_id: web
+"""
+
+
+def test_a_runbook_snapshot_records_its_package_and_deploys_those_bytes(
+    fleet: tuple[Server, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, homes = fleet
+    model = tmp_path / "runbook.yaml"
+    model.write_text(RUNBOOK)
+    server.cli("apply", "-f", str(model), check=True)
+    make_package(tmp_path / "web.2.0.0.zip", "2.0.0")
+    server.cli("package", "push", str(tmp_path / "web.2.0.0.zip"), check=True)
+    server.cli("runbook", "publish", "--project", "Ops", "--runbook", "Refresh web", check=True)
+    # A newer version pushed after publishing is not what the snapshot deploys.
+    make_package(tmp_path / "web.2.0.1.zip", "2.0.1", changed=3)
+    server.cli("package", "push", str(tmp_path / "web.2.0.1.zip"), check=True)
+    ran = server.cli(
+        "runbook",
+        "run",
+        "--project",
+        "Ops",
+        "--runbook",
+        "Refresh web",
+        "--environment",
+        "Test",
+        "--wait",
+        timeout=200,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    for home in homes.values():
+        assert (home / "Applications" / "Test" / "web" / "2.0.0" / "Deploy.sh").is_file()
+        assert not (home / "Applications" / "Test" / "web" / "2.0.1").exists()

@@ -184,14 +184,9 @@ def prepare_runbook(
         )
     as_process = project.model_copy(update={"process": runbook.process})
     plan = _plan(as_process, environment.name, "", request, repo, worker=worker)
-    using = package_uses(runbook.process, plan)
-    if using:
-        step, action, _ = using[0]
-        raise FailedPrecondition(
-            f"runbook {runbook.name!r} uses a package (step {step!r}, action {action!r}); "
-            "runbook snapshots do not record package versions yet, so runbooks cannot deploy "
-            "packages"
-        )
+    _check_packages(
+        chosen.snapshot, f"snapshot {chosen.name} of runbook {runbook.name}", runbook.process, plan
+    )
     return PreparedDeployment(
         source=Source(chosen.id, chosen.name, runbook=runbook.name),
         project_id=project_id,
@@ -277,7 +272,7 @@ def prepare(
         tenant=None if tenant is None else (tenant[1].name, tuple(tenant[1].tags)),
         worker=worker,
     )
-    _check_packages(release, project.process, plan)
+    _check_packages(release.snapshot, f"release {release.version}", project.process, plan)
     return PreparedDeployment(
         source=Source(release.id, release.version, release.channel),
         project_id=project_id,
@@ -314,16 +309,17 @@ def package_uses(process: d.Process, plan: p.Plan) -> list[tuple[str, str, str]]
     return found
 
 
-def _check_packages(release: ReleaseRecord, process: d.Process, plan: p.Plan) -> None:
-    """Refuse a deployment whose package actions have no version recorded in the release."""
+def _check_packages(snapshot: dict[str, Any], what: str, process: d.Process, plan: p.Plan) -> None:
+    """Refuse a deployment whose package actions have no version recorded in the snapshot."""
     using = package_uses(process, plan)
     if not using:
         return
-    packages = ps.recorded(release.snapshot)
+    packages = ps.recorded(snapshot)
+    new = "publish a new snapshot" if what.startswith("snapshot") else "create a new release"
     if packages is None:
         raise FailedPrecondition(
-            f"release {release.version} was created before Cuttle recorded package versions "
-            "in releases, and its process deploys packages: create a new release"
+            f"{what} was created before Cuttle recorded package versions, and its process "
+            f"deploys packages: {new}"
         )
     missing = [
         f"{step} / {action}"
@@ -332,8 +328,7 @@ def _check_packages(release: ReleaseRecord, process: d.Process, plan: p.Plan) ->
     ]
     if missing:
         raise FailedPrecondition(
-            f"release {release.version} records no package version for "
-            f"{', '.join(missing)}: create a new release"
+            f"{what} records no package version for {', '.join(missing)}: {new}"
         )
 
 
@@ -512,7 +507,7 @@ def load_material(session: Session, encryptor: Encryptor, spec: DeploymentTaskSp
         release = release_store.get_by_id(session, spec.release_id)
         snapshot = release.snapshot
         project = _project_of(release, repo)
-    packages = () if isinstance(spec, RunbookTaskSpec) else ps.recorded(snapshot) or ()
+    packages = ps.recorded(snapshot) or ()
     values: list[scopes.VariableValue] = [
         variable_value(v, None, encryptor) for v in project.variables
     ]

@@ -44,6 +44,10 @@ class ReleaseView:
     library_variable_sets: tuple[str, ...]
 
 
+# The channel a runbook's package references are resolved in: no version rule applies.
+RUNBOOK_CHANNEL = "Runbook"
+
+
 class Releases:
     """Release operations inside one transaction of a space."""
 
@@ -252,6 +256,16 @@ class Releases:
         earlier = snapshot_store.list_for(self._session, project_id, found.name)
         snapshot = self._snapshot(stored)
         snapshot["runbook"] = found.model_dump(mode="json")
+        # A runbook has no channel: each package takes the newest version in the feed, and the
+        # snapshot records it, as a release does.
+        selected = release_packages.choose(
+            self._session,
+            self._repo.space.id,
+            found.process,
+            d.Channel(name=RUNBOOK_CHANNEL),
+            (),
+        )
+        snapshot[release_packages.SNAPSHOT_KEY] = [s.as_json() for s in selected]
         record = snapshot_store.publish(
             self._session,
             project_id=project_id,
