@@ -346,3 +346,40 @@ def test_a_runbook_snapshot_records_its_package_and_deploys_those_bytes(
     for home in homes.values():
         assert (home / "Applications" / "Test" / "web" / "2.0.0" / "Deploy.sh").is_file()
         assert not (home / "Applications" / "Test" / "web" / "2.0.1").exists()
+
+
+def test_a_full_disk_on_one_machine_fails_acquisition_with_the_reason(
+    fleet: tuple[Server, dict[str, Path]], cluster: Cluster, tmp_path: Path
+) -> None:
+    server, homes = fleet
+    full = cluster.tentacles["web-02"]
+    assert full.process is not None
+    full.process.stop()
+    config_path = full.home / "tentacle.json"
+    config = json.loads(config_path.read_text())
+    config["package_cache_min_free_bytes"] = 2**62  # any transfer would leave too little free
+    config_path.write_text(json.dumps(config))
+    full.start()
+    make_package(tmp_path / "web.3.0.0.zip", "3.0.0")
+    server.cli("package", "push", str(tmp_path / "web.3.0.0.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "3.0.0", check=True)
+    code, task_id, output = deploy(server, "3.0.0", "Dev")
+    assert code != 0, output
+    text = "\n".join(server_lines(server, task_id))
+    assert "Acquire packages on web-02 failed" in text, text
+    assert "disk full" in text, text
+    # Nothing was deployed anywhere (the steps after a failed one are skipped), and the full
+    # machine's cache holds no partial file.
+    for home in homes.values():
+        assert not (home / "Applications" / "Dev" / "web" / "3.0.0").exists()
+    assert list((homes["web-02"] / "files" / "packages" / "incoming").iterdir()) == []
+    task = json.loads(server.cli("task", "show", task_id, "--output", "json", check=True).stdout)
+    by_id = {n["id"]: n for n in task["nodes"]}
+    states = {
+        (by_id[n["parent_id"]]["name"] if n["parent_id"] else "", n["name"]): n["state"]
+        for n in task["nodes"]
+    }
+    assert states[("Acquire packages", "web-02")] == "failed"
+    assert states[("Acquire packages", "web-01")] == "success"
+    assert states[("", "Acquire packages")] == "failed"
+    assert states[("", "Deploy web")] == "skipped"
