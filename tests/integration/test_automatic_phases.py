@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness.cluster import Cluster, wait_for
-from tests.integration.harness.tasks import finished_task
+from tests.integration.harness.tasks import finished_task, log_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -80,3 +80,103 @@ def test_a_release_rolls_through_automatic_phases_by_itself(
     assert len(refused) == 1, events
     assert "to Production was not started" in refused[0]["message"]
     assert "finds no enabled, available machine with target tag web-server" in refused[0]["message"]
+
+
+TENANTED = """
+environments:
+  - name: Dev
+  - name: Test
+lifecycles:
+  - name: Automatic
+    phases:
+      - name: Development
+        automatic_environments: [Dev]
+      - name: Testing
+        automatic_environments: [Test]
+projects:
+  - name: Shop
+    lifecycle: Automatic
+    tenanted_mode: tenanted
+    channels:
+      - name: Default
+        is_default: true
+    process:
+      steps:
+        - name: Say
+          target_tags: [web-server]
+          actions:
+            - name: Say
+              type: run_script
+              script:
+                body: |
+                  where="#{Octopus.Deployment.Tenant.Name} to #{Octopus.Environment.Name}"
+                  echo "deployed $where"
+                  if [ "$where" = "Globex to Dev" ]; then exit 3; fi
+tenants:
+  - name: Acme
+    projects:
+      - project: Shop
+        environments: [Dev, Test]
+  - name: Globex
+    projects:
+      - project: Shop
+        environments: [Dev, Test]
+"""
+
+
+def test_each_tenant_goes_through_automatic_phases_on_its_own(
+    cluster: Cluster, tmp_path: Any
+) -> None:
+    server = cluster.start_server()
+    cluster.add_tentacle("web-01", "listening", environments=("Dev", "Test"), roles=("web-server",))
+    model = tmp_path / "model.yaml"
+    model.write_text(TENANTED)
+    server.cli("apply", "-f", str(model), check=True)
+    server.cli(
+        "machine",
+        "update",
+        "web-01",
+        "--tenant",
+        "Acme",
+        "--tenant",
+        "Globex",
+        "--tenanted-mode",
+        "tenanted",
+        check=True,
+    )
+    server.cli("release", "create", "--project", "Shop", "--version", "1.0.0", check=True)
+
+    def three_finished() -> list[dict[str, Any]] | None:
+        tasks = server.cli_json("task", "list")
+        if len(tasks) < 3:
+            return None
+        done = [finished_task(server, t["id"]) for t in tasks]
+        return None if any(t is None for t in done) else [t for t in done if t is not None]
+
+    tasks = wait_for(three_finished, 120, "both tenants' Dev, then Acme's Test", interval=0.5)
+    outcomes = sorted(
+        (line, t["state"])
+        for t in tasks
+        for line in log_lines(server, t["id"])
+        if line.startswith("deployed ")
+    )
+    # Acme's success opened Testing for Acme only; Globex failed in Dev and stays there.
+    assert outcomes == [
+        ("deployed Acme to Dev", "success"),
+        ("deployed Acme to Test", "success"),
+        ("deployed Globex to Dev", "failed"),
+    ]
+    assert len(server.cli_json("task", "list")) == 3
+    refused = server.cli(
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Test",
+        "--tenant",
+        "Globex",
+    )
+    assert refused.returncode != 0
+    assert "cannot be deployed to Test for tenant Globex yet" in refused.stderr, refused.stderr

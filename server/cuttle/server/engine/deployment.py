@@ -168,7 +168,13 @@ async def execute(
             return []
         # A success may complete a phase: the next phase's automatic environments start now.
         queued = queue_automatic(
-            session, encryptor, spec.space_id, spec.project_name, spec.release_version, worker
+            session,
+            encryptor,
+            spec.space_id,
+            spec.project_name,
+            spec.release_version,
+            worker,
+            tenant_id=spec.tenant_id,
         )
         return [t.id for t in queued]
 

@@ -252,17 +252,21 @@ def prepare(
     environment = doc_store.find(session, repo.space.id, "environment", request.environment)
     if environment is None:
         raise NotFound(f"no environment named {request.environment!r}")
-    allowed, why = releases.progression(request.project, request.release).can_deploy_to(
-        environment.name
-    )
-    if not allowed:
-        raise FailedPrecondition(
-            f"release {release.version} of {request.project} cannot be deployed to "
-            f"{environment.name} yet: {why}"
-        )
     project_id = repo.find_id("project", request.project) or ""
     project = _project_of(release, repo)
     tenant = _tenant(repo, project, environment.name, request.tenant)
+    # Each tenant goes through the lifecycle on its own (and untenanted deployments on theirs).
+    progression = releases.progression(
+        request.project, request.release, None if tenant is None else tenant[0]
+    )
+    allowed, why = progression.can_deploy_to(environment.name)
+    if not allowed:
+        raise FailedPrecondition(
+            f"release {release.version} of {request.project} cannot be deployed to "
+            f"{environment.name}"
+            + (f" for tenant {tenant[1].name}" if tenant is not None else "")
+            + f" yet: {why}"
+        )
     plan = _plan(
         project,
         environment.name,

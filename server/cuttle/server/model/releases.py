@@ -44,6 +44,13 @@ class ReleaseView:
     library_variable_sets: tuple[str, ...]
 
 
+class AllTenants:
+    """Marks a progression that counts every deployment, whatever its tenant."""
+
+
+ALL_TENANTS = AllTenants()
+
+
 # The channel a runbook's package references are resolved in: no version rule applies.
 RUNBOOK_CHANNEL = "Runbook"
 
@@ -226,8 +233,14 @@ class Releases:
             ),
         )
 
-    def progression(self, project: str, version: str) -> lc.Progression:
-        """Where the release stands in its channel's lifecycle (the lifecycle as it is now)."""
+    def progression(
+        self, project: str, version: str, tenant_id: str | None | AllTenants = ALL_TENANTS
+    ) -> lc.Progression:
+        """Where the release stands in its channel's lifecycle (the lifecycle as it is now).
+
+        With `tenant_id`, only that tenant's deployments count (None: untenanted ones), as each
+        tenant (and the untenanted deployments) progress through the lifecycle on their own.
+        """
         record = self.get(project, version)
         _, stored = self._project(project)
         channel = next(
@@ -243,6 +256,7 @@ class Releases:
         deployments = [
             lc.Deployment(dep.environment_id, lc.DeploymentState(dep.state))
             for dep in release_store.deployments(self._session, record.id)
+            if isinstance(tenant_id, AllTenants) or dep.tenant_id == tenant_id
         ]
         return lc.progression(domain_lifecycle(lifecycle), environments, deployments)
 
