@@ -346,6 +346,13 @@ def test_a_runbook_snapshot_records_its_package_and_deploys_those_bytes(
     for home in homes.values():
         assert (home / "Applications" / "Test" / "web" / "2.0.0" / "Deploy.sh").is_file()
         assert not (home / "Applications" / "Test" / "web" / "2.0.1").exists()
+    # The snapshot keeps its version in the feed, as a release does.
+    refused = server.cli("package", "delete", "web", "2.0.0", "--yes")
+    assert refused.returncode != 0
+    assert "used by runbook snapshots Ops runbook Refresh web (Snapshot 1)" in refused.stderr
+    pruned = server.cli("package", "prune", "--yes", "--output", "json", check=True).stdout
+    assert "2.0.0" not in pruned, pruned
+    assert "2.0.1" in pruned, pruned
 
 
 def test_a_full_disk_on_one_machine_fails_acquisition_with_the_reason(

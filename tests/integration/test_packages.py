@@ -266,7 +266,7 @@ def test_push_list_replace_delete_and_prune_follow_the_rules(
     make_zip(replacement, "replacement")
     refused = cuttle(server, "package", "push", str(replacement), "--replace")
     assert refused.returncode != 0
-    assert "cannot be replaced: releases recorded it (Web 1.1.0)" in refused.stderr
+    assert "cannot be replaced: releases Web 1.1.0 recorded it" in refused.stderr
     refused = cuttle(server, "package", "delete", "web", "1.0.0", "--yes")
     assert refused.returncode != 0
     assert "used by releases Web 1.2.0" in refused.stderr, refused.stderr

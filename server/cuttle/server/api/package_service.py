@@ -115,7 +115,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
     async def DeletePackage(
         self, request: ppb.DeletePackageRequest, context: Context
     ) -> ppb.Package:  # noqa: N802
-        """Delete one version no release recorded."""
+        """Delete one version no release or snapshot recorded."""
         who = await self._caller(request.space, ("edit",), "delete packages")
         record = await self._feed.delete(
             request.space, request.package_id, request.version, who.name
@@ -125,7 +125,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
     async def PrunePackages(
         self, request: ppb.PrunePackagesRequest, context: Context
     ) -> ppb.PrunePackagesResponse:  # noqa: N802
-        """Remove (or on a dry run list) every version no release recorded."""
+        """Remove (or on a dry run list) every version no release or snapshot recorded."""
         who = await self._caller(request.space, ("edit",), "prune packages")
         result = await self._feed.prune(request.space, who.name, dry_run=request.dry_run)
         return ppb.PrunePackagesResponse(

@@ -247,7 +247,7 @@ def package_delete(
 @yes_option
 @click.pass_context
 def package_prune(ctx: click.Context, dry_run: bool, space: str, output: str, yes: bool) -> None:
-    """Remove every version no release recorded (releases keep theirs; asks first).
+    """Remove every version no release or runbook snapshot recorded (asks first).
 
     \b
     Example:

@@ -81,18 +81,24 @@ def choose(
 
 def record(session: Session, release_id: str, space_id: str, selected: list[ps.Selected]) -> None:
     """Keep the chosen versions from being deleted or replaced while the release exists."""
-    package_store.record_for_release(
-        session,
-        release_id,
-        space_id,
-        (
-            package_store.RecordedPackage(
-                package_id=s.found.package_id,
-                package_key=package_key(s.found.package_id),
-                version=str(s.found.version),
-                version_key=version_key(s.found.version),
-                sha256=s.found.sha256,
-            )
-            for s in selected
-        ),
-    )
+    package_store.record_for_release(session, release_id, space_id, _recorded(selected))
+
+
+def record_snapshot(
+    session: Session, snapshot_id: str, space_id: str, selected: list[ps.Selected]
+) -> None:
+    """Keep a runbook snapshot's versions as a release's are kept."""
+    package_store.record_for_snapshot(session, snapshot_id, space_id, _recorded(selected))
+
+
+def _recorded(selected: list[ps.Selected]) -> list[package_store.RecordedPackage]:
+    return [
+        package_store.RecordedPackage(
+            package_id=s.found.package_id,
+            package_key=package_key(s.found.package_id),
+            version=str(s.found.version),
+            version_key=version_key(s.found.version),
+            sha256=s.found.sha256,
+        )
+        for s in selected
+    ]

@@ -288,6 +288,7 @@ class Releases:
             snapshot=snapshot,
             created_by=self._actor,
         )
+        release_packages.record_snapshot(self._session, record.id, self._repo.space.id, selected)
         events.record(
             self._session,
             space_id=self._repo.space.id,

@@ -202,12 +202,11 @@ class PackageFeed:
         shown = f"{existing.package_id} {existing.version}"
         if not header.replace:
             raise Conflict(pf.already_in_feed(shown, existing.sha256))
-        users = package_store.releases_using(session, space.id, name.key, name.version_key)
+        users = package_store.users_of(session, space.id, name.key, name.version_key)
         if users:
             raise FailedPrecondition(
-                f"package {shown} cannot be replaced: releases recorded it "
-                f"({', '.join(users)}) and deploy exactly the bytes they recorded; "
-                "push a new version instead"
+                f"package {shown} cannot be replaced: {users} recorded it and deploy "
+                "exactly the bytes they recorded; push a new version instead"
             )
         return existing
 
@@ -340,11 +339,11 @@ class PackageFeed:
             record = package_store.find(session, space_record.id, key, vkey, lock=True)
             if record is None:
                 raise NotFound(f"package {package_id} {version} is not in the feed")
-            users = package_store.releases_using(session, space_record.id, key, vkey)
+            users = package_store.users_of(session, space_record.id, key, vkey)
             if users:
                 raise FailedPrecondition(
-                    f"package {record.package_id} {record.version} is used by releases "
-                    f"{', '.join(users)}; delete those releases first"
+                    f"package {record.package_id} {record.version} is used by {users}; "
+                    "delete those first"
                 )
             package_store.remove(session, record.id)
             _audit(session, record, actor, "deleted", "Deleted")
@@ -356,7 +355,7 @@ class PackageFeed:
         return record
 
     async def prune(self, space: str, actor: str, *, dry_run: bool) -> PruneResult:
-        """Remove every version no release recorded (dry run: only say which)."""
+        """Remove every version no release or runbook snapshot recorded (dry run: say which)."""
 
         def work(session: Session) -> PruneResult:
             space_record = doc_store.get_space(session, space or doc_store.DEFAULT_SPACE)
@@ -376,8 +375,8 @@ class PackageFeed:
                     candidate.version_key,
                     lock=True,
                 )
-                if record is None or package_store.releases_using(
-                    session, space_record.id, record.package_key, record.version_key, limit=1
+                if record is None or package_store.users_of(
+                    session, space_record.id, record.package_key, record.version_key
                 ):
                     continue
                 package_store.remove(session, record.id)

@@ -623,3 +623,27 @@ class ReleasePackage(Base):
     package_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
     version: Mapped[str] = mapped_column(String(NAME_LENGTH))
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class RunbookSnapshotPackage(Base):
+    """A package version a runbook snapshot recorded: kept as a release's is."""
+
+    __tablename__ = "runbook_snapshot_packages"
+    __table_args__ = (
+        Index(
+            "ix_runbook_snapshot_packages_space_id_package_key_version_key",
+            "space_id",
+            "package_key",
+            "version_key",
+        ),
+    )
+
+    snapshot_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("runbook_snapshots.id", ondelete="CASCADE"), primary_key=True
+    )
+    package_key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    version_key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    space_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    package_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    sha256: Mapped[str] = mapped_column(String(64))

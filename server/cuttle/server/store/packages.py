@@ -1,4 +1,5 @@
-"""The built-in feed's metadata: package versions per space, and the versions releases recorded.
+"""The built-in feed's metadata: package versions per space, and the versions releases (and
+runbook snapshots) recorded.
 
 Ids and versions are looked up by their keys (domain/package_files.py: case-insensitive ids,
 canonical versions); the bytes live in a content-addressed file named by `sha256`
@@ -8,14 +9,21 @@ canonical versions); the bytes live in a content-addressed file named by `sha256
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from cuttle.server.store.errors import Conflict, NotFound
-from cuttle.server.store.models import Document, Package, Release, ReleasePackage
+from cuttle.server.store.models import (
+    Document,
+    Package,
+    Release,
+    ReleasePackage,
+    RunbookSnapshot,
+    RunbookSnapshotPackage,
+)
 from cuttle.server.store.records import now_ms
 
 
@@ -209,34 +217,84 @@ def releases_using(
     return [f"{project} {version}" for project, version in rows]
 
 
-def referenced(session: Session, space_id: str) -> set[tuple[str, str]]:
-    """(package key, version key) of every version some release of the space recorded."""
+def snapshots_using(
+    session: Session, space_id: str, package_key: str, version_key: str, limit: int = 20
+) -> list[str]:
+    """'<project> runbook <runbook> (<snapshot>)' of the runbook snapshots that recorded it."""
     rows = session.execute(
-        select(ReleasePackage.package_key, ReleasePackage.version_key)
-        .where(ReleasePackage.space_id == space_id)
-        .distinct()
+        select(Document.name, RunbookSnapshot.runbook, RunbookSnapshot.name)
+        .select_from(RunbookSnapshotPackage)
+        .join(RunbookSnapshot, RunbookSnapshot.id == RunbookSnapshotPackage.snapshot_id)
+        .join(Document, Document.id == RunbookSnapshot.project_id)
+        .where(
+            RunbookSnapshotPackage.space_id == space_id,
+            RunbookSnapshotPackage.package_key == package_key,
+            RunbookSnapshotPackage.version_key == version_key,
+        )
+        .order_by(Document.name, RunbookSnapshot.created_ms)
+        .limit(limit)
     ).all()
-    return {(p, v) for p, v in rows}
+    return [f"{project} runbook {runbook} ({name})" for project, runbook, name in rows]
+
+
+def users_of(session: Session, space_id: str, package_key: str, version_key: str) -> str:
+    """Who recorded a version, for a refusal ("releases A, B; runbook snapshots C"); or ""."""
+    parts = []
+    releases = releases_using(session, space_id, package_key, version_key)
+    if releases:
+        parts.append(f"releases {', '.join(releases)}")
+    snapshots = snapshots_using(session, space_id, package_key, version_key)
+    if snapshots:
+        parts.append(f"runbook snapshots {', '.join(snapshots)}")
+    return "; ".join(parts)
+
+
+def referenced(session: Session, space_id: str) -> set[tuple[str, str]]:
+    """(package key, version key) of every version a release or runbook snapshot recorded."""
+    used: set[tuple[str, str]] = set()
+    for table in (ReleasePackage, RunbookSnapshotPackage):
+        rows = session.execute(
+            select(table.package_key, table.version_key)
+            .where(table.space_id == space_id)
+            .distinct()
+        ).all()
+        used.update((p, v) for p, v in rows)
+    return used
 
 
 def record_for_release(
     session: Session, release_id: str, space_id: str, packages: Iterable[RecordedPackage]
 ) -> None:
     """Note the package versions a new release recorded (each once)."""
+    _add_recorded(session, space_id, packages, lambda: ReleasePackage(release_id=release_id))
+
+
+def record_for_snapshot(
+    session: Session, snapshot_id: str, space_id: str, packages: Iterable[RecordedPackage]
+) -> None:
+    """Note the package versions a new runbook snapshot recorded (each once)."""
+    _add_recorded(
+        session, space_id, packages, lambda: RunbookSnapshotPackage(snapshot_id=snapshot_id)
+    )
+
+
+def _add_recorded(
+    session: Session,
+    space_id: str,
+    packages: Iterable[RecordedPackage],
+    row: Callable[[], ReleasePackage | RunbookSnapshotPackage],
+) -> None:
     seen: set[tuple[str, str]] = set()
     for p in packages:
         if (p.package_key, p.version_key) in seen:
             continue
         seen.add((p.package_key, p.version_key))
-        session.add(
-            ReleasePackage(
-                release_id=release_id,
-                package_key=p.package_key,
-                version_key=p.version_key,
-                space_id=space_id,
-                package_id=p.package_id,
-                version=p.version,
-                sha256=p.sha256,
-            )
-        )
+        entry = row()
+        entry.package_key = p.package_key
+        entry.version_key = p.version_key
+        entry.space_id = space_id
+        entry.package_id = p.package_id
+        entry.version = p.version
+        entry.sha256 = p.sha256
+        session.add(entry)
     session.flush()
