@@ -20,7 +20,9 @@ nothing else:
   trustworthy), keeps a SHA-256 of the whole file as the chunks pass, compares it with the
   expected one at the end, renames the file into place and writes a small index file with one
   fsync (the cache's index.json; the Tentacle fsyncs nothing else at commit: not the renamed
-  file, not the directory).
+  file, not the directory). The Tentacle opens, seeks, writes, truncates, fsyncs and closes
+  the file per chunk; the bare side keeps one descriptor and appends: the same write and fsync
+  per chunk, fewer calls around them.
 
 The bare side is the same for both comms styles: a stream from the server's side to the
 receiver. Cuttle sends one chunk at a time, each answered before the next goes (that answer is
@@ -31,6 +33,12 @@ cores are busy with other work, overlapping gains little and both sides are boun
 they use, which is printed too (this process's CPU for the sending side, the receiving
 process's for the other; this process also runs the bench, so the sending figures are upper
 bounds).
+
+A ratio above 1.0 is not Cuttle beating a stream. Seen on the shared 2-core VM this was
+written on: the bare receiver's write(2) calls took about 4x the kernel time the Tentacle's
+took for the same bytes (perf: copy_folio_from_iter_atomic), the same with a reused source
+buffer or the Tentacle's open-per-chunk pattern; the cause was not found (perhaps the stream's
+concurrent receiving in the same process). Its CPU shows in the receiving figures.
 
 Printed: per repetition, seconds, MiB/s and CPU of both; then, per style, the median CPU
 seconds per transfer (both sides together) and the median throughput, each with its ratio.
