@@ -250,15 +250,17 @@ class TentacleClient:
         )
         return _transfer_state(reply)
 
-    async def send_package_chunk(self, transfer_id: str, index: int, data: bytes) -> TransferState:
-        """Send chunk `index` with its SHA-256; the answer says which chunk to send next."""
+    async def send_package_chunk(
+        self, transfer_id: str, index: int, data: bytes, sha256: str | None = None
+    ) -> TransferState:
+        """Send chunk `index` with its SHA-256 (hashed here unless given); returns what is next."""
         reply = await self._call(
             "SendPackageChunk",
             pb.PackageChunkRequest(
                 transfer_id=transfer_id,
                 index=index,
                 data=data,
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=sha256 if sha256 is not None else hashlib.sha256(data).hexdigest(),
             ),
             pb.PackageTransferState,
             None,

@@ -7,13 +7,16 @@ only that; the Tentacle rebuilds the file and verifies its SHA-256. On any delta
 the full file is sent instead, and the log says why. Either way the bytes travel in chunks,
 each with its SHA-256 (a corrupt chunk is refused and sent again), and a dropped connection
 resumes from the chunk the Tentacle asks for. Memory stays bounded: the package is read in
-chunks, and the delta goes through a file.
+chunks (the one being sent and the next, read and hashed while the Tentacle stores the first),
+and the delta goes through a file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -262,8 +265,60 @@ async def _send_full(sender: _Sender, package: StoredPackage, chunk_size: int) -
     )
 
 
-async def _read_at(handle: IO[bytes], offset: int, length: int) -> bytes:
-    return await asyncio.to_thread(os.pread, handle.fileno(), length, offset)
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    data: bytes
+    sha256: str
+
+
+def _read_chunk(fd: int, offset: int, length: int) -> _Chunk:
+    data = os.pread(fd, length, offset)
+    # Hashed here, off the event loop: hashlib lets go of the GIL for data this large.
+    return _Chunk(data, hashlib.sha256(data).hexdigest())
+
+
+async def _read_at(handle: IO[bytes], offset: int, length: int) -> _Chunk:
+    return await asyncio.to_thread(_read_chunk, handle.fileno(), offset, length)
+
+
+class _ReadAhead:
+    """Reads (and hashes) chunk i+1 while chunk i is on its way and being stored.
+
+    The transfer is one chunk at a time, so without this the server's reading and hashing and
+    the Tentacle's storing take turns. When the Tentacle asks for another chunk than the one
+    read ahead (a refused chunk, a resume), that one is dropped and the wanted one read.
+    """
+
+    def __init__(self, read: Callable[[int], Awaitable[_Chunk]], count: int) -> None:
+        self._read = read
+        self._count = count
+        self._ahead: tuple[int, asyncio.Future[_Chunk]] | None = None
+
+    async def take(self, index: int) -> _Chunk:
+        """Chunk `index`, then start reading the one after it."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == index:
+            chunk = await ahead[1]  # an error reading it is raised here, as a read's would be
+        else:
+            if ahead is not None:
+                await _settled(ahead[1])
+            chunk = await self._read(index)
+        if index + 1 < self._count:
+            self._ahead = (index + 1, asyncio.ensure_future(self._read(index + 1)))
+        return chunk
+
+    async def close(self) -> None:
+        """Wait out the read in progress: the caller closes the file after this."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await _settled(ahead[1])
+
+
+async def _settled(future: asyncio.Future[_Chunk]) -> None:
+    # Awaited, not cancelled: cancelling would not stop the worker thread's read, and the file
+    # may be closed as soon as this returns. The chunk (or the error) is not wanted.
+    with contextlib.suppress(OSError):
+        await future
 
 
 class _Sender:
@@ -286,9 +341,16 @@ class _Sender:
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def send(
-        self, begin: TransferBegin, count: int, read: Callable[[int], Awaitable[bytes]]
+        self, begin: TransferBegin, count: int, read: Callable[[int], Awaitable[_Chunk]]
     ) -> str:
         """All chunks, then the commit; returns the Tentacle's reason for refusing, or ""."""
+        chunks = _ReadAhead(read, count)
+        try:
+            return await self._send(begin, count, chunks)
+        finally:
+            await chunks.close()
+
+    async def _send(self, begin: TransferBegin, count: int, chunks: _ReadAhead) -> str:
         resumes = 0
         resends = 0
         index = 0
@@ -308,8 +370,9 @@ class _Sender:
                     )
                 index = state.next_chunk
                 while index < count:
+                    chunk = await chunks.take(index)
                     state = await self.client.send_package_chunk(
-                        state.transfer_id, index, await read(index)
+                        state.transfer_id, index, chunk.data, chunk.sha256
                     )
                     if state.rejected:
                         resends += 1
