@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterable
 
 import click
 from rich.table import Table
@@ -169,6 +170,23 @@ async def follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task |
     stream = conn.stub.WatchTask(
         apb.WatchTaskRequest(task_id=task_id, accept_blocks=True), metadata=conn.metadata
     )
+    progress = _Progress(conn, task_id, shown, output)
+    try:
+        final = await _events(stream, progress, task_id, shown, output)
+    finally:
+        progress.stop()
+        await progress.wait_stopped()
+    return final
+
+
+async def _events(
+    stream: AsyncIterable[apb.TaskEvent],
+    progress: _Progress,
+    task_id: str,
+    shown: dict[str, str],
+    output: str,
+) -> apb.Task | None:
+    final: apb.Task | None = None
     out = sys.stdout.buffer
     async for event in stream:
         kind = event.WhichOneof("kind")
@@ -188,15 +206,71 @@ async def follow(conn: AdminConnection, task_id: str, output: str) -> apb.Task |
                 out.write(prefix.encode() + valid_utf8(line.line.text) + b"\n")
             out.flush()
         if kind in ("lines", "blocks", "target_finished", "updated"):
-            await _progress(conn, task_id, shown, output)
+            progress.want()
         if kind == "finished":
             final = event.finished
+            # The final tree says all; a read still on its way would only print a part of it.
+            progress.stop()
+            await progress.wait_stopped()
             if output != "json":
                 _print_tree(final, shown)
                 err_console.print(
                     f"Task {task_id} {_FINISHED.get(final.state, 'ended')}", highlight=False
                 )
     return final
+
+
+class _Progress:
+    """Prints the tree as it changes, reading the task once per burst of events.
+
+    Each event used to wait for a read of the whole task (GetTask) before the next event was
+    taken: a deployment to N machines asked the server for its whole tree about N times per
+    step, and its end reached the CLI only after all of them. Now events are taken as they
+    come; a read starts when one is wanted and none is on its way, and sees every change of the
+    events that came meanwhile. A read that fails fails the follow at the next event, as before.
+    """
+
+    def __init__(self, conn: AdminConnection, task_id: str, shown: dict[str, str], output: str):
+        self._conn = conn
+        self._task_id = task_id
+        self._shown = shown
+        self._output = output
+        self._wanted = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def want(self) -> None:
+        """Ask for a read of the tree (text output only); raises what a failed read raised."""
+        if self._output == "json" or self._stopped:
+            return
+        reader = self._reader
+        if reader is not None and reader.done() and not reader.cancelled():
+            error = reader.exception()
+            if error is not None:
+                raise error
+        self._wanted.set()
+        if reader is None:
+            self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await _progress(self._conn, self._task_id, self._shown, self._output)
+
+    def stop(self) -> None:
+        """Stop reading (a read on its way is abandoned)."""
+        self._stopped = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the reader has stopped."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.wait({reader})
+            if not reader.cancelled():
+                reader.exception()  # seen: reported by want() or made moot by the end
 
 
 async def _progress(

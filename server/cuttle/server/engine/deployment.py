@@ -48,6 +48,7 @@ from cuttle.server.domain.task_states import (
     RunState,
     TaskState,
 )
+from cuttle.server.engine.deployment_nodes import ActionStarts, after_run, stored_states
 from cuttle.server.engine.package_acquisition import acquire
 from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
 from cuttle.server.errors import AgentError, ServerError
@@ -94,6 +95,7 @@ class _Deployment:
     children: dict[str | None, list[TaskNodeRecord]] = field(default_factory=dict)
     # Archive format of each package (by SHA-256), read from the feed once.
     formats: dict[str, str] = field(default_factory=dict)
+    starts: ActionStarts = field(default_factory=ActionStarts)
 
     @property
     def failed(self) -> bool:
@@ -407,15 +409,16 @@ async def _run_step(run: _Deployment, node: TaskNodeRecord) -> None:
             group.create_task(one_machine(machine))
     # Machines the rollout never reached, or that a cancel kept from starting.
     reason = "the deployment was cancelled" if run.cancel.is_set else "an earlier machine failed"
-    for action_node in actions:
-        for machine_node in run.children.get(action_node.id, []):
-            current = await _node(run, machine_node.id)
-            if current.state == NodeState.PENDING:
-                await _set(run, current, NodeState.SKIPPED, reason)
+    machine_nodes = [m for a in actions for m in run.children.get(a.id, [])]
+    stored = await stored_states(run.context.tx, [m.id for m in machine_nodes])
+    for machine_node in machine_nodes:
+        if stored[machine_node.id] == NodeState.PENDING:
+            await _set(run, machine_node, NodeState.SKIPPED, reason)
+            stored[machine_node.id] = NodeState.SKIPPED
     for action_node in actions:
         if action_node.state in FINISHED_NODE_STATES:
             continue  # skipped when planned
-        states = [(await _node(run, m.id)).state for m in run.children.get(action_node.id, [])]
+        states = [stored[m.id] for m in run.children.get(action_node.id, [])]
         await _set(run, action_node, _summary(states))
     if failures and not run.error:
         run.error = f"step {step.name!r} failed on {', '.join(sorted(failures))}"
@@ -478,7 +481,8 @@ async def _run_machine(
         planned = next((n for n in run.children.get(action_node.id, []) if n.name == machine), None)
         if planned is None:
             continue
-        node = await _node(run, planned.id)
+        # As loaded when this execution began: nothing but this machine's turn writes it.
+        node = planned
         action = _action(step, action_node.name)
         if action is None:
             raise RuntimeError(f"action {action_node.name!r} is not in step {step.name!r}")
@@ -498,7 +502,7 @@ async def _run_machine(
             await _set(run, node, NodeState.SKIPPED, f"{machine} was excluded from the deployment")
             continue
         if action_node.state == NodeState.PENDING:
-            await run.context.tx.run(partial(_start_once, action_node.id))
+            await run.starts.start(action_node.id, partial(_store_start, run))
         variables = _variables(run, step, action, machine)
         if action.machine_condition and not condition_is_true(
             action.machine_condition, variables.values
@@ -549,6 +553,10 @@ async def _health_check(
     await _set(run, node, NodeState.SUCCESS)
     await _note(run, f"{machine} is healthy (Tentacle {info.version}, {info.os})")
     return _Result.OK
+
+
+async def _store_start(run: _Deployment, node_id: str) -> None:
+    await run.context.tx.run(partial(_start_once, node_id))
 
 
 def _start_once(node_id: str, session: Session) -> None:
@@ -629,10 +637,11 @@ async def _run_action(
             arguments=arguments,
             package=package,
         )
-        await ScriptRun(
+        script_run = ScriptRun(
             run.context, latest, request, run.masker, run.cancel, resumed=resumed
-        ).execute()
-        node = await _node(run, node.id)
+        )
+        await script_run.execute()
+        node = after_run(node, script_run.stored) or await _node(run, node.id)
     final = node.latest_run
     if final is not None:
         _add_outputs(run, action.name, machine, final, run.context.encryptor)
@@ -823,6 +832,8 @@ async def _retry_pause(
 async def _answer_after_restart(run: _Deployment, node: TaskNodeRecord) -> Response | None:
     """An answer given to this machine's interruption that no runner acted on yet."""
     latest = node.latest_run
+    if latest is None:
+        return None  # never ran: nothing failed for anyone to answer
     found = await run.context.tx.read(lambda s: interruption_store.list_for(s, task_id=run.task.id))
     mine = [i for i in found if i.node_id == node.id]
     if not mine or latest is None:

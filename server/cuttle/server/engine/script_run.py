@@ -154,6 +154,9 @@ class ScriptRun:
         # every answer, so two short outages hours apart never add up to a lost agent.
         self._lost_since: float | None = None
         self._unreachable_noted = False
+        # The run and its node as this run's outcome stored them (None until then, and when
+        # the run had ended before): the engine goes on from them without reading them again.
+        self.stored: tasks.RunUpdate | None = None
 
     async def execute(self) -> RunOutcome:
         """Drive the run to a stored outcome; an agent that is away is retried, not failed."""
@@ -410,8 +413,8 @@ class ScriptRun:
         stored_artifacts: Sequence[Artifact] = (),
     ) -> RunOutcome:
         ticket = self._ticket
-        await self._ctx.tx.run(
-            lambda s: tasks.update_run(
+        self.stored = await self._ctx.tx.run(
+            lambda s: tasks.update_run_and_node(
                 s,
                 ticket,
                 state=state,
@@ -439,7 +442,7 @@ class ScriptRun:
         retry_ms = int(self._ctx.settings.cancel_retry_interval * 1000)
         reason = self._cancel.reason
 
-        def finish(session: Session) -> str:
+        def finish(session: Session) -> tuple[str, tasks.RunUpdate]:
             # One transaction: a run never ends result_unknown with its cancel forgotten.
             kept = pending_cancels.add(
                 session,
@@ -454,7 +457,7 @@ class ScriptRun:
                 message = f"{lost}; cancel pending: it cannot be delivered, {machine} was removed"
             else:
                 message = f"{lost}; cancel pending: it will be delivered when {machine} is back"
-            tasks.update_run(
+            stored = tasks.update_run_and_node(
                 session,
                 ticket,
                 state=RunState.RESULT_UNKNOWN,
@@ -462,9 +465,9 @@ class ScriptRun:
                 message=message,
                 at_ms=at,
             )
-            return message
+            return message, stored
 
-        message = await self._ctx.tx.run(finish)
+        message, self.stored = await self._ctx.tx.run(finish)
         self._ctx.signals.notify(task_id)
         self._log.info("run_finished", state="result_unknown", exit_code=-1, cancel_pending=True)
         return RunOutcome(RunState.RESULT_UNKNOWN, -1, message, cancel_pending=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from cuttle.server.domain.scripts import Artifact, RemoteVariable
@@ -70,9 +70,11 @@ class _Counter:
 
 
 _UNFINISHED_NODE_VALUES = (NodeState.PENDING.value, NodeState.RUNNING.value)
+# Ids per IN list: well under SQLite's limit on bound parameters in one statement.
+_ID_BATCH = 500
 
 
-def _run_record(row: ScriptRun) -> ScriptRunRecord:
+def _run_record(row: ScriptRun | Row[Any]) -> ScriptRunRecord:
     return ScriptRunRecord(
         ticket=row.ticket,
         task_id=row.task_id,
@@ -96,7 +98,7 @@ def _run_record(row: ScriptRun) -> ScriptRunRecord:
     )
 
 
-def _node_record(row: TaskNode, runs: Sequence[ScriptRunRecord]) -> TaskNodeRecord:
+def _node_record(row: TaskNode | Row[Any], runs: Sequence[ScriptRunRecord]) -> TaskNodeRecord:
     return TaskNodeRecord(
         id=row.id,
         task_id=row.task_id,
@@ -113,20 +115,27 @@ def _node_record(row: TaskNode, runs: Sequence[ScriptRunRecord]) -> TaskNodeReco
     )
 
 
+# Every column of a tree's rows, read as plain rows: a task's tree is read whole and often (each
+# follower's look at the task, each `task show`), and ORM objects for every node and run of it
+# cost several times what the records built from them do.
+_NODE_COLUMNS = tuple(getattr(TaskNode, a.key) for a in inspect(TaskNode).column_attrs)
+_RUN_COLUMNS = tuple(getattr(ScriptRun, a.key) for a in inspect(ScriptRun).column_attrs)
+
+
 def _records(session: Session, rows: Sequence[Task]) -> list[TaskRecord]:
     """Convert task rows to records, loading their trees and runs in two queries."""
     ids = [row.id for row in rows]
-    nodes: dict[str, list[TaskNode]] = {i: [] for i in ids}
+    nodes: dict[str, list[Row[Any]]] = {i: [] for i in ids}
     runs: dict[str, list[ScriptRunRecord]] = {}
     if ids:
-        for node in session.scalars(
-            select(TaskNode)
+        for node in session.execute(
+            select(*_NODE_COLUMNS)
             .where(TaskNode.task_id.in_(ids))
             .order_by(TaskNode.task_id, TaskNode.position)
         ):
             nodes[node.task_id].append(node)
-        for run in session.scalars(
-            select(ScriptRun)
+        for run in session.execute(
+            select(*_RUN_COLUMNS)
             .where(ScriptRun.task_id.in_(ids))
             .order_by(ScriptRun.node_id, ScriptRun.attempt)
         ):
@@ -528,6 +537,18 @@ def get_node(session: Session, node_id: str) -> TaskNodeRecord:
     return _node_record(row, [_run_record(r) for r in runs])
 
 
+@dataclass(frozen=True)
+class RunUpdate:
+    """A run as stored by an update, and its machine node as that update left it.
+
+    `node` is None when the update did not touch the node (a run still pending); its `runs`
+    are not loaded: the caller knows them, and reading them again is what this saves.
+    """
+
+    run: ScriptRunRecord
+    node: TaskNodeRecord | None
+
+
 def update_run(
     session: Session,
     ticket: str,
@@ -543,6 +564,30 @@ def update_run(
 
     A finished run never changes state: a late or replayed status must not rewrite it.
     """
+    return update_run_and_node(
+        session,
+        ticket,
+        state=state,
+        exit_code=exit_code,
+        message=message,
+        output_variables=output_variables,
+        artifacts=artifacts,
+        at_ms=at_ms,
+    ).run
+
+
+def update_run_and_node(
+    session: Session,
+    ticket: str,
+    *,
+    state: RunState,
+    exit_code: int | None = None,
+    message: str | None = None,
+    output_variables: Sequence[RemoteVariable] | None = None,
+    artifacts: Sequence[Artifact] | None = None,
+    at_ms: int | None = None,
+) -> RunUpdate:
+    """`update_run`, also returning the machine node as the update left it (no re-read needed)."""
     state = RunState(state)
     row = session.get(ScriptRun, ticket, populate_existing=True)
     if row is None:
@@ -569,9 +614,10 @@ def update_run(
     finished = state not in (RunState.PENDING, RunState.RUNNING)
     if finished and row.finished_ms is None:
         row.finished_ms = at
+    node = None
     if state != RunState.PENDING:
         node_state = node_state_of_run(state, row.exit_code)
-        set_node_state(
+        node = set_node_state(
             session,
             row.node_id,
             node_state,
@@ -579,7 +625,7 @@ def update_run(
             at_ms=at,
         )
     session.flush()
-    return _run_record(row)
+    return RunUpdate(_run_record(row), node)
 
 
 def set_node_state(
@@ -609,6 +655,21 @@ def set_node_state(
         row.ended_ms = at
     session.flush()
     return _node_record(row, ())
+
+
+def node_states(session: Session, node_ids: Sequence[str]) -> dict[str, NodeState]:
+    """The stored state of each of these nodes, by id, in one query per batch of ids."""
+    states: dict[str, NodeState] = {}
+    for start in range(0, len(node_ids), _ID_BATCH):
+        batch = list(node_ids[start : start + _ID_BATCH])
+        for node_id, state in session.execute(
+            select(TaskNode.id, TaskNode.state).where(TaskNode.id.in_(batch))
+        ):
+            states[str(node_id)] = NodeState(state)
+    missing = [i for i in node_ids if i not in states]
+    if missing:
+        raise NotFound("task node", missing[0])
+    return states
 
 
 def note_node_reason(session: Session, node_id: str, reason: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -295,6 +297,45 @@ def test_target_results_and_ticket_lookup(sessions: sessionmaker[Session]) -> No
     assert done.artifacts[0].path == "artifacts/report.txt"
     # The machine node follows its run, in the deployment's words.
     assert (node.state, node.ended_ms) == ("success", 77)
+
+
+def test_an_update_returns_the_node_as_a_later_read_finds_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        task = new_task(session)
+    first = task.targets[0]
+    with sessions.begin() as session:
+        pending = tasks.update_run_and_node(session, first.ticket, state="pending")
+        failed = tasks.update_run_and_node(
+            session, first.ticket, state="complete", exit_code=3, message="exit 3", at_ms=90
+        )
+    with sessions.begin() as session:
+        stored = tasks.get_node(session, first.node_id)
+        run = tasks.get_run(session, first.ticket)
+    # A pending run leaves its node alone; any other state moves it, as update_run says.
+    assert pending.node is None
+    assert failed.run == run
+    assert failed.node is not None
+    assert failed.node == dataclasses.replace(stored, runs=())
+    assert (failed.node.state, failed.node.reason, failed.node.ended_ms) == ("failed", "exit 3", 90)
+
+
+def test_node_states_reads_many_nodes_at_once(sessions: sessionmaker[Session]) -> None:
+    machines = tuple(f"Web-{k}" for k in range(1203))
+    with sessions.begin() as session:
+        task = new_task(session, machines=machines)
+        done = task.targets[7]
+        tasks.update_run(session, done.ticket, state="complete", exit_code=0)
+    ids = [n.id for n in task.nodes]
+    with sessions.begin() as session:
+        states = tasks.node_states(session, ids)
+        with pytest.raises(NotFound, match="nope"):
+            tasks.node_states(session, [ids[0], "nope"])
+    # More ids than one IN list takes: every one answered, as the tree says.
+    assert len(states) == len(ids)
+    assert states[done.node_id] == "success"
+    assert sum(1 for s in states.values() if s == "pending") == len(ids) - 1
 
 
 def test_a_retry_is_a_new_run_of_the_same_machine_node(sessions: sessionmaker[Session]) -> None:
