@@ -129,7 +129,9 @@ class TaskFollower:
             record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
             yield Started(record)
             last_state = record.state
-            reported: dict[str, str] = {}
+            # By node (a machine has one per action it runs) and by the run's end (a retry
+            # ending as the first run did is news too).
+            reported: dict[str, tuple[str, int]] = {}
             while True:
                 seen = changes.version
                 async for chunks in self._log(changes):
@@ -146,9 +148,11 @@ class TaskFollower:
                             self._check_store = True
                         continue
                     for target in record.targets:
-                        name, state = target.machine_name, target.state
-                        if target.finished_ms is not None and reported.get(name) != state:
-                            reported[name] = state
+                        if target.finished_ms is None:
+                            continue
+                        ended = (target.state.value, target.finished_ms)
+                        if reported.get(target.node_id) != ended:
+                            reported[target.node_id] = ended
                             yield TargetFinished(target)
                     if record.state in FINISHED_TASK_STATES:
                         yield Finished(record)
