@@ -178,9 +178,14 @@ def _copy_checkout(destination: Path) -> None:
         shutil.copytree(ROOT / part, destination / part, ignore=skip)
 
 
+# A system user the test makes in the chroot, as an operator would before installing.
+SCRIPT_USER = "cuttle-scripts"
+
+
 @pytest.mark.timeout(1800)
+@pytest.mark.parametrize("run_scripts_as", [None, SCRIPT_USER], ids=["as-root", "run-scripts-as"])
 def test_install_on_stock_debian_12_registers_a_polling_tentacle_that_runs_scripts(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, run_scripts_as: str | None
 ) -> None:
     try:
         cached = chroot.debian12_root()
@@ -192,13 +197,15 @@ def test_install_on_stock_debian_12_registers_a_polling_tentacle_that_runs_scrip
             chroot.check_usable(root)
         except chroot.ChrootUnavailable as exc:
             pytest.skip(str(exc))
-        _install_in_chroot(cluster, root, tmp_path)
+        _install_in_chroot(cluster, root, tmp_path, run_scripts_as)
     finally:
         cluster.stop()
         chroot.remove_root(root)
 
 
-def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
+def _install_in_chroot(
+    cluster: Cluster, root: Path, tmp_path: Path, run_scripts_as: str | None
+) -> None:
     # Debian's own Python, with PEP 668 on, and neither pip nor venv's ensurepip.
     assert (root / "usr/lib/python3.11/EXTERNALLY-MANAGED").is_file()
     bare = subprocess.run(
@@ -228,6 +235,18 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
     installer = ["/bin/bash", "/src/cuttle/scripts/install-tentacle.sh"]
     args = ["--name", "debian-12", "--environment", "Dev", "--role", "web"]
     args += ["--comms-style", "polling"]
+    if run_scripts_as is not None:
+        made = subprocess.run(
+            chroot.chroot_command(
+                root, "useradd", "--system", "--no-create-home", "--shell", "/bin/sh", SCRIPT_USER
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        args += ["--run-scripts-as", run_scripts_as]
     env = _stock_environment(
         CUTTLE_SERVER=server.url,
         CUTTLE_SERVER_THUMBPRINT=server.thumbprint,
@@ -247,7 +266,8 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
     assert "installing python3.11-venv with apt" in output
     # The system Python was not changed: still no pip outside the Tentacle's environment.
     assert not list((root / "usr/lib/python3/dist-packages").glob("pip"))
-    assert (root / CHROOT_HOME.lstrip("/") / "tentacle.json").is_file()
+    config = json.loads((root / CHROOT_HOME.lstrip("/") / "tentacle.json").read_text())
+    assert config.get("run_scripts_as", "") == (run_scripts_as or "")
     (machine,) = server.cli_json("machine", "list")
     assert machine["name"] == "debian-12"
 
@@ -285,16 +305,15 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
         "the Tentacle in the chroot to connect",
         interval=0.5,
     )
-    run = server.cli(
-        "script",
-        "run",
-        "--machine",
-        "debian-12",
-        "--",
-        ". /etc/os-release; echo on-$ID-$VERSION_ID",
-    )
+    script = ". /etc/os-release; echo on-$ID-$VERSION_ID as-$(id -un)"
+    # The Tentacle's private key is for the Tentacle alone: a script run as another user cannot
+    # read it (as root it can, as an Octopus root Tentacle's scripts can).
+    script += f"; test -r {CHROOT_HOME}/key.pem && echo key-readable || echo key-unreadable"
+    run = server.cli("script", "run", "--machine", "debian-12", "--", script)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "on-debian-12" in run.stdout
+    assert f"on-debian-12 as-{run_scripts_as or 'root'}" in run.stdout, run.stdout
+    expected = "key-readable" if run_scripts_as is None else "key-unreadable"
+    assert expected in run.stdout, run.stdout
 
 
 def _exited(process: Process) -> bool:
