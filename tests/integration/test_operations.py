@@ -298,6 +298,22 @@ def test_task_list_filters_and_the_machine_variables_of_ad_hoc_scripts(fleet: Se
     assert missing.returncode != 0
     assert "[not_found]" in missing.stderr, missing.stderr
 
+    # The machine's tenant, as the script console gives it: a machine of one tenant runs for it.
+    ok(cuttle(server, "tenant", "create", "Contoso"))
+    ok(cuttle(server, "machine", "update", "web-prod", "--tenant", "Contoso"))
+    tenant = ok(
+        cuttle(
+            server,
+            "script",
+            "run",
+            "--machine",
+            "web-prod",
+            "--",
+            "echo for=#{Octopus.Deployment.Tenant.Name}",
+        )
+    )
+    assert "web-prod: for=Contoso" in tenant.stdout, tenant.stdout
+
 
 def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     cluster: Cluster, fleet: Server
@@ -318,15 +334,17 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     )
     register = made["api_key"]
 
-    def register_with(tentacle: Tentacle, *extra: str) -> None:
-        tentacle.tentacle(
+    def register_with(
+        tentacle: Tentacle, *extra: str, key: str = register, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return tentacle.tentacle(
             "register-with",
             "--server",
             server.url,
             "--server-thumbprint",
             server.thumbprint,
             "--api-key",
-            register,
+            key,
             "--name",
             tentacle.name,
             "--comms-style",
@@ -336,6 +354,7 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
             "--environment",
             "Dev",
             *extra,
+            check=check,
         )
 
     # A new Tentacle registers itself with the installer's key (polling: no need to run it).
@@ -355,6 +374,33 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     mine = [(e["category"], e["details"]["trust_changed"]) for e in trail if e["name"] == "web-new"]
     assert mine == [("machine re-registered", False), ("machine registered", False)]
     assert {e["actor"] for e in trail if e["name"] == "web-new"} == {"installer"}
+
+    # A rebuilt VM (a new certificate under the same name) changes the machine's trust. A
+    # person needs administer for that; alice deploys in Dev but does not administer it.
+    rebuilt = Tentacle("web-new", cluster.root / "web-new-2", "polling", server, cluster.procs)
+    rebuilt.tentacle("create-instance")
+    rebuilt.tentacle(
+        "configure", "--trust-certificate", str(server.home / "server-certificate.pem")
+    )
+    alice = _key_for(server, "alice")["CUTTLE_API_KEY"]
+    refused = register_with(rebuilt, "--force", key=alice, check=False)
+    assert refused.returncode != 0
+    assert (
+        "needs the administer role for environment 'Dev' to register a machine or change its trust"
+    ) in refused.stderr, refused.stderr
+    register_with(rebuilt, "--force")
+    ok(cuttle(server, "machine", "remove", "web-new", "--yes"))
+    trail = _json(cuttle(server, "events", "--kind", "machine", "--output", "json"))
+    removed, replaced = [e for e in trail if e["name"] == "web-new"][:2]
+    assert (replaced["category"], replaced["details"]["trust_changed"]) == (
+        "machine re-registered",
+        True,
+    )
+    assert replaced["actor"] == "installer"
+    assert replaced["details"]["previous_thumbprint"] != replaced["details"]["thumbprint"]
+    assert removed["category"] == "machine removed"
+    assert removed["actor"] not in ("", "installer")
+    assert removed["details"]["thumbprint"] == replaced["details"]["thumbprint"]
 
 
 def test_task_list_filters_naming_nothing_are_errors_with_a_suggestion(fleet: Server) -> None:
