@@ -413,3 +413,111 @@ def test_task_list_filters_naming_nothing_are_errors_with_a_suggestion(fleet: Se
     assert "project 'Nope' does not exist" in unknown.stderr, unknown.stderr
     # Names that exist filter as before (case-insensitively).
     ok(cuttle(fleet, "task", "list", "--environment", "production"))
+
+
+# Two projects deploying to Dev; carol may only look at Api.
+PROJECTS = """
+users:
+  - name: carol
+projects:
+  - name: Web
+    process:
+      steps:
+        - name: Hello
+          target_tags: [web]
+          actions:
+            - name: Hello
+              type: run_script
+              script:
+                body: |
+                  echo "hello from #{Octopus.Project.Name}"
+  - name: Api
+    process:
+      steps:
+        - name: Hello
+          target_tags: [web]
+          actions:
+            - name: Hello
+              type: run_script
+              script:
+                body: |
+                  echo "hello from #{Octopus.Project.Name}"
+teams:
+  - name: Api watchers
+    members: [carol]
+    grants:
+      - role: view
+        projects: [Api]
+"""
+
+
+def test_deployment_tasks_are_listed_shown_and_cancelled_by_their_project(
+    fleet: Server, tmp_path: Path
+) -> None:
+    server = fleet
+    model = tmp_path / "projects.yaml"
+    model.write_text(PROJECTS)
+    ok(cuttle(server, "apply", "-f", str(model)))
+    ok(cuttle(server, "script", "run", "--machine", "web-dev", "--", "echo ad-hoc"))
+    deployed = {}
+    for project in ("Web", "Api"):
+        ok(cuttle(server, "release", "create", "--project", project, "--version", "1.0.0"))
+        ok(
+            cuttle(
+                server,
+                "deploy",
+                "--project",
+                project,
+                "--release",
+                "1.0.0",
+                "--environment",
+                "Dev",
+                "--wait",
+            )
+        )
+        (task,) = server.cli_json("task", "list", "--project", project)
+        deployed[project] = task["id"]
+    assert [t["id"] for t in server.cli_json("task", "list", "--project", "web")] == [
+        deployed["Web"]
+    ]
+    assert [t["id"] for t in server.cli_json("task", "list", "--environment", "Dev")][:2] == [
+        deployed["Api"],
+        deployed["Web"],
+    ]
+    assert len(server.cli_json("task", "list", "--environment", "Dev")) == 3
+
+    carol = _key_for(server, "carol")
+
+    # Api's deployment, not Web's; filters work for her too (only an administrator may list
+    # every space, so her names are checked in her own space).
+    def carols(*args: str) -> list[str]:
+        listed = _json(cuttle(server, "task", "list", *args, "--output", "json", env=carol))
+        assert all(t["started_by"] != "carol" for t in listed)
+        return [t["id"] for t in listed]
+
+    assert deployed["Api"] in carols()
+    assert deployed["Web"] not in carols()
+    assert carols("--project", "api") == [deployed["Api"]]
+    assert carols("--project", "Api", "--environment", "Dev") == [deployed["Api"]]
+    assert carols("--project", "Api", "--environment", "Production") == []
+    # A project she may not see is one she cannot name, as everywhere else in the model.
+    refused = cuttle(server, "task", "list", "--project", "Web", env=carol)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "project 'Web' does not exist" in refused.stderr, refused.stderr
+    shown = _json(
+        cuttle(server, "task", "show", deployed["Api"][:8], "--output", "json", env=carol)
+    )
+    assert shown["id"] == deployed["Api"]
+    assert "hello from Api" in ok(cuttle(server, "task", "log", deployed["Api"], env=carol)).stdout
+    _refused(
+        cuttle(server, "task", "show", deployed["Web"], env=carol),
+        "needs the view role for project 'Web' in environment 'Dev' to see the task",
+    )
+    _refused(
+        cuttle(server, "task", "log", deployed["Web"][:9], env=carol),
+        "needs the view role for project 'Web' in environment 'Dev' to read its log",
+    )
+    _refused(
+        cuttle(server, "task", "cancel", deployed["Api"], env=carol),
+        "needs the deploy role for project 'Api' in environment 'Dev' to cancel the task",
+    )
