@@ -521,3 +521,69 @@ def test_deployment_tasks_are_listed_shown_and_cancelled_by_their_project(
         cuttle(server, "task", "cancel", deployed["Api"], env=carol),
         "needs the deploy role for project 'Api' in environment 'Dev' to cancel the task",
     )
+
+
+def test_a_running_deployment_target_says_running_and_a_prefix_cancels_it(
+    fleet: Server, tmp_path: Path
+) -> None:
+    server = fleet
+    mark = f"CUTTLE_TEST_MARK={uuid.uuid4().hex}"
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    # The script waits on a FIFO the test never writes: it runs until cancelled.
+    body = f'export {mark}\necho "waiting on the gate"\ncat {gate}\n'
+    project = {
+        "name": "Blocker",
+        "process": {
+            "steps": [
+                {
+                    "name": "Wait",
+                    "target_tags": ["web"],
+                    "actions": [{"name": "Wait", "type": "run_script", "script": {"body": body}}],
+                }
+            ]
+        },
+    }
+    model = tmp_path / "blocker.yaml"
+    model.write_text(json.dumps({"projects": [project]}))
+    ok(cuttle(server, "apply", "-f", str(model)))
+    ok(cuttle(server, "release", "create", "--project", "Blocker", "--version", "1.0.0"))
+    try:
+        ok(
+            cuttle(
+                server,
+                "deploy",
+                "--project",
+                "Blocker",
+                "--release",
+                "1.0.0",
+                "--environment",
+                "Dev",
+            )
+        )
+        (task,) = server.cli_json("task", "list", "--project", "Blocker")
+        task_id = task["id"]
+        wait_for(
+            lambda: "waiting on the gate" in log_lines(server, task_id),
+            30,
+            "the deployment's script to run",
+            interval=0.2,
+        )
+        table = ok(cuttle(server, "task", "show", task_id[:6])).stdout
+        row = next(line for line in table.splitlines() if "web-dev" in line)
+        assert "running" in row, table
+        assert "-1" not in row, table
+        assert "pending" not in row, table
+        (listed,) = server.cli_json("task", "list", "--state", "running")
+        assert listed["id"] == task_id
+        ok(cuttle(server, "task", "cancel", task_id[:7], "--reason", "enough"))
+        ended = wait_for(lambda: finished_task(server, task_id), 30, "the deployment to end")
+        assert ended["state"] == "cancelled", ended
+    finally:
+        kill_marked(mark.encode())
+    events = _json(
+        cuttle(server, "--space", "Default", "events", "--kind", "task", "--output", "json")
+    )
+    (cancel,) = [e for e in events if e["category"] == "task cancelled"]
+    assert cancel["details"]["task_id"] == task_id
+    assert cancel["details"]["reason"] == "enough"
