@@ -328,6 +328,73 @@ def test_variables_process_and_tenant_tags_are_edited_with_commands(cluster: Clu
     )
 
 
+def test_a_tag_set_keeps_the_tags_that_something_still_names(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    server.ensure_environments(("Dev",))
+    ok(cuttle(server, "tag-set", "create", "Tier", "--set", 'tags=["Gold","Silver","Bronze"]'))
+    ok(cuttle(server, "tenant", "create", "Contoso"))
+    ok(cuttle(server, "tenant", "tag", "Contoso", "--add", "Tier/Gold"))
+    ok(cuttle(server, "project", "create", "Web"))
+    ok(
+        cuttle(
+            server,
+            "channel",
+            "update",
+            "Default",
+            "--project",
+            "Web",
+            "--tenant-tag",
+            "Tier/Silver",
+        )
+    )
+    cluster.add_tentacle("web-01", "polling", environments=("Dev",))
+    ok(cuttle(server, "machine", "update", "web-01", "--tenant-tag", "Tier/Gold"))
+
+    gold = (
+        "tenant tag 'Tier/Gold' is still used by: tenant 'Contoso' at tags[0]; "
+        "machine 'web-01' at tenant_tags[0]"
+    )
+    silver = (
+        "tenant tag 'Tier/Silver' is still used by: project 'Web' at channels[0].tenant_tags[0]"
+    )
+    _refused(
+        cuttle(server, "tag-set", "update", "Tier", "--set", 'tags=["Bronze"]'),
+        "[failed_precondition]",
+        gold,
+        silver,
+    )
+    _refused(cuttle(server, "tag-set", "delete", "Tier", "--yes"), gold, silver)
+    _refused(cuttle(server, "tag-set", "update", "Tier", "--set", "name=Level"), gold, silver)
+    wanted = tmp_path / "tags.yaml"
+    wanted.write_text(yaml.safe_dump({"tag_sets": [{"name": "Tier", "tags": ["Gold"]}]}))
+    refused = cuttle(server, "apply", "-f", str(wanted))
+    _refused(refused, silver)
+    assert gold not in refused.stderr
+    shown = _json(cuttle(server, "tag-set", "show", "Tier", "--output", "json"))
+    assert shown["tags"] == ["Gold", "Silver", "Bronze"]
+
+    # A tag nothing names goes; so does one whose last user lets go of it in the same apply.
+    ok(cuttle(server, "tag-set", "update", "Tier", "--set", 'tags=["Gold","Silver"]'))
+    wanted.write_text(
+        yaml.safe_dump(
+            {
+                "tag_sets": [{"name": "Tier", "tags": ["Silver"]}],
+                "tenants": [{"name": "Contoso", "tags": []}],
+            }
+        )
+    )
+    _refused(
+        cuttle(server, "apply", "-f", str(wanted)),
+        gold.replace("tenant 'Contoso' at tags[0]; ", ""),
+    )
+    ok(cuttle(server, "machine", "update", "web-01", "--tenant-tag", "Tier/Silver"))
+    ok(cuttle(server, "apply", "-f", str(wanted)))
+    shown = _json(cuttle(server, "tag-set", "show", "Tier", "--output", "json"))
+    assert shown["tags"] == ["Silver"]
+
+
 def test_set_keys_are_listed_in_help(cluster: Cluster) -> None:
     del cluster  # no server needed: help comes from the schema the CLI carries
     shown = subprocess.run(

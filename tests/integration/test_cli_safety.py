@@ -201,6 +201,48 @@ def test_names_that_do_not_exist_are_refused_with_the_close_one(cluster: Cluster
         "no environment named 'Dve'; did you mean 'Dev'?",
     )
     _refused(cuttle(server, "events", "--category", "delted"), "did you mean 'deleted'?", code=2)
+    # A channel filter is a name like any other: any case matches, a typo is refused.
+    listed = _json(
+        cuttle(
+            server,
+            "release",
+            "list",
+            "--project",
+            "Web",
+            "--channel",
+            "default",
+            "--output",
+            "json",
+        )
+    )
+    assert [r["version"] for r in listed] == ["1.0.0"]
+    _refused(
+        cuttle(server, "release", "list", "--project", "Web", "--channel", "Defualt"),
+        "project 'Web' has no channel 'Defualt'; did you mean 'Default'?",
+        "[not_found]",
+    )
+    # A release keeps the channel it was made in after the channel is gone, and lists by it.
+    ok(cuttle(server, "channel", "create", "Beta", "--project", "Web"))
+    ok(
+        cuttle(
+            server,
+            "release",
+            "create",
+            "--project",
+            "Web",
+            "--version",
+            "2.0.0",
+            "--channel",
+            "Beta",
+        )
+    )
+    ok(cuttle(server, "channel", "delete", "Beta", "--project", "Web", "--yes"))
+    listed = _json(
+        cuttle(
+            server, "release", "list", "--project", "Web", "--channel", "BETA", "--output", "json"
+        )
+    )
+    assert [r["version"] for r in listed] == ["2.0.0"]
     assert (
         _json(cuttle(server, "events", "--category", "machine removed", "--output", "json")) == []
     )

@@ -152,6 +152,8 @@ def test_a_listening_install_reads_the_server_from_the_environment_and_binds_lis
 
 
 CHROOT_HOME = "/var/lib/cuttle-tentacle"
+# Where installers before session 8 put the home; an install there keeps being used.
+OLDER_HOME = "/etc/cuttle/tentacle"
 CHROOT_PREFIX = "/opt/cuttle-tentacle"
 
 
@@ -178,9 +180,18 @@ def _copy_checkout(destination: Path) -> None:
         shutil.copytree(ROOT / part, destination / part, ignore=skip)
 
 
+# A system user the test makes in the chroot, as an operator would before installing.
+SCRIPT_USER = "cuttle-scripts"
+
+
 @pytest.mark.timeout(1800)
+@pytest.mark.parametrize(
+    ("run_scripts_as", "older_home"),
+    [(None, False), (SCRIPT_USER, False), (None, True)],
+    ids=["as-root", "run-scripts-as", "over-an-older-etc-home"],
+)
 def test_install_on_stock_debian_12_registers_a_polling_tentacle_that_runs_scripts(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, run_scripts_as: str | None, older_home: bool
 ) -> None:
     try:
         cached = chroot.debian12_root()
@@ -192,13 +203,15 @@ def test_install_on_stock_debian_12_registers_a_polling_tentacle_that_runs_scrip
             chroot.check_usable(root)
         except chroot.ChrootUnavailable as exc:
             pytest.skip(str(exc))
-        _install_in_chroot(cluster, root, tmp_path)
+        _install_in_chroot(cluster, root, tmp_path, run_scripts_as, older_home)
     finally:
         cluster.stop()
         chroot.remove_root(root)
 
 
-def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
+def _install_in_chroot(
+    cluster: Cluster, root: Path, tmp_path: Path, run_scripts_as: str | None, older_home: bool
+) -> None:
     # Debian's own Python, with PEP 668 on, and neither pip nor venv's ensurepip.
     assert (root / "usr/lib/python3.11/EXTERNALLY-MANAGED").is_file()
     bare = subprocess.run(
@@ -228,26 +241,55 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
     installer = ["/bin/bash", "/src/cuttle/scripts/install-tentacle.sh"]
     args = ["--name", "debian-12", "--environment", "Dev", "--role", "web"]
     args += ["--comms-style", "polling"]
+    if run_scripts_as is not None:
+        made = subprocess.run(
+            chroot.chroot_command(
+                root, "useradd", "--system", "--no-create-home", "--shell", "/bin/sh", SCRIPT_USER
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        args += ["--run-scripts-as", run_scripts_as]
     env = _stock_environment(
         CUTTLE_SERVER=server.url,
         CUTTLE_SERVER_THUMBPRINT=server.thumbprint,
         CUTTLE_API_KEY=register_key,
     )
-    installed = subprocess.run(
-        chroot.chroot_command(root, *installer, *args),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-        check=False,
-    )
-    output = installed.stdout + installed.stderr
-    assert installed.returncode == 0, output
-    assert "decoy used" not in output
-    assert "installing python3.11-venv with apt" in output
+
+    def install(*extra: str) -> str:
+        installed = subprocess.run(
+            chroot.chroot_command(root, *installer, *args, *extra),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1200,
+            check=False,
+        )
+        output = installed.stdout + installed.stderr
+        assert installed.returncode == 0, output
+        assert "decoy used" not in output
+        return output
+
+    home = CHROOT_HOME
+    first = ""
+    if older_home:
+        # An install made before the default home moved out of /etc; upgrading keeps it.
+        first = install("--home", OLDER_HOME, "--no-service")
+        home = OLDER_HOME
+        before = server.cli_json("machine", "list")[0]["thumbprint"]
+    output = install()
+    assert "installing python3.11-venv with apt" in first + output
+    if older_home:
+        assert f"keeping the existing home {OLDER_HOME}" in output, output
+        assert not (root / CHROOT_HOME.lstrip("/") / "tentacle.json").exists()
+        assert server.cli_json("machine", "list")[0]["thumbprint"] == before
     # The system Python was not changed: still no pip outside the Tentacle's environment.
     assert not list((root / "usr/lib/python3/dist-packages").glob("pip"))
-    assert (root / CHROOT_HOME.lstrip("/") / "tentacle.json").is_file()
+    config = json.loads((root / home.lstrip("/") / "tentacle.json").read_text())
+    assert config.get("run_scripts_as", "") == (run_scripts_as or "")
     (machine,) = server.cli_json("machine", "list")
     assert machine["name"] == "debian-12"
 
@@ -255,7 +297,7 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
     # Debian 12's own systemd-analyze.
     unit = "/etc/systemd/system/cuttle-tentacle.service"
     text = (root / unit.lstrip("/")).read_text()
-    assert f"ExecStart={CHROOT_PREFIX}/bin/tentacle run --home {CHROOT_HOME}" in text
+    assert f"ExecStart={CHROOT_PREFIX}/bin/tentacle run --home {home}" in text
     for command in (
         ["systemd-analyze", "verify", unit],
         # Fails if a change ever makes the unit more exposed than this.
@@ -273,7 +315,7 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
 
     agent = Process(
         "debian-12",
-        chroot.chroot_command(root, f"{CHROOT_PREFIX}/bin/tentacle", "run", "--home", CHROOT_HOME),
+        chroot.chroot_command(root, f"{CHROOT_PREFIX}/bin/tentacle", "run", "--home", home),
         tmp_path / "debian-12.log",
         env,
     )
@@ -285,16 +327,15 @@ def _install_in_chroot(cluster: Cluster, root: Path, tmp_path: Path) -> None:
         "the Tentacle in the chroot to connect",
         interval=0.5,
     )
-    run = server.cli(
-        "script",
-        "run",
-        "--machine",
-        "debian-12",
-        "--",
-        ". /etc/os-release; echo on-$ID-$VERSION_ID",
-    )
+    script = ". /etc/os-release; echo on-$ID-$VERSION_ID as-$(id -un)"
+    # The Tentacle's private key is for the Tentacle alone: a script run as another user cannot
+    # read it (as root it can, as an Octopus root Tentacle's scripts can).
+    script += f"; test -r {home}/key.pem && echo key-readable || echo key-unreadable"
+    run = server.cli("script", "run", "--machine", "debian-12", "--", script)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "on-debian-12" in run.stdout
+    assert f"on-debian-12 as-{run_scripts_as or 'root'}" in run.stdout, run.stdout
+    expected = "key-readable" if run_scripts_as is None else "key-unreadable"
+    assert expected in run.stdout, run.stdout
 
 
 def _exited(process: Process) -> bool:

@@ -298,6 +298,22 @@ def test_task_list_filters_and_the_machine_variables_of_ad_hoc_scripts(fleet: Se
     assert missing.returncode != 0
     assert "[not_found]" in missing.stderr, missing.stderr
 
+    # The machine's tenant, as the script console gives it: a machine of one tenant runs for it.
+    ok(cuttle(server, "tenant", "create", "Contoso"))
+    ok(cuttle(server, "machine", "update", "web-prod", "--tenant", "Contoso"))
+    tenant = ok(
+        cuttle(
+            server,
+            "script",
+            "run",
+            "--machine",
+            "web-prod",
+            "--",
+            "echo for=#{Octopus.Deployment.Tenant.Name}",
+        )
+    )
+    assert "web-prod: for=Contoso" in tenant.stdout, tenant.stdout
+
 
 def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     cluster: Cluster, fleet: Server
@@ -318,15 +334,17 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     )
     register = made["api_key"]
 
-    def register_with(tentacle: Tentacle, *extra: str) -> None:
-        tentacle.tentacle(
+    def register_with(
+        tentacle: Tentacle, *extra: str, key: str = register, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return tentacle.tentacle(
             "register-with",
             "--server",
             server.url,
             "--server-thumbprint",
             server.thumbprint,
             "--api-key",
-            register,
+            key,
             "--name",
             tentacle.name,
             "--comms-style",
@@ -336,6 +354,7 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
             "--environment",
             "Dev",
             *extra,
+            check=check,
         )
 
     # A new Tentacle registers itself with the installer's key (polling: no need to run it).
@@ -356,6 +375,33 @@ def test_a_registration_key_registers_and_re_registers_and_does_nothing_else(
     assert mine == [("machine re-registered", False), ("machine registered", False)]
     assert {e["actor"] for e in trail if e["name"] == "web-new"} == {"installer"}
 
+    # A rebuilt VM (a new certificate under the same name) changes the machine's trust. A
+    # person needs administer for that; alice deploys in Dev but does not administer it.
+    rebuilt = Tentacle("web-new", cluster.root / "web-new-2", "polling", server, cluster.procs)
+    rebuilt.tentacle("create-instance")
+    rebuilt.tentacle(
+        "configure", "--trust-certificate", str(server.home / "server-certificate.pem")
+    )
+    alice = _key_for(server, "alice")["CUTTLE_API_KEY"]
+    refused = register_with(rebuilt, "--force", key=alice, check=False)
+    assert refused.returncode != 0
+    assert (
+        "needs the administer role for environment 'Dev' to register a machine or change its trust"
+    ) in refused.stderr, refused.stderr
+    register_with(rebuilt, "--force")
+    ok(cuttle(server, "machine", "remove", "web-new", "--yes"))
+    trail = _json(cuttle(server, "events", "--kind", "machine", "--output", "json"))
+    removed, replaced = [e for e in trail if e["name"] == "web-new"][:2]
+    assert (replaced["category"], replaced["details"]["trust_changed"]) == (
+        "machine re-registered",
+        True,
+    )
+    assert replaced["actor"] == "installer"
+    assert replaced["details"]["previous_thumbprint"] != replaced["details"]["thumbprint"]
+    assert removed["category"] == "machine removed"
+    assert removed["actor"] not in ("", "installer")
+    assert removed["details"]["thumbprint"] == replaced["details"]["thumbprint"]
+
 
 def test_task_list_filters_naming_nothing_are_errors_with_a_suggestion(fleet: Server) -> None:
     refused = cuttle(fleet, "task", "list", "--environment", "Prodution")
@@ -367,3 +413,177 @@ def test_task_list_filters_naming_nothing_are_errors_with_a_suggestion(fleet: Se
     assert "project 'Nope' does not exist" in unknown.stderr, unknown.stderr
     # Names that exist filter as before (case-insensitively).
     ok(cuttle(fleet, "task", "list", "--environment", "production"))
+
+
+# Two projects deploying to Dev; carol may only look at Api.
+PROJECTS = """
+users:
+  - name: carol
+projects:
+  - name: Web
+    process:
+      steps:
+        - name: Hello
+          target_tags: [web]
+          actions:
+            - name: Hello
+              type: run_script
+              script:
+                body: |
+                  echo "hello from #{Octopus.Project.Name}"
+  - name: Api
+    process:
+      steps:
+        - name: Hello
+          target_tags: [web]
+          actions:
+            - name: Hello
+              type: run_script
+              script:
+                body: |
+                  echo "hello from #{Octopus.Project.Name}"
+teams:
+  - name: Api watchers
+    members: [carol]
+    grants:
+      - role: view
+        projects: [Api]
+"""
+
+
+def test_deployment_tasks_are_listed_shown_and_cancelled_by_their_project(
+    fleet: Server, tmp_path: Path
+) -> None:
+    server = fleet
+    model = tmp_path / "projects.yaml"
+    model.write_text(PROJECTS)
+    ok(cuttle(server, "apply", "-f", str(model)))
+    ok(cuttle(server, "script", "run", "--machine", "web-dev", "--", "echo ad-hoc"))
+    deployed = {}
+    for project in ("Web", "Api"):
+        ok(cuttle(server, "release", "create", "--project", project, "--version", "1.0.0"))
+        ok(
+            cuttle(
+                server,
+                "deploy",
+                "--project",
+                project,
+                "--release",
+                "1.0.0",
+                "--environment",
+                "Dev",
+                "--wait",
+            )
+        )
+        (task,) = server.cli_json("task", "list", "--project", project)
+        deployed[project] = task["id"]
+    assert [t["id"] for t in server.cli_json("task", "list", "--project", "web")] == [
+        deployed["Web"]
+    ]
+    assert [t["id"] for t in server.cli_json("task", "list", "--environment", "Dev")][:2] == [
+        deployed["Api"],
+        deployed["Web"],
+    ]
+    assert len(server.cli_json("task", "list", "--environment", "Dev")) == 3
+
+    carol = _key_for(server, "carol")
+
+    # Api's deployment, not Web's; filters work for her too (only an administrator may list
+    # every space, so her names are checked in her own space).
+    def carols(*args: str) -> list[str]:
+        listed = _json(cuttle(server, "task", "list", *args, "--output", "json", env=carol))
+        assert all(t["started_by"] != "carol" for t in listed)
+        return [t["id"] for t in listed]
+
+    assert deployed["Api"] in carols()
+    assert deployed["Web"] not in carols()
+    assert carols("--project", "api") == [deployed["Api"]]
+    assert carols("--project", "Api", "--environment", "Dev") == [deployed["Api"]]
+    assert carols("--project", "Api", "--environment", "Production") == []
+    # A project she may not see is one she cannot name, as everywhere else in the model.
+    refused = cuttle(server, "task", "list", "--project", "Web", env=carol)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "project 'Web' does not exist" in refused.stderr, refused.stderr
+    shown = _json(
+        cuttle(server, "task", "show", deployed["Api"][:8], "--output", "json", env=carol)
+    )
+    assert shown["id"] == deployed["Api"]
+    assert "hello from Api" in ok(cuttle(server, "task", "log", deployed["Api"], env=carol)).stdout
+    _refused(
+        cuttle(server, "task", "show", deployed["Web"], env=carol),
+        "needs the view role for project 'Web' in environment 'Dev' to see the task",
+    )
+    _refused(
+        cuttle(server, "task", "log", deployed["Web"][:9], env=carol),
+        "needs the view role for project 'Web' in environment 'Dev' to read its log",
+    )
+    _refused(
+        cuttle(server, "task", "cancel", deployed["Api"], env=carol),
+        "needs the deploy role for project 'Api' in environment 'Dev' to cancel the task",
+    )
+
+
+def test_a_running_deployment_target_says_running_and_a_prefix_cancels_it(
+    fleet: Server, tmp_path: Path
+) -> None:
+    server = fleet
+    mark = f"CUTTLE_TEST_MARK={uuid.uuid4().hex}"
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    # The script waits on a FIFO the test never writes: it runs until cancelled.
+    body = f'export {mark}\necho "waiting on the gate"\ncat {gate}\n'
+    project = {
+        "name": "Blocker",
+        "process": {
+            "steps": [
+                {
+                    "name": "Wait",
+                    "target_tags": ["web"],
+                    "actions": [{"name": "Wait", "type": "run_script", "script": {"body": body}}],
+                }
+            ]
+        },
+    }
+    model = tmp_path / "blocker.yaml"
+    model.write_text(json.dumps({"projects": [project]}))
+    ok(cuttle(server, "apply", "-f", str(model)))
+    ok(cuttle(server, "release", "create", "--project", "Blocker", "--version", "1.0.0"))
+    try:
+        ok(
+            cuttle(
+                server,
+                "deploy",
+                "--project",
+                "Blocker",
+                "--release",
+                "1.0.0",
+                "--environment",
+                "Dev",
+            )
+        )
+        (task,) = server.cli_json("task", "list", "--project", "Blocker")
+        task_id = task["id"]
+        wait_for(
+            lambda: "waiting on the gate" in log_lines(server, task_id),
+            30,
+            "the deployment's script to run",
+            interval=0.2,
+        )
+        table = ok(cuttle(server, "task", "show", task_id[:6])).stdout
+        row = next(line for line in table.splitlines() if "web-dev" in line)
+        assert "running" in row, table
+        assert "-1" not in row, table
+        assert "pending" not in row, table
+        (listed,) = server.cli_json("task", "list", "--state", "running")
+        assert listed["id"] == task_id
+        ok(cuttle(server, "task", "cancel", task_id[:7], "--reason", "enough"))
+        ended = wait_for(lambda: finished_task(server, task_id), 30, "the deployment to end")
+        assert ended["state"] == "cancelled", ended
+    finally:
+        kill_marked(mark.encode())
+    events = _json(
+        cuttle(server, "--space", "Default", "events", "--kind", "task", "--output", "json")
+    )
+    (cancel,) = [e for e in events if e["category"] == "task cancelled"]
+    assert cancel["details"]["task_id"] == task_id
+    assert cancel["details"]["reason"] == "enough"

@@ -28,8 +28,10 @@ def check_environments(ctx: click.Context, given: Iterable[str], option: str, sp
 def check_anywhere(ctx: click.Context, kind: str, given: str, option: str) -> None:
     """Refuse a filter naming a document of no space (tasks span spaces), with a close one."""
     if given:
-        known = run_call(ctx, names_in_every_space(kind))
-        check_known(kind.replace("_", " "), [given], known, option)
+        own_space = str((ctx.find_root().obj or {}).get("space", ""))
+        known = run_call(ctx, names_in_every_space(kind, own_space))
+        if known is not None:
+            check_known(kind.replace("_", " "), [given], known, option)
 
 
 def check_category(category: str) -> None:

@@ -123,18 +123,34 @@ async def machine_names(conn: AdminConnection) -> list[str]:
             return found
 
 
-def names_in_every_space(kind: str) -> Lister:
-    """A lister of the names of one kind of document in every space the caller can read."""
+def names_in_every_space(
+    kind: str, own_space: str
+) -> Callable[[AdminConnection], Awaitable[list[str] | None]]:
+    """A lister of the names of one kind of document in every space the caller can read.
 
-    async def names(conn: AdminConnection) -> list[str]:
+    Only full administrators may list spaces; anyone else reads own_space (their `--space`,
+    CUTTLE_SPACE or the default), where their teams' grants hold. None when the caller may
+    read that kind nowhere: then nothing can be checked, and the server's answer stands.
+    """
+
+    async def names(conn: AdminConnection) -> list[str] | None:
+        try:
+            spaces = await _space_names(conn)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            spaces = [own_space]
         found: list[str] = []
-        for space in await _space_names(conn):
+        readable = False
+        for space in spaces:
             try:
                 found.extend(await document_names(space, kind)(conn))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
                     raise
-        return found
+                continue
+            readable = True
+        return found if readable else None
 
     return names
 

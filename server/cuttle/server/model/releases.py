@@ -8,6 +8,7 @@ the version. Editing the project afterwards changes documents, never snapshots; 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -182,11 +183,32 @@ class Releases:
     def list_page(
         self, project: str, channel: str, page_size: int, page_token: str | None
     ) -> Page[ReleaseRecord]:
-        """A project's releases, newest first."""
-        project_id, _ = self._project(project)
+        """A project's releases, newest first; a channel name (any case) must be one it has."""
+        project_id, stored = self._project(project)
+        channels = self._channel_spellings(project_id, stored, channel) if channel else ()
         return release_store.list_page(
-            self._session, project_id, channel=channel, page_size=page_size, page_token=page_token
+            self._session,
+            project_id,
+            channels=channels,
+            page_size=page_size,
+            page_token=page_token,
         )
+
+    def _channel_spellings(self, project_id: str, stored: d.Project, name: str) -> list[str]:
+        """Every spelling of channel `name` among the project's channels and its releases'.
+
+        Names are case-insensitive and releases keep the spelling their channel had; a name
+        neither knows is NotFound (a typo must not list nothing, as if there were no releases).
+        """
+        known = {c.name for c in stored.channels}
+        known.update(channel for channel, _ in release_store.versions(self._session, project_id))
+        found = [n for n in known if n.casefold() == name.casefold()]
+        if not found:
+            by_fold = {n.casefold(): n for n in sorted(known)}
+            close = difflib.get_close_matches(name.casefold(), list(by_fold), n=1)
+            hint = f"; did you mean {by_fold[close[0]]!r}?" if close else ""
+            raise NotFound(f"project {stored.name!r} has no channel {name!r}{hint}")
+        return found
 
     def update_variables(self, project: str, version: str) -> ReleaseRecord:
         """Re-take the variable part of a release's snapshot from the project as it is now."""

@@ -25,10 +25,11 @@ from cuttle.server.model.kinds import DEFAULT_DOCUMENTS, KINDS, Kind, kind
 from cuttle.server.model.library_set_ties import LibrarySetTies, Saved
 from cuttle.server.model.problems import validation_problems
 from cuttle.server.model.references import Path, format_path, map_references, references
-from cuttle.server.model.tenant_tags import tags_of, unknown_tags, uses_tenant_tags
+from cuttle.server.model.tenant_tags import tags_of, unknown_tags, uses_of, uses_tenant_tags
 from cuttle.server.store import documents as store
 from cuttle.server.store import errors as store_errors
 from cuttle.server.store import events
+from cuttle.server.store import machines as machine_store
 from cuttle.server.store.documents import DocumentRecord, SpaceRecord
 from cuttle.server.store.records import Page
 
@@ -36,6 +37,10 @@ Action = Literal["create", "update", "unchanged", "delete"]
 
 # Kinds whose saves can leave two library sets of one project tied (see library_set_ties.py).
 _VARIABLE_HOLDERS = frozenset({"project", "library_variable_set"})
+# Kinds whose documents name tenant tags (see tenant_tags.py).
+_TAG_HOLDERS = ("tenant", "project", "library_variable_set")
+# How many users of one thing a refusal lists before "and N more".
+_USERS_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +181,18 @@ class ModelRepository:
         record = store.find(self._session, self.space.id, document_kind.name, name)
         if record is None:
             raise NotFound(f"{document_kind.label} {name!r} was not found")
+        held = self._tenant_tags_held() if document_kind.name == "tag_set" else None
         stored, _ = self._write(document_kind, spec, record, expected_revision, {}, "")
         self._check_library_set_ties({stored.record.id: Saved(document_kind.name, "")})
+        self._refuse_lost_tags(held)
         return stored
 
     def delete(self, document_kind: Kind, name: str) -> None:
         """Delete the document called name; FailedPrecondition says what still uses it."""
-        self._remove(self.get(document_kind, name))
+        current = self.get(document_kind, name)
+        held = self._tenant_tags_held() if document_kind.name == "tag_set" else None
+        self._remove(current)
+        self._refuse_lost_tags(held)
 
     def _remove(self, current: StoredDocument) -> None:
         store.remove(self._session, current.record.id)
@@ -233,6 +243,10 @@ class ModelRepository:
         `prune_candidates`; `still_used` names users of a document that the reference table
         does not know (machines), or returns None.
         """
+        touches_tags = any(isinstance(spec, d.TagSet) for _, spec in items) or any(
+            p.kind.name == "tag_set" for p in prune
+        )
+        held = self._tenant_tags_held() if touches_tags else None
         problems: list[tuple[str, str]] = []
         seen: dict[tuple[str, str], int] = {}
         planned: dict[tuple[str, str], str] = {}
@@ -300,6 +314,7 @@ class ModelRepository:
                 )
             }
         )
+        self._refuse_lost_tags(held)
         return changes
 
     def _prune(
@@ -485,12 +500,57 @@ class ModelRepository:
 
     def _known_tenant_tags(self) -> dict[str, str]:
         """Every tenant tag the space's tag sets hold, counting those an apply will write."""
-        sets = {
+        sets = self._stored_tag_sets()
+        sets.update(self._planned_tag_sets)
+        return tags_of(dict(sets.values()))
+
+    def _stored_tag_sets(self) -> dict[str, tuple[str, list[str]]]:
+        return {
             store.name_key(r.name): (r.name, list(r.body.get("tags", [])))
             for r in store.all_of_kind(self._session, self.space.id, "tag_set")
         }
-        sets.update(self._planned_tag_sets)
-        return tags_of(dict(sets.values()))
+
+    def _tenant_tags_held(self) -> dict[str, str]:
+        """Every tenant tag the stored tag sets hold now, case-folded, to its spelling."""
+        return tags_of(dict(self._stored_tag_sets().values()))
+
+    def _refuse_lost_tags(self, held: dict[str, str] | None) -> None:
+        """FailedPrecondition naming each user of a tenant tag held before and gone now.
+
+        Called after a write, inside its transaction: comparing what the tag sets hold before
+        and after catches every way to lose a tag (removed, its set renamed, deleted or pruned)
+        and counts users as the same write leaves them (an apply may untag a tenant as it
+        removes the tag).
+        """
+        if held is None:
+            return
+        now = self._tenant_tags_held()
+        lost = {key: spelling for key, spelling in held.items() if key not in now}
+        if not lost:
+            return
+        users: dict[str, list[str]] = {key: [] for key in lost}
+        for kind_name in _TAG_HOLDERS:
+            holder = kind(kind_name)
+            for record in store.all_of_kind(self._session, self.space.id, kind_name):
+                spec = holder.model.model_validate(record.body)
+                for path, tag in uses_of(spec, lost):
+                    users[tag.casefold()].append(f"{holder.label} {record.name!r} at {path}")
+        if self.space.is_default:
+            # Machines are server-wide, and their tenant tags are checked against the default
+            # space's tag sets when they are set (admin.py), so only this space answers for them.
+            for machine in machine_store.all_machines(self._session):
+                for i, tag in enumerate(machine.tenant_tags):
+                    if tag.casefold() in users:
+                        users[tag.casefold()].append(
+                            f"machine {machine.name!r} at tenant_tags[{i}]"
+                        )
+        problems = [
+            f"tenant tag {lost[key]!r} is still used by: {_listed(found)}"
+            for key, found in users.items()
+            if found
+        ]
+        if problems:
+            raise FailedPrecondition("\n".join(problems))
 
     def _seal_secrets(
         self,
@@ -594,6 +654,12 @@ def _identity(variable: d.Variable | d.TenantVariable) -> tuple[str, str]:
     else:
         where = f"{variable.project}/{variable.environment}"
     return variable.name.casefold(), where
+
+
+def _listed(users: Sequence[str]) -> str:
+    shown = "; ".join(users[:_USERS_SHOWN])
+    more = len(users) - _USERS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _dump(spec: d.Document) -> dict[str, Any]:

@@ -1,13 +1,14 @@
 """Tenant tags name a tag of a tag set: "Tier/Gold" needs tag set Tier holding Gold.
 
 A typo in a tag would otherwise match no tenant, silently: a channel or action limited to
-"Tier/Glod" never runs, a variable scoped to it never applies.
+"Tier/Glod" never runs, a variable scoped to it never applies. For the same reason a tag set may
+not lose a tag (removed, the set renamed or deleted) while something still names it.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from cuttle.server.model import documents as d
 
@@ -42,6 +43,11 @@ def _used(spec: d.Document) -> Iterator[tuple[str, str]]:
                 for j, action in enumerate(step.actions):
                     for k, tag in enumerate(action.tenant_tags):
                         yield f"{where}.steps[{i}].actions[{j}].tenant_tags[{k}]", tag
+
+
+def uses_of(spec: d.Document, tags: Collection[str]) -> list[tuple[str, str]]:
+    """(field path, tag) for each use in spec of a tag in tags (given case-folded)."""
+    return [(path, tag) for path, tag in _used(spec) if tag.casefold() in tags]
 
 
 def uses_tenant_tags(spec: d.Document) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,11 +128,14 @@ def list_page(
     session: Session,
     project_id: str,
     *,
-    channel: str = "",
+    channels: Collection[str] = (),
     page_size: int = 50,
     page_token: str | None = None,
 ) -> Page[ReleaseRecord]:
-    """A project's releases, newest first, paged on the (created, id) index; no snapshots."""
+    """A project's releases (of any of these channels, spelled as stored), newest first.
+
+    Paged on the (created, id) index; no snapshots.
+    """
     check_page_size(page_size, MAX_PAGE_SIZE)
     # Snapshots are the bulk of a row and a listing shows none of them.
     query = (
@@ -139,8 +143,8 @@ def list_page(
         .options(defer(Release.snapshot, raiseload=True))
         .where(Release.project_id == project_id)
     )
-    if channel:
-        query = query.where(Release.channel == channel)
+    if channels:
+        query = query.where(Release.channel.in_(list(channels)))
     query = newest_first(query, Release.created_ms, Release.id, page_token, page_size)
     rows = session.scalars(query).all()
     items = tuple(_record(r, with_snapshot=False) for r in rows[:page_size])
