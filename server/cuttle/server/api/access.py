@@ -45,14 +45,31 @@ class Grant:
     environments: frozenset[str]
 
     def covers(self, role: str, project: str | None, environment: str | None) -> bool:
-        """Whether this grant gives role for the project and environment (None: not asked)."""
+        """Whether this grant gives role for the project and environment (None: not asked).
+
+        A limit is not waived by leaving it out of the question, except for viewing: a grant
+        limited to projects gives deploy, edit or administer only for one of those projects
+        (not the script console, machines, teams, users or keys, which belong to no project:
+        else `administer, projects [Api]` would administer teams everywhere), and one limited
+        to environments gives them for one of those environments, or for a project as a whole
+        (editing a project is not environment-bound, as in Octopus). Viewing what belongs to no
+        project (environments, machines, the dashboard's columns) stays open to a limited
+        grant, within its environments.
+        """
         if role not in IMPLIED[self.role]:
             return False
-        if project is not None and self.projects and project not in self.projects:
-            return False
-        return not (
-            environment is not None and self.environments and environment not in self.environments
-        )
+        strict = role != "view"
+        if self.projects:
+            if project is None:
+                if strict:
+                    return False
+            elif project not in self.projects:
+                return False
+        if self.environments:
+            if environment is None:
+                return project is not None or not strict
+            return environment in self.environments
+        return True
 
     @property
     def unrestricted(self) -> bool:
