@@ -1,8 +1,8 @@
 """Virtual time for the engine (engine/clock.py): its timed waits end when the test says so.
 
 `FakeClock` keeps a virtual `now()`; a `sleep()` or a `timeout()` registers a timer at a
-virtual deadline and nothing else happens until time moves past it: `advance(seconds)` moves it
-by hand, and `autojump()` moves it to the next deadline whenever a timer is pending and the
+virtual deadline and nothing else happens until time moves past it: `await advance(seconds)`
+moves it by hand, and `autojump()` moves it to the next deadline whenever a timer is pending and the
 loop has had its turn (as trio's MockClock does with a zero threshold). Under autojump a wait
 ends as soon as the loop is idle, however long it is in virtual time: a 15 s retry pause or a
 600 s lost agent costs a few event-loop turns. Virtual time does not wait for real work (a
@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from cuttle.server.store.records import now_ms
+
+# Loop turns a woken task gets at its deadline before time moves on (a chain of plain awaits).
+_SETTLE_TURNS = 5
 
 
 @dataclass(order=True)
@@ -88,19 +91,25 @@ class FakeClock:
         """As asyncio.timeout(), the deadline in virtual seconds."""
         return _FakeTimeout(self, seconds)
 
-    def advance(self, seconds: float) -> None:
+    async def advance(self, seconds: float) -> None:
         """Move virtual time on, ending every wait whose deadline it passes, in order."""
-        self.advance_to(self._now + seconds)
+        await self.advance_to(self._now + seconds)
 
-    def advance_to(self, when: float) -> None:
-        """Move virtual time to `when` (never backwards), ending the waits due by then."""
-        while self._timers and self._timers[0].deadline <= when:
-            timer = heapq.heappop(self._timers)
-            if timer.cancelled:
-                continue
-            self._now = max(self._now, timer.deadline)
-            timer.cancelled = True
-            timer.fire()
+    async def advance_to(self, when: float) -> None:
+        """Move virtual time to `when` (never backwards), ending the waits due by then.
+
+        Time stops at each deadline on the way and the woken tasks get their turn there, so
+        they read their own deadline as now, and a wait they start falls due in order too.
+        """
+        while (deadline := self.next_deadline()) is not None and deadline <= when:
+            self._now = max(self._now, deadline)
+            while self._timers and self._timers[0].deadline <= deadline:
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    timer.cancelled = True
+                    timer.fire()
+            for _ in range(_SETTLE_TURNS):
+                await asyncio.sleep(0)
         self._now = max(self._now, when)
 
     def next_deadline(self) -> float | None:
@@ -132,7 +141,7 @@ class FakeClock:
             if deadline is None:
                 self._scheduled.clear()
                 continue
-            self.advance_to(deadline)
+            await self.advance_to(deadline)
 
 
 class _FakeTimeout:
@@ -162,7 +171,7 @@ class _FakeTimeout:
         kind: type[BaseException] | None,
         error: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         if self._timer is not None:
             self._timer.cancelled = True
-        return await self._inner.__aexit__(kind, error, traceback)
+        await self._inner.__aexit__(kind, error, traceback)

@@ -254,9 +254,10 @@ class MemoryTentacle:
     ) -> T:
         """The work's result, unless the link is cut or the call's time runs out first."""
         lost = asyncio.ensure_future(cut.wait())
+        racing: set[asyncio.Future[Any]] = {work, lost}
         try:
             done, _ = await asyncio.wait(
-                {work, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                racing, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             lost.cancel()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -90,7 +90,7 @@ async def run_deployment(
     clock: FakeClock,
     task_id: str,
     settings: RunSettings,
-    meanwhile: Callable[[Watch], Awaitable[Any]] | None = None,
+    meanwhile: Callable[[Watch], Coroutine[Any, Any, Any]] | None = None,
 ) -> Ran:
     """Run the stored task with the TaskRunner until it ends; `meanwhile` runs alongside."""
     tx = Transactions(sessions)
@@ -104,7 +104,9 @@ async def run_deployment(
         async with clock.autojump(), asyncio.timeout(RUN_BOUND_SECONDS):
             with signals.subscribe(task_id) as changes:
                 if meanwhile is not None:
-                    side = asyncio.create_task(meanwhile(Watch(tx, signals, task_id)))
+                    side = asyncio.create_task(
+                        meanwhile(Watch(tx, signals, task_id, runner, clock))
+                    )
                 await runner.start()
                 while True:
                     seen = changes.version
@@ -125,11 +127,13 @@ async def run_deployment(
 
 @dataclass
 class Watch:
-    """What a test acting during a run sees: the store and the task's change signals."""
+    """What a test acting during a run sees: store, change signals, runner and clock."""
 
     tx: Transactions
     signals: TaskSignals
     task_id: str
+    runner: TaskRunner
+    clock: FakeClock
 
     async def until(self, check: Callable[[TaskRecord], bool]) -> TaskRecord:
         """Wait (real time, bounded) until the stored task satisfies `check`; woken by changes."""
