@@ -1,9 +1,13 @@
-"""The TentacleClient contract: one suite, run against a listening and a polling Tentacle.
+"""The TentacleClient contract: one suite, run against a listening, a polling and an in-memory
+Tentacle.
 
-The server side is the product's comms code in this process (`Connections` builds the client;
-for polling, the real `PollingHub` on a real grpc.aio port with pinned mTLS); the agent is a real
-`tentacle` process. Every test below must pass unchanged for both transports: nothing above
-`comms/` may know which one a machine uses.
+For the two real transports the server side is the product's comms code in this process
+(`Connections` builds the client; for polling, the real `PollingHub` on a real grpc.aio port
+with pinned mTLS) and the agent is a real `tentacle` process. The third is the test double the
+engine's unit tests use (tests/fakes/memory_tentacle.py): the agent's real handlers and script
+manager in this process, reached without gRPC; passing this same suite is what makes it a
+faithful stand-in. Every test below must pass unchanged for all three: nothing above `comms/`
+may know which one a machine uses.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -24,7 +30,8 @@ from cuttle.protocol.v1 import tentacle_pb2
 from cuttle.server.comms.client import CHUNK_BYTES, INLINE_FILE_BYTES, TentacleClient
 from cuttle.server.domain.scripts import LogRun, ScriptFile, ScriptRequest, ScriptStatus
 from cuttle.server.errors import AgentRejected, InvalidArgument, UnknownTicket
-from tests.integration.harness.clients import Link, tentacle_link
+from tests.fakes.memory_tentacle import MemoryTentacle
+from tests.integration.harness.clients import LoopThread, tentacle_link
 from tests.integration.harness.cluster import wait_for
 from tests.integration.harness.tasks import processes_with
 
@@ -32,23 +39,77 @@ pytestmark = pytest.mark.integration
 
 STDOUT = tentacle_pb2.LOG_SOURCE_STDOUT
 
+T = TypeVar("T")
 
-@pytest.fixture(scope="module", params=["listening", "polling"])
+
+@dataclass
+class Link:
+    """An agent of one kind and the server-side client that reaches it."""
+
+    style: str
+    client: TentacleClient
+    # The agent's home: its identity, uploads and tickets.
+    home: Path
+    loop: LoopThread
+    # Whether the agent still serves (a request must never bring it down).
+    alive: Callable[[], bool]
+    # What the agent logged, shown when a test fails.
+    log_tail: Callable[[], str]
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run a coroutine on the loop the client lives on."""
+        return self.loop.run(coro, timeout)
+
+    @property
+    def tickets_dir(self) -> Path:
+        """Where the agent keeps each ticket's workspace and journal."""
+        return self.home / "tickets"
+
+
+@contextmanager
+def _memory_link(root: Path) -> Iterator[Link]:
+    loop = LoopThread()
+    tentacle = MemoryTentacle(root / "memory-01", "memory-01")
+    try:
+        loop.run(tentacle.start())
+        yield Link(
+            "memory",
+            tentacle.client(),
+            tentacle.home,
+            loop,
+            lambda: tentacle.serving,
+            lambda: "calls: " + " ".join(tentacle.calls[-50:]),
+        )
+    finally:
+        with suppress(AssertionError):
+            loop.run(tentacle.stop(), timeout=30)
+        loop.close()
+
+
+@pytest.fixture(scope="module", params=["listening", "polling", "memory"])
 def link(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Link]:
-    """A real Tentacle of each comms style and the server-side client that reaches it."""
+    """A real Tentacle of each comms style, or the in-memory one, and the client that reaches it."""
     style: str = request.param
+    if style == "memory":
+        with _memory_link(tmp_path_factory.mktemp(style)) as memory:
+            yield memory
+        return
     with tentacle_link(tmp_path_factory.mktemp(style), style) as linked:
-        yield linked
+        process = linked.tentacle.process
+        assert process is not None
+        yield Link(
+            style, linked.client, linked.tentacle.home, linked.loop, process.alive, process.tail
+        )
 
 
 @pytest.fixture(autouse=True)
 def _tentacle_log_on_failure(request: pytest.FixtureRequest, link: Link) -> Iterator[None]:
     yield
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and link.tentacle.process is not None:
-        print(f"--- tentacle ({link.style}) ---\n{link.tentacle.process.tail()}")
+    if report is not None and report.failed:
+        print(f"--- tentacle ({link.style}) ---\n{link.log_tail()}")
 
 
 def _ticket() -> str:
@@ -117,7 +178,7 @@ def _stdout(lines: list[Line]) -> list[bytes]:
 
 def test_get_info_describes_the_agent(link: Link) -> None:
     info = link.run(link.client.get_info())
-    certificate = (link.tentacle.home / "certificate.pem").read_bytes()
+    certificate = (link.home / "certificate.pem").read_bytes()
     assert info.thumbprint == pki.thumbprint_of_pem(certificate)
     assert info.version
     assert info.os
@@ -308,8 +369,7 @@ def test_unknown_ticket_is_a_typed_not_found(link: Link) -> None:
     for name, call in calls.items():
         with pytest.raises(UnknownTicket, match=ticket):
             link.run(call())
-        assert link.tentacle.process is not None
-        assert link.tentacle.process.alive(), name
+        assert link.alive(), name
 
 
 def test_uploaded_file_is_used_by_the_script(link: Link) -> None:
@@ -326,7 +386,7 @@ def test_uploaded_file_is_used_by_the_script(link: Link) -> None:
         f"{hashlib.sha256(inline).hexdigest()}  inline.txt".encode(),
     ]
     # An upload is consumed by the start that used it: nothing piles up on the agent.
-    assert list((link.tentacle.home / "uploads").iterdir()) == []
+    assert list((link.home / "uploads").iterdir()) == []
 
     # The upload primitive alone: a verified transfer id the agent accepts in a start.
     assert len(link.run(link.client.upload(b"x" * 10))) == 32

@@ -24,12 +24,12 @@ from structlog.typing import FilteringBoundLogger
 from cuttle.server.comms.client import TentacleClient
 from cuttle.server.comms.registry import Connections
 from cuttle.server.domain.scripts import LogRun, ScriptStatus
+from cuttle.server.engine.clock import SYSTEM_CLOCK, Clock
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.errors import AgentError, NotFound, UnknownTicket
 from cuttle.server.store import errors as store_errors
 from cuttle.server.store import pending_cancels, task_log, tasks
 from cuttle.server.store.pending_cancels import PendingCancelRecord
-from cuttle.server.store.records import now_ms
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -67,8 +67,10 @@ class CancelDelivery:
         connections: Connections,
         signals: TaskSignals,
         settings: CancelDeliverySettings,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._tx = tx
+        self._clock = clock
         self._connections = connections
         self._signals = signals
         self._settings = settings
@@ -107,10 +109,10 @@ class CancelDelivery:
                 except Exception:
                     log.exception("pending_cancel_round_failed")
                     wait = self._settings.retry_interval
-                await asyncio.sleep(wait)
+                await self._clock.sleep(wait)
 
     async def _round(self, group: asyncio.TaskGroup) -> float:
-        now = now_ms()
+        now = self._clock.wall_ms()
         busy = frozenset(self._in_flight)
         due = await self._tx.read(
             lambda s: pending_cancels.due(s, at_ms=now, limit=_READ_AHEAD, exclude=busy)
@@ -133,7 +135,7 @@ class CancelDelivery:
         # Capped at the interval: records added by the script engine or other nodes are seen.
         wait = self._settings.retry_interval
         if next_due is not None:
-            wait = min(wait, (next_due - now_ms()) / 1000)
+            wait = min(wait, (next_due - self._clock.wall_ms()) / 1000)
         return max(_MIN_WAIT, wait)
 
     def _claim(
@@ -254,7 +256,7 @@ class CancelDelivery:
             "pending_cancel_retrying",
             error=error,
             attempts=record.attempts,
-            delay=round((record.next_attempt_ms - now_ms()) / 1000, 1),
+            delay=round((record.next_attempt_ms - self._clock.wall_ms()) / 1000, 1),
         )
 
     async def _forget(self, record: PendingCancelRecord, message: str) -> bool:

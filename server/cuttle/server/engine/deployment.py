@@ -48,6 +48,7 @@ from cuttle.server.domain.task_states import (
     RunState,
     TaskState,
 )
+from cuttle.server.engine.clock import Clock
 from cuttle.server.engine.deployment_nodes import ActionStarts, after_run, stored_states
 from cuttle.server.engine.package_acquisition import acquire
 from cuttle.server.engine.script_run import CancelSignal, RunContext, ScriptRun
@@ -826,7 +827,7 @@ async def _retry_pause(
         f"{action.name} on {machine} failed ({detail}); retrying in {delay} s "
         f"(attempt {attempts + 1} of {action.retries + 1})",
     )
-    await _wait_or_cancel(run.cancel, delay)
+    await _wait_or_cancel(run.context.clock, run.cancel, delay)
 
 
 async def _answer_after_restart(run: _Deployment, node: TaskNodeRecord) -> Response | None:
@@ -943,7 +944,7 @@ async def _wait_for_person(run: _Deployment, interruption: InterruptionRecord) -
                     return None
                 # Woken by the answer (or a cancel) on this node; the timeout covers an
                 # answer given on another node.
-                await changes.wait_past(seen, ANSWER_POLL_SECONDS)
+                await changes.wait_past(seen, ANSWER_POLL_SECONDS, run.context.clock)
     finally:
         run.waiting -= 1
         if run.waiting == 0 and not run.cancel.is_set:
@@ -1029,11 +1030,11 @@ def _succeeded(record: ScriptRunRecord) -> bool:
     return record.state == RunState.COMPLETE and record.exit_code == 0
 
 
-async def _wait_or_cancel(cancel: CancelSignal, seconds: float) -> None:
+async def _wait_or_cancel(clock: Clock, cancel: CancelSignal, seconds: float) -> None:
     if seconds <= 0:
         return
     try:
-        async with asyncio.timeout(seconds):
+        async with clock.timeout(seconds):
             await cancel.event.wait()
     except TimeoutError:
         return

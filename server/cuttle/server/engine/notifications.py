@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cuttle.server.domain.scripts import LogChunk
+from cuttle.server.engine.clock import SYSTEM_CLOCK, Clock
 
 # Bytes of log a follower may have waiting before it must catch up from the store instead.
 DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
@@ -73,10 +74,10 @@ class Subscription:
         unexplained, self.unexplained = self.unexplained, False
         return unexplained
 
-    async def wait_past(self, seen: int, timeout: float) -> bool:
+    async def wait_past(self, seen: int, timeout: float, clock: Clock = SYSTEM_CLOCK) -> bool:
         """Wait until the version passes `seen` (at once if it has); False on timeout."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with clock.timeout(timeout):
                 while self.version <= seen:
                     self._changed.clear()
                     await self._changed.wait()

@@ -37,6 +37,7 @@ from cuttle.server.domain.task_states import (
 )
 from cuttle.server.encryption import Encryptor
 from cuttle.server.engine import adhoc, deployment
+from cuttle.server.engine.clock import SYSTEM_CLOCK, Clock
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.engine.script_run import CancelSignal, RunContext, RunSettings
@@ -123,6 +124,8 @@ class TaskRunner:
         self.encryptor = encryptor
         self.worker: Callable[[], Worker] = lambda: NO_WORKER
         self.packages: PackageFeed | None = None
+        # What the engine's timed waits ask (tests replace it with virtual time).
+        self.clock: Clock = SYSTEM_CLOCK
         self._reserve = reserve
         self._held: dict[str, _Held] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -142,6 +145,7 @@ class TaskRunner:
             self.encryptor,
             self.worker,
             self.packages,
+            self.clock,
         )
 
     async def start(self) -> int:

@@ -37,6 +37,7 @@ from cuttle.server.domain.scripts import (
 )
 from cuttle.server.domain.task_states import FINISHED_RUN_STATES, RunState
 from cuttle.server.encryption import Encryptor
+from cuttle.server.engine.clock import SYSTEM_CLOCK, Clock
 from cuttle.server.engine.completions import TicketCompletions
 from cuttle.server.engine.notifications import TaskSignals
 from cuttle.server.errors import (
@@ -49,7 +50,7 @@ from cuttle.server.errors import (
 from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.store import artifacts as artifact_store
 from cuttle.server.store import pending_cancels, task_log, tasks
-from cuttle.server.store.records import ScriptRunRecord, now_ms
+from cuttle.server.store.records import ScriptRunRecord
 from cuttle.server.store.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -120,6 +121,8 @@ class RunContext:
     worker: Callable[[], Worker] = lambda: NO_WORKER
     # The package feed deployments acquire from (None: this engine deploys no packages).
     packages: PackageFeed | None = None
+    # Every wait the engine times (retry pauses, a lost agent, answer polls) asks this.
+    clock: Clock = SYSTEM_CLOCK
 
 
 class ScriptRun:
@@ -217,7 +220,7 @@ class ScriptRun:
                         f"result unknown: could not reach {self._machine} to cancel the script"
                         f" ({getattr(exc, 'reason', '') or exc})"
                     )
-                now = time.monotonic()
+                now = self._ctx.clock.now()
                 self._lost_since = self._lost_since or now
                 stored = await self._ctx.tx.read(lambda s: tasks.get_run(s, self._ticket))
                 self._last_sequence = stored.last_sequence
@@ -229,12 +232,12 @@ class ScriptRun:
                     await self._note_unreachable(exc, lost_for - (now - self._lost_since))
                 delay = backoff.next_delay()
                 self._log.warning("run_retrying", error=str(exc), delay=round(delay, 2))
-                await asyncio.sleep(delay)
+                await self._ctx.clock.sleep(delay)
 
     async def _note_unreachable(self, exc: AgentError | NotFound, left: float) -> None:
         """Say in the task's tree and live log that the agent is out of reach, and for how long
         the server keeps trying (issue 15: never a silent 'pending')."""
-        since = time.strftime("%H:%M:%S", time.gmtime())
+        since = time.strftime("%H:%M:%S", time.gmtime(self._ctx.clock.wall_ms() / 1000))
         reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
         note = (
             f"waiting for {self._machine} since {since} UTC: {reason}; retrying for "
@@ -438,7 +441,7 @@ class ScriptRun:
         agent answered.
         """
         machine, ticket, task_id = self._machine, self._ticket, self._task_id
-        at = now_ms()
+        at = self._ctx.clock.wall_ms()
         retry_ms = int(self._ctx.settings.cancel_retry_interval * 1000)
         reason = self._cancel.reason
 
