@@ -279,12 +279,14 @@ def test_more_package_deployments_at_once_than_default_threads_all_finish(
     # the preparations themselves held every default thread, nothing could journal and every
     # ticket would wait forever: seen with 10 polling Tentacles in one process (6 default
     # threads on 2 cores), and possible on one Tentacle with as many deployments at once.
+    # Deployments of one version at once also race for the same free folder.
     home = tmp_path / "home"
     home.mkdir()
     archive = tmp_path / "web.1.4.0.tar.gz"
     _tar(archive, {"Deploy.sh": b"echo deployed\n", "app.conf": b"greeting = #{Greeting}\n"})
     cache, sha = _cache(home, archive, "web", "1.4.0")
-    tickets = [f"c{k}" for k in range(4)]
+    # Three: no more than retention keeps, which would remove a folder still in use.
+    tickets = [f"c{k}" for k in range(3)]
 
     async def main() -> None:
         asyncio.get_running_loop().set_default_executor(
@@ -301,17 +303,22 @@ def test_more_package_deployments_at_once_than_default_threads_all_finish(
                             body="",
                             syntax=Syntax.BASH,
                             variables=(Variable("Greeting", "hi"),),
-                            # One environment each: each its own installation folder.
-                            package=_package(
-                                sha, environment=ticket, substitute_target_files=("*.conf",)
-                            ),
+                            package=_package(sha, substitute_target_files=("*.conf",)),
                         )
                     )
                 finals = await asyncio.gather(*(_finish(manager, t) for t in tickets))
         finally:
             await manager.close()
+        folders = set()
         for final, lines in finals:
             assert final.state is ScriptState.COMPLETE, lines  # type: ignore[attr-defined]
             assert b"deployed" in lines
+            outputs = {v.name: v.value for v in final.output_variables}  # type: ignore[attr-defined]
+            folders.add(outputs["Package.InstallationDirectoryPath"])
+        # The same version at once: each deployment still gets a folder of its own.
+        base = tmp_path / "apps" / "Test" / "web"
+        assert folders == {str(base / n) for n in ("1.4.0", "1.4.0_1", "1.4.0_2")}
+        for folder in folders:
+            assert (Path(folder) / "app.conf").read_bytes() == b"greeting = hi\n"
 
     asyncio.run(main())
