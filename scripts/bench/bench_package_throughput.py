@@ -124,15 +124,18 @@ def _receive(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
     return json.dumps({"received": received}).encode()
 
 
-def serve_receiver(key: Path, cert: Path, trust: Path) -> None:
-    """Serve the bare receiver on a free loopback port; print {"port": N} once serving."""
+def serve_receiver(key: Path, cert: Path, trust: Path, workers: int = 4) -> None:
+    """Serve the bare receiver on a free loopback port; print {"port": N} once serving.
+
+    Each stream being received holds one of the `workers` threads for its whole length.
+    """
     credentials = grpc.ssl_server_credentials(
         [(key.read_bytes(), cert.read_bytes())],
         root_certificates=trust.read_bytes(),
         require_client_auth=True,
     )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=4), options=channel.server_options()
+        futures.ThreadPoolExecutor(max_workers=workers), options=channel.server_options()
     )
     server.add_generic_rpc_handlers(
         [
@@ -366,12 +369,13 @@ def main() -> None:
     receiver.add_argument("--key", type=Path, required=True)
     receiver.add_argument("--cert", type=Path, required=True)
     receiver.add_argument("--trust", type=Path, required=True)
+    receiver.add_argument("--workers", type=int, default=4, help="streams received at once")
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--styles", default="listening,polling")
     args = parser.parse_args()
     if args.command == "bare-receiver":
-        serve_receiver(args.key, args.cert, args.trust)
+        serve_receiver(args.key, args.cert, args.trust, args.workers)
         return
     from cuttle.protocol.logconfig import configure_logging
 

@@ -10,9 +10,12 @@ line) unless a run holds a service message, which is the only thing that needs a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import structlog
 
@@ -355,15 +358,20 @@ class TicketRun:
         user = settings.user
         began = time.monotonic()
         try:
-            prepared = await asyncio.to_thread(
-                prepare,
-                package,
-                cmd.variables,
-                self.paths.script_workspace,
-                settings.packages,
-                syntax=cmd.syntax,
-                owner=(user.uid, user.gid) if user is not None else None,
-                say=say,
+            # Not asyncio.to_thread: `say` holds this thread until the loop has journaled the
+            # line, which takes a default-executor thread; preparations holding every default
+            # thread (as many deployments at once) would wait for each other forever.
+            prepared = await _on_own_thread(
+                functools.partial(
+                    prepare,
+                    package,
+                    cmd.variables,
+                    self.paths.script_workspace,
+                    settings.packages,
+                    syntax=cmd.syntax,
+                    owner=(user.uid, user.gid) if user is not None else None,
+                    say=say,
+                )
             )
         except (PackageError, OSError) as exc:
             reason = f"{package.package_id} {package.version}: {exc}"
@@ -831,6 +839,20 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         await ready
     finally:
         loop.remove_reader(fd)
+
+
+_T = TypeVar("_T")
+
+
+async def _on_own_thread(work: Callable[[], _T]) -> _T:
+    """Run blocking work on a new thread of its own, outside the loop's default executor."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+    try:
+        # The context goes along, as asyncio.to_thread takes it (structlog's bound values).
+        call = functools.partial(contextvars.copy_context().run, work)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def _watch_exit(

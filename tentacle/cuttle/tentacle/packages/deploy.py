@@ -31,7 +31,7 @@ import structlog
 from cuttle.tentacle.execution.model import PackageDeployment, Syntax, Variable
 from cuttle.tentacle.execution.script_user import ScriptUser
 from cuttle.tentacle.packages.cache import PackageCache
-from cuttle.tentacle.packages.errors import PackageError
+from cuttle.tentacle.packages.errors import InstallPathExists, PackageError
 from cuttle.tentacle.packages.extract import ArchiveFormat, ExtractionLimits, extract
 from cuttle.tentacle.packages.retention import (
     DEFAULT_KEEP,
@@ -53,6 +53,8 @@ INSTALLATION_DIRECTORY = "Octopus.Action.Package.InstallationDirectoryPath"
 OUTPUT_INSTALLATION_DIRECTORY = "Package.InstallationDirectoryPath"
 # A purge of a folder this close to the root (/, /etc, /opt/x is the first allowed) is refused.
 _MIN_PURGE_DEPTH = 2
+# Folders tried when deployments of the same version at once keep taking the chosen one.
+MAX_FOLDER_ATTEMPTS = 20
 
 Say = Callable[[str, bool], None]
 """Journals one line of the Tentacle's own; the flag marks a warning."""
@@ -120,18 +122,28 @@ def prepare(
         )
     with settings.cache.hold(package.sha256):
         archive = settings.cache.path_of(package.sha256)
-        if package.script_file:
-            target = workspace / "package"
-        else:
-            target = install_path(
-                settings.applications,
-                package.environment,
-                package.package_id,
-                package.version,
-                package.tenant or None,
-            )
-        say(f"Extracting {name} into {target}", False)
-        result = extract(archive, target, kind=kind, limits=settings.limits, owner=owner)
+        attempt = 0
+        while True:
+            if package.script_file:
+                target = workspace / "package"
+            else:
+                target = install_path(
+                    settings.applications,
+                    package.environment,
+                    package.package_id,
+                    package.version,
+                    package.tenant or None,
+                )
+            say(f"Extracting {name} into {target}", False)
+            try:
+                result = extract(archive, target, kind=kind, limits=settings.limits, owner=owner)
+                break
+            except InstallPathExists:
+                # Deployments of the same version at once choose the same free folder; the
+                # one that loses takes the next.
+                attempt += 1
+                if package.script_file or attempt >= MAX_FOLDER_ATTEMPTS:
+                    raise
     say(
         f"Extracted {result.files} files ({result.total_bytes} bytes, {result.directories} "
         f"folders, {result.links} links)",

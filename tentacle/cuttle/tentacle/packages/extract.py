@@ -147,7 +147,16 @@ def extract(
                     f"{target.parent}"
                 ) from exc
             raise
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)
+        except OSError as exc:
+            # Another extraction chose the same folder after the check above and got there
+            # first (a folder that is not empty is never replaced).
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise InstallPathExists(
+                    f"cannot extract {archive.name}: {target} appeared meanwhile"
+                ) from exc
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in made:  # deepest first; left alone if something else appeared in it

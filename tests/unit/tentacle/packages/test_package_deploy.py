@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -267,3 +269,56 @@ def test_retention_keeps_the_newest_versions(tmp_path: Path) -> None:
 
     run_with(home, scenario, packages=DeploySettings(cache, applications, keep=2))
     assert sorted(p.name for p in (applications / "Test" / "web").iterdir()) == ["1.1.0", "1.2.0"]
+
+
+def test_more_package_deployments_at_once_than_default_threads_all_finish(
+    tmp_path: Path,
+) -> None:
+    # Preparing a package runs on a thread that waits for the event loop to journal each line
+    # it says ("Extracting ..."), and journaling goes through the loop's default executor. If
+    # the preparations themselves held every default thread, nothing could journal and every
+    # ticket would wait forever: seen with 10 polling Tentacles in one process (6 default
+    # threads on 2 cores), and possible on one Tentacle with as many deployments at once.
+    # Deployments of one version at once also race for the same free folder.
+    home = tmp_path / "home"
+    home.mkdir()
+    archive = tmp_path / "web.1.4.0.tar.gz"
+    _tar(archive, {"Deploy.sh": b"echo deployed\n", "app.conf": b"greeting = #{Greeting}\n"})
+    cache, sha = _cache(home, archive, "web", "1.4.0")
+    # Three: no more than retention keeps, which would remove a folder still in use.
+    tickets = [f"c{k}" for k in range(3)]
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        )
+        manager = ScriptManager(home, packages=DeploySettings(cache, tmp_path / "apps"))
+        await manager.recover()
+        try:
+            async with asyncio.timeout(30):
+                for ticket in tickets:
+                    await manager.start(
+                        StartCommand(
+                            ticket=ticket,
+                            body="",
+                            syntax=Syntax.BASH,
+                            variables=(Variable("Greeting", "hi"),),
+                            package=_package(sha, substitute_target_files=("*.conf",)),
+                        )
+                    )
+                finals = await asyncio.gather(*(_finish(manager, t) for t in tickets))
+        finally:
+            await manager.close()
+        folders = set()
+        for final, lines in finals:
+            assert final.state is ScriptState.COMPLETE, lines  # type: ignore[attr-defined]
+            assert b"deployed" in lines
+            outputs = {v.name: v.value for v in final.output_variables}  # type: ignore[attr-defined]
+            folders.add(outputs["Package.InstallationDirectoryPath"])
+        # The same version at once: each deployment still gets a folder of its own.
+        base = tmp_path / "apps" / "Test" / "web"
+        assert folders == {str(base / n) for n in ("1.4.0", "1.4.0_1", "1.4.0_2")}
+        for folder in folders:
+            assert (Path(folder) / "app.conf").read_bytes() == b"greeting = hi\n"
+
+    asyncio.run(main())
