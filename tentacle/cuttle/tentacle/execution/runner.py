@@ -153,6 +153,8 @@ class TicketRun:
     _stdout_level: LogLevel = LogLevel.INFO
     _stderr_level: LogLevel = LogLevel.ERROR
     _artifact_requests: list[tuple[str, str]] = field(default_factory=list)
+    # The extracted package folder this ticket deploys, spared by retention until it ends.
+    _held_folder: Path | None = None
     _dirty: bool = False
 
     @property
@@ -299,6 +301,9 @@ class TicketRun:
                 await self.set_state(state, f"Tentacle error: {exc}")
         finally:
             self.started.set()
+            if self._held_folder is not None and settings.packages is not None:
+                settings.packages.in_use.release(self._held_folder)
+                self._held_folder = None
 
     async def _run_isolated(self, cmd: StartCommand, settings: RunSettings) -> None:
         name = cmd.mutex_name
@@ -378,6 +383,7 @@ class TicketRun:
             await self.say(reason, LogLevel.ERROR)
             await self.set_state(ScriptState.FAILED_TO_START, reason)
             return None
+        self._held_folder = prepared.extracted
         for variable in prepared.outputs:
             self.record.set_output(variable)
         if self.stop.is_set():

@@ -22,6 +22,8 @@ import fnmatch
 import os
 import shlex
 import shutil
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,32 @@ Say = Callable[[str, bool], None]
 """Journals one line of the Tentacle's own; the flag marks a warning."""
 
 
+class FoldersInUse:
+    """Extracted folders whose deployment is still running: retention never removes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[Path] = Counter()
+
+    def hold(self, folder: Path) -> None:
+        """Mark a folder in use (holds are counted)."""
+        with self._lock:
+            self._held[folder.resolve()] += 1
+
+    def release(self, folder: Path) -> None:
+        """Drop one hold taken by `hold`."""
+        key = folder.resolve()
+        with self._lock:
+            self._held[key] -= 1
+            if self._held[key] <= 0:
+                del self._held[key]
+
+    def folders(self) -> list[Path]:
+        """The folders held now."""
+        with self._lock:
+            return list(self._held)
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     """Where packages go on this machine and how much of them stays."""
@@ -68,13 +96,19 @@ class DeploySettings:
     applications: Path
     keep: int = DEFAULT_KEEP
     limits: ExtractionLimits = field(default_factory=ExtractionLimits)
+    in_use: FoldersInUse = field(default_factory=FoldersInUse)
 
 
 @dataclass(frozen=True)
 class PreparedPackage:
-    """A package in place: where it is, the driver to run and the variables it adds."""
+    """A package in place: where it is, the driver to run and the variables it adds.
+
+    `extracted` is held in `DeploySettings.in_use` until the caller releases it when the
+    ticket ends (None: nothing held, the package went into the workspace).
+    """
 
     folder: Path
+    extracted: Path | None
     body: str
     variables: tuple[Variable, ...]
     outputs: tuple[Variable, ...]
@@ -144,64 +178,75 @@ def prepare(
                 attempt += 1
                 if package.script_file or attempt >= MAX_FOLDER_ATTEMPTS:
                     raise
-    say(
-        f"Extracted {result.files} files ({result.total_bytes} bytes, {result.directories} "
-        f"folders, {result.links} links)",
-        False,
-    )
-    values = {v.name: v.value for v in variables}
-    folder = target
-    if package.custom_installation_directory:
-        folder = Path(package.custom_installation_directory)
-    added = (
-        Variable(INSTALLATION_DIRECTORY, str(folder)),
-        Variable("Octopus.Action.Package.PackageId", package.package_id),
-        Variable("Octopus.Action.Package.PackageVersion", package.version),
-    )
-    values.update({v.name: v.value for v in added})
-    if package.substitute_target_files:
-        report = substitute_in_files(target, package.substitute_target_files, values)
-        _report(say, "Substituted variables in", report)
-    if package.structured_variable_files:
-        report = replace_structured_variables(target, package.structured_variable_files, values)
-        _report(say, "Replaced structured configuration variables in", report)
-    if package.custom_installation_directory:
-        _copy_to_custom(package, target, folder, owner, say)
-    if not package.script_file:
-        try:
-            removed = apply_retention(
-                settings.applications,
-                package.environment,
-                package.package_id,
-                keep=settings.keep,
-                current=target,
-                tenant=package.tenant or None,
-            )
-        except (OSError, PackageError) as exc:
-            say(f"Retention of older versions of {package.package_id} failed: {exc}", True)
-        else:
-            if removed:
-                say(
-                    f"Removed {len(removed)} older extracted versions (keeping {settings.keep}): "
-                    + ", ".join(p.name for p in removed),
-                    False,
-                )
-    if package.script_file:
-        body = _script_file_driver(target, package.script_file, syntax)
-    elif package.run_package_scripts:
-        body = _package_scripts_driver(folder, say)
-    else:
+    # Retention of later deployments spares this folder until the ticket ends.
+    held = None if package.script_file else target
+    if held is not None:
+        settings.in_use.hold(held)
+    try:
         say(
-            "The package's own scripts are not run (Octopus.Action.Package.RunPackageScripts)",
+            f"Extracted {result.files} files ({result.total_bytes} bytes, {result.directories} "
+            f"folders, {result.links} links)",
             False,
         )
-        body = f"{_DRIVER_HEAD}\nexit 0\n"
-    return PreparedPackage(
-        folder=folder,
-        body=body,
-        variables=added,
-        outputs=(Variable(OUTPUT_INSTALLATION_DIRECTORY, str(folder)),),
-    )
+        values = {v.name: v.value for v in variables}
+        folder = target
+        if package.custom_installation_directory:
+            folder = Path(package.custom_installation_directory)
+        added = (
+            Variable(INSTALLATION_DIRECTORY, str(folder)),
+            Variable("Octopus.Action.Package.PackageId", package.package_id),
+            Variable("Octopus.Action.Package.PackageVersion", package.version),
+        )
+        values.update({v.name: v.value for v in added})
+        if package.substitute_target_files:
+            report = substitute_in_files(target, package.substitute_target_files, values)
+            _report(say, "Substituted variables in", report)
+        if package.structured_variable_files:
+            report = replace_structured_variables(target, package.structured_variable_files, values)
+            _report(say, "Replaced structured configuration variables in", report)
+        if package.custom_installation_directory:
+            _copy_to_custom(package, target, folder, owner, say)
+        if not package.script_file:
+            try:
+                removed = apply_retention(
+                    settings.applications,
+                    package.environment,
+                    package.package_id,
+                    keep=settings.keep,
+                    current=target,
+                    protect=settings.in_use.folders(),
+                    tenant=package.tenant or None,
+                )
+            except (OSError, PackageError) as exc:
+                say(f"Retention of older versions of {package.package_id} failed: {exc}", True)
+            else:
+                if removed:
+                    say(
+                        f"Removed {len(removed)} older extracted versions (keeping "
+                        f"{settings.keep}): " + ", ".join(p.name for p in removed),
+                        False,
+                    )
+        if package.script_file:
+            body = _script_file_driver(target, package.script_file, syntax)
+        elif package.run_package_scripts:
+            body = _package_scripts_driver(folder, say)
+        else:
+            say(
+                "The package's own scripts are not run (Octopus.Action.Package.RunPackageScripts)",
+                False,
+            )
+            body = f"{_DRIVER_HEAD}\nexit 0\n"
+        return PreparedPackage(
+            folder=folder,
+            extracted=held,
+            body=body,
+            variables=added,
+            outputs=(Variable(OUTPUT_INSTALLATION_DIRECTORY, str(folder)),),
+        )
+    except BaseException:
+        if held is not None:
+            settings.in_use.release(held)
+        raise
 
 
 def _report(say: Say, what: str, report: SubstitutionReport) -> None:

@@ -283,10 +283,12 @@ def test_more_package_deployments_at_once_than_default_threads_all_finish(
     home = tmp_path / "home"
     home.mkdir()
     archive = tmp_path / "web.1.4.0.tar.gz"
-    _tar(archive, {"Deploy.sh": b"echo deployed\n", "app.conf": b"greeting = #{Greeting}\n"})
+    # The script reads its folder after a while: retention by a later deployment (which keeps
+    # 3) must not have removed it meanwhile.
+    deploy = b"sleep 0.5; cat app.conf && echo deployed\n"
+    _tar(archive, {"Deploy.sh": deploy, "app.conf": b"greeting = #{Greeting}\n"})
     cache, sha = _cache(home, archive, "web", "1.4.0")
-    # Three: no more than retention keeps, which would remove a folder still in use.
-    tickets = [f"c{k}" for k in range(3)]
+    tickets = [f"c{k}" for k in range(5)]
 
     async def main() -> None:
         asyncio.get_running_loop().set_default_executor(
@@ -313,12 +315,12 @@ def test_more_package_deployments_at_once_than_default_threads_all_finish(
         for final, lines in finals:
             assert final.state is ScriptState.COMPLETE, lines  # type: ignore[attr-defined]
             assert b"deployed" in lines
+            assert b"greeting = hi" in lines
             outputs = {v.name: v.value for v in final.output_variables}  # type: ignore[attr-defined]
             folders.add(outputs["Package.InstallationDirectoryPath"])
         # The same version at once: each deployment still gets a folder of its own.
         base = tmp_path / "apps" / "Test" / "web"
-        assert folders == {str(base / n) for n in ("1.4.0", "1.4.0_1", "1.4.0_2")}
-        for folder in folders:
-            assert (Path(folder) / "app.conf").read_bytes() == b"greeting = hi\n"
+        names = ("1.4.0", "1.4.0_1", "1.4.0_2", "1.4.0_3", "1.4.0_4")
+        assert folders == {str(base / n) for n in names}
 
     asyncio.run(main())
