@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +78,10 @@ class FollowSettings:
 
     # The safety net for changes written by another server node; not needed on one node.
     poll_interval: float = 1.0
+    # At most one read of the task's tree per this many seconds while following: a deployment
+    # to many machines changes it in bursts, and each read costs the whole tree (the ends of
+    # machines are sent this much later at worst; lines are never held back).
+    record_interval: float = 0.25
     # Bytes of text read from the store per transaction.
     read_bytes: int = task_log.READ_BYTES
     message_bytes: int = MESSAGE_BYTES
@@ -111,6 +117,8 @@ class TaskFollower:
         # task row: what a follower costs the database.
         self.store_reads = 0
         self.record_reads = 0
+        # When the tree was last read through (time.monotonic), for record_interval.
+        self._record_read_at = -math.inf
         # A read of the store started while the previous one's messages are sent: (the
         # position it reads after, the read). Owned here and cancelled when following stops.
         self._prefetch: tuple[int, asyncio.Task[list[LogChunk]]] | None = None
@@ -136,7 +144,12 @@ class TaskFollower:
                 seen = changes.version
                 async for chunks in self._log(changes):
                     yield LogChunks(chunks)
-                if self._check_record:
+                deferred = None
+                if self._check_record and follow:
+                    wait = self._record_read_at + self._settings.record_interval - time.monotonic()
+                    if wait > 0:
+                        deferred = wait  # read when it is due, or when more comes first
+                if self._check_record and deferred is None:
                     self._check_record = False
                     self.record_reads += 1
                     record = await self._tx.read(partial(tasks.get, task_id=self._task_id))
@@ -147,6 +160,7 @@ class TaskFollower:
                         if not self._held:
                             self._check_store = True
                         continue
+                    self._record_read_at = time.monotonic()
                     for target in record.targets:
                         if target.finished_ms is None:
                             continue
@@ -162,7 +176,8 @@ class TaskFollower:
                         yield Updated(record)
                 if not follow:
                     return
-                if not await changes.wait_past(seen, self._settings.poll_interval):
+                timeout = self._settings.poll_interval if deferred is None else deferred
+                if not await changes.wait_past(seen, timeout) and deferred is None:
                     # Nothing here changed it; another node may have.
                     self._check_store = self._check_record = True
 

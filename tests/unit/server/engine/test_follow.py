@@ -223,3 +223,40 @@ def test_lines_removed_under_a_follower_do_not_keep_it_looking(
         tx.close()
     assert _texts(events) == [b"line %d" % n for n in range(1, 11)]
     assert isinstance(events[-1], Finished)
+
+
+def test_a_burst_of_changes_costs_a_few_reads_of_the_tree_and_the_end_still_comes(
+    sessions: sessionmaker[Session],
+) -> None:
+    task = _task(sessions)
+    tx = Transactions(sessions)
+    signals = TaskSignals()
+    settings = FollowSettings(poll_interval=3600.0, record_interval=0.5)
+
+    async def run() -> tuple[list[FollowEvent], int]:
+        follower = TaskFollower(tx, signals, task.id, 0, settings)
+        events: list[FollowEvent] = []
+        stream = follower.events(follow=True)
+
+        async def consume() -> None:
+            async for event in stream:
+                events.append(event)
+
+        async with asyncio.timeout(20):
+            consuming = asyncio.create_task(consume())
+            # Twenty changes of the tree (states, ends), paced as a deployment makes them.
+            for _ in range(20):
+                signals.notify(task.id)
+                await asyncio.sleep(0.01)
+            await tx.run(lambda s: tasks.set_state(s, task.id, TaskState.SUCCESS))
+            signals.notify(task.id)
+            await consuming
+        return events, follower.record_reads
+
+    try:
+        events, reads = asyncio.run(run())
+    finally:
+        tx.close()
+    assert isinstance(events[-1], Finished)
+    # The first read, at most one per half second of the burst, and the one that sees the end.
+    assert reads <= 4, reads
