@@ -204,3 +204,17 @@ def test_a_space_administrator_manages_only_that_space_s_keys(
     assert "[permission_denied]" in refused.stderr, refused.stderr
     ok(cuttle(server, "api-key", "revoke", alice_default["id"]))
     ok(cuttle(server, "api-key", "revoke", alice_b["id"], env=as_alice_b))
+
+
+def test_machines_of_the_default_space_do_not_keep_another_space_s_environment(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server = cluster.start_server()
+    cluster.add_tentacle("web-01", "listening", environments=("Dev",))
+    ok(cuttle(server, "space", "create", "Ops"))
+    ok(cuttle(server, "--space", "Ops", "apply", "-f", _model(tmp_path, "m", "x")))
+    # web-01 is in the default space's Dev, not in Ops' Dev.
+    ok(cuttle(server, "--space", "Ops", "environment", "delete", "Dev", "--yes"))
+    refused = cuttle(server, "environment", "delete", "Dev", "--yes")
+    assert refused.returncode == 1
+    assert "still used by machine(s) web-01" in refused.stderr, refused.stderr

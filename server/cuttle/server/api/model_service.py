@@ -349,6 +349,8 @@ _MACHINE_FIELDS: dict[str, Callable[[MachineRecord], tuple[str, ...]]] = {
 
 
 def _refuse_if_machines_use(repo: ModelRepository, document_kind: Kind, name: str) -> None:
+    if not repo.space.is_default:
+        return  # machines name the default space's documents only
     problem = _machines_using(machine_store.all_machines(repo.session), document_kind, name)
     if problem:
         raise FailedPrecondition(problem)
@@ -360,7 +362,7 @@ def _machine_users(repo: ModelRepository) -> Callable[[StoredDocument], str | No
 
     def users(stored: StoredDocument) -> str | None:
         nonlocal machines
-        if stored.kind.name not in _MACHINE_FIELDS:
+        if stored.kind.name not in _MACHINE_FIELDS or not repo.space.is_default:
             return None
         if machines is None:
             machines = list(machine_store.all_machines(repo.session))
