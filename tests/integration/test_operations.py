@@ -485,6 +485,12 @@ def test_deployment_tasks_are_listed_shown_and_cancelled_by_their_project(
         deployed["Web"],
     ]
     assert len(server.cli_json("task", "list", "--environment", "Dev")) == 3
+    # Renamed since: its deployments are listed under the new name.
+    ok(cuttle(server, "project", "update", "Web", "--rename", "Website"))
+    assert [t["id"] for t in server.cli_json("task", "list", "--project", "Website")] == [
+        deployed["Web"]
+    ]
+    ok(cuttle(server, "project", "update", "Website", "--rename", "Web"))
 
     carol = _key_for(server, "carol")
 

@@ -514,16 +514,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
         def work(session: Session) -> tuple[list[TaskRecord], str]:
             fleet = FleetAccess.load(session, caller)
+            # A project renamed since keeps its older deployments: they match by id too.
+            project_ids = (
+                {
+                    found.id
+                    for space in doc_store.list_spaces(session)
+                    if (found := doc_store.find(session, space.id, "project", project))
+                }
+                if project
+                else set()
+            )
 
             def keep(task: TaskRecord) -> bool:
                 spec = task.spec
                 if isinstance(spec, DeploymentTaskSpec):
-                    where_project = spec.project_name.casefold()
+                    matches = (
+                        spec.project_name.casefold() == project or spec.project_id in project_ids
+                    )
                     where_environments = [spec.environment_name]
                 else:
-                    where_project = ""
+                    matches = False
                     where_environments = list(fleet.task_environments(task))
-                if project and where_project != project:
+                if project and not matches:
                     return False
                 if environment and environment not in {e.casefold() for e in where_environments}:
                     return False
