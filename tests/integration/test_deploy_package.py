@@ -3,9 +3,11 @@
 Listening and polling machines; files extracted at Octopus's path, substitution and structured
 configuration variables per environment, Deploy.sh run with the deployment's variables (secrets
 masked), its output variable read by the next step; a redeploy finds the package in the cache;
-the next version goes as a delta and lands byte-identical; an archive escaping its folder is
-refused and the Tentacle stays healthy; a release made before releases recorded packages is
-refused with the reason.
+the next version goes as a delta and lands byte-identical; archive attacks (path traversal, an
+absolute path, a symlink and a hard link leading out, a zip bomb) are refused naming what was
+wrong, nothing is written outside and the Tentacles stay healthy; a full disk fails the
+acquisition; a release made before releases recorded packages is refused with the reason; a
+runbook snapshot deploys the version it recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 import random
 import sqlite3
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -247,29 +250,88 @@ def test_push_release_deploy_redeploy_and_delta(
         assert (folder / "data/blob-017.bin").read_bytes() != first["data/blob-017.bin"]
 
 
-def _evil_zip() -> bytes:
+def _zip_with(name: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("Deploy.sh", "echo should never run\n")
-        archive.writestr("../../../../outside.txt", "escaped")
+        archive.writestr(name, "escaped")
     return buffer.getvalue()
 
 
-def test_an_escaping_archive_fails_the_action_and_the_tentacle_stays_healthy(
+def _tar_with(member: tarfile.TarInfo) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        deploy = b"echo should never run\n"
+        info = tarfile.TarInfo("Deploy.sh")
+        info.size = len(deploy)
+        tar.addfile(info, io.BytesIO(deploy))
+        data = b"escaped" if member.isfile() else b""
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if data else None)
+    return buffer.getvalue()
+
+
+def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info
+
+
+def _bomb() -> bytes:
+    """250 MiB of zeros in a zip of about 250 KB: past the 200:1 ratio once 100 MiB is out."""
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("zeros.bin", "w", force_zip64=True) as entry,
+    ):
+        chunk = bytes(1024 * 1024)
+        for _ in range(250):
+            entry.write(chunk)
+    return buffer.getvalue()
+
+
+ATTACKS: list[tuple[str, str, bytes | None, str]] = [
+    # (version, format, archive (None: made in the test), what the refusal says)
+    ("6.6.1", "zip", _zip_with("../../../../outside.txt"), "'../../../../outside.txt' escapes"),
+    ("6.6.2", "tar.gz", _tar_with(tarfile.TarInfo("/tmp/cuttle-abs-escape.txt")), "absolute path"),
+    (
+        "6.6.3",
+        "tar.gz",
+        _tar_with(_link("up", "../../../../outside", tarfile.SYMTYPE)),
+        "link 'up' -> '../../../../outside' points outside",
+    ),
+    (
+        "6.6.4",
+        "tar.gz",
+        _tar_with(_link("passwd", "../../../../etc/passwd", tarfile.LNKTYPE)),
+        "escapes the target",
+    ),
+    ("6.6.5", "zip", None, "more than 200 times"),
+]
+
+
+def test_archive_attacks_fail_the_action_and_the_tentacle_stays_healthy(
     fleet: tuple[Server, dict[str, Path]], tmp_path: Path
 ) -> None:
     server, homes = fleet
-    (tmp_path / "web.6.6.6.zip").write_bytes(_evil_zip())
-    server.cli("package", "push", str(tmp_path / "web.6.6.6.zip"), check=True)
-    server.cli("release", "create", "--project", "Web", "--version", "6.6.6", check=True)
-    code, task_id, output = deploy(server, "6.6.6", "Dev")
-    assert code != 0, output
-    lines = "\n".join(server_lines(server, task_id))
-    assert "../../../../outside.txt" in lines
-    assert "should never run" not in lines
-    for home in homes.values():
-        assert not list(home.parent.rglob("outside.txt"))
-        assert not (home / "Applications" / "Dev" / "web" / "6.6.6").exists()
+    for version, kind, archive, refusal in ATTACKS:
+        path = tmp_path / f"web.{version}.{kind}"
+        path.write_bytes(archive if archive is not None else _bomb())
+        server.cli("package", "push", str(path), check=True)
+        server.cli("release", "create", "--project", "Web", "--version", version, check=True)
+        code, task_id, output = deploy(server, version, "Dev")
+        assert code != 0, output
+        lines = "\n".join(server_lines(server, task_id))
+        assert lines.count(refusal) >= len(homes), lines
+        assert "should never run" not in lines
+        for home in homes.values():
+            assert not (home / "Applications" / "Dev" / "web" / version).exists()
+            # Nothing of a refused archive is left, not even its staging folder.
+            left = [p.name for p in (home / "Applications" / "Dev" / "web").glob(f".{version}*")]
+            assert left == [], left
+        assert not list(tmp_path.parent.rglob("outside*"))
+        assert not Path("/tmp/cuttle-abs-escape.txt").exists()
     # Still healthy: a script runs on every machine.
     machines = [arg for name in homes for arg in ("--machine", name)]
     result = server.cli("script", "run", *machines, "--", "echo alive")
