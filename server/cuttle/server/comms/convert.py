@@ -45,25 +45,7 @@ def start_request(
             for v in request.variables
         ],
         arguments=list(request.arguments),
-        package=_package(request.package) if request.package is not None else None,
-    )
-
-
-def _package(package: scripts.PackageStart) -> pb.PackageDeployment:
-    return pb.PackageDeployment(
-        sha256=package.sha256,
-        package_id=package.package_id,
-        version=package.version,
-        format=package.format,
-        environment=package.environment,
-        tenant=package.tenant,
-        script_file=package.script_file,
-        custom_installation_directory=package.custom_installation_directory,
-        purge_custom_installation_directory=package.purge_custom_installation_directory,
-        purge_exclusions=list(package.purge_exclusions),
-        substitute_target_files=list(package.substitute_target_files),
-        structured_variable_files=list(package.structured_variable_files),
-        run_package_scripts=package.run_package_scripts,
+        package=request.package.to_proto() if request.package is not None else None,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cuttle.server.domain.scripts import PackageStart
+from cuttle.protocol.package_deployment import PackageDeployment
 
 ACQUIRE_STEP = "Acquire packages"
 ACQUIRE_PARALLELISM_VARIABLE = "Octopus.Acquire.MaxParallelism"
@@ -139,7 +139,7 @@ def package_start(
     environment: str,
     tenant: str | None,
     script_file: str = "",
-) -> PackageStart:
+) -> PackageDeployment:
     """What the machine is asked to do with the package, from the action's evaluated properties."""
     custom = ""
     if _feature(properties, CUSTOM_DIRECTORY_FEATURE, "", CUSTOM_DIRECTORY):
@@ -150,7 +150,7 @@ def package_start(
             )
     substitute = _feature(properties, SUBSTITUTE_FEATURE, SUBSTITUTE_ENABLED, SUBSTITUTE_TARGETS)
     structured = _feature(properties, STRUCTURED_FEATURE, STRUCTURED_ENABLED, STRUCTURED_TARGETS)
-    return PackageStart(
+    return PackageDeployment(
         sha256=package.sha256,
         package_id=package.package_id,
         version=package.version,

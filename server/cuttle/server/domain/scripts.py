@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from cuttle.protocol.package_deployment import PackageDeployment
+
 FINISHED_STATES = frozenset(
     {"complete", "cancelled", "timed_out", "result_unknown", "failed_to_start"}
 )
@@ -179,25 +181,6 @@ class ScriptFile:
 
 
 @dataclass(frozen=True, slots=True)
-class PackageStart:
-    """A cached package the agent puts in place before the ticket's script (see tentacle.proto)."""
-
-    sha256: str
-    package_id: str
-    version: str
-    format: str
-    environment: str = ""
-    tenant: str = ""
-    script_file: str = ""
-    custom_installation_directory: str = ""
-    purge_custom_installation_directory: bool = False
-    purge_exclusions: tuple[str, ...] = ()
-    substitute_target_files: tuple[str, ...] = ()
-    structured_variable_files: tuple[str, ...] = ()
-    run_package_scripts: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class ScriptRequest:
     """What to run under a ticket."""
 
@@ -211,7 +194,7 @@ class ScriptRequest:
     mutex_name: str = ""
     isolation_timeout_seconds: float = 0.0
     arguments: tuple[str, ...] = ()
-    package: PackageStart | None = None
+    package: PackageDeployment | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from cuttle.protocol.masking import Masker
+from cuttle.protocol.package_deployment import PackageDeployment
 from cuttle.protocol.variables import condition_is_true, evaluate
 from cuttle.server.domain import package_steps as ps
 from cuttle.server.domain import plan as p
@@ -38,7 +39,7 @@ from cuttle.server.domain.interruptions import (
     guided_failure_applies,
     responses_for,
 )
-from cuttle.server.domain.scripts import PackageStart, RemoteVariable, ScriptRequest
+from cuttle.server.domain.scripts import RemoteVariable, ScriptRequest
 from cuttle.server.domain.task_specs import DeploymentTaskSpec, RunbookTaskSpec
 from cuttle.server.domain.task_states import (
     FINISHED_NODE_STATES,
@@ -651,7 +652,7 @@ async def _run_action(
 
 async def _package_request(
     run: _Deployment, step: d.Step, action: d.Action, variables: ActionVariables
-) -> tuple[PackageStart | None, tuple[str, ...]]:
+) -> tuple[PackageDeployment | None, tuple[str, ...]]:
     """The package an action puts in place on its machine (None: none), and its arguments."""
     if action.type == "deploy_package":
         use, script_file = "package", ""

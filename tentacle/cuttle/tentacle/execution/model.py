@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from cuttle.protocol.package_deployment import PackageDeployment
 from cuttle.tentacle.execution.errors import InvalidScript
 
 __all__ = [
@@ -127,26 +128,6 @@ class Variable:
     def __repr__(self) -> str:
         shown = "'********'" if self.sensitive else repr(self.value)
         return f"Variable(name={self.name!r}, value={shown}, sensitive={self.sensitive})"
-
-
-@dataclass(frozen=True)
-class PackageDeployment:
-    """A cached package to put in place before the script runs (see packages/deploy.py)."""
-
-    sha256: str
-    package_id: str
-    version: str
-    format: str
-    environment: str = ""
-    tenant: str = ""
-    # A script from a package: extracted into the workspace, this file runs.
-    script_file: str = ""
-    custom_installation_directory: str = ""
-    purge_custom_installation_directory: bool = False
-    purge_exclusions: tuple[str, ...] = ()
-    substitute_target_files: tuple[str, ...] = ()
-    structured_variable_files: tuple[str, ...] = ()
-    run_package_scripts: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import structlog
 
-from cuttle.tentacle.execution.model import PackageDeployment, Syntax, Variable
+from cuttle.protocol.package_deployment import PackageDeployment
+from cuttle.tentacle.execution.model import Syntax, Variable
 from cuttle.tentacle.execution.script_user import ScriptUser
 from cuttle.tentacle.packages.cache import PackageCache
 from cuttle.tentacle.packages.errors import InstallPathExists, PackageError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from cuttle.protocol.package_deployment import PackageDeployment
 from cuttle.protocol.v1 import tentacle_pb2 as pb
 from cuttle.tentacle.errors import BadRequest
 from cuttle.tentacle.execution import model
@@ -73,7 +74,7 @@ def start_command(
     )
 
 
-def _package(message: pb.PackageDeployment) -> model.PackageDeployment:
+def _package(message: pb.PackageDeployment) -> PackageDeployment:
     """The package part of a start; malformed fields are refused before anything is claimed."""
     if not _SHA256.fullmatch(message.sha256):
         raise BadRequest(f"package sha256 {message.sha256!r} is not 64 lower-case hex digits")
@@ -91,21 +92,7 @@ def _package(message: pb.PackageDeployment) -> model.PackageDeployment:
     custom = message.custom_installation_directory
     if custom and not custom.startswith("/"):
         raise BadRequest(f"the custom installation directory {custom!r} is not an absolute path")
-    return model.PackageDeployment(
-        sha256=message.sha256,
-        package_id=message.package_id,
-        version=message.version,
-        format=message.format,
-        environment=message.environment,
-        tenant=message.tenant,
-        script_file=message.script_file,
-        custom_installation_directory=custom,
-        purge_custom_installation_directory=message.purge_custom_installation_directory,
-        purge_exclusions=tuple(message.purge_exclusions),
-        substitute_target_files=tuple(message.substitute_target_files),
-        structured_variable_files=tuple(message.structured_variable_files),
-        run_package_scripts=message.run_package_scripts,
-    )
+    return PackageDeployment.from_proto(message)
 
 
 def script_status(snapshot: model.ScriptSnapshot) -> pb.ScriptStatus:

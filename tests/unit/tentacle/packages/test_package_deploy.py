@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cuttle.protocol.package_deployment import PackageDeployment
 from cuttle.tentacle.execution.manager import ScriptManager, ScriptState, StartCommand, Syntax
-from cuttle.tentacle.execution.model import PackageDeployment, Variable
+from cuttle.tentacle.execution.model import Variable
 from cuttle.tentacle.packages.cache import PackageCache
 from cuttle.tentacle.packages.deploy import DeploySettings
 from tests.unit.tentacle.execution.scenarios import lines_of, run_with
