@@ -29,6 +29,7 @@ from cuttle.server.model import documents as d
 from cuttle.server.model.kinds import kind
 from cuttle.server.model.releases import Releases
 from cuttle.server.model.repository import ModelRepository
+from cuttle.server.packages.feed import PackageFeed
 from cuttle.server.store import documents as doc_store
 from cuttle.server.store import machines as machine_store
 from cuttle.server.store import tasks
@@ -47,6 +48,7 @@ def store_deployment(
     encryptor: Encryptor,
     steps: Sequence[d.Step],
     machines: Sequence[str],
+    variables: Sequence[d.Variable] = (),
 ) -> str:
     """Store project Web with these steps, release 1.0.0 and its deployment to Dev; the task id."""
     with sessions.begin() as session:
@@ -66,7 +68,10 @@ def store_deployment(
                 environments=("Dev",),
                 roles=("web",),
             )
-        repo.create(kind("project"), d.Project(name="Web", process=d.Process(steps=list(steps))))
+        repo.create(
+            kind("project"),
+            d.Project(name="Web", process=d.Process(steps=list(steps)), variables=list(variables)),
+        )
         releases = Releases(repo, "alice")
         releases.create("Web", "1.0.0", "", "")
         request = deployments.DeploymentRequest(project="Web", release="1.0.0", environment="Dev")
@@ -91,6 +96,7 @@ async def run_deployment(
     task_id: str,
     settings: RunSettings,
     meanwhile: Callable[[Watch], Coroutine[Any, Any, Any]] | None = None,
+    packages: PackageFeed | None = None,
 ) -> Ran:
     """Run the stored task with the TaskRunner until it ends; `meanwhile` runs alongside."""
     tx = Transactions(sessions)
@@ -98,6 +104,7 @@ async def run_deployment(
     # MemoryFleet answers what the engine asks of Connections (client, connected).
     runner = TaskRunner(tx, cast(Connections, fleet), signals, settings, encryptor=encryptor)
     runner.clock = clock
+    runner.packages = packages
     began, virtual_began = time.monotonic(), clock.now()
     side: asyncio.Task[Any] | None = None
     try:
