@@ -452,3 +452,27 @@ def test_a_full_disk_on_one_machine_fails_acquisition_with_the_reason(
     assert states[("Acquire packages", "web-01")] == "success"
     assert states[("", "Acquire packages")] == "failed"
     assert states[("", "Deploy web")] == "skipped"
+
+
+def test_a_tentacle_s_own_extraction_limits_refuse_a_package(
+    fleet: tuple[Server, dict[str, Path]], cluster: Cluster, tmp_path: Path
+) -> None:
+    server, homes = fleet
+    strict = cluster.tentacles["web-03"]
+    assert strict.process is not None
+    strict.process.stop()
+    config_path = strict.home / "tentacle.json"
+    config = json.loads(config_path.read_text())
+    config["package_max_entries"] = 50  # the package holds 105 files
+    config_path.write_text(json.dumps(config))
+    strict.start()
+    make_package(tmp_path / "web.4.0.0.zip", "4.0.0")
+    server.cli("package", "push", str(tmp_path / "web.4.0.0.zip"), check=True)
+    server.cli("release", "create", "--project", "Web", "--version", "4.0.0", check=True)
+    code, task_id, output = deploy(server, "4.0.0", "Dev")
+    assert code != 0, output
+    text = "\n".join(server_lines(server, task_id))
+    assert "more than 50 entries" in text, text
+    assert not (homes["web-03"] / "Applications" / "Dev" / "web" / "4.0.0").exists()
+    # The others, with the default limits, took it.
+    assert (homes["web-01"] / "Applications" / "Dev" / "web" / "4.0.0" / "Deploy.sh").is_file()

@@ -26,6 +26,7 @@ from cuttle.tentacle.execution.script_user import (
 from cuttle.tentacle.files.transfer import UploadStore
 from cuttle.tentacle.packages.cache import PackageCache, cache_root
 from cuttle.tentacle.packages.deploy import DeploySettings, applications_directory
+from cuttle.tentacle.packages.extract import ExtractionLimits
 from cuttle.tentacle.packages.receive import PackageReceiver
 from cuttle.tentacle.services.handlers import TentacleHandlers
 
@@ -70,7 +71,14 @@ class TentacleAgent:
             script_user=script_user,
             workspaces=workspaces,
             packages=DeploySettings(
-                self.package_cache, applications, keep=self._config.package_retention_keep
+                self.package_cache,
+                applications,
+                keep=self._config.package_retention_keep,
+                limits=ExtractionLimits(
+                    max_total_bytes=self._config.package_max_extracted_bytes,
+                    max_entries=self._config.package_max_entries,
+                    max_ratio=float(self._config.package_max_ratio),
+                ),
             ),
         )
         self._handlers = TentacleHandlers(

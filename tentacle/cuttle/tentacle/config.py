@@ -83,6 +83,11 @@ class TentacleConfig:
     applications_directory: str = ""
     # How many extracted versions of a package stay per environment (the deployed one always).
     package_retention_keep: int = 3
+    # An archive is refused (as a zip bomb) past this many bytes expanded, this many entries,
+    # or this many bytes expanded per archive byte once past 100 MiB (packages/extract.py).
+    package_max_extracted_bytes: int = 10 * 1024**3
+    package_max_entries: int = 1_000_000
+    package_max_ratio: int = 200
 
     def trusted_thumbprints(self) -> set[str]:
         """Thumbprints of the servers this Tentacle accepts."""
@@ -181,7 +186,11 @@ class InstanceHome:
         os.replace(tmp, self.path / PORTS_FILE)
 
 
-_BYTE_SIZES = ("package_cache_max_bytes", "package_cache_min_free_bytes")
+_BYTE_SIZES = (
+    "package_cache_max_bytes",
+    "package_cache_min_free_bytes",
+    "package_max_extracted_bytes",
+)
 
 
 def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
@@ -217,13 +226,26 @@ def _config_from_dict(raw: Any, path: Path) -> TentacleConfig:
         value = getattr(config, key)
         if value and not Path(value).is_absolute():
             raise ConfigError(f"{path}: {key} must be an absolute path")
-    for key in ("port", "polling_connections", "package_retention_keep", *_BYTE_SIZES):
+    for key in (
+        "port",
+        "polling_connections",
+        "package_retention_keep",
+        "package_max_entries",
+        "package_max_ratio",
+        *_BYTE_SIZES,
+    ):
         if key in raw:
             if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0:
                 raise ConfigError(f"{path}: {key} must be a non-negative integer")
             setattr(config, key, raw[key])
-    if config.package_retention_keep < 1:
-        raise ConfigError(f"{path}: package_retention_keep must be at least 1")
+    for key in (
+        "package_retention_keep",
+        "package_max_extracted_bytes",
+        "package_max_entries",
+        "package_max_ratio",
+    ):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{path}: {key} must be at least 1")
     if config.port > 65535:
         raise ConfigError(f"{path}: port must be at most 65535")
     for key in known:

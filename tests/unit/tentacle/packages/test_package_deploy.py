@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cuttle.protocol.package_deployment import PackageDeployment
+from cuttle.tentacle.config import ConfigError, InstanceHome, TentacleConfig
 from cuttle.tentacle.execution.manager import ScriptManager, ScriptState, StartCommand, Syntax
 from cuttle.tentacle.execution.model import Variable
 from cuttle.tentacle.packages.cache import PackageCache
@@ -325,3 +326,30 @@ def test_more_package_deployments_at_once_than_default_threads_all_finish(
         assert folders == {str(base / n) for n in names}
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("applications_directory", "relative/apps", "must be an absolute path"),
+        ("package_retention_keep", 0, "must be at least 1"),
+        ("package_max_ratio", 0, "must be at least 1"),
+        ("package_max_entries", "many", "must be a non-negative integer"),
+        ("package_max_extracted_bytes", True, "must be a non-negative integer"),
+    ],
+)
+def test_deployment_settings_are_checked_where_they_are_read(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    home = InstanceHome(tmp_path)
+    config = TentacleConfig()
+    config.package_max_entries = 50
+    config.applications_directory = "/srv/apps"
+    home.save(config)
+    loaded = home.load()
+    assert (loaded.package_max_entries, loaded.applications_directory) == (50, "/srv/apps")
+    raw = json.loads(home.config_path.read_text())
+    raw[key] = value
+    home.config_path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=f"{key} {message}"):
+        home.load()
