@@ -72,6 +72,12 @@ def test_the_quickstart_shows_scripts_on_both_tentacles_and_ctrl_c_stops_everyth
         for machine in ("web-01", "web-02"):
             assert f"deploying release 1.0.0 to {machine}" in text, text
             assert f"{machine} is back in the pool" in text, text
+            # The package: sent once, extracted and filled in per environment, Deploy.sh run.
+            assert re.search(rf"hello-site 1\.0\.0: full \d+ bytes sent to {machine}", text), text
+            assert f"hello-site 1.0.0: found in cache on {machine}" in text, text
+            assert f"site 1.0.0 installed on {machine}" in text, text
+        assert "greeting = Hello" in text, text
+        assert "environment = Test" in text, text
         assert "Promoting release 1.0.0" in text, text
         assert "output Checked = yes" in text, text
         assert "created release 1.0.0 of Hello" in text, text

@@ -252,7 +252,9 @@ def prepare(
 
 def _report(say: Say, what: str, report: SubstitutionReport) -> None:
     if report.changed:
-        say(f"{what} {len(report.changed)} files: {', '.join(report.changed)}", False)
+        count = len(report.changed)
+        files = "1 file" if count == 1 else f"{count} files"
+        say(f"{what} {files}: {', '.join(report.changed)}", False)
         for file, keys in report.replaced_keys.items():
             if keys:
                 say(f"  {file}: {', '.join(keys)}", False)

@@ -131,7 +131,7 @@ def test_package_is_extracted_filled_in_and_its_scripts_run_in_order(tmp_path: P
             settings_json = json.loads((folder / "config/settings.json").read_text())
             assert settings_json == {"Logging": {"LogLevel": {"Default": "Warning"}}, "Port": 8080}
             assert (folder / "bin/run").stat().st_mode & 0o777 == 0o755
-            assert any("Substituted variables in 1 files: app.conf" in t for t in text)
+            assert any("Substituted variables in 1 file: app.conf" in t for t in text)
 
     run_with(home, scenario, packages=settings)
     assert not cache.in_use(sha)
